@@ -1,0 +1,32 @@
+"""Dispatch ``python -m rspose_tune.bench NAME [args]`` to ``rspose_tune.bench._NAME.main``."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+BENCHMARKS = {
+    "losses": "RSPose losses vs KeypointMSELoss vs a naive per-positive loop (fwd+bwd, memory)",
+    "step": "one training step of a ViTPose-style model: RSPose head vs MSE head",
+    "trainable": "the same epochs through the Ray Tune trainable vs a plain mmengine Runner",
+    "search": "per-trial start overhead, and ASHA vs full-budget random search on the demo",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in {"-h", "--help"} or argv[0] not in BENCHMARKS:
+        lines = [f"  {name:10s} {text}" for name, text in BENCHMARKS.items()]
+        msg = "usage: python -m rspose_tune.bench NAME [args]\n\nbenchmarks:\n" + "\n".join(lines)
+        if argv and argv[0] not in {"-h", "--help"}:
+            print(f"error: benchmark must be one of {sorted(BENCHMARKS)}, got {argv[0]!r}\n", file=sys.stderr)
+            print(msg, file=sys.stderr)
+            return 2
+        print(msg)
+        return 0
+    module = importlib.import_module(f"rspose_tune.bench._{argv[0]}")
+    return int(module.main(argv[1:]) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

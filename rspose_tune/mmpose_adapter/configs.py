@@ -1,0 +1,310 @@
+"""Build MMPose configs: an installed MMPose base config + RSPose loss settings + a trial's budget.
+
+Everything a trial or an export needs goes through :func:`build_config`, so the resolved config
+saved beside a trial's results is exactly what ran.
+
+Config references (``base_config`` in a search-space file):
+
+- ``mmpose::<path>``: a config shipped inside the installed mmpose (``mmpose/.mim/configs/<path>``);
+- anything else: a file path, relative to the search-space file that names it.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "LOSS_PARAM_NAMES",
+    "ConfigBuildError",
+    "apply_rspose_losses",
+    "build_config",
+    "load_base_config",
+    "mmpose_config_dir",
+    "resolve_config_ref",
+    "scale_schedule",
+    "set_dataset",
+    "shrink_model",
+]
+
+#: The six RSPose hyperparameters, in Table E.8 order. A coefficient of 0 switches a component off.
+LOSS_PARAM_NAMES = ("delta_rank", "coeff_rank", "delta_sort", "coeff_sort", "delta_inst", "coeff_inst")
+
+#: Stock MMPose heads and the RSPose head that replaces each (registered by ``setup_mmpose``).
+RSPOSE_HEADS = {"HeatmapHead": "RSPoseHeatmapHead", "SimCCHead": "RSPoseSimCCHead"}
+
+
+class ConfigBuildError(ValueError):
+    """A config cannot be built from the given preset, parameters or paths."""
+
+
+def mmpose_config_dir() -> Path:
+    """``mmpose/.mim/configs`` of the installed mmpose."""
+    import mmpose
+
+    return Path(mmpose.__file__).parent / ".mim" / "configs"
+
+
+def resolve_config_ref(ref: str, relative_to: Path | None = None) -> Path:
+    """The file a config reference points to (see module docstring); it must exist."""
+    if ref.startswith("mmpose::"):
+        path = mmpose_config_dir() / ref[len("mmpose::"):]
+        if not path.is_file():
+            raise ConfigBuildError(
+                f"base config {ref!r} is not in the installed mmpose (looked for {str(path)!r}); "
+                "`mmpose::` paths are relative to mmpose/.mim/configs/"
+            )
+        return path
+    path = Path(ref)
+    if not path.is_absolute() and relative_to is not None:
+        path = Path(relative_to) / path
+    if not path.is_file():
+        raise ConfigBuildError(f"base config file {str(path)!r} does not exist")
+    return path
+
+
+def load_base_config(ref: str, relative_to: Path | None = None):
+    """Load an MMPose config by reference (``mmpose::...`` or a path; see module docstring)."""
+    from mmengine.config import Config
+
+    return Config.fromfile(str(resolve_config_ref(ref, relative_to)))
+
+
+def _check_params(params: Mapping[str, Any]) -> dict[str, float]:
+    unknown = sorted(set(params) - set(LOSS_PARAM_NAMES))
+    if unknown:
+        raise ConfigBuildError(f"unknown loss parameter(s) {unknown}; valid: {list(LOSS_PARAM_NAMES)}")
+    out: dict[str, float] = {}
+    for name in LOSS_PARAM_NAMES:
+        value = params.get(name)
+        if value is None:  # an "off" component's delta, or an off coefficient
+            value = 0.0
+        value = float(value)
+        if not math.isfinite(value) or value < 0:
+            raise ConfigBuildError(f"loss parameter `{name}` must be finite and >= 0, got {value}")
+        out[name] = value
+    if out["coeff_rank"] == 0 and out["coeff_sort"] == 0:
+        raise ConfigBuildError("`coeff_rank` and `coeff_sort` are both 0: the heatmap would get no loss")
+    return out
+
+
+def apply_rspose_losses(cfg, params: Mapping[str, Any]) -> None:
+    """Swap ``cfg.model.head`` for its RSPose subclass with the six loss settings (in place)."""
+    values = _check_params(params)
+    head = cfg.model.head
+    head_type = head.get("type")
+    if head_type in RSPOSE_HEADS.values():
+        pass
+    elif head_type in RSPOSE_HEADS:
+        head["type"] = RSPOSE_HEADS[head_type]
+    else:
+        raise ConfigBuildError(
+            f"model.head.type is {head_type!r}; RSPose losses support {sorted(RSPOSE_HEADS)}"
+        )
+    loss = dict(type="RSPoseLoss")
+    for name in ("delta_rank", "coeff_rank", "delta_sort", "coeff_sort"):
+        loss[name] = values[name]
+    old_loss = head.get("loss") or {}
+    if old_loss.get("type") == "RSPoseLoss" and "pos_thr" in old_loss:
+        loss["pos_thr"] = old_loss["pos_thr"]
+    head["loss"] = loss
+    head["delta_inst"] = values["delta_inst"]
+    head["coeff_inst"] = values["coeff_inst"]
+
+
+def scale_schedule(cfg, max_epochs: int) -> None:
+    """Set ``max_epochs`` and scale epoch-based LR milestones to it (in place).
+
+    The 210-epoch recipe drops the LR at epochs 170 and 200; a 20-epoch budget drops at 16 and 19.
+    """
+    if max_epochs < 1:
+        raise ConfigBuildError(f"max_epochs must be >= 1, got {max_epochs}")
+    old = int(cfg.train_cfg.get("max_epochs", max_epochs))
+    cfg.train_cfg["max_epochs"] = int(max_epochs)
+    if old == max_epochs:
+        return
+    for sched in cfg.get("param_scheduler", None) or []:
+        if not sched.get("by_epoch", True):
+            continue
+        if "milestones" in sched:
+            sched["milestones"] = sorted(
+                {max(1, min(max_epochs, round(m * max_epochs / old))) for m in sched["milestones"]}
+            )
+        if "end" in sched and sched["end"] is not None:
+            sched["end"] = max_epochs if sched["end"] >= old else max(1, round(sched["end"] * max_epochs / old))
+        if "T_max" in sched:
+            sched["T_max"] = max(1, round(sched["T_max"] * max_epochs / old))
+
+
+def set_dataset(
+    cfg,
+    *,
+    root: str | Path,
+    train_ann: str,
+    val_ann: str,
+    train_img: str,
+    val_img: str,
+    bbox_file: str | None = None,
+) -> None:
+    """Point the train/val/test loaders and the evaluator at a dataset (in place).
+
+    Validation uses ground-truth boxes unless ``bbox_file`` (relative to ``root``) is given.
+    """
+    root = Path(root)
+    for key, ann, img, is_val in (
+        ("train_dataloader", train_ann, train_img, False),
+        ("val_dataloader", val_ann, val_img, True),
+        ("test_dataloader", val_ann, val_img, True),
+    ):
+        if key not in cfg:
+            continue
+        loader = copy.deepcopy(cfg[key])  # test_dataloader is often the same object as val's
+        dataset = loader["dataset"]
+        dataset["data_root"] = str(root)
+        dataset["ann_file"] = ann
+        dataset["data_prefix"] = dict(img=img)
+        if is_val:
+            dataset.pop("bbox_file", None)
+            if bbox_file:
+                dataset["bbox_file"] = str(root / bbox_file)
+        cfg[key] = loader
+    for key in ("val_evaluator", "test_evaluator"):
+        evaluator = cfg.get(key)
+        if isinstance(evaluator, Mapping) and "ann_file" in evaluator:
+            evaluator = copy.deepcopy(evaluator)
+            evaluator["ann_file"] = str(root / val_ann)
+            cfg[key] = evaluator
+
+
+def shrink_model(cfg) -> None:
+    """Replace the backbone by a tiny one of the same family (tests and CPU smoke runs, in place).
+
+    Keeps the head type, codec and data pipeline; removes pretrained ``init_cfg`` downloads.
+    """
+    backbone = cfg.model.backbone
+    btype = backbone["type"]
+    backbone.pop("init_cfg", None)
+    if btype.endswith("VisionTransformer"):
+        backbone["arch"] = dict(embed_dims=64, num_layers=2, num_heads=2, feedforward_channels=128)
+        backbone["drop_path_rate"] = 0.0
+        channels = 64
+        cfg.optim_wrapper.get("paramwise_cfg", {})["num_layers"] = 2
+    elif btype == "HRNet":
+        extra = backbone["extra"]
+        extra["stage1"]["num_blocks"] = (1,)
+        extra["stage1"]["num_channels"] = (16,)
+        for i, stage in enumerate(("stage2", "stage3", "stage4")):
+            n = len(extra[stage]["num_channels"])
+            extra[stage]["num_modules"] = 1
+            extra[stage]["num_blocks"] = (1,) * n
+            extra[stage]["num_channels"] = tuple(8 * 2**k for k in range(n))
+        channels = 8
+    elif btype == "ResNet":
+        backbone["depth"] = 18
+        channels = 512
+    else:
+        raise ConfigBuildError(f"shrink_model does not know backbone type {btype!r}")
+    head = cfg.model.head
+    head["in_channels"] = channels
+    if "deconv_out_channels" in head and head["deconv_out_channels"]:
+        head["deconv_out_channels"] = tuple(min(c, 32) for c in head["deconv_out_channels"])
+    neck = cfg.model.get("neck")
+    if neck is not None and neck.get("type") == "FeatureMapProcessor":
+        pass
+
+
+def _drop_remote_init(cfg, weights: str | None, preset_name: str) -> None:
+    """Use user-supplied weights; never let a config download pretrained weights."""
+    backbone = cfg.model.backbone
+    init = backbone.get("init_cfg")
+    if weights:
+        path = Path(weights)
+        if not path.is_file():
+            raise ConfigBuildError(
+                f"pretrained weights {str(path)!r} for preset {preset_name!r} do not exist "
+                "(--weights / RSPOSE_TUNE_WEIGHTS); rspose_tune never downloads weights"
+            )
+        backbone["init_cfg"] = dict(type="Pretrained", checkpoint=str(path.resolve()))
+        return
+    if init and "://" in str(init.get("checkpoint", "")):
+        raise ConfigBuildError(
+            f"preset {preset_name!r}: its base config would download pretrained weights from "
+            f"{init['checkpoint']!r}, and rspose_tune never downloads. Download them yourself and "
+            "pass --weights PATH (or set RSPOSE_TUNE_WEIGHTS), or pass --weights none to train "
+            "from scratch"
+        )
+    backbone.pop("init_cfg", None)
+
+
+def build_config(
+    preset,
+    params: Mapping[str, Any],
+    *,
+    work_dir: str | Path | None = None,
+    seed: int = 0,
+    max_epochs: int | None = None,
+    val_interval: int | None = None,
+    batch_size: int | None = None,
+    num_workers: int | None = None,
+    shrink: bool = False,
+    scratch: bool = False,
+):
+    """The full MMPose config of one trial (or of an export, with ``max_epochs`` of the base).
+
+    Args:
+        preset: a :class:`rspose_tune.spaces.Preset` (its base config, data and weights).
+        params: the six loss hyperparameters (:data:`LOSS_PARAM_NAMES`); None or 0 = off.
+        work_dir: the Runner's work_dir (the trial's own directory).
+        seed: mmengine ``randomness.seed``.
+        max_epochs: training length; default the preset's budget. LR milestones scale with it.
+        val_interval: validate every N epochs; default the preset's budget.
+        batch_size, num_workers: train/val loader overrides.
+        shrink: replace the backbone by a tiny one (tests only).
+        scratch: train from scratch even if the base config names remote pretrained weights.
+    """
+    from mmengine.config import Config
+
+    cfg = load_base_config(preset.base_config, Path(preset.source).parent)
+    cfg = Config(copy.deepcopy(cfg.to_dict()))  # detach from _base_ bookkeeping
+    apply_rspose_losses(cfg, params)
+    data = preset.data
+    set_dataset(
+        cfg,
+        root=data.root,
+        train_ann=data.train_ann,
+        val_ann=data.val_ann,
+        train_img=data.train_img,
+        val_img=data.val_img,
+        bbox_file=data.bbox_file,
+    )
+    if shrink:
+        shrink_model(cfg)
+    elif scratch:
+        cfg.model.backbone.pop("init_cfg", None)
+    else:
+        _drop_remote_init(cfg, preset.weights, preset.name)
+    scale_schedule(cfg, int(max_epochs or preset.budget.max_epochs))
+    cfg.train_cfg["val_interval"] = int(val_interval or preset.budget.val_interval)
+    for key in ("train_dataloader", "val_dataloader", "test_dataloader"):
+        if key not in cfg:
+            continue
+        if batch_size is not None:
+            cfg[key]["batch_size"] = int(batch_size)
+        if num_workers is not None:
+            cfg[key]["num_workers"] = int(num_workers)
+            if num_workers == 0:
+                cfg[key]["persistent_workers"] = False
+    metric = preset.metric
+    hooks = cfg.setdefault("default_hooks", {})
+    # Trials checkpoint through Ray Tune; keep mmengine's own checkpoints rare and cheap.
+    hooks["checkpoint"] = dict(type="CheckpointHook", interval=-1, save_best=None, save_last=False)
+    hooks.setdefault("logger", dict(type="LoggerHook"))["interval"] = 10
+    hooks.pop("visualization", None)
+    cfg["randomness"] = dict(seed=int(seed), deterministic=False)
+    cfg["work_dir"] = str(work_dir) if work_dir is not None else f"work_dirs/{preset.name}"
+    cfg["launcher"] = "none"
+    cfg["rspose_tune"] = dict(preset=preset.name, metric=metric, params=dict(params), seed=int(seed))
+    return cfg

@@ -1,0 +1,1 @@
+"""Ray Tune trainables that run MMPose training with RSPose losses (see :mod:`.mmpose_trainable`)."""
