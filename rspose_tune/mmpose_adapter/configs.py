@@ -239,6 +239,29 @@ def _drop_remote_init(cfg, weights: str | None, preset_name: str) -> None:
     backbone.pop("init_cfg", None)
 
 
+def _add_keypoint_meta(cfg) -> None:
+    """Give the model the dataset's keypoint meta (Instance Sort needs its OKS ``sigmas``)."""
+    from mmpose.registry import DATASETS
+
+    dataset = cfg.train_dataloader.dataset
+    metainfo = dataset.get("metainfo") or getattr(DATASETS.get(dataset["type"]), "METAINFO", None)
+    if metainfo:
+        train_cfg = cfg.model.get("train_cfg") or {}
+        train_cfg.setdefault("metainfo", dict(metainfo))
+        cfg.model["train_cfg"] = train_cfg
+
+
+def _add_confidence_metric(cfg) -> None:
+    """Add the confidence-vs-OKS Spearman metric beside COCO-style evaluators (paper Table 5)."""
+    evaluator = cfg.get("val_evaluator")
+    evaluators = list(evaluator) if isinstance(evaluator, (list, tuple)) else [evaluator]
+    if not any(isinstance(e, Mapping) and e.get("type") == "CocoMetric" for e in evaluators):
+        return
+    if not any(isinstance(e, Mapping) and e.get("type") == "ConfidenceOKSCorrelation" for e in evaluators):
+        evaluators.append(dict(type="ConfidenceOKSCorrelation"))
+    cfg["val_evaluator"] = evaluators
+
+
 def build_config(
     preset,
     params: Mapping[str, Any],
@@ -297,6 +320,8 @@ def build_config(
             cfg[key]["num_workers"] = int(num_workers)
             if num_workers == 0:
                 cfg[key]["persistent_workers"] = False
+    _add_keypoint_meta(cfg)
+    _add_confidence_metric(cfg)
     metric = preset.metric
     hooks = cfg.setdefault("default_hooks", {})
     # Trials checkpoint through Ray Tune; keep mmengine's own checkpoints rare and cheap.
