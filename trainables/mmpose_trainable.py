@@ -88,7 +88,7 @@ class TuneReportHook(Hook):
         for key, value in outputs.items():
             if "loss" not in key:
                 continue
-            value = float(value)
+            value = float(value.detach()) if hasattr(value, "detach") else float(value)
             if not math.isfinite(value):
                 raise LossDivergedError(
                     f"training {key} became {value} at epoch {runner.epoch + 1}, iteration {runner.iter + 1}"
