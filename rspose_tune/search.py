@@ -251,7 +251,11 @@ def run_search(p: Plan, args: argparse.Namespace):
     from trainables.mmpose_trainable import train_rspose
 
     preset = p.preset
-    trainable = tune.with_parameters(train_rspose, preset=preset, seed=args.seed, max_epochs=p.max_epochs)
+    # A trial holding N > 1 GPUs trains data-parallel on all of them (one process per GPU).
+    world_size = int(p.gpus) if p.gpus > 1 else 1
+    trainable = tune.with_parameters(
+        train_rspose, preset=preset, seed=args.seed, max_epochs=p.max_epochs, world_size=world_size
+    )
     resources = {"cpu": p.cpus, "gpu": p.gpus}
     trainable = tune.with_resources(trainable, resources)
     if p.address is None:  # local Ray: ray.init has made the folder reachable

@@ -31,7 +31,7 @@ def _train(preset, tmp_path, *, seed, max_epochs=1):
     reports = []
     cfg = prepare_trial_config(preset, PARAMS, tmp_path, seed=seed, max_epochs=max_epochs)
     runner = Runner.from_cfg(cfg)
-    runner.register_hook(TuneReportHook(preset.metric, "t0", report=reports.append, checkpoint=False))
+    runner.register_hook(TuneReportHook(preset.metric, "t0", report=lambda result, ckpt: reports.append(result), checkpoint=False))
     runner.train()
     return reports
 
@@ -47,7 +47,7 @@ def test_same_seed_same_first_epoch_losses_and_config_saved(demo_preset, tmp_pat
     assert [a[0][k] for k in keys] == [b[0][k] for k in keys]
     assert a[0]["loss"] != c[0]["loss"]
     report = a[0]
-    assert report["epoch"] == 1 and report["metric_name"] == "coco/AP"
+    assert report["epoch"] == 1 and report["metric_name"] == "coco/AP" and report["world_size"] == 1
     assert report["metric"] == report["coco/AP"] and report["ar"] == report["coco/AR"]
     assert all(math.isfinite(report[k]) for k in keys)
     assert math.isnan(report["spearman"]) or -1 <= report["spearman"] <= 1  # NaN: all confidences equal
@@ -165,3 +165,25 @@ def test_trial_checkpoint_loads_with_weights_only(tmp_path):
         loaded = torch.load(path, weights_only=True)
     assert loaded["meta"]["dataset_meta"]["sigmas"].tolist() == pytest.approx([0.026, 0.025])
     assert loaded["message_hub"]["log_scalars"] == {}
+
+
+@pytest.mark.slow
+def test_two_worker_data_parallel_trial_on_cpu_gloo(demo_preset, tmp_path, local_ray):
+    """A trial asking for N > 1 devices trains data-parallel (here 2 CPU workers, gloo)."""
+    from ray import tune
+
+    from trainables.mmpose_trainable import train_rspose
+
+    trainable = tune.with_parameters(train_rspose, preset=demo_preset, max_epochs=2, world_size=2)
+    tuner = tune.Tuner(
+        tune.with_resources(trainable, {"cpu": 2}),
+        param_space=PARAMS,
+        tune_config=tune.TuneConfig(num_samples=1, metric="metric", mode="max"),
+        run_config=tune.RunConfig(storage_path=str(tmp_path / "ray"), name="ddp", verbose=0),
+    )
+    result = tuner.fit()[0]
+    assert result.error is None, result.error
+    frame = result.metrics_dataframe
+    assert list(frame["epoch"]) == [1, 2]
+    assert frame["loss"].notna().all() and result.checkpoint is not None
+    assert list(frame["world_size"]) == [2, 2]

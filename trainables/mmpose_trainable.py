@@ -28,6 +28,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from mmengine.dist import get_world_size
 from mmengine.hooks import Hook
 
 from ._checkpoint import (
@@ -61,12 +62,13 @@ class TuneReportHook(Hook):
     Reported keys: ``epoch``, ``metric`` (the preset's metric), ``metric_name``, ``ar``, the mean
     training ``loss``/``loss_rank``/``loss_sort``/``loss_inst`` since the previous report (NaN for
     a component that is off), ``spearman`` (instance confidence vs OKS), ``wall_s``, ``node``,
-    ``gpu_type``, and every evaluator metric under its MMPose name (e.g. ``coco/AP``).
+    ``gpu_type``, ``world_size`` (data-parallel processes), and every evaluator metric under its MMPose name (e.g. ``coco/AP``).
 
     Args:
         metric: the evaluator key the search optimises, e.g. ``coco/AP``.
         trial_id: written into each checkpoint's manifest.
-        report: the reporting function (``ray.tune.report``); injectable for tests.
+        report: ``report(result, checkpoint_dir_or_None)``, called once per validation; it must
+            return only after the checkpoint directory was persisted. Default :func:`tune_report`.
         checkpoint: whether to attach a checkpoint to each report.
     """
 
@@ -122,18 +124,13 @@ class TuneReportHook(Hook):
             "wall_s": time.monotonic() - self._start,
             "node": socket.gethostname(),
             "gpu_type": _gpu_type(),
+            "world_size": get_world_size(),
         }
         self._sums, self._count = {}, 0
-        report = self._report
-        if report is None:
-            from ray import tune
-
-            report = tune.report
+        report = self._report or tune_report
         if not self.checkpoint:
-            report(result)
+            report(result, None)
             return
-        from ray.tune import Checkpoint
-
         with tempfile.TemporaryDirectory(prefix="rspose_ckpt_") as tmp:
             self._saving = True
             try:
@@ -141,7 +138,17 @@ class TuneReportHook(Hook):
             finally:
                 self._saving = False
             write_manifest(Path(tmp), trial_id=self.trial_id, epoch=epoch)
-            report(result, checkpoint=Checkpoint.from_directory(tmp))
+            report(result, tmp)  # returns once the checkpoint is persisted; tmp is removed after
+
+
+def tune_report(result: Mapping[str, Any], checkpoint_dir: str | None) -> None:
+    """Report to Ray Tune, with the checkpoint in ``checkpoint_dir`` if given (persisted on return)."""
+    from ray import tune
+
+    if checkpoint_dir is None:
+        tune.report(dict(result))
+    else:
+        tune.report(dict(result), checkpoint=tune.Checkpoint.from_directory(checkpoint_dir))
 
 
 def prepare_trial_config(
@@ -194,6 +201,7 @@ def train_rspose(
     shrink: bool = False,
     scratch: bool = False,
     hooks: Sequence[Hook] = (),
+    world_size: int = 1,
 ) -> None:
     """Ray Tune function trainable (see module docstring).
 
@@ -205,8 +213,13 @@ def train_rspose(
         batch_size, num_workers: data-loader overrides.
         shrink: tiny backbone of the same family (tests and smoke runs).
         scratch: no pretrained weights even if the base config names remote ones.
-        hooks: extra mmengine hooks registered on the Runner (e.g. for custom logging).
+        hooks: extra mmengine hooks registered on the Runner (e.g. for custom logging);
+            single-process trials only.
+        world_size: data-parallel processes for this trial (one per GPU; on CPU, gloo). The
+            search CLI sets it to the number of GPUs a trial asks for.
     """
+    if world_size < 1:
+        raise ValueError(f"`world_size` must be >= 1, got {world_size}")
     from mmengine.runner import Runner
     from ray import tune
 
@@ -227,21 +240,48 @@ def train_rspose(
         shrink=shrink,
         scratch=scratch,
     )
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:
-        resume_path = trial_dir / "resume" / CHECKPOINT_FILE
-        with checkpoint.as_directory() as ckpt_dir:
-            verify_checkpoint_dir(Path(ckpt_dir), trial_id=trial_id)
-            resume_path.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(Path(ckpt_dir) / CHECKPOINT_FILE, resume_path)
+    resume_from = _restore_checkpoint(trial_dir, trial_id)
+    if world_size > 1:
+        if hooks:
+            raise ValueError("`hooks` are not supported with world_size > 1 (workers are separate processes)")
+        import torch
+
+        from ._distributed import run_data_parallel
+
+        run_data_parallel(
+            world_size=world_size,
+            config_path=trial_dir / RESOLVED_CONFIG,
+            resume_from=resume_from,
+            metric=preset.metric,
+            trial_id=trial_id,
+            report=tune_report,
+            use_cuda=torch.cuda.is_available(),
+        )
+        return
+    if resume_from is not None:
         cfg.resume = True
-        cfg.load_from = str(resume_path)
+        cfg.load_from = str(resume_from)
     runner = Runner.from_cfg(cfg)
     runner.register_hook(TuneReportHook(preset.metric, trial_id))
     for hook in hooks:
         runner.register_hook(hook)
     with safe_checkpoint_loading():
         runner.train()
+
+
+def _restore_checkpoint(trial_dir: Path, trial_id: str) -> Path | None:
+    """Copy this trial's last Ray Tune checkpoint (verified as its own) into the trial dir."""
+    from ray import tune
+
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is None:
+        return None
+    resume_path = trial_dir / "resume" / CHECKPOINT_FILE
+    with checkpoint.as_directory() as ckpt_dir:
+        verify_checkpoint_dir(Path(ckpt_dir), trial_id=trial_id)
+        resume_path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(Path(ckpt_dir) / CHECKPOINT_FILE, resume_path)
+    return resume_path
 
 
 def _ensure_generated_data(preset) -> None:

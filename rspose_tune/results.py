@@ -1,0 +1,544 @@
+"""Trial results as a Parquet dataset: one explicit schema, atomic small files, file metadata.
+
+Layout: ``<storage>/<run name>/trials/<trial_id>-e<epoch>.parquet``, one row per file, keyed by
+``(trial_id, epoch)``. Writing the same key again replaces the file, so a resumed or retried
+trial never duplicates a row. Local files are written to a hidden temporary file in the same
+folder and moved into place with :func:`os.replace`; readers (``pandas.read_parquet(folder)``,
+:func:`read_results`) skip names starting with ``.`` or ``_``, so a crash never leaves a
+corrupt visible file. On object stores (``s3://`` ...; any :mod:`pyarrow.fs` filesystem) the
+temporary file is moved with ``filesystem.move``; an object upload is all-or-nothing.
+
+Columns (:data:`SCHEMA`): bookkeeping (``run``, ``backbone``, ``trial_id``, ``epoch``,
+``status``, ``error``, ``timestamp``), the six loss hyperparameters (:data:`PARAM_COLUMNS`),
+the trainable's metrics (:data:`METRIC_COLUMNS`, ``metric_name``, ``node``, ``gpu_type``) and
+``raw_metrics``: a JSON object holding the evaluator's own metrics under their MMPose names
+(every numeric result key containing ``/``, e.g. ``coco/AP``); :func:`read_results` can expand
+it into ``raw/<name>`` columns.
+
+Conventions:
+
+- **Off components**: a coefficient of 0 (or None) switches its component off; then both that
+  coefficient and its delta are **null** (``coeff.isna()`` means off).
+- Non-finite metric values (NaN, e.g. ``loss_sort`` of an off component) are stored as null.
+- ``status``: ``running`` for every reported result; when a trial ends its last row becomes
+  ``completed`` (it reached ``max_epochs``), ``pruned`` (ended earlier: the scheduler stopped
+  it) or ``error`` (with the reason in ``error``; a trial that fails before its first result
+  gets a row with ``epoch`` 0). Rows of an abandoned attempt beyond the final epoch (a trial
+  that resumed from an older checkpoint) are removed. A trial that ends without any result and
+  without error (cancelled while pending) writes no row.
+
+File metadata (key :data:`METADATA_KEY`, JSON; :func:`read_metadata`): schema version, run,
+backbone, budget, the search space, package versions (torch, mmpose, mmengine, ray, optuna,
+pyarrow, ...) and the git revision of the source tree (``"unknown"`` outside git).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import functools
+import json
+import logging
+import math
+import os
+import re
+import subprocess
+import sys
+import uuid
+from collections.abc import Mapping, Sequence
+from importlib import metadata as importlib_metadata
+from pathlib import Path, PurePath
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+from ray.tune import Callback
+
+__all__ = [
+    "METADATA_KEY",
+    "METRIC_COLUMNS",
+    "PARAM_COLUMNS",
+    "RAW_METRICS_COLUMN",
+    "RAW_PREFIX",
+    "SCHEMA",
+    "SCHEMA_VERSION",
+    "STATUSES",
+    "ParquetResultsCallback",
+    "build_metadata",
+    "final_status",
+    "git_revision",
+    "make_row",
+    "package_versions",
+    "read_metadata",
+    "read_results",
+    "row_file_name",
+    "write_row",
+]
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+#: Key of the rspose_tune JSON in each Parquet file's key-value metadata.
+METADATA_KEY = b"rspose_tune"
+#: Values of the ``status`` column.
+STATUSES = ("running", "pruned", "completed", "error")
+#: The six loss hyperparameters (null when their component is off).
+PARAM_COLUMNS = ("delta_rank", "coeff_rank", "delta_sort", "coeff_sort", "delta_inst", "coeff_inst")
+#: Float metrics reported by the trainable (null when missing or not finite).
+METRIC_COLUMNS = ("metric", "ar", "loss", "loss_rank", "loss_sort", "loss_inst", "spearman", "wall_s")
+#: Column holding the evaluator's metrics as a JSON object; expanded columns get this prefix.
+RAW_METRICS_COLUMN = "raw_metrics"
+RAW_PREFIX = "raw/"
+#: Packages whose versions go into the file metadata.
+VERSION_PACKAGES = ("torch", "mmpose", "mmengine", "mmcv-lite", "ray", "optuna", "pyarrow", "pandas", "rspose_tune")
+
+SCHEMA = pa.schema(
+    [
+        pa.field("run", pa.string(), nullable=False),
+        pa.field("backbone", pa.string(), nullable=False),
+        pa.field("trial_id", pa.string(), nullable=False),
+        pa.field("epoch", pa.int32(), nullable=False),
+        pa.field("status", pa.string(), nullable=False),
+        *(pa.field(name, pa.float64()) for name in PARAM_COLUMNS),
+        pa.field("metric_name", pa.string()),
+        *(pa.field(name, pa.float64()) for name in METRIC_COLUMNS),
+        pa.field("node", pa.string()),
+        pa.field("gpu_type", pa.string()),
+        pa.field("error", pa.string()),
+        pa.field("timestamp", pa.timestamp("ms", tz="UTC"), nullable=False),
+        pa.field(RAW_METRICS_COLUMN, pa.string()),
+    ]
+)
+
+_COMPONENTS = ("rank", "sort", "inst")
+_BUILTIN_METADATA_KEYS = ("schema_version", "run", "backbone", "max_epochs", "search_space", "versions", "git_revision")
+_FILE_RE = re.compile(r"^(?P<trial>.+)-e(?P<epoch>\d+)\.parquet$")
+_ERROR_REASON_MAX = 2000
+
+
+# --------------------------------------------------------------------------------------------
+# Pure helpers
+# --------------------------------------------------------------------------------------------
+
+
+def final_status(last_epoch: int, max_epochs: int, error: bool) -> str:
+    """``error`` on error, ``completed`` when ``last_epoch >= max_epochs``, else ``pruned``."""
+    if isinstance(max_epochs, bool) or not isinstance(max_epochs, int) or max_epochs < 1:
+        raise ValueError(f"The value of `max_epochs` is {max_epochs!r}, but must be an int >= 1.")
+    if error:
+        return "error"
+    return "completed" if last_epoch >= max_epochs else "pruned"
+
+
+def row_file_name(trial_id: str, epoch: int) -> str:
+    """File name of the row ``(trial_id, epoch)``; unsafe characters become ``_``."""
+    safe = re.sub(r"[^A-Za-z0-9_.=+-]", "_", str(trial_id)).lstrip("._") or "_"
+    return f"{safe}-e{int(epoch):06d}.parquet"
+
+
+def _float_or_none(key: str, value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, (str, bytes)):
+        raise ValueError(f"Result key {key!r} is {value!r}, but must be a number or None.")
+    try:
+        out = float(value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"Result key {key!r} is {value!r}, but must be a number or None.") from exc
+    return out if math.isfinite(out) else None
+
+
+def _str_or_none(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _params(config: Mapping[str, Any]) -> dict[str, float | None]:
+    out: dict[str, float | None] = {}
+    for c in _COMPONENTS:
+        coeff = _float_or_none(f"coeff_{c}", config.get(f"coeff_{c}"))
+        off = coeff is None or coeff == 0.0
+        out[f"delta_{c}"] = None if off else _float_or_none(f"delta_{c}", config.get(f"delta_{c}"))
+        out[f"coeff_{c}"] = None if off else coeff
+    return {name: out[name] for name in PARAM_COLUMNS}
+
+
+def _raw_metrics(result: Mapping[str, Any]) -> str | None:
+    raw = {}
+    for key, value in result.items():
+        if "/" not in key or key.startswith("config/") or isinstance(value, (bool, str, bytes)):
+            continue
+        if isinstance(value, (int, float)) or hasattr(value, "__float__"):
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                continue
+            raw[key] = number if math.isfinite(number) else None
+    return json.dumps(raw, sort_keys=True) if raw else None
+
+
+def _timestamp(value: Any) -> dt.datetime:
+    if isinstance(value, dt.datetime):
+        return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return dt.datetime.fromtimestamp(value, tz=dt.timezone.utc)
+    return dt.datetime.now(tz=dt.timezone.utc)
+
+
+def make_row(
+    result: Mapping[str, Any],
+    config: Mapping[str, Any],
+    *,
+    run: str,
+    backbone: str,
+    trial_id: str,
+    status: str = "running",
+    error: str | None = None,
+    epoch: int | None = None,
+    time_attr: str = "epoch",
+) -> dict[str, Any]:
+    """One row of :data:`SCHEMA` from a Ray Tune result and the trial's config.
+
+    ``epoch`` defaults to ``result[time_attr]``; ``timestamp`` to Ray's ``result["timestamp"]``
+    (Unix seconds) or now. Hyperparameters come from ``config`` (off component: both null).
+    """
+    if status not in STATUSES:
+        raise ValueError(f"`status` is {status!r}, but must be one of {list(STATUSES)}.")
+    if epoch is None:
+        epoch = result.get(time_attr)
+        if epoch is None:
+            raise ValueError(
+                f"The result of trial {trial_id!r} has no {time_attr!r}; keys are {sorted(result)}. "
+                "The trainable must report the epoch with every result."
+            )
+    if isinstance(epoch, bool) or not isinstance(epoch, (int, float)) or epoch != int(epoch) or epoch < 0:
+        raise ValueError(f"`{time_attr}` of trial {trial_id!r} is {epoch!r}, but must be an int >= 0.")
+    row: dict[str, Any] = {
+        "run": str(run),
+        "backbone": str(backbone),
+        "trial_id": str(trial_id),
+        "epoch": int(epoch),
+        "status": status,
+        **_params(config),
+        "metric_name": _str_or_none(result.get("metric_name")),
+        **{name: _float_or_none(name, result.get(name)) for name in METRIC_COLUMNS},
+        "node": _str_or_none(result.get("node")),
+        "gpu_type": _str_or_none(result.get("gpu_type")),
+        "error": error,
+        "timestamp": _timestamp(result.get("timestamp")),
+        RAW_METRICS_COLUMN: _raw_metrics(result),
+    }
+    return row
+
+
+# --------------------------------------------------------------------------------------------
+# Metadata
+# --------------------------------------------------------------------------------------------
+
+
+def _jsonable(value: Any, where: str = "search_space") -> Any:
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, PurePath):
+        return str(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _jsonable(getattr(value, f.name), f"{where}.{f.name}") for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v, f"{where}[{k!r}]") for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    raise TypeError(f"{where} is a {type(value).__name__} ({value!r}), which cannot be stored as JSON metadata.")
+
+
+def package_versions(names: Sequence[str] = VERSION_PACKAGES) -> dict[str, str | None]:
+    """Installed versions (None: not installed) plus the Python version."""
+    out: dict[str, str | None] = {}
+    for name in names:
+        try:
+            out[name] = importlib_metadata.version(name)
+        except importlib_metadata.PackageNotFoundError:
+            out[name] = None
+    out["python"] = sys.version.split()[0]
+    return out
+
+
+@functools.lru_cache(maxsize=8)
+def git_revision(directory: str | None = None) -> str:
+    """``git rev-parse HEAD`` of the tree holding ``directory`` (default: this package), with
+    ``-dirty`` when there are uncommitted changes; ``"unknown"`` outside git or without git."""
+    where = directory or str(Path(__file__).resolve().parent)
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=10)
+        if head.returncode != 0:
+            return "unknown"
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=where, capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    revision = head.stdout.strip() or "unknown"
+    return revision + ("-dirty" if status.returncode == 0 and status.stdout.strip() else "")
+
+
+def build_metadata(
+    *,
+    run: str,
+    backbone: str,
+    max_epochs: int,
+    search_space: Any = None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The JSON stored under :data:`METADATA_KEY` in every file."""
+    out = {
+        "schema_version": SCHEMA_VERSION,
+        "run": run,
+        "backbone": backbone,
+        "max_epochs": max_epochs,
+        "search_space": _jsonable(search_space),
+        "versions": package_versions(),
+        "git_revision": git_revision(),
+    }
+    if extra:
+        clash = sorted(set(extra) & set(out))
+        if clash:
+            raise ValueError(f"`extra_metadata` keys {clash} clash with the built-in keys {list(out)}.")
+        out.update(_jsonable(dict(extra), "extra_metadata"))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# File system I/O
+# --------------------------------------------------------------------------------------------
+
+
+def _resolve(path: str | os.PathLike[str], filesystem: pafs.FileSystem | None) -> tuple[pafs.FileSystem, str]:
+    """(filesystem, path on it) for a local path or a URI (``s3://...``, ``file://...``)."""
+    text = os.fspath(path)
+    if filesystem is not None:
+        return filesystem, text
+    if "://" in text:
+        return pafs.FileSystem.from_uri(text)
+    return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(text))
+
+
+def _is_local(fs: pafs.FileSystem) -> bool:
+    return isinstance(fs, pafs.LocalFileSystem)
+
+
+def write_row(
+    row: Mapping[str, Any],
+    directory: str | os.PathLike[str],
+    *,
+    filesystem: pafs.FileSystem | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> str:
+    """Write one row atomically as ``directory/row_file_name(trial_id, epoch)``; return its path.
+
+    An existing file for the same key is replaced. The temporary file (hidden: ``.`` prefix) is
+    removed if anything fails.
+    """
+    fs, root = _resolve(directory, filesystem)
+    schema = SCHEMA.with_metadata({METADATA_KEY: json.dumps(metadata or {}, sort_keys=True).encode()})
+    table = pa.Table.from_pylist([dict(row)], schema=schema)
+    name = row_file_name(row["trial_id"], row["epoch"])
+    final = f"{root.rstrip('/')}/{name}"
+    tmp = f"{root.rstrip('/')}/.{name}.{uuid.uuid4().hex}.tmp"
+    fs.create_dir(root, recursive=True)
+    try:
+        pq.write_table(table, tmp, filesystem=fs)
+        if _is_local(fs):
+            os.replace(tmp, final)
+        else:
+            fs.move(tmp, final)
+    except BaseException:
+        try:
+            fs.delete_file(tmp)
+        except (FileNotFoundError, OSError):
+            pass  # never written, or already moved
+        raise
+    return final
+
+
+def _row_files(fs: pafs.FileSystem, root: str) -> list[pafs.FileInfo]:
+    infos = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
+    return [i for i in infos if i.type == pafs.FileType.File and not i.base_name.startswith((".", "_"))
+            and i.base_name.endswith(".parquet")]  # fmt: skip
+
+
+def _dataset_root(fs: pafs.FileSystem, root: str) -> str:
+    """``root/trials`` when ``root`` is a run directory, else ``root``."""
+    info = fs.get_file_info(root)
+    if info.type == pafs.FileType.NotFound:
+        raise FileNotFoundError(f"No results at {root!r}: the path does not exist.")
+    trials = f"{root.rstrip('/')}/trials"
+    if info.type == pafs.FileType.Directory and fs.get_file_info(trials).type == pafs.FileType.Directory:
+        return trials
+    return root
+
+
+def read_results(
+    path: str | os.PathLike[str], *, filesystem: pafs.FileSystem | None = None, expand_raw: bool = False
+) -> pd.DataFrame:
+    """All rows under ``path`` (the ``trials`` folder, its run directory or one file).
+
+    Sorted by ``trial_id``, ``epoch``; columns as :data:`SCHEMA` (an empty folder gives an empty
+    frame with those columns). ``expand_raw`` adds one ``raw/<name>`` column per evaluator metric.
+    """
+    fs, root = _resolve(path, filesystem)
+    root = _dataset_root(fs, root)
+    dataset = pads.dataset(root, schema=SCHEMA, format="parquet", filesystem=fs, ignore_prefixes=[".", "_"])
+    frame = dataset.to_table().to_pandas()
+    frame = frame.sort_values(["trial_id", "epoch"], kind="stable").reset_index(drop=True)
+    if expand_raw:
+        parsed = [json.loads(v) if isinstance(v, str) else {} for v in frame[RAW_METRICS_COLUMN]]
+        names = sorted({k for d in parsed for k in d})
+        for name in names:
+            frame[RAW_PREFIX + name] = pd.array([d.get(name) for d in parsed], dtype="Float64").astype("float64")
+    return frame
+
+
+def read_metadata(path: str | os.PathLike[str], *, filesystem: pafs.FileSystem | None = None) -> dict[str, Any]:
+    """The :data:`METADATA_KEY` JSON of the first file under ``path`` (folder, run dir or file)."""
+    fs, root = _resolve(path, filesystem)
+    root = _dataset_root(fs, root)
+    if fs.get_file_info(root).type == pafs.FileType.File:
+        target = root
+    else:
+        files = sorted(i.path for i in _row_files(fs, root))
+        if not files:
+            raise FileNotFoundError(f"No Parquet files under {root!r}.")
+        target = files[0]
+    meta = pq.read_schema(target, filesystem=fs).metadata or {}
+    if METADATA_KEY not in meta:
+        raise ValueError(f"{target!r} has no {METADATA_KEY.decode()!r} metadata; was it written by rspose_tune?")
+    return json.loads(meta[METADATA_KEY])
+
+
+# --------------------------------------------------------------------------------------------
+# Ray Tune callback
+# --------------------------------------------------------------------------------------------
+
+
+def _error_reason(trial: Any) -> str:
+    """The last line of the trial's latest error (e.g. ``ValueError: boom``)."""
+    text = None
+    error_file = getattr(trial, "error_file", None)
+    if error_file and os.path.isfile(error_file):
+        with open(error_file, encoding="utf-8", errors="replace") as f:
+            text = f.read()
+    if not text:
+        return "unknown error (Ray recorded no error text)"
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1][:_ERROR_REASON_MAX] if lines else "unknown error (empty error text)"
+
+
+class ParquetResultsCallback(Callback):
+    """Driver-side Ray Tune callback writing every result as a row (see the module docstring).
+
+    Args:
+        backbone: Value of the ``backbone`` column (the preset name).
+        max_epochs: Full budget; a trial ending at or beyond it is ``completed``.
+        run: Value of the ``run`` column; ``None``: the Ray experiment's directory name.
+        root: Dataset folder (local path or URI); ``None``: ``<storage>/<run name>/trials`` of
+            the Ray experiment, on the experiment's own filesystem.
+        filesystem: A :mod:`pyarrow.fs` filesystem for ``root`` (otherwise inferred).
+        search_space: Stored as JSON in the file metadata (dataclasses, mappings, lists).
+        extra_metadata: More JSON metadata (keys must not clash with the built-in ones).
+        time_attr: Result key holding the epoch.
+    """
+
+    def __init__(
+        self,
+        *,
+        backbone: str,
+        max_epochs: int,
+        run: str | None = None,
+        root: str | os.PathLike[str] | None = None,
+        filesystem: pafs.FileSystem | None = None,
+        search_space: Any = None,
+        extra_metadata: Mapping[str, Any] | None = None,
+        time_attr: str = "epoch",
+    ) -> None:
+        final_status(0, max_epochs, False)  # validates max_epochs
+        self._backbone = backbone
+        self._max_epochs = max_epochs
+        self._run = run
+        self._root = None if root is None else os.fspath(root)
+        self._filesystem = filesystem
+        self._search_space = _jsonable(search_space)
+        self._extra = _jsonable(dict(extra_metadata), "extra_metadata") if extra_metadata else None
+        clash = sorted(set(self._extra or ()) & set(_BUILTIN_METADATA_KEYS))
+        if clash:
+            raise ValueError(f"`extra_metadata` keys {clash} clash with the built-in keys {list(_BUILTIN_METADATA_KEYS)}.")
+        self._time_attr = time_attr
+        self._target: tuple[pafs.FileSystem, str] | None = None
+        self._metadata: dict[str, Any] | None = None
+        self._last: dict[str, dict[str, Any]] = {}  # trial id -> last row written this session
+
+    # ------------------------------------------------------------ Ray Tune hooks
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        row = make_row(result, trial.config, run=self._run_name(trial), backbone=self._backbone,
+                       trial_id=trial.trial_id, time_attr=self._time_attr)  # fmt: skip
+        self._write(trial, row)
+        self._last[trial.trial_id] = row
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._finalize(trial, error=None)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._finalize(trial, error=_error_reason(trial))
+
+    # ------------------------------------------------------------ internals
+    def _run_name(self, trial: Any) -> str:
+        if self._run is None:
+            self._run = trial.storage.experiment_dir_name
+        return self._run
+
+    def _resolve_target(self, trial: Any) -> tuple[pafs.FileSystem, str]:
+        if self._target is None:
+            if self._root is not None:
+                self._target = _resolve(self._root, self._filesystem)
+            else:
+                storage = trial.storage
+                self._target = (storage.storage_filesystem, f"{storage.experiment_fs_path.rstrip('/')}/trials")
+        return self._target
+
+    def _write(self, trial: Any, row: Mapping[str, Any]) -> None:
+        fs, root = self._resolve_target(trial)
+        if self._metadata is None:
+            self._metadata = build_metadata(run=self._run_name(trial), backbone=self._backbone,
+                                            max_epochs=self._max_epochs, search_space=self._search_space,
+                                            extra=self._extra)  # fmt: skip
+        write_row(row, root, filesystem=fs, metadata=self._metadata)
+
+    def _trial_files(self, trial: Any) -> dict[int, str]:
+        fs, root = self._resolve_target(trial)
+        prefix = row_file_name(trial.trial_id, 0).rsplit("-e", 1)[0]
+        out = {}
+        for info in _row_files(fs, root):
+            match = _FILE_RE.match(info.base_name)
+            if match and match["trial"] == prefix:
+                out[int(match["epoch"])] = info.path
+        return out
+
+    def _finalize(self, trial: Any, error: str | None) -> None:
+        files = self._trial_files(trial)
+        last = self._last.pop(trial.trial_id, None)
+        if last is None and files:  # e.g. after a driver restart: read the last row back
+            fs, _ = self._resolve_target(trial)
+            last = pq.read_table(files[max(files)], filesystem=fs).to_pylist()[0]
+        if last is None:
+            if error is None:
+                return  # ended before its first result, without error: nothing to record
+            last = make_row({}, trial.config, run=self._run_name(trial), backbone=self._backbone,
+                            trial_id=trial.trial_id, epoch=0)  # fmt: skip
+        row = {**last, "status": final_status(last["epoch"], self._max_epochs, error is not None), "error": error}
+        self._write(trial, row)
+        fs, _ = self._resolve_target(trial)
+        for epoch, path in files.items():
+            if epoch > row["epoch"]:  # rows of an abandoned attempt (resumed from an older checkpoint)
+                fs.delete_file(path)

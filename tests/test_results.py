@@ -1,0 +1,428 @@
+"""Tests of rspose_tune.results: schema, metadata, atomic writes, status finalisation, Ray e2e."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import os
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from rspose_tune import results as R
+from rspose_tune.results import (
+    METADATA_KEY,
+    PARAM_COLUMNS,
+    SCHEMA,
+    ParquetResultsCallback,
+    final_status,
+    make_row,
+    read_metadata,
+    read_results,
+    row_file_name,
+    write_row,
+)
+
+MAX_T = 4
+CONFIG = {"delta_rank": 0.4, "coeff_rank": 1.0, "delta_sort": 1.5, "coeff_sort": 2.0, "delta_inst": 3.0, "coeff_inst": 0.25}
+CONFIG_OFF = {**CONFIG, "delta_sort": None, "coeff_sort": 0.0, "delta_inst": 3.0, "coeff_inst": None}
+
+
+def result(epoch: int, metric: float = 0.5, **extra) -> dict:
+    out = {
+        "epoch": epoch, "metric": metric, "metric_name": "coco/AP", "ar": 0.6, "loss": 1.0,
+        "loss_rank": 0.5, "loss_sort": math.nan, "loss_inst": 0.1, "spearman": 0.7, "wall_s": 12.5,
+        "node": "node-1", "gpu_type": "cpu", "coco/AP": metric, "coco/AR": 0.6, "timestamp": 1_700_000_000,
+        "training_iteration": epoch, "config": {"x": 1},
+    }  # fmt: skip
+    out.update(extra)
+    return out
+
+
+def row(trial_id="t1", epoch=1, status="running", config=CONFIG, **extra):
+    return make_row(result(epoch, **extra), config, run="run", backbone="demo", trial_id=trial_id, status=status)
+
+
+# --------------------------------------------------------------------------------------------
+# Schema and rows
+# --------------------------------------------------------------------------------------------
+
+
+def test_schema_columns_and_types():
+    assert SCHEMA.names[:5] == ["run", "backbone", "trial_id", "epoch", "status"]
+    assert SCHEMA.field("epoch").type == pa.int32()
+    for name in (*PARAM_COLUMNS, "metric", "ar", "loss", "loss_rank", "loss_sort", "loss_inst", "spearman", "wall_s"):
+        assert SCHEMA.field(name).type == pa.float64() and SCHEMA.field(name).nullable
+    for name in ("metric_name", "node", "gpu_type", "error", "raw_metrics"):
+        assert SCHEMA.field(name).type == pa.string()
+    assert SCHEMA.field("timestamp").type == pa.timestamp("ms", tz="UTC")
+    assert set(R.STATUSES) == {"running", "pruned", "completed", "error"}
+
+
+def test_make_row_off_components_nan_and_raw_metrics():
+    out = row(config=CONFIG_OFF, epoch=3)
+    assert out["epoch"] == 3 and out["status"] == "running"
+    assert out["coeff_sort"] is None and out["delta_sort"] is None  # coeff 0 -> both null
+    assert out["coeff_inst"] is None and out["delta_inst"] is None  # coeff None -> both null
+    assert out["delta_rank"] == 0.4 and out["coeff_rank"] == 1.0
+    assert out["loss_sort"] is None  # NaN -> null
+    assert json.loads(out["raw_metrics"]) == {"coco/AP": 0.5, "coco/AR": 0.6}
+    assert out["timestamp"] == dt.datetime.fromtimestamp(1_700_000_000, tz=dt.timezone.utc)
+    assert out["metric_name"] == "coco/AP" and out["node"] == "node-1" and out["gpu_type"] == "cpu"
+
+
+@pytest.mark.parametrize(
+    ("res", "kwargs", "match"),
+    [
+        ({"metric": 0.5}, {}, "has no 'epoch'"),
+        ({"epoch": -1}, {}, "must be an int >= 0"),
+        ({"epoch": 1.5}, {}, "must be an int >= 0"),
+        ({"epoch": True}, {}, "must be an int >= 0"),
+        ({"epoch": 1}, {"status": "done"}, "must be one of"),
+        ({"epoch": 1, "metric": "high"}, {}, "'metric' is 'high'"),
+        ({"epoch": 1, "loss": object()}, {}, "'loss' is"),
+    ],
+)
+def test_make_row_errors(res, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        make_row(res, CONFIG, run="r", backbone="demo", trial_id="t", **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("last", "error", "expected"),
+    [(0, False, "pruned"), (1, False, "pruned"), (4, False, "completed"), (5, False, "completed"),
+     (4, True, "error"), (0, True, "error")],
+)  # fmt: skip
+def test_final_status(last, error, expected):
+    assert final_status(last, MAX_T, error) == expected
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.0, True])
+def test_final_status_rejects_bad_budget(bad):
+    with pytest.raises(ValueError, match="max_epochs"):
+        final_status(1, bad, False)
+
+
+def test_row_file_name_is_keyed_and_safe():
+    assert row_file_name("abc_00001", 7) == "abc_00001-e000007.parquet"
+    assert row_file_name("../x/y", 1) == "x_y-e000001.parquet"
+
+
+# --------------------------------------------------------------------------------------------
+# Writing, reading, metadata
+# --------------------------------------------------------------------------------------------
+
+
+def test_write_read_roundtrip_with_metadata(tmp_path):
+    meta = R.build_metadata(run="run", backbone="demo", max_epochs=MAX_T, search_space={"delta_rank": {"low": 0.1}})
+    rows = [row("t1", 1), row("t1", 2), row("t2", 1, config=CONFIG_OFF)]
+    for r in rows:
+        write_row(r, tmp_path, metadata=meta)
+    frame = read_results(tmp_path)
+    assert list(frame.columns) == SCHEMA.names
+    assert list(zip(frame.trial_id, frame.epoch)) == [("t1", 1), ("t1", 2), ("t2", 1)]
+    assert frame.loc[2, "coeff_sort"] != frame.loc[2, "coeff_sort"]  # null -> NaN in pandas
+    assert frame["epoch"].dtype == "int32"
+    by_pandas = pd.read_parquet(tmp_path)
+    assert len(by_pandas) == 3 and set(by_pandas.columns) == set(SCHEMA.names)
+
+    got = read_metadata(tmp_path)
+    assert got["schema_version"] == R.SCHEMA_VERSION and got["backbone"] == "demo"
+    assert got["search_space"] == {"delta_rank": {"low": 0.1}}
+    assert {"torch", "mmpose", "mmengine", "ray", "optuna", "pyarrow", "python"} <= set(got["versions"])
+    assert got["versions"]["pyarrow"] == pa.__version__
+    assert isinstance(got["git_revision"], str) and got["git_revision"]
+    single = tmp_path / row_file_name("t1", 1)
+    assert read_metadata(single) == got
+    assert json.loads(pq.read_schema(single).metadata[METADATA_KEY]) == got
+
+
+def test_search_space_dataclasses_and_paths_become_json(tmp_path):
+    from dataclasses import dataclass
+
+    @dataclass(frozen=True)
+    class Spec:
+        name: str
+        low: float | None = None
+        fixed: float | None = None
+
+    meta = R.build_metadata(run="r", backbone="b", max_epochs=2,
+                            search_space={"coeff_rank": Spec("coeff_rank", fixed=1.0), "root": Path("/x")})  # fmt: skip
+    assert meta["search_space"] == {"coeff_rank": {"name": "coeff_rank", "low": None, "fixed": 1.0}, "root": "/x"}
+    with pytest.raises(TypeError, match="cannot be stored as JSON"):
+        R.build_metadata(run="r", backbone="b", max_epochs=2, search_space={"x": object()})
+
+
+def test_git_revision_outside_git_is_unknown(tmp_path, monkeypatch):
+    R.git_revision.cache_clear()
+    assert R.git_revision(str(tmp_path)) == "unknown"
+
+    def no_git(*args, **kwargs):
+        raise FileNotFoundError("git")
+
+    monkeypatch.setattr(R.subprocess, "run", no_git)
+    R.git_revision.cache_clear()
+    assert R.git_revision() == "unknown"
+    R.git_revision.cache_clear()
+
+
+def test_git_revision_inside_git(tmp_path):
+    import shutil
+    import subprocess
+
+    if shutil.which("git") is None:
+        pytest.skip("git not installed")
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t"}  # fmt: skip
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    (tmp_path / "f").write_text("1")
+    subprocess.run(["git", "add", "f"], cwd=tmp_path, check=True)
+    subprocess.run(["git", "commit", "-qm", "x"], cwd=tmp_path, check=True, env=env)
+    R.git_revision.cache_clear()
+    clean = R.git_revision(str(tmp_path))
+    assert len(clean) == 40
+    (tmp_path / "f").write_text("2")
+    R.git_revision.cache_clear()
+    assert R.git_revision(str(tmp_path)) == clean + "-dirty"
+    R.git_revision.cache_clear()
+
+
+def test_rewriting_a_key_replaces_the_row(tmp_path):
+    write_row(row("t1", 2, metric=0.1), tmp_path)
+    write_row(row("t1", 2, status="pruned", metric=0.2), tmp_path)
+    frame = read_results(tmp_path)
+    assert len(frame) == 1 and frame.loc[0, "status"] == "pruned" and frame.loc[0, "metric"] == 0.2
+    assert sorted(p.name for p in tmp_path.iterdir()) == [row_file_name("t1", 2)]
+
+
+def test_crash_after_temp_file_leaves_only_valid_files(tmp_path, monkeypatch):
+    write_row(row("t1", 1, metric=0.1), tmp_path)
+
+    def crash(src, dst):
+        assert Path(src).name.startswith(".") and Path(src).exists()  # temp file fully written
+        raise OSError("simulated crash during rename")
+
+    monkeypatch.setattr(R.os, "replace", crash)
+    with pytest.raises(OSError, match="simulated crash"):
+        write_row(row("t1", 1, status="completed", metric=0.9), tmp_path)
+    with pytest.raises(OSError, match="simulated crash"):
+        write_row(row("t1", 2), tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [row_file_name("t1", 1)]  # no .tmp left
+    frame = read_results(tmp_path)
+    assert len(frame) == 1 and frame.loc[0, "metric"] == 0.1 and frame.loc[0, "status"] == "running"
+
+
+def test_leftover_temp_files_from_a_killed_process_are_ignored(tmp_path):
+    write_row(row("t1", 1), tmp_path)
+    (tmp_path / f".{row_file_name('t1', 2)}.deadbeef.tmp").write_bytes(b"PAR1 truncated")
+    assert len(read_results(tmp_path)) == 1
+    assert len(pd.read_parquet(tmp_path)) == 1
+    assert read_metadata(tmp_path) == {}  # written without metadata
+
+
+def test_read_results_empty_missing_and_foreign(tmp_path):
+    empty = read_results(tmp_path)
+    assert empty.empty and list(empty.columns) == SCHEMA.names
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        read_results(tmp_path / "nope")
+    with pytest.raises(FileNotFoundError, match="No Parquet files"):
+        read_metadata(tmp_path)
+    foreign = tmp_path / "foreign.parquet"
+    pq.write_table(pa.table({"x": [1]}), foreign)
+    with pytest.raises(ValueError, match="has no 'rspose_tune' metadata"):
+        read_metadata(foreign)
+
+
+def test_read_results_accepts_run_dir_uri_and_expands_raw(tmp_path):
+    trials = tmp_path / "run" / "trials"
+    write_row(row("t1", 1, **{"coco/AP": 0.3}), f"file://{trials}")  # generic pyarrow.fs path
+    write_row(row("t2", 1, **{"crowdpose/AP": 0.4}), trials)
+    frame = read_results(tmp_path / "run", expand_raw=True)
+    assert len(frame) == 2
+    assert frame["raw/coco/AP"].tolist()[0] == 0.3 and math.isnan(frame["raw/crowdpose/AP"].tolist()[0])
+    assert frame["raw/crowdpose/AP"].tolist()[1] == 0.4
+
+
+# --------------------------------------------------------------------------------------------
+# The callback (fake trials)
+# --------------------------------------------------------------------------------------------
+
+
+def fake_trial(trial_id: str, config=CONFIG, error_text: str | None = None, tmp_path: Path | None = None):
+    error_file = None
+    if error_text is not None:
+        error_file = tmp_path / f"{trial_id}-error.txt"
+        error_file.write_text(error_text)
+    return SimpleNamespace(trial_id=trial_id, config=config, error_file=str(error_file) if error_file else None)
+
+
+def callback(root: Path, **kwargs) -> ParquetResultsCallback:
+    return ParquetResultsCallback(backbone="demo", max_epochs=MAX_T, run="run", root=root, **kwargs)
+
+
+def feed(cb, trial, epochs):
+    for epoch in epochs:
+        cb.on_trial_result(iteration=epoch, trials=[trial], trial=trial, result=result(epoch, metric=0.1 * epoch))
+
+
+def test_callback_finalises_status(tmp_path):
+    root = tmp_path / "trials"
+    cb = callback(root, search_space={"delta_rank": {"low": 0.1, "high": 1.0}})
+    full, early, boom, early_boom, never = (
+        fake_trial("full"), fake_trial("early"),
+        fake_trial("boom", error_text="Failure # 1\nTraceback (most recent call last):\n  x\nValueError: boom\n",
+                   tmp_path=tmp_path),
+        fake_trial("early_boom", config=CONFIG_OFF, error_text="Failure # 1\nRuntimeError: CUDA OOM\n",
+                   tmp_path=tmp_path),
+        fake_trial("never"),
+    )  # fmt: skip
+    feed(cb, full, range(1, MAX_T + 1))
+    feed(cb, early, [1, 2])
+    feed(cb, boom, [1])
+    cb.on_trial_complete(iteration=9, trials=[], trial=full)
+    cb.on_trial_complete(iteration=9, trials=[], trial=early)
+    cb.on_trial_error(iteration=9, trials=[], trial=boom)
+    cb.on_trial_error(iteration=9, trials=[], trial=early_boom)
+    cb.on_trial_complete(iteration=9, trials=[], trial=never)
+
+    frame = read_results(root)
+    final = frame.groupby("trial_id").tail(1).set_index("trial_id")
+    assert final.loc["full", "status"] == "completed" and final.loc["full", "epoch"] == MAX_T
+    assert final.loc["early", "status"] == "pruned" and final.loc["early", "epoch"] == 2
+    assert final.loc["boom", "status"] == "error" and final.loc["boom", "error"] == "ValueError: boom"
+    assert final.loc["boom", "metric"] == pytest.approx(0.1)  # the last row keeps its metrics
+    assert final.loc["early_boom", "epoch"] == 0 and final.loc["early_boom", "error"] == "RuntimeError: CUDA OOM"
+    assert math.isnan(final.loc["early_boom", "coeff_sort"]) and math.isnan(final.loc["early_boom", "metric"])
+    assert "never" not in final.index
+    earlier = frame[frame.epoch < frame.groupby("trial_id").epoch.transform("max")]
+    assert set(earlier.status) == {"running"}
+    assert not frame.duplicated(["trial_id", "epoch"]).any()
+    assert read_metadata(root)["search_space"] == {"delta_rank": {"low": 0.1, "high": 1.0}}
+
+
+def test_callback_error_without_error_file(tmp_path):
+    cb = callback(tmp_path)
+    trial = fake_trial("t")
+    cb.on_trial_error(iteration=1, trials=[], trial=trial)
+    assert read_results(tmp_path).loc[0, "error"].startswith("unknown error")
+
+
+def test_callback_finalises_after_driver_restart_and_drops_abandoned_rows(tmp_path):
+    trial = fake_trial("t")
+    first = callback(tmp_path)
+    feed(first, trial, [1, 2, 3])  # driver dies; the trial's last checkpoint was epoch 1
+    second = callback(tmp_path)  # fresh callback (resumed run), nothing in memory
+    feed(second, trial, [2])
+    second.on_trial_complete(iteration=1, trials=[], trial=trial)
+    frame = read_results(tmp_path)
+    assert frame.epoch.tolist() == [1, 2] and frame.status.tolist() == ["running", "pruned"]
+
+    third = callback(tmp_path)  # completion seen only by yet another driver: read from disk
+    other = fake_trial("u")
+    feed(first, other, [1, 2, 3, 4])
+    third.on_trial_complete(iteration=1, trials=[], trial=other)
+    assert read_results(tmp_path).query("trial_id == 'u'").status.tolist()[-1] == "completed"
+
+
+def test_callback_rejects_bad_arguments(tmp_path):
+    with pytest.raises(ValueError, match="clash with the built-in keys"):
+        callback(tmp_path, extra_metadata={"versions": {}})
+    with pytest.raises(ValueError, match="max_epochs"):
+        ParquetResultsCallback(backbone="demo", max_epochs=0, root=tmp_path)
+    cb = callback(tmp_path, extra_metadata={"preset_file": Path("/p/vit-h.yaml")})
+    feed(cb, fake_trial("t"), [1])
+    assert read_metadata(tmp_path)["preset_file"] == "/p/vit-h.yaml"
+
+
+def test_callback_is_picklable(tmp_path):
+    import pickle
+
+    cb = pickle.loads(pickle.dumps(callback(tmp_path)))
+    feed(cb, fake_trial("t"), [1])
+    assert len(read_results(tmp_path)) == 1
+
+
+# --------------------------------------------------------------------------------------------
+# Real Ray Tune + ASHA
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    ray = pytest.importorskip("ray")
+    from ray import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests/
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    if started:
+        ray.shutdown()
+
+
+def _trainable(config):
+    from ray import tune
+
+    if config["delta_rank"] == 1.0:
+        raise ValueError("synthetic failure before the first result")
+    plateau = 1.0 - abs(config["delta_rank"] - 0.4)
+    for epoch in range(1, MAX_T + 1):
+        metrics = result(epoch, metric=plateau * (1.0 - 0.5**epoch))
+        for ray_key in ("config", "training_iteration", "timestamp"):  # Ray fills these itself
+            del metrics[ray_key]
+        tune.report(metrics)
+
+
+@pytest.mark.slow
+def test_end_to_end_with_ray_tune_and_asha(ray_local, tmp_path):
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    deltas = [0.4, 0.9, 0.45, 0.1, 0.35, 1.0, 0.6]
+    space = {**CONFIG_OFF, "delta_rank": tune.grid_search(deltas)}
+    tuner = tune.Tuner(
+        _trainable,
+        param_space=space,
+        tune_config=tune.TuneConfig(
+            scheduler=ASHAScheduler(time_attr="epoch", max_t=MAX_T, grace_period=1, reduction_factor=2),
+            metric="metric",
+            mode="max",
+            max_concurrent_trials=2,
+        ),
+        run_config=tune.RunConfig(
+            name="e2e",
+            storage_path=str(tmp_path),
+            verbose=0,
+            callbacks=[ParquetResultsCallback(backbone="demo", max_epochs=MAX_T, search_space={"delta_rank": deltas})],
+        ),
+    )
+    results = tuner.fit()
+    assert results.num_errors == 1
+
+    folder = tmp_path / "e2e" / "trials"
+    frame = pd.read_parquet(folder)
+    assert len(frame) == sum(1 for _ in folder.glob("*.parquet")) and not list(folder.glob(".*"))
+    assert not frame.duplicated(["trial_id", "epoch"]).any()
+    assert set(frame.run) == {"e2e"} and set(frame.backbone) == {"demo"}
+    final = frame.sort_values("epoch").groupby("trial_id").tail(1).set_index("trial_id")
+    assert len(final) == len(deltas)
+    assert set(final.status) == {"completed", "pruned", "error"}
+    assert (final.status == "completed").eq(final.epoch == MAX_T).all()
+    erred = final[final.status == "error"]
+    assert len(erred) == 1 and erred.epoch.iloc[0] == 0 and "synthetic failure" in erred.error.iloc[0]
+    assert erred.delta_rank.iloc[0] == 1.0 and math.isnan(erred.metric.iloc[0])
+    assert frame.coeff_sort.isna().all() and frame.delta_sort.isna().all()  # sort component off
+    assert frame.loss_sort.isna().all() and (frame[frame.epoch > 0].metric_name == "coco/AP").all()
+    by_ray = {r.metrics["trial_id"]: r.metrics.get("epoch") for r in results if r.error is None}
+    for trial_id, epoch in by_ray.items():
+        assert final.loc[trial_id, "epoch"] == epoch
+    meta = read_metadata(tmp_path / "e2e")
+    assert meta["run"] == "e2e" and meta["search_space"] == {"delta_rank": deltas}
+    assert read_results(tmp_path / "e2e").shape == frame.shape

@@ -1,0 +1,679 @@
+"""Tests of rspose_tune.searcher: pruning semantics, space mapping, persistence and resume.
+
+Fast tests drive the searcher the way Ray's controller does (``suggest`` ->
+``on_trial_result``* -> ``on_trial_complete``, where the result that made the scheduler stop a
+trial is passed to ``on_trial_complete`` only). Slow tests run real Ray Tune with ASHA and a fake
+trainable with synthetic learning curves.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import pickle
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+from ray.tune import Callback
+
+from rspose_tune.searcher import (
+    JOURNAL_FILE_NAME,
+    PARAM_NAMES,
+    STATE_VERSION,
+    PruningAwareOptunaSearch,
+    to_optuna_state,
+)
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+MAX_T = 4
+
+SPACE = {
+    "delta_rank": {"low": 0.1, "high": 1.0},
+    "coeff_rank": {"fixed": 1.0},
+    "delta_sort": {"low": 0.1, "high": 3.0, "log": True},
+    "coeff_sort": {"low": 0.1, "high": 4.0, "log": True, "allow_off": True},
+    "delta_inst": {"low": 0.25, "high": 5.0, "log": True},
+    "coeff_inst": {"low": 0.05, "high": 3.0, "log": True, "allow_off": True},
+}
+KNOWN_GOOD = [
+    {"delta_rank": 0.4, "coeff_rank": 1.0, "delta_sort": 1.5, "coeff_sort": 2.0, "delta_inst": 3.0, "coeff_inst": 0.25},
+    {"delta_rank": 0.5, "coeff_rank": 1.0, "delta_sort": 1.0, "coeff_sort": 1.0, "delta_inst": None, "coeff_inst": 0.0},
+]
+
+
+def make_searcher(space=SPACE, **kwargs) -> PruningAwareOptunaSearch:
+    args = {"max_epochs": MAX_T, "metric": "metric", "mode": "max", "n_startup_trials": 3, **kwargs}
+    return PruningAwareOptunaSearch(space, **args)
+
+
+def curve(config: dict, epoch: int) -> float:
+    """Synthetic learning curve: the plateau depends on the parameters."""
+    plateau = 1.0 - abs(config["delta_rank"] - 0.4) - (0.2 if config["coeff_sort"] == 0 else 0.0)
+    return plateau * (1.0 - 0.5**epoch)
+
+
+def drive(searcher, trial_id: str, epochs: int, *, error: bool = False, config: dict | None = None) -> dict:
+    """Run one trial like Ray does; the last result only reaches ``on_trial_complete``."""
+    config = config or searcher.suggest(trial_id)
+    for epoch in range(1, epochs):
+        searcher.on_trial_result(trial_id, {"epoch": epoch, "metric": curve(config, epoch)})
+    if error:
+        searcher.on_trial_complete(trial_id, error=True)
+    else:
+        last = {"epoch": epochs, "metric": curve(config, epochs)} if epochs else {}
+        searcher.on_trial_complete(trial_id, result=last)
+    return config
+
+
+def trial_of(study: optuna.Study, ray_id: str) -> optuna.trial.FrozenTrial:
+    (trial,) = [t for t in study.trials if t.user_attrs.get("rspose:ray_trial_id") == ray_id
+                and "rspose:rerun_of" not in t.user_attrs]  # fmt: skip
+    return trial
+
+
+# --------------------------------------------------------------------------------------------
+# to_optuna_state
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("last_epoch", "error", "expected"),
+    [
+        (None, False, TrialState.FAIL),
+        (0, False, TrialState.FAIL),
+        (1, False, TrialState.PRUNED),
+        (3, False, TrialState.PRUNED),
+        (4, False, TrialState.COMPLETE),
+        (5, False, TrialState.COMPLETE),
+        (1, True, TrialState.FAIL),
+        (4, True, TrialState.FAIL),
+    ],
+)
+def test_to_optuna_state(last_epoch, error, expected):
+    assert to_optuna_state(last_epoch, 4, error) == expected
+
+
+@pytest.mark.parametrize(
+    ("last_epoch", "max_epochs", "match"),
+    [(1, 0, "max_epochs"), (1, -2, "max_epochs"), (1, 2.5, "max_epochs"), (1, True, "max_epochs"),
+     (-1, 4, "last_epoch"), (1.5, 4, "last_epoch")],
+)  # fmt: skip
+def test_to_optuna_state_rejects(last_epoch, max_epochs, match):
+    with pytest.raises(ValueError, match=match):
+        to_optuna_state(last_epoch, max_epochs, False)
+
+
+# --------------------------------------------------------------------------------------------
+# Space and constructor validation
+# --------------------------------------------------------------------------------------------
+
+
+def _space(**changes):
+    out = {k: dict(v) for k, v in SPACE.items()}
+    for key, value in changes.items():
+        if value is None:
+            del out[key]
+        else:
+            out[key] = value
+    return out
+
+
+@pytest.mark.parametrize(
+    ("space", "match"),
+    [
+        (_space(delta_rank=None), r"missing \['delta_rank'\]"),
+        ({**SPACE, "lr": {"low": 0.1, "high": 1.0}}, r"unknown parameters \['lr'\]"),
+        (_space(delta_rank={"low": 2.0, "high": 1.0}), "must be `low < high`"),
+        (_space(delta_sort={"low": 0.0, "high": 1.0, "log": True}), "must be `low > 0`"),
+        (_space(delta_rank={"low": 0.1}), "give both"),
+        (_space(delta_rank={"low": 0.1, "high": 1.0, "step": 0.1}), r"unknown keys \['step'\]"),
+        (_space(delta_rank={"low": 0.1, "high": float("nan")}), "finite number"),
+        (_space(delta_rank={"low": 0.1, "high": 1.0, "log": "yes"}), "must be a bool"),
+        (_space(delta_rank={"fixed": None}), "fixed at None"),
+        (_space(delta_rank=3.0), "must be a mapping or an object"),
+        ([1, 2], "must be a mapping"),
+    ],
+)
+def test_space_errors(space, match):
+    with pytest.raises(ValueError, match=match):
+        PruningAwareOptunaSearch(space, max_epochs=MAX_T)
+
+
+@pytest.mark.parametrize(
+    ("entry", "match"),
+    [
+        ({**KNOWN_GOOD[0], "lr": 0.1}, r"unknown parameters \['lr'\]"),
+        ({**KNOWN_GOOD[0], "coeff_rank": 0.0}, "does not allow it"),
+        ({**KNOWN_GOOD[0], "coeff_rank": 2.0}, r"fixed at 1\.0"),
+        ({**KNOWN_GOOD[0], "delta_rank": 5.0}, r"in \[0\.1, 1\.0\]"),
+        ({**KNOWN_GOOD[0], "delta_sort": "x"}, "finite number"),
+        ("not a mapping", "must be a mapping"),
+    ],
+)
+def test_known_good_errors(entry, match):
+    with pytest.raises(ValueError, match=match):
+        make_searcher(known_good=[entry])
+
+
+def test_known_good_on_for_always_off_component_rejected():
+    space = _space(coeff_inst={"fixed": 0.0}, delta_inst={"fixed": None})
+    with pytest.raises(ValueError, match="always off"):
+        make_searcher(space=space, known_good=[KNOWN_GOOD[0]])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"mode": "maximize"}, "must be 'max', 'min'"),
+        ({"max_epochs": 0}, "max_epochs"),
+        ({"n_startup_trials": -1}, "n_startup_trials"),
+        ({"metric": ["a", "b"], "mode": None}, "must be a str"),
+    ],
+)
+def test_constructor_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        make_searcher(**kwargs)
+
+
+# --------------------------------------------------------------------------------------------
+# Suggestions
+# --------------------------------------------------------------------------------------------
+
+
+def test_known_good_enqueued_first():
+    searcher = make_searcher(known_good=KNOWN_GOOD)
+    first, second, third = (searcher.suggest(f"t{i}") for i in range(3))
+    assert first == KNOWN_GOOD[0]
+    assert second == {**KNOWN_GOOD[1], "coeff_inst": 0.0, "delta_inst": None}
+    trials = searcher.study.trials
+    assert [t.user_attrs.get("rspose:known_good") for t in trials] == [0, 1, None]
+    assert trials[1].params["inst_on"] is False and "delta_inst" not in trials[1].params
+    assert third not in (first, second)
+
+
+def test_suggestions_map_off_components_and_fixed_values():
+    searcher = make_searcher(n_startup_trials=50)
+    configs = [searcher.suggest(f"t{i}") for i in range(40)]
+    for config in configs:
+        assert list(config) == list(PARAM_NAMES)
+        assert config["coeff_rank"] == 1.0 and 0.1 <= config["delta_rank"] <= 1.0
+        for c in ("sort", "inst"):
+            assert (config[f"coeff_{c}"] == 0.0) == (config[f"delta_{c}"] is None)
+    for c in ("sort", "inst"):
+        offs = {config[f"coeff_{c}"] == 0.0 for config in configs}
+        assert offs == {True, False}, f"{c} should be switched both on and off"
+    params = set().union(*(t.params for t in searcher.study.trials))
+    assert "coeff_rank" not in params and "rank_on" not in params  # fixed / not switchable
+    assert {"sort_on", "inst_on"} <= params
+
+
+def test_always_off_component_has_no_parameters():
+    space = _space(coeff_inst={"fixed": 0.0}, delta_inst={"fixed": None})
+    searcher = make_searcher(space=space)
+    for i in range(5):
+        config = searcher.suggest(f"t{i}")
+        assert config["coeff_inst"] == 0.0 and config["delta_inst"] is None
+    assert not any(k.endswith("inst") or k == "inst_on" for t in searcher.study.trials for k in t.params)
+
+
+def test_coefficient_range_from_zero_can_be_off():
+    space = _space(coeff_inst={"low": 0.0, "high": 3.0})
+    searcher = make_searcher(space=space, known_good=[{**KNOWN_GOOD[0], "coeff_inst": 0.0, "delta_inst": None}])
+    config = searcher.suggest("t0")
+    assert config["coeff_inst"] == 0.0 and config["delta_inst"] is None
+    assert "delta_inst" not in searcher.study.trials[0].params and "inst_on" not in searcher.study.trials[0].params
+    other = searcher.suggest("t1")
+    assert other["coeff_inst"] > 0.0 and other["delta_inst"] is not None
+
+
+def test_shipped_presets_map_onto_the_searcher():
+    spaces = pytest.importorskip("rspose_tune.spaces")
+    for name in spaces.list_presets():
+        preset = spaces.load_preset(name)
+        searcher = make_searcher(space=preset.params, known_good=preset.known_good, mode=preset.mode,
+                                 max_epochs=preset.budget.max_epochs)  # fmt: skip
+        configs = [searcher.suggest(f"t{i}") for i in range(len(preset.known_good) + 2)]
+        assert configs[: len(preset.known_good)] == [dict(k) for k in preset.known_good], name
+        for config in configs:
+            for c in ("rank", "sort", "inst"):
+                off = config[f"coeff_{c}"] == 0.0
+                assert preset.params[f"coeff_{c}"].contains(config[f"coeff_{c}"]), (name, config)
+                assert off == (config[f"delta_{c}"] is None), (name, config)
+                assert off or preset.params[f"delta_{c}"].contains(config[f"delta_{c}"]), (name, config)
+
+
+@dataclass(frozen=True)
+class _Spec:  # duck type of rspose_tune.spaces.ParamSpec
+    name: str
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    fixed: float | None = None
+    allow_off: bool = False
+
+
+def test_object_specs_equal_mapping_specs():
+    objects = {name: _Spec(name=name, **spec) for name, spec in SPACE.items()}
+    a, b = make_searcher(space=objects), make_searcher()
+    assert [a.suggest(f"t{i}") for i in range(5)] == [b.suggest(f"t{i}") for i in range(5)]
+
+
+def test_seed_changes_proposals():
+    same = [make_searcher(seed=1).suggest("t") for _ in range(2)]
+    other = make_searcher(seed=2).suggest("t")
+    assert same[0] == same[1] and other != same[0]
+
+
+def test_n_startup_trials_changes_proposals():
+    def run(n_startup):
+        searcher = make_searcher(n_startup_trials=n_startup, seed=3)
+        for i in range(6):
+            drive(searcher, f"t{i}", MAX_T)
+        return searcher.suggest("next")
+
+    assert run(2) != run(20)
+
+
+def test_duplicate_trial_id_rejected():
+    searcher = make_searcher()
+    searcher.suggest("t0")
+    with pytest.raises(ValueError, match="already suggested"):
+        searcher.suggest("t0")
+
+
+# --------------------------------------------------------------------------------------------
+# Pruning semantics (fakes)
+# --------------------------------------------------------------------------------------------
+
+
+def test_states_complete_pruned_fail():
+    searcher = make_searcher()
+    full = drive(searcher, "full", MAX_T)
+    early = drive(searcher, "early", 2)
+    drive(searcher, "boom", 3, error=True)
+    drive(searcher, "never", 0)
+    study = searcher.study
+    t_full, t_early, t_boom, t_never = (trial_of(study, k) for k in ("full", "early", "boom", "never"))
+    assert t_full.state == TrialState.COMPLETE
+    assert t_full.value == pytest.approx(curve(full, MAX_T))
+    assert sorted(t_full.intermediate_values) == [1, 2, 3, 4]  # epoch 4 came via on_trial_complete
+    assert t_early.state == TrialState.PRUNED
+    assert t_early.intermediate_values == pytest.approx({1: curve(early, 1), 2: curve(early, 2)})
+    assert t_early.user_attrs["rspose:last_epoch"] == 2
+    assert t_boom.state == TrialState.FAIL and "error" in t_boom.user_attrs["rspose:fail_reason"]
+    assert sorted(t_boom.intermediate_values) == [1, 2]
+    assert t_never.state == TrialState.FAIL and "before reporting" in t_never.user_attrs["rspose:fail_reason"]
+
+
+def test_full_budget_with_nan_metric_fails():
+    searcher = make_searcher()
+    searcher.suggest("t")
+    searcher.on_trial_result("t", {"epoch": 1, "metric": 0.5})
+    searcher.on_trial_complete("t", result={"epoch": MAX_T, "metric": math.nan})
+    trial = trial_of(searcher.study, "t")
+    assert trial.state == TrialState.FAIL and "no finite" in trial.user_attrs["rspose:fail_reason"]
+
+
+def test_mode_min_completes_with_direction_minimize():
+    searcher = make_searcher(mode="min")
+    drive(searcher, "t", MAX_T)
+    assert searcher.study.direction == optuna.study.StudyDirection.MINIMIZE
+    assert trial_of(searcher.study, "t").state == TrialState.COMPLETE
+
+
+def test_retried_trial_rereports_without_duplicates_and_complete_is_idempotent():
+    searcher = make_searcher()
+    searcher.suggest("t")
+    for epoch, value in [(1, 0.1), (2, 0.2), (2, 0.99), (1, 0.98), (3, 0.3)]:  # retry from epoch-1 checkpoint
+        searcher.on_trial_result("t", {"epoch": epoch, "metric": value})
+    searcher.on_trial_complete("t", result={"epoch": 4, "metric": 0.4})
+    searcher.on_trial_complete("t", result={"epoch": 4, "metric": 0.4})  # repeated notification
+    trials = searcher.study.trials
+    assert len(trials) == 1
+    assert trials[0].intermediate_values == {1: 0.1, 2: 0.2, 3: 0.3, 4: 0.4}
+    assert trials[0].state == TrialState.COMPLETE and trials[0].value == 0.4
+
+
+def test_result_without_epoch_is_not_reported(caplog):
+    searcher = make_searcher()
+    searcher.suggest("t")
+    with caplog.at_level(logging.WARNING, logger="rspose_tune.searcher"):
+        searcher.on_trial_result("t", {"metric": 0.5})
+    assert "no integer 'epoch'" in caplog.text
+    assert searcher.study.trials[0].intermediate_values == {}
+
+
+def test_unknown_trial_ignored_with_warning(caplog):
+    searcher = make_searcher()
+    with caplog.at_level(logging.WARNING, logger="rspose_tune.searcher"):
+        searcher.on_trial_result("ghost", {"epoch": 1, "metric": 0.5})
+        searcher.on_trial_complete("ghost", result={"epoch": 1, "metric": 0.5})
+    assert caplog.text.count("'ghost'") == 1
+    assert searcher.study.trials == []
+
+
+# --------------------------------------------------------------------------------------------
+# metric / mode from tune.TuneConfig
+# --------------------------------------------------------------------------------------------
+
+
+def test_metric_and_mode_from_set_search_properties():
+    searcher = PruningAwareOptunaSearch(SPACE, max_epochs=MAX_T)
+    with pytest.raises(ValueError, match="needs `metric` and `mode`"):
+        searcher.suggest("t0")
+    assert searcher.set_search_properties("metric", "min", {"backbone": "demo"})
+    searcher.suggest("t0")
+    assert searcher.metric == "metric" and searcher.study.direction.name == "MINIMIZE"
+
+
+def test_set_search_properties_conflicts_and_domains():
+    from ray import tune
+
+    searcher = make_searcher()
+    assert searcher.set_search_properties("metric", "max", {})
+    with pytest.raises(ValueError, match="conflicts with"):
+        searcher.set_search_properties("loss", None, {"x": 1})
+    with pytest.raises(ValueError, match="conflicts with"):
+        searcher.set_search_properties(None, "min", {"x": 1})
+    assert not searcher.set_search_properties(None, None, {"delta_rank": tune.uniform(0, 1)})
+    fresh = PruningAwareOptunaSearch(SPACE, max_epochs=MAX_T, metric="metric")
+    with pytest.raises(ValueError, match="must be 'max' or 'min'"):
+        fresh.set_search_properties(None, "maximize", {"x": 1})
+
+
+# --------------------------------------------------------------------------------------------
+# Persistence and resume (fakes)
+# --------------------------------------------------------------------------------------------
+
+
+def _journal_study(path: Path) -> optuna.Study:
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
+    return optuna.load_study(study_name="rspose", storage=storage)
+
+
+def _first_session(tmp_path: Path):
+    journal = tmp_path / "run" / JOURNAL_FILE_NAME
+    searcher = make_searcher(journal_path=journal, known_good=KNOWN_GOOD)
+    configs = {}
+    for i, epochs in enumerate([MAX_T, 1, MAX_T, 2, 3]):
+        configs[f"t{i}"] = drive(searcher, f"t{i}", epochs)
+    configs["run"] = searcher.suggest("run")  # running at epoch 2 when the driver dies
+    for epoch in (1, 2):
+        searcher.on_trial_result("run", {"epoch": epoch, "metric": curve(configs["run"], epoch)})
+    configs["pend"] = searcher.suggest("pend")  # suggested, never started
+    state_file = tmp_path / "searcher-state.json"
+    searcher.save(str(state_file))
+    return journal, state_file, configs
+
+
+def test_save_writes_versioned_json(tmp_path):
+    _, state_file, _ = _first_session(tmp_path)
+    state = json.loads(state_file.read_text())
+    assert state["format"] == "rspose_tune.PruningAwareOptunaSearch" and state["version"] == STATE_VERSION
+    assert state["pending"] == ["pend", "run"]
+    assert state["trials"]["run"]["last_epoch"] == 2 and state["trials"]["t1"]["state"] == "pruned"
+    assert state["known_good_used"] == 2
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_restore_keeps_history_fails_interrupted_and_does_not_repeat(tmp_path):
+    journal, state_file, old = _first_session(tmp_path)
+    restored = make_searcher(journal_path=journal, known_good=KNOWN_GOOD)
+    restored.restore(str(state_file))
+    study = restored.study
+    assert len(study.trials) == 7
+    assert {t.state for t in study.trials} == {TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL}
+    assert trial_of(study, "run").state == TrialState.FAIL and trial_of(study, "pend").state == TrialState.FAIL
+
+    new = [restored.suggest(f"n{i}") for i in range(5)]  # no known-good repeats, no replayed samples
+    old_configs = list(old.values())
+    assert not any(config in old_configs for config in new)
+
+    # Ray resumes "run" from its epoch-1 checkpoint: a new Optuna trial continues it.
+    restored.on_trial_result("run", {"epoch": 2, "metric": 0.52})
+    restored.on_trial_complete("run", result={"epoch": MAX_T, "metric": 0.7})
+    rerun = next(t for t in _journal_study(journal).trials if t.user_attrs.get("rspose:rerun_of") is not None)
+    assert rerun.user_attrs["rspose:rerun_of"] == trial_of(study, "run").number
+    assert rerun.user_attrs["rspose:ray_trial_id"] == "run"
+    assert rerun.params == trial_of(study, "run").params
+    assert rerun.intermediate_values == pytest.approx({1: curve(old["run"], 1), 2: 0.52, 4: 0.7})
+    assert rerun.state == TrialState.COMPLETE
+
+    for i in range(5):  # finish the new ones; nothing may stay RUNNING
+        restored.on_trial_complete(f"n{i}", result={"epoch": 1, "metric": 0.1})
+    restored.on_trial_complete("pend", error=True)
+    assert not _journal_study(journal).get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
+
+
+def test_reopening_journal_without_state_file_keeps_history(tmp_path):
+    journal, _, old = _first_session(tmp_path)
+    again = make_searcher(journal_path=journal, known_good=KNOWN_GOOD)  # e.g. the driver died before a checkpoint
+    new = again.suggest("n0")
+    assert new not in list(old.values())
+    trials = again.study.trials
+    assert len(trials) == 8 and trials[-1].user_attrs.get("rspose:known_good") is None
+    assert trial_of(again.study, "run").state == TrialState.FAIL
+
+
+def test_restore_from_stale_state_merges_newer_journal(tmp_path):
+    journal = tmp_path / JOURNAL_FILE_NAME
+    searcher = make_searcher(journal_path=journal)
+    drive(searcher, "a", MAX_T)
+    searcher.suggest("b")
+    stale = tmp_path / "stale.json"
+    searcher.save(str(stale))  # periodic checkpoint; the journal moves on
+    searcher.on_trial_result("b", {"epoch": 1, "metric": 0.3})
+    searcher.on_trial_complete("b", result={"epoch": 2, "metric": 0.4})
+    drive(searcher, "c", 1)
+    restored = make_searcher(journal_path=journal)
+    restored.restore(str(stale))
+    assert trial_of(restored.study, "b").state == TrialState.PRUNED
+    assert restored.get_state()["trials"]["c"]["state"] == "pruned"
+    restored.on_trial_complete("b", result={"epoch": 2, "metric": 0.4})  # Ray repeats: ignored
+    assert len(restored.study.trials) == 3
+
+
+@pytest.mark.parametrize(
+    ("mutate", "match"),
+    [
+        (lambda s: s.update(version=STATE_VERSION + 1), "has version"),
+        (lambda s: s.update(format="other"), "Not a PruningAwareOptunaSearch state"),
+        (lambda s: s.update(max_epochs=99), "max_epochs=99"),
+        (lambda s: s["space"]["delta_rank"].update(high=2.0), "space="),
+        (lambda s: s.update(mode="min"), "mode='min'"),
+        (lambda s: s["trials"]["t0"].update(number=42), "has no such trial"),
+    ],
+)
+def test_restore_rejects_incompatible_state(tmp_path, mutate, match):
+    journal, state_file, _ = _first_session(tmp_path)
+    state = json.loads(state_file.read_text())
+    mutate(state)
+    state_file.write_text(json.dumps(state))
+    with pytest.raises(ValueError, match=match):
+        make_searcher(journal_path=journal, known_good=KNOWN_GOOD).restore(str(state_file))
+
+
+def test_restore_rejects_non_json_and_missing_journal(tmp_path):
+    bad = tmp_path / "bad.pkl"
+    bad.write_bytes(pickle.dumps({"a": 1}))
+    with pytest.raises(ValueError, match="not a PruningAwareOptunaSearch state file"):
+        make_searcher().restore(str(bad))
+    memory = make_searcher()
+    drive(memory, "t", 1)
+    memory.save(str(tmp_path / "mem.json"))
+    with pytest.raises(ValueError, match="in-memory study"):
+        make_searcher().restore(str(tmp_path / "mem.json"))
+
+
+def test_restore_uses_journal_path_from_state(tmp_path):
+    journal, state_file, _ = _first_session(tmp_path)
+    restored = make_searcher(known_good=KNOWN_GOOD)  # no journal_path: taken from the state
+    restored.restore(str(state_file))
+    assert restored.journal_path == str(journal) and len(restored.study.trials) == 7
+
+
+def test_pickle_roundtrip_before_and_during_search(tmp_path):
+    journal = tmp_path / JOURNAL_FILE_NAME
+    fresh = pickle.loads(pickle.dumps(make_searcher(journal_path=journal)))  # as in Ray's tuner.pkl
+    drive(fresh, "a", MAX_T)
+    fresh.suggest("b")
+    clone = pickle.loads(pickle.dumps(fresh))
+    assert trial_of(clone.study, "b").state == TrialState.FAIL  # reopened by a new "driver"
+    assert clone.suggest("c") != fresh.get_state()["trials"]["a"]["params"]
+
+    lazy = pickle.loads(pickle.dumps(clone))  # first event is a result of a resumed trial
+    lazy.on_trial_result("c", {"epoch": 1, "metric": 0.2})
+    lazy.on_trial_complete("c", result={"epoch": MAX_T, "metric": 0.9})
+    rerun = [t for t in lazy.study.trials if t.user_attrs.get("rspose:rerun_of") == trial_of(lazy.study, "c").number]
+    assert len(rerun) == 1 and rerun[0].state == TrialState.COMPLETE and rerun[0].value == 0.9
+
+
+# --------------------------------------------------------------------------------------------
+# Real Ray Tune + ASHA
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    ray = pytest.importorskip("ray")
+    from ray import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests/
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    if started:
+        ray.shutdown()
+
+
+def _trainable(max_t: int, sleep_s: float = 0.0):
+    """A fast function trainable (a closure, so Ray ships it by value)."""
+
+    def trainable(config):
+        import time
+
+        from ray import tune
+
+        for epoch in range(1, max_t + 1):
+            if sleep_s:
+                time.sleep(sleep_s)
+            tune.report({"epoch": epoch, "metric": curve(config, epoch)})
+
+    return trainable
+
+
+def _tuner(searcher, storage: Path, name: str, num_samples: int, callbacks=(), max_concurrent: int = 2):
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search import ConcurrencyLimiter
+
+    return tune.Tuner(
+        _trainable(MAX_T, sleep_s=0.2 if callbacks else 0.0),
+        tune_config=tune.TuneConfig(
+            search_alg=ConcurrencyLimiter(searcher, max_concurrent=max_concurrent),
+            scheduler=ASHAScheduler(time_attr="epoch", max_t=MAX_T, grace_period=1, reduction_factor=2),
+            num_samples=num_samples,
+            metric="metric",
+            mode="max",
+        ),
+        run_config=tune.RunConfig(name=name, storage_path=str(storage), verbose=0, callbacks=list(callbacks)),
+    )
+
+
+@pytest.mark.slow
+def test_asha_run_tells_optuna_pruned_and_complete(ray_local, tmp_path):
+    journal = tmp_path / "run" / JOURNAL_FILE_NAME
+    searcher = make_searcher(journal_path=journal, known_good=KNOWN_GOOD)
+    results = _tuner(searcher, tmp_path, "asha", num_samples=10).fit()
+    assert results.num_errors == 0
+    last_epoch = {r.metrics["trial_id"]: r.metrics["epoch"] for r in results}
+
+    study = _journal_study(journal)  # what optuna-dashboard sees
+    assert len(study.trials) == 10
+    states = {t.state for t in study.trials}
+    assert states == {TrialState.COMPLETE, TrialState.PRUNED}
+    for trial in study.trials:
+        reached = last_epoch[trial.user_attrs["rspose:ray_trial_id"]]
+        assert sorted(trial.intermediate_values) == list(range(1, reached + 1))
+        assert (trial.state == TrialState.COMPLETE) == (reached == MAX_T)
+        if trial.state == TrialState.COMPLETE:
+            assert trial.value == pytest.approx(trial.intermediate_values[MAX_T])
+    assert [t.user_attrs.get("rspose:known_good") for t in study.trials[:2]] == [0, 1]
+
+
+@pytest.mark.slow
+def test_stock_optuna_search_marks_asha_stopped_trials_complete(ray_local, tmp_path):
+    """Why PruningAwareOptunaSearch exists: Ray's OptunaSearch tells TPE low-fidelity COMPLETEs."""
+    from ray.tune.search.optuna import OptunaSearch
+
+    dists = {
+        "delta_rank": optuna.distributions.FloatDistribution(0.1, 1.0),
+        "coeff_sort": optuna.distributions.FloatDistribution(0.0, 4.0),
+    }
+    stock = OptunaSearch(space=dists, metric="metric", mode="max", seed=0)
+    results = _tuner(stock, tmp_path, "stock", num_samples=8).fit()
+    epochs = [r.metrics["epoch"] for r in results]
+    assert min(epochs) < MAX_T == max(epochs)  # ASHA did stop some trials early
+    trials = stock._ot_study.trials
+    assert {t.state for t in trials} == {TrialState.COMPLETE}
+    assert any(max(t.intermediate_values) < MAX_T for t in trials)  # 1-epoch scores as COMPLETE
+
+
+class _InterruptOnce(Callback):
+    """Sends SIGINT (Tune checkpoints and stops, like a killed driver) after 3 finished trials, once."""
+
+    def __init__(self, marker: Path):
+        self.marker, self.done = marker, 0
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.done += 1
+        if self.done == 3 and not self.marker.exists():
+            self.marker.touch()
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+@pytest.mark.slow
+def test_tuner_restore_resumes_study_without_repeats(ray_local, tmp_path):
+    from ray import tune
+
+    journal = tmp_path / "run" / JOURNAL_FILE_NAME
+    searcher = make_searcher(journal_path=journal, known_good=KNOWN_GOOD)
+    tuner = _tuner(searcher, tmp_path, "resume", num_samples=8, callbacks=[_InterruptOnce(tmp_path / "fired")])
+    tuner.fit()  # interrupted
+    before = {t.number: t for t in _journal_study(journal).trials}
+    assert 3 <= len(before) < 8
+    interrupted = [t for t in before.values() if t.state == TrialState.RUNNING]
+
+    results = tune.Tuner.restore(str(tmp_path / "resume"), trainable=_trainable(MAX_T), resume_unfinished=True).fit()
+    assert results.num_errors == 0 and len(results) == 8
+    study = _journal_study(journal)
+    trials = study.trials
+    assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
+    for number, old in before.items():  # history kept
+        assert trials[number].params == old.params
+        if old.state != TrialState.RUNNING:
+            assert trials[number].state == old.state
+    for old in interrupted:
+        assert trials[old.number].state == TrialState.FAIL
+    assert interrupted, "a trial was running when the driver stopped"
+    reruns = [t for t in trials if "rspose:rerun_of" in t.user_attrs]  # Ray resumed them
+    assert sorted(t.user_attrs["rspose:rerun_of"] for t in reruns) == [t.number for t in interrupted]
+    for rerun in reruns:
+        assert rerun.params == trials[rerun.user_attrs["rspose:rerun_of"]].params
+        assert rerun.state in (TrialState.COMPLETE, TrialState.PRUNED)
+    fresh = [t for t in trials if t.number not in before and "rspose:rerun_of" not in t.user_attrs]
+    assert fresh, "the restored search proposed new trials"
+    assert not any(t.params == old.params for t in fresh for old in before.values())
+    # every Ray trial has exactly one live (non-FAIL) Optuna record, none left RUNNING
+    ray_ids = {r.metrics["trial_id"] for r in results}
+    finished = {t.user_attrs["rspose:ray_trial_id"] for t in trials if t.state != TrialState.FAIL}
+    assert finished <= ray_ids
