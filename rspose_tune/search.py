@@ -14,6 +14,7 @@ import argparse
 import ipaddress
 import math
 import os
+import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,16 +166,10 @@ def plan(args: argparse.Namespace) -> Plan:
     cpus = preset.resources.cpus if args.cpus_per_trial is None else args.cpus_per_trial
     if gpus > 1 and not float(gpus).is_integer():
         raise SearchError(f"--gpus-per-trial above 1 must be a whole number, got {gpus}")
-    if getattr(preset.data, "generated", None) == "demo":
-        from rspose_tune.demo_data import generate_demo_dataset, is_complete
-
-        if not is_complete(preset.data.root):  # made once, here, so trials never race to write it
-            generate_demo_dataset(preset.data.root)
-    preset.validate_paths()  # missing data or weights: fail before any trial starts
-    storage = _check_storage(args.storage)
     name = args.name or f"{preset.name}-search"
     if "/" in name or name in {"", ".", ".."}:
         raise SearchError(f"--name must be a plain folder name, got {name!r}")
+    storage = _check_storage(args.storage)
     run_dir = f"{storage.rstrip('/')}/{name}"
     if not _is_uri(run_dir):
         exists = Path(run_dir, "tuner.pkl").exists()
@@ -184,6 +179,12 @@ def plan(args: argparse.Namespace) -> Plan:
             raise SearchError(
                 f"run {run_dir!r} already exists: pass --resume to continue it, or choose another --name"
             )
+    if getattr(preset.data, "generated", None) == "demo":
+        from rspose_tune.demo_data import generate_demo_dataset, is_complete
+
+        if not is_complete(preset.data.root):  # made once, here, so trials never race to write it
+            generate_demo_dataset(preset.data.root)
+    preset.validate_paths()  # missing data or weights: fail before any trial starts
     address = args.address or os.environ.get("RAY_ADDRESS") or None
     num_trials = args.num_trials or DEFAULT_TRIALS.get(preset.name, FALLBACK_TRIALS)
     return Plan(preset, name, storage, run_dir, num_trials, max_epochs, grace, rf, gpus, cpus, address)
@@ -198,11 +199,36 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail fast if a ``host:port`` Ray address does not accept connections.
+
+    ``ray.init(address=...)`` retries an unreachable GCS for minutes before it gives up.
+    ``auto`` (the cluster started on this machine) is left to Ray, which fails fast itself.
+    """
+    if address in {"auto", "local"}:
+        return
+    target = address.split("://", 1)[-1]
+    host, sep, port_text = target.rpartition(":")
+    if not sep or not host or not port_text.isdigit():
+        raise SearchError(f"--address must be 'auto' or host:port (optionally ray://host:port), got {address!r}")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port_text)), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise SearchError(
+            f"--address {address!r}: no Ray cluster reachable there ({reason}). Start one with "
+            "`ray start --head` on the head node, or drop --address (and unset RAY_ADDRESS) "
+            "to run on a local Ray"
+        ) from exc
+
+
 def start_ray(p: Plan, args: argparse.Namespace):
     """Join the cluster at ``p.address``, or start a local Ray with a loopback-only dashboard."""
     import ray
 
     if p.address:
+        check_reachable(p.address)
         try:
             return ray.init(address=p.address, log_to_driver=args.verbose > 1)
         except (ConnectionError, RuntimeError, ValueError) as exc:

@@ -143,8 +143,12 @@ class TuneReportHook(Hook):
 
 def tune_report(result: Mapping[str, Any], checkpoint_dir: str | None) -> None:
     """Report to Ray Tune, with the checkpoint in ``checkpoint_dir`` if given (persisted on return)."""
+    import ray
     from ray import tune
 
+    result = dict(result)
+    if ray.is_initialized():  # tell nodes of one host apart (e.g. several nodes per machine)
+        result["node"] = f"{socket.gethostname()}/{ray.get_runtime_context().get_node_id()[:12]}"
     if checkpoint_dir is None:
         tune.report(dict(result))
     else:
