@@ -76,6 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--search-dir", default=None, help="extra folder of preset YAML files")
     what.add_argument("--num-trials", type=_positive_int("--num-trials"), default=None,
                       help=f"trials to run (default: {DEFAULT_TRIALS} by preset, else {FALLBACK_TRIALS})")
+    what.add_argument("--scheduler", choices=("asha", "fifo"), default="asha",
+                      help="asha: stop weak trials early; fifo: every trial runs the full budget (baseline)")
+    what.add_argument("--sampler", choices=("tpe", "random"), default="tpe",
+                      help="tpe: Optuna TPE after its random start-up trials; random: random search (baseline)")
     what.add_argument("--seed", type=int, default=0, help="seed of the searcher and of every trial's training")
     what.add_argument("--max-epochs", type=_positive_int("--max-epochs"), default=None,
                       help="full budget per trial (default: the preset's)")
@@ -267,9 +271,9 @@ def _trial_name(trial) -> str:
     return f"trial_{trial.trial_id}"
 
 
-def run_search(p: Plan, args: argparse.Namespace):
+def run_search(p: Plan, args: argparse.Namespace, extra_callbacks=()):
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search import ConcurrencyLimiter
 
     from rspose_tune.results import ParquetResultsCallback
@@ -297,14 +301,22 @@ def run_search(p: Plan, args: argparse.Namespace):
         known_good=preset.known_good,
         journal_path=journal,
         seed=args.seed,
+        # TPE samples at random until it has n_startup_trials finished trials.
+        n_startup_trials=p.num_trials if args.sampler == "random" else min(10, max(2, p.num_trials // 3)),
     )
     max_concurrent = args.max_concurrent or 8
     search_alg = ConcurrencyLimiter(searcher, max_concurrent=max_concurrent)
-    scheduler = ASHAScheduler(
-        metric="metric",
-        mode=preset.mode,
-        time_attr="epoch", max_t=p.max_epochs, grace_period=p.grace, reduction_factor=p.reduction_factor
-    )
+    if args.scheduler == "asha":
+        scheduler = ASHAScheduler(
+            metric="metric",
+            mode=preset.mode,
+            time_attr="epoch",
+            max_t=p.max_epochs,
+            grace_period=p.grace,
+            reduction_factor=p.reduction_factor,
+        )
+    else:
+        scheduler = FIFOScheduler()
     callback = ParquetResultsCallback(
         backbone=preset.name,
         max_epochs=p.max_epochs,
@@ -327,7 +339,7 @@ def run_search(p: Plan, args: argparse.Namespace):
     run_config = tune.RunConfig(
         name=p.name,
         storage_path=p.storage,
-        callbacks=[callback],
+        callbacks=[callback, *extra_callbacks],
         progress_reporter=reporter,
         verbose=args.verbose,
         failure_config=tune.FailureConfig(max_failures=2),
