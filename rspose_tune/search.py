@@ -343,7 +343,9 @@ def run_search(p: Plan, args: argparse.Namespace, extra_callbacks=()):
         progress_reporter=reporter,
         verbose=args.verbose,
         failure_config=tune.FailureConfig(max_failures=2),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        # Two, not one: a driver killed between a checkpoint's rotation and the next experiment
+        # snapshot would otherwise resume from a checkpoint that was already deleted.
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
     )
     tune_config = tune.TuneConfig(
         search_alg=search_alg,

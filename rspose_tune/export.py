@@ -1,0 +1,244 @@
+"""``python -m rspose_tune.export``: the best RSPose setting of a backbone as a standalone MMPose config.
+
+The trial is chosen exactly as :mod:`rspose_tune.report` chooses it (the best ``completed``
+trial of the backbone over the selected runs), or given with ``--trial``. The config is
+built by :func:`rspose_tune.mmpose_adapter.configs.build_config` from the preset of the same
+name, with the **base config's own schedule** (its ``max_epochs``, e.g. 210, and
+``val_interval``, so LR milestones are the original ones), and then made fit for MMPose's own
+``tools/train.py``:
+
+- ``custom_imports`` lists ``rspose_tune.mmpose_adapter.plugin`` (first, then the base's own
+  imports) so that ``RSPoseHeatmapHead``/``RSPoseSimCCHead``/``RSPoseLoss`` are registered;
+- ``default_hooks`` are the base config's own again (the search makes checkpoints rare), with
+  ``checkpoint.save_best`` on the preset's metric and ``rule`` from its mode;
+- the ``rspose_tune`` bookkeeping key is removed; ``work_dir`` is ``./work_dirs/<file stem>``
+  (what ``tools/train.py`` would pick), and provenance (run, trial, metric, git revision)
+  goes into a comment header.
+
+Pretrained weights are never downloaded: when the base config names remote weights, pass
+``--weights PATH`` (a local file) or ``--weights none`` (train from scratch).
+
+Exit status: 0 on success, 2 on bad input (no runs, unknown backbone or trial, missing weights).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from rspose_tune.report import (
+    DEFAULT_STORAGE,
+    PARAM_NAMES,
+    ReportError,
+    RunData,
+    backbone_report,
+    find_preset,
+    load_runs,
+    summarize_trials,
+)
+
+__all__ = ["PLUGIN_MODULE", "export_config", "finalize_export_config", "main", "pick_trial"]
+
+#: Module that registers rspose_tune's MMPose modules when MMPose imports it (``custom_imports``).
+PLUGIN_MODULE = "rspose_tune.mmpose_adapter.plugin"
+_PRIVATE_KEYS = ("rspose_tune",)
+_NONE_WORDS = ("none", "null")
+
+
+def _trials_of(backbone: str, runs: Sequence[RunData]) -> tuple[pd.DataFrame, dict[str, RunData]]:
+    parts = [summarize_trials(run.frame[run.frame["backbone"] == backbone], run.settings) for run in runs]
+    parts = [p for p in parts if not p.empty]
+    if not parts:
+        found = sorted({b for run in runs for b in run.frame["backbone"]})
+        raise ReportError(f"`--backbone` must be one of the backbones in runs {[r.name for r in runs]}: {found}, "
+                          f"got {backbone!r}")  # fmt: skip
+    return pd.concat(parts, ignore_index=True), {run.name: run for run in runs}
+
+
+def pick_trial(backbone: str, runs: Sequence[RunData], trial_id: str | None = None) -> tuple[pd.Series, RunData]:
+    """(trial summary row, its run): ``trial_id``, or the trial the report selects as best.
+
+    Raises:
+        ReportError: unknown backbone or trial, a trial id in several runs, no completed trial.
+    """
+    trials, by_name = _trials_of(backbone, runs)
+    if trial_id is not None:
+        match = trials[trials["trial_id"] == trial_id]
+        if match.empty:
+            raise ReportError(f"--trial {trial_id!r} is not a {backbone!r} trial in runs {sorted(by_name)}; "
+                              f"trials there: {sorted(trials['trial_id'])}")  # fmt: skip
+        if len(match) > 1:
+            raise ReportError(f"--trial {trial_id!r} is in several runs {sorted(match['run'])}; pick one with --run")
+        chosen = match.iloc[0]
+        return chosen, by_name[chosen["run"]]
+    summary = backbone_report(backbone, runs)  # the report's own selection
+    if summary.best_trial is None:
+        counts = trials["status"].value_counts().to_dict()
+        raise ReportError(f"no {backbone!r} trial reached the full budget (status completed) in runs "
+                          f"{summary.runs} (statuses: {counts}); pass --trial ID to export another trial's "
+                          "setting")  # fmt: skip
+    chosen = trials[(trials["run"] == summary.best_run) & (trials["trial_id"] == summary.best_trial)].iloc[0]
+    return chosen, by_name[summary.best_run]
+
+
+def _params(trial: pd.Series) -> dict[str, float | None]:
+    out: dict[str, float | None] = {}
+    for name in PARAM_NAMES:
+        value = trial[name]
+        out[name] = None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
+    return out
+
+
+def finalize_export_config(cfg, base, *, metric: str, mode: str, work_dir: str) -> None:
+    """Make a :func:`build_config` result fit for MMPose's ``tools/train.py`` (in place; see module doc)."""
+    for key in _PRIVATE_KEYS:
+        cfg.pop(key, None)
+    hooks = copy.deepcopy(dict(base.get("default_hooks") or {}))
+    checkpoint = dict(hooks.get("checkpoint") or dict(type="CheckpointHook", interval=10))
+    checkpoint["save_best"] = metric
+    checkpoint["rule"] = "greater" if mode == "max" else "less"
+    hooks["checkpoint"] = checkpoint
+    cfg["default_hooks"] = hooks
+    base_imports = dict(base.get("custom_imports") or {}).get("imports") or []
+    if isinstance(base_imports, str):
+        base_imports = [base_imports]
+    imports = [PLUGIN_MODULE] + [m for m in base_imports if m != PLUGIN_MODULE]
+    cfg["custom_imports"] = dict(imports=imports, allow_failed_imports=False)
+    cfg["work_dir"] = work_dir
+
+
+def export_config(
+    trial: pd.Series,
+    run: RunData,
+    out: Path,
+    *,
+    data_root: str | None = None,
+    weights: str | None = None,
+) -> Path:
+    """Build, check and write the exported config of ``trial``; return its path.
+
+    Args:
+        weights: a local checkpoint path, ``'none'`` (train from scratch) or None (the preset's).
+    """
+    from mmengine.config import Config
+
+    from rspose_tune.mmpose_adapter import setup_mmpose
+    from rspose_tune.mmpose_adapter.configs import build_config, load_base_config
+    from rspose_tune.spaces import load_preset
+
+    backbone = str(trial["backbone"])
+    scratch = weights is not None and weights.strip().lower() in _NONE_WORDS
+    preset = find_preset(backbone, run.meta)  # by name, else the run's own preset file
+    if preset is None:
+        raise ReportError(f"no preset {backbone!r} (search_spaces/{backbone}.yaml) and the run's metadata names no "
+                          "existing preset file; the export needs the preset's base config")  # fmt: skip
+    preset = load_preset(preset.source, data_root=data_root, weights=weights)
+    base = load_base_config(preset.base_config, Path(preset.source).parent)
+    max_epochs = int(base.train_cfg["max_epochs"])
+    val_interval = int(base.train_cfg.get("val_interval", 1))
+    setup_mmpose()  # build_config reads dataset meta from MMPose's registry
+    cfg = build_config(preset, _params(trial), max_epochs=max_epochs, val_interval=val_interval, scratch=scratch)
+    # save_best follows the preset's metric and mode: what this config's evaluator reports
+    finalize_export_config(cfg, base, metric=preset.metric, mode=preset.mode, work_dir=f"./work_dirs/{out.stem}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cfg.dump(str(out))
+    out.write_text(_header(trial, run, preset, out, max_epochs) + out.read_text())
+    check = Config.fromfile(str(out), import_custom_modules=False)
+    if check.train_cfg["max_epochs"] != max_epochs or "rspose_tune" in check:
+        raise RuntimeError(f"the exported config {out} does not read back as written")
+    return out
+
+
+def _header(trial: pd.Series, run: RunData, preset, out: Path, max_epochs: int) -> str:
+    from rspose_tune import __version__
+
+    params = ", ".join(f"{n}={'off' if v is None else f'{v:.6g}'}" for n, v in _params(trial).items())
+    metric = trial["metric"]
+    missing = metric is None or (isinstance(metric, float) and math.isnan(metric))
+    metric_text = "no metric" if missing else f"{metric:.6g}"
+    lines = [
+        f"RSPose loss setting for {preset.name!r}, exported by rspose_tune {__version__} "
+        "(python -m rspose_tune.export).",
+        f"Search run {run.name!r}, trial {trial['trial_id']!r}: status {trial['status']}, "
+        f"{trial['metric_name'] or preset.metric} = {metric_text} at epoch {trial['last_epoch']} of the search budget.",
+        f"Params: {params}.",
+        f"Base config: {preset.base_config}, with its own schedule (max_epochs {max_epochs}).",
+        f"Pretrained backbone weights: {preset.weights or 'none (from scratch)'}.",
+        f"Search git revision: {run.meta.get('git_revision', 'unknown')}.",
+        f"Train with MMPose's own script (rspose_tune must be importable): python tools/train.py {out.resolve()}",
+    ]
+    return "".join(f"# {line}\n" for line in lines) + "\n"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m rspose_tune.export",
+        description="Write the best RSPose loss setting of a backbone (or of --trial) as a standalone "
+        "MMPose config for mmpose's tools/train.py, with the base config's full schedule.",
+    )
+    parser.add_argument("storage", nargs="?", default=DEFAULT_STORAGE,
+                        help="storage root holding <run>/trials/ (or one run directory); "
+                        f"default {DEFAULT_STORAGE!r}")  # fmt: skip
+    parser.add_argument("--backbone", required=True, metavar="NAME", help="backbone (preset name) to export")
+    parser.add_argument("--run", nargs="+", action="extend", metavar="NAME",
+                        help="only these runs (put the storage path before --run)")  # fmt: skip
+    parser.add_argument("--trial", metavar="ID", help="export this trial's setting instead of the best")
+    parser.add_argument("--out", metavar="PATH",
+                        help="output .py (default <storage>/<run>/export/<backbone>_rspose.py)")  # fmt: skip
+    parser.add_argument("--data-root", metavar="PATH",
+                        help="dataset root in the exported config (default: the preset's)")  # fmt: skip
+    parser.add_argument("--weights", metavar="PATH|none",
+                        help="pretrained backbone weights (local file), or 'none' to train from scratch; "
+                        "default: the preset's weights (RSPOSE_TUNE_WEIGHTS)")  # fmt: skip
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from rspose_tune.mmpose_adapter.configs import ConfigBuildError
+    from rspose_tune.spaces import SearchSpaceError
+
+    try:
+        runs = load_runs(args.storage, args.run)
+        trial, run = pick_trial(args.backbone, runs, args.trial)
+        if args.out is not None and not args.out.endswith(".py"):
+            raise ReportError(f"--out must end in .py (an MMPose Python config), got {args.out!r}")
+        out = Path(args.out) if args.out else run.path / "export" / f"{args.backbone}_rspose.py"
+        if trial["status"] != "completed":
+            print(f"warning: trial {trial['trial_id']!r} is {trial['status']} at epoch {trial['last_epoch']}: its "
+                  "setting was not trained to the full budget in the search", file=sys.stderr)  # fmt: skip
+        path = export_config(trial, run, out, data_root=args.data_root, weights=args.weights)
+    except (ReportError, ConfigBuildError, SearchSpaceError) as exc:
+        hint = ""
+        if isinstance(exc, ConfigBuildError) and "weights" in str(exc) and "--weights none" not in str(exc):
+            hint = "\nfix: pass --weights PATH (a local checkpoint) or --weights none (train from scratch)"
+        print(f"error: {exc}{hint}", file=sys.stderr)
+        return 2
+    params = ", ".join(f"{n}={'off' if v is None else f'{v:.4g}'}" for n, v in _params(trial).items())
+    print(f"{args.backbone}: trial {trial['trial_id']} of run {run.name} ({trial['metric_name']} "
+          f"{trial['metric']:.4g}); {params}")  # fmt: skip
+    print(f"wrote {path}")
+    print(f"train with MMPose's own script: python tools/train.py {path.resolve()}")
+    _warn_missing_data(path)
+    return 0
+
+
+def _warn_missing_data(path: Path) -> None:
+    from mmengine.config import Config
+
+    cfg = Config.fromfile(str(path), import_custom_modules=False)
+    root = cfg.train_dataloader.dataset.get("data_root")
+    if root and not os.path.isdir(root):
+        print(f"note: the data root {root!r} does not exist on this machine; pass --data-root to change it",
+              file=sys.stderr)  # fmt: skip
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,788 @@
+"""``python -m rspose_tune.report``: the best RSPose loss setting per backbone, as in Table E.8.
+
+Reads every run under a storage root (``<storage>/<run>/trials/*.parquet``, written by
+:mod:`rspose_tune.results`), selects per backbone the best **full-budget** trial (status
+``completed``; a pruned trial's low-fidelity metric never wins) and prints one row per backbone::
+
+    | Backbone | S. Rank δ / c | S. Sort δ / c | Ins. Sort δ / c | Metric | AR | Spearman | ...
+
+with "–" for a switched-off component, the trials run, pruned and failed, the GPU-hours the
+search spent and the GPU-hours the same trials would have cost without early stopping.
+
+Definitions (all pure helpers below, tested directly):
+
+- **Mode** of the metric: the run metadata's ``mode`` (stored by the search; else the serialised
+  preset's ``search_space.mode``); else from the name
+  (:func:`metric_mode`: ``min`` for names containing loss/error/EPE/NME/MPJPE, else ``max``:
+  AP, AR, PCK, AUC ...).
+- **A trial's metric** is its last row's (the ``completed`` row at ``max_epochs``); ties go to
+  the lower trial id.
+- **Wall time of a trial** (:func:`trial_wall_seconds`): ``wall_s`` counts seconds since the
+  trial's process started, so it restarts at 0 when a trial is resumed from a checkpoint. The
+  trial's time is the sum of the last ``wall_s`` of every run of non-decreasing values. Time
+  after a trial's last report (e.g. before an error) is not recorded: a lower bound.
+- **GPU-hours spent** = Σ over trials of wall seconds × GPUs per trial / 3600, with GPUs (and
+  CPUs) per trial from the run metadata: the ``resources`` the search gave Ray, else the
+  serialised preset's ``search_space.resources``, else the preset file of the same name (said in
+  the notes). CPU-hours likewise with CPUs per trial.
+- **Full-budget GPU-hours** = Σ over trials that reported an epoch of
+  (wall seconds / last epoch) × ``max_epochs`` × GPUs / 3600: what training every trial to the
+  full budget would have cost at its own speed.
+- **Seed noise** (:func:`estimate_noise`): the pooled within-setting standard deviation of the
+  final metric over completed trials that share identical parameters (re-runs of known-good
+  settings, or repeated runs across runs of the same backbone):
+  ``σ̂² = Σ_g Σ_i (x_gi - x̄_g)² / Σ_g (n_g - 1)``. With no repeats the noise is *unknown* and
+  the report says so. The runner-up (best completed trial with *different* parameters) is
+  flagged **within noise** when ``best - runner-up <= 1.96·√2·σ̂`` (a two-sided 95 % band for the
+  difference of two single evaluations, assuming Gaussian noise).
+
+Plots (PNG, matplotlib Agg; default ``<storage>/<run>/report/``, or ``--plots DIR`` →
+``DIR/<run>/``): ``curves.png`` (metric per epoch, by status, ASHA rungs),
+``importance.png`` (Optuna PED-ANOVA importance from ``<run>/optuna.journal`` when the study has
+at least :data:`MIN_COMPLETED_FOR_OPTUNA` complete trials, else |Spearman ρ| of each parameter vs the
+metric at the epoch most trials reached; the title says which) and ``params.png`` (metric vs
+each hyperparameter).
+
+Exit status: 0 on success, 2 on bad input (no runs under the storage path, unknown ``--run``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "DEFAULT_STORAGE",
+    "MIN_COMPLETED_FOR_OPTUNA",
+    "NOISE_Z",
+    "PARAM_NAMES",
+    "BackboneReport",
+    "Importance",
+    "Noise",
+    "ReportError",
+    "RunData",
+    "RunSettings",
+    "asha_rungs",
+    "backbone_report",
+    "estimate_noise",
+    "find_preset",
+    "format_markdown",
+    "gpu_hours",
+    "load_runs",
+    "main",
+    "metric_mode",
+    "noise_flag",
+    "param_importance",
+    "runner_up",
+    "select_best",
+    "spearman_importance",
+    "summarize_trials",
+    "trial_wall_seconds",
+]
+
+#: Storage root used by ``rspose_tune.search`` when none is given: ``results/`` in the repository.
+DEFAULT_STORAGE = str(Path(__file__).resolve().parents[1] / "results")
+#: The six loss hyperparameters, in Table E.8 order.
+PARAM_NAMES = ("delta_rank", "coeff_rank", "delta_sort", "coeff_sort", "delta_inst", "coeff_inst")
+COMPONENTS = (("rank", "S. Rank"), ("sort", "S. Sort"), ("inst", "Ins. Sort"))
+#: Fewest COMPLETE Optuna trials for which Optuna's PED-ANOVA importance is computed.
+MIN_COMPLETED_FOR_OPTUNA = 8
+#: PED-ANOVA compares the top trials with all: target_quantile = this / n, within [0.1, 0.5].
+PED_ANOVA_TOP_TRIALS = 5
+#: z of the runner-up noise band: gap <= NOISE_Z * sqrt(2) * sigma is "within noise".
+NOISE_Z = 1.96
+OFF = "–"
+JOURNAL_FILE = "optuna.journal"
+_MIN_METRIC_WORDS = ("loss", "error", "epe", "nme", "mpjpe")
+
+
+class ReportError(ValueError):
+    """Bad input for the report or export (no runs, unknown run or backbone); CLI exit status 2."""
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What a run's metadata says about how to read its rows (None: unknown)."""
+
+    mode: str | None = None
+    gpus: float | None = None
+    cpus: float | None = None
+    max_epochs: int | None = None
+    grace_epochs: int | None = None
+    reduction_factor: int | None = None
+    source: str = "run metadata"
+
+
+@dataclass
+class RunData:
+    """One run: its directory, its rows (``read_results``), metadata and settings."""
+
+    name: str
+    path: Path
+    frame: pd.DataFrame
+    meta: dict[str, Any]
+    settings: RunSettings
+    notes: list[str] = field(default_factory=list)
+
+
+def _get(meta: Mapping[str, Any], *paths: str) -> Any:
+    """The first non-None value among dotted ``paths`` into nested mappings."""
+    for path in paths:
+        node: Any = meta
+        for key in path.split("."):
+            if isinstance(node, Mapping) and key in node:
+                node = node[key]
+            else:
+                node = None
+                break
+        if node is not None:
+            return node
+    return None
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return out if math.isfinite(out) else None
+
+
+def run_settings(meta: Mapping[str, Any], backbone: str | None = None) -> RunSettings:
+    """Mode, resources and budget of a run, from its metadata; gaps filled from the preset file.
+
+    What the search actually used comes first: the top-level keys ``rspose_tune.search`` stores
+    (``mode``, ``resources: {gpu, cpu}`` as given to Ray, ``budget: {max_epochs, grace_epochs,
+    reduction_factor}``; ``max_epochs`` is always stored by :mod:`rspose_tune.results`), then
+    the serialised preset under ``search_space`` (its ``mode``, ``resources``, ``budget``).
+    """
+    values = {
+        "mode": _get(meta, "mode", "search_space.mode"),
+        "gpus": _number(_get(meta, "resources.gpu", "resources.gpus", "search_space.resources.gpus")),
+        "cpus": _number(_get(meta, "resources.cpu", "resources.cpus", "search_space.resources.cpus")),
+        "max_epochs": _get(meta, "max_epochs", "budget.max_epochs", "search_space.budget.max_epochs"),
+        "grace_epochs": _get(meta, "budget.grace_epochs", "search_space.budget.grace_epochs"),
+        "reduction_factor": _get(meta, "budget.reduction_factor", "search_space.budget.reduction_factor"),
+    }
+    source = "run metadata"
+    if any(v is None for v in values.values()) and backbone:
+        preset = find_preset(backbone, meta)
+        if preset is not None:
+            filled = {
+                "mode": preset.mode, "gpus": preset.resources.gpus, "cpus": preset.resources.cpus,
+                "max_epochs": preset.budget.max_epochs, "grace_epochs": preset.budget.grace_epochs,
+                "reduction_factor": preset.budget.reduction_factor,
+            }  # fmt: skip
+            missing = [k for k, v in values.items() if v is None]
+            for key in missing:
+                values[key] = filled[key]
+            source = f"run metadata; {', '.join(missing)} from preset file {preset.source}"
+    mode = values["mode"] if values["mode"] in ("max", "min") else None
+    as_int = {k: (int(values[k]) if _number(values[k]) is not None else None)
+              for k in ("max_epochs", "grace_epochs", "reduction_factor")}  # fmt: skip
+    return RunSettings(mode=mode, gpus=values["gpus"], cpus=values["cpus"], source=source, **as_int)
+
+
+def find_preset(backbone: str, meta: Mapping[str, Any]):
+    """The run's own preset file when it still exists (metadata ``preset_file`` or
+    ``search_space.source``), else the preset named ``backbone``; None when neither loads."""
+    from rspose_tune.spaces import SearchSpaceError, load_preset
+
+    candidates = []
+    for key in ("preset_file", "search_space.source"):
+        path = _get(meta, key)
+        if isinstance(path, str) and os.path.isfile(path):
+            candidates.append(path)
+    candidates.append(backbone)
+    for candidate in candidates:
+        try:
+            return load_preset(candidate)
+        except SearchSpaceError:
+            continue
+    return None
+
+
+def _run_dirs(storage: Path) -> list[Path]:
+    if (storage / "trials").is_dir():  # the storage path is itself a run directory
+        return [storage]
+    if not storage.is_dir():
+        return []
+    return sorted(p for p in storage.iterdir()
+                  if p.is_dir() and not p.name.startswith((".", "_")) and (p / "trials").is_dir())  # fmt: skip
+
+
+def load_runs(storage: str | os.PathLike[str], runs: Sequence[str] | None = None) -> list[RunData]:
+    """Every run with results under ``storage`` (or ``storage`` itself when it is a run dir).
+
+    Raises:
+        ReportError: the path does not exist, holds no run with results, or a name in ``runs``
+            is not one of its runs (the message lists the runs found).
+    """
+    from rspose_tune.results import read_metadata, read_results
+
+    storage = Path(storage).expanduser()
+    if not storage.exists():
+        raise ReportError(f"storage path {str(storage)!r} does not exist")
+    found: dict[str, RunData] = {}
+    for run_dir in _run_dirs(storage):
+        try:
+            frame = read_results(run_dir)
+            meta = read_metadata(run_dir) if not frame.empty else {}
+        except (OSError, ValueError) as exc:  # unreadable Parquet (pyarrow errors are ValueErrors)
+            raise ReportError(f"cannot read the results of run {str(run_dir)!r}: {exc}") from exc
+        if frame.empty:
+            continue
+        frame = frame.assign(run=run_dir.name)  # the directory names the run
+        backbones = sorted(set(frame["backbone"]))
+        settings = run_settings(meta, backbones[0] if len(backbones) == 1 else None)
+        found[run_dir.name] = RunData(run_dir.name, run_dir, frame, dict(meta), settings)
+    if not found:
+        raise ReportError(
+            f"no runs with results under {str(storage)!r}: expected <storage>/<run>/trials/*.parquet "
+            "(written by `python -m rspose_tune.search`), or a run directory itself"
+        )
+    if runs:
+        unknown = [r for r in runs if r not in found]
+        if unknown:
+            raise ReportError(f"--run {unknown} not found under {str(storage)!r}; runs there: {sorted(found)}")
+        found = {name: found[name] for name in runs}
+    return list(found.values())
+
+
+# --------------------------------------------------------------------------------------------
+# Pure helpers
+# --------------------------------------------------------------------------------------------
+
+
+def metric_mode(metric_name: str | None, settings_mode: str | None = None) -> str:
+    """``settings_mode`` when known; else ``min`` for loss/error-like names, ``max`` otherwise."""
+    if settings_mode in ("max", "min"):
+        return settings_mode
+    leaf = (metric_name or "").rsplit("/", 1)[-1].lower()
+    return "min" if any(word in leaf for word in _MIN_METRIC_WORDS) else "max"
+
+
+def trial_wall_seconds(wall_s: Sequence[float | None]) -> float:
+    """A trial's wall seconds from its ``wall_s`` column in epoch order (see module docstring)."""
+    values = [float(v) for v in wall_s if v is not None and math.isfinite(float(v))]
+    total, prev = 0.0, None
+    for value in values:
+        if prev is not None and value < prev:  # restarted (resumed from a checkpoint)
+            total += prev
+        prev = value
+    return total + (prev or 0.0)
+
+
+def asha_rungs(max_epochs: int | None, grace_epochs: int | None, reduction_factor: int | None) -> list[int]:
+    """ASHA milestones ``grace × rf^k`` below ``max_epochs`` (empty when the budget is unknown)."""
+    if not max_epochs or not grace_epochs or not reduction_factor or reduction_factor < 2:
+        return []
+    out, rung = [], grace_epochs
+    while rung < max_epochs:
+        out.append(int(rung))
+        rung *= reduction_factor
+    return out
+
+
+def _params_key(row: Mapping[str, Any]) -> tuple:
+    out = []
+    for name in PARAM_NAMES:
+        value = _number(row.get(name))
+        out.append(None if value is None else float(f"{value:.12g}"))
+    return tuple(out)
+
+
+def summarize_trials(frame: pd.DataFrame, settings: RunSettings | None = None) -> pd.DataFrame:
+    """One row per ``(run, trial_id)``: last row's params, status and metrics, plus wall time.
+
+    Columns: ``run, backbone, trial_id, status, last_epoch, <params>, metric_name, metric, ar,
+    spearman, wall_s (trial_wall_seconds), gpus, cpus, max_epochs, params_key``.
+    """
+    settings = settings or RunSettings()
+    rows = []
+    for (run, trial_id), group in frame.groupby(["run", "trial_id"], sort=True):
+        group = group.sort_values("epoch", kind="stable")
+        last = group.iloc[-1]
+        entry = {
+            "run": run, "backbone": last["backbone"], "trial_id": trial_id, "status": last["status"],
+            "last_epoch": int(last["epoch"]),
+            **{name: _number(last[name]) for name in PARAM_NAMES},
+            "metric_name": last["metric_name"] if isinstance(last["metric_name"], str) else None,
+            "metric": _number(last["metric"]), "ar": _number(last["ar"]), "spearman": _number(last["spearman"]),
+            "wall_s": trial_wall_seconds(group["wall_s"].tolist()),
+            "gpus": settings.gpus, "cpus": settings.cpus, "max_epochs": settings.max_epochs,
+        }  # fmt: skip
+        entry["params_key"] = _params_key(entry)
+        rows.append(entry)
+    columns = ["run", "backbone", "trial_id", "status", "last_epoch", *PARAM_NAMES, "metric_name", "metric", "ar",
+               "spearman", "wall_s", "gpus", "cpus", "max_epochs", "params_key"]  # fmt: skip
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _ranked(trials: pd.DataFrame, mode: str) -> pd.DataFrame:
+    done = trials[(trials["status"] == "completed") & trials["metric"].notna()]
+    return done.sort_values(["metric", "run", "trial_id"], ascending=[mode == "min", True, True], kind="stable")
+
+
+def select_best(trials: pd.DataFrame, mode: str) -> pd.Series | None:
+    """The best ``completed`` trial of :func:`summarize_trials` by ``metric`` (None: none)."""
+    if mode not in ("max", "min"):
+        raise ValueError(f"`mode` is {mode!r}, but must be 'max' or 'min'.")
+    ranked = _ranked(trials, mode)
+    return None if ranked.empty else ranked.iloc[0]
+
+
+def runner_up(trials: pd.DataFrame, best: pd.Series, mode: str) -> pd.Series | None:
+    """The best ``completed`` trial whose parameters differ from ``best``'s (None: none)."""
+    ranked = _ranked(trials, mode)
+    others = ranked[ranked["params_key"].map(lambda k: k != best["params_key"])]
+    return None if others.empty else others.iloc[0]
+
+
+@dataclass(frozen=True)
+class Noise:
+    """Pooled within-setting standard deviation of a single full-budget evaluation."""
+
+    sigma: float | None  # None: unknown (no repeated setting)
+    dof: int  # Σ (n_g - 1)
+    groups: int  # settings evaluated more than once
+
+
+def estimate_noise(trials: pd.DataFrame) -> Noise:
+    """Pooled std of the final metric over completed trials with identical parameters."""
+    done = trials[(trials["status"] == "completed") & trials["metric"].notna()]
+    ss, dof, groups = 0.0, 0, 0
+    for _, group in done.groupby("params_key", sort=False):
+        values = group["metric"].to_numpy(dtype=float)
+        if len(values) < 2:
+            continue
+        ss += float(((values - values.mean()) ** 2).sum())
+        dof += len(values) - 1
+        groups += 1
+    return Noise(sigma=math.sqrt(ss / dof) if dof else None, dof=dof, groups=groups)
+
+
+def noise_flag(best: float, second: float | None, noise: Noise, z: float = NOISE_Z) -> tuple[str, str]:
+    """(flag, explanation) for the runner-up: ``within noise``, ``beyond noise``,
+    ``noise unknown`` or ``no runner-up``."""
+    if second is None:
+        return "no runner-up", "no other completed setting"
+    gap = abs(best - second)
+    if noise.sigma is None:
+        return "noise unknown", (f"gap {gap:.4g}; seed noise unknown: no setting was evaluated more than "
+                                 "once at full budget")  # fmt: skip
+    band = z * math.sqrt(2.0) * noise.sigma
+    how = (f"gap {gap:.4g} {'<=' if gap <= band else '>'} {z:g}·√2·σ̂ = {band:.4g} "
+           f"(σ̂ = {noise.sigma:.4g} from {noise.groups} repeated setting(s), {noise.dof} dof)")  # fmt: skip
+    return ("within noise" if gap <= band else "beyond noise"), how
+
+
+def gpu_hours(trials: pd.DataFrame) -> dict[str, float | None]:
+    """``gpu_hours``, ``full_budget_gpu_hours``, ``cpu_hours`` of :func:`summarize_trials` rows.
+
+    None when a trial's resources (or, for the full budget, ``max_epochs``) are unknown.
+    """
+    def total(column: str, full: bool) -> float | None:
+        out = 0.0
+        for _, t in trials.iterrows():
+            per = _number(t[column])
+            wall = _number(t["wall_s"]) or 0.0
+            if full:
+                if wall <= 0 or t["last_epoch"] <= 0:
+                    continue
+                max_epochs = _number(t["max_epochs"])
+                if max_epochs is None or per is None:
+                    return None
+                wall = wall / t["last_epoch"] * max_epochs
+            elif per is None:
+                if wall > 0:
+                    return None
+                continue
+            out += wall * per
+        return out / 3600.0
+
+    return {"gpu_hours": total("gpus", False), "full_budget_gpu_hours": total("gpus", True),
+            "cpu_hours": total("cpus", False)}  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------
+# Per-backbone report
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class BackboneReport:
+    """One Table E.8 row plus the search's cost and the runner-up check (CSV: :meth:`record`)."""
+
+    backbone: str
+    runs: list[str]
+    mode: str
+    metric_name: str | None
+    best_run: str | None
+    best_trial: str | None
+    params: dict[str, float | None]
+    metric: float | None
+    ar: float | None
+    spearman: float | None
+    trials: int
+    completed: int
+    pruned: int
+    errors: int
+    running: int
+    gpus_per_trial: float | None
+    gpu_hours: float | None
+    full_budget_gpu_hours: float | None
+    cpu_hours: float | None
+    runner_up_trial: str | None
+    runner_up_metric: float | None
+    noise_sigma: float | None
+    noise_dof: int
+    noise_flag: str
+    noise_note: str
+    notes: list[str] = field(default_factory=list)
+
+    def record(self) -> dict[str, Any]:
+        """Flat dict for CSV: params as numbers (empty = off), lists joined by ``;``."""
+        out = asdict(self)
+        params = out.pop("params")
+        out["runs"] = ";".join(self.runs)
+        out["notes"] = " ".join(self.notes)
+        head = {k: out.pop(k) for k in ("backbone", "runs", "best_run", "best_trial")}
+        return {**head, **params, **out}
+
+
+def backbone_report(backbone: str, runs: Sequence[RunData]) -> BackboneReport:
+    """Select the best completed trial of ``backbone`` over ``runs`` and summarise the search."""
+    parts, modes, notes = [], set(), []
+    for run in runs:
+        frame = run.frame[run.frame["backbone"] == backbone]
+        if frame.empty:
+            continue
+        parts.append(summarize_trials(frame, run.settings))
+        modes.add(run.settings.mode)
+        if run.settings.source != "run metadata":
+            notes.append(f"{run.name}: {run.settings.source}.")
+    if not parts:
+        raise ReportError(f"no trials of backbone {backbone!r} in runs {[r.name for r in runs]}")
+    trials = pd.concat(parts, ignore_index=True)
+    names = sorted({n for n in trials["metric_name"] if isinstance(n, str)})
+    if len(names) > 1:
+        raise ReportError(
+            f"backbone {backbone!r} has runs with different metrics {names}; pick runs with one metric via --run"
+        )
+    metric_name = names[0] if names else None
+    known = {m for m in modes if m}
+    if len(known) > 1:
+        raise ReportError(f"backbone {backbone!r} has runs with different modes {sorted(known)}; use --run")
+    mode = metric_mode(metric_name, next(iter(known), None))
+    if not known:
+        notes.append(f"mode {mode!r} inferred from the metric name {metric_name!r}.")
+    best = select_best(trials, mode)
+    second = runner_up(trials, best, mode) if best is not None else None
+    noise = estimate_noise(trials)
+    if best is None:
+        flag, how = "no runner-up", "no completed trial"
+    else:
+        flag, how = noise_flag(best["metric"], None if second is None else second["metric"], noise)
+    counts = trials["status"].value_counts()
+    gpus = sorted({g for g in trials["gpus"] if _number(g) is not None})
+    cost = gpu_hours(trials)
+    return BackboneReport(
+        backbone=backbone,
+        runs=sorted(set(trials["run"])),
+        mode=mode,
+        metric_name=metric_name,
+        best_run=None if best is None else best["run"],
+        best_trial=None if best is None else best["trial_id"],
+        params={n: (None if best is None else _number(best[n])) for n in PARAM_NAMES},
+        metric=None if best is None else best["metric"],
+        ar=None if best is None else best["ar"],
+        spearman=None if best is None else best["spearman"],
+        trials=len(trials),
+        completed=int(counts.get("completed", 0)),
+        pruned=int(counts.get("pruned", 0)),
+        errors=int(counts.get("error", 0)),
+        running=int(counts.get("running", 0)),
+        gpus_per_trial=gpus[0] if len(gpus) == 1 else None,
+        gpu_hours=cost["gpu_hours"],
+        full_budget_gpu_hours=cost["full_budget_gpu_hours"],
+        cpu_hours=cost["cpu_hours"],
+        runner_up_trial=None if second is None else second["trial_id"],
+        runner_up_metric=None if second is None else second["metric"],
+        noise_sigma=noise.sigma,
+        noise_dof=noise.dof,
+        noise_flag=flag,
+        noise_note=how,
+        notes=notes,
+    )
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return ""
+    text = f"{value:.{digits}g}"
+    return text if any(c in text for c in ".e") else text + ".0"
+
+
+def _fmt_hours(value: float | None) -> str:
+    return "?" if value is None else f"{value:.2f}"
+
+
+def _component_cell(params: Mapping[str, float | None], component: str) -> str:
+    coeff = params.get(f"coeff_{component}")
+    if coeff is None or coeff == 0:
+        return OFF
+    return f"{_fmt(params.get(f'delta_{component}'))} / {_fmt(coeff)}"
+
+
+TABLE_HEADER = ("Backbone", "S. Rank δ / c", "S. Sort δ / c", "Ins. Sort δ / c", "Metric", "AR", "Spearman",
+                "Trials", "Pruned", "GPU-h", "Full-budget GPU-h", "CPU-h", "Runner-up")  # fmt: skip
+
+
+def table_rows(reports: Sequence[BackboneReport]) -> list[list[str]]:
+    """The cells of the Table E.8-shaped table (see :data:`TABLE_HEADER`)."""
+    rows = []
+    for r in reports:
+        if r.best_trial is None:
+            comps = ["(no completed trial)", "", ""]
+            metric = f"{r.metric_name or 'metric'}: –"
+        else:
+            comps = [_component_cell(r.params, c) for c, _ in COMPONENTS]
+            metric = f"{r.metric_name} {_fmt(r.metric, 4)}"
+        trials = f"{r.trials}" + (f" ({r.errors} failed)" if r.errors else "")
+        trials += f" ({r.running} unfinished)" if r.running else ""
+        rows.append([
+            r.backbone, *comps, metric, _fmt(r.ar, 4), _fmt(r.spearman, 3), trials, str(r.pruned),
+            _fmt_hours(r.gpu_hours), _fmt_hours(r.full_budget_gpu_hours), _fmt_hours(r.cpu_hours), r.noise_flag,
+        ])  # fmt: skip
+    return rows
+
+
+def format_markdown(reports: Sequence[BackboneReport]) -> str:
+    """A padded Markdown table (readable as plain text too)."""
+    rows = [list(TABLE_HEADER), *table_rows(reports)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(TABLE_HEADER))]
+    lines = ["| " + " | ".join(cell.ljust(w) for cell, w in zip(row, widths)) + " |" for row in rows]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines) + "\n"
+
+
+def format_notes(reports: Sequence[BackboneReport]) -> str:
+    """One paragraph per backbone: the selected trial, the runner-up check and caveats."""
+    lines = []
+    for r in reports:
+        if r.best_trial is None:
+            lines.append(f"- {r.backbone}: no trial reached the full budget (status completed) in runs "
+                         f"{r.runs}; {r.pruned} pruned, {r.errors} failed, {r.running} unfinished.")  # fmt: skip
+        else:
+            second = (f"runner-up {r.runner_up_trial} ({_fmt(r.runner_up_metric, 4)}): {r.noise_flag}; "
+                      if r.runner_up_trial else "")  # fmt: skip
+            lines.append(f"- {r.backbone}: best trial {r.best_trial} (run {r.best_run}, {r.mode} "
+                         f"{r.metric_name} = {_fmt(r.metric, 4)}); {second}{r.noise_note}.")  # fmt: skip
+        if r.gpus_per_trial == 0:
+            lines.append(f"  CPU-only trials: 0 GPU-h; {_fmt_hours(r.cpu_hours)} CPU-h spent.")
+        for note in r.notes:
+            lines.append(f"  note: {note}")
+    return "\n".join(lines) + "\n"
+
+
+def write_csv(reports: Sequence[BackboneReport], path: str | os.PathLike[str]) -> None:
+    frame = pd.DataFrame([r.record() for r in reports])
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(path, index=False)
+
+
+# --------------------------------------------------------------------------------------------
+# Hyperparameter importance
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Importance:
+    """Importance per parameter (NaN: undefined, e.g. a fixed parameter) and how it was found."""
+
+    values: dict[str, float]
+    method: str
+    label: str  # x-axis label
+
+
+def _ranks(values: np.ndarray) -> np.ndarray:
+    return pd.Series(values).rank(method="average").to_numpy()
+
+
+def spearman_importance(frame: pd.DataFrame) -> tuple[dict[str, float], int | None, int]:
+    """|Spearman ρ| of each parameter vs ``metric`` at the epoch most trials reported.
+
+    Ties go to the later epoch. Off coefficients count as 0; off deltas are left out. Fewer
+    than 3 points or a constant parameter gives NaN. Returns (values, epoch, number of trials).
+    """
+    rows = frame[frame["metric"].notna()]
+    if rows.empty:
+        return {n: math.nan for n in PARAM_NAMES}, None, 0
+    counts = rows.groupby("epoch")["trial_id"].nunique()
+    epoch = int(max(counts.index, key=lambda e: (counts[e], e)))
+    at = rows[rows["epoch"] == epoch].drop_duplicates(["run", "trial_id"])
+    out = {}
+    for name in PARAM_NAMES:
+        x = at[name].astype(float)
+        if name.startswith("coeff_"):
+            x = x.fillna(0.0)
+        keep = x.notna().to_numpy()
+        xs, ys = x.to_numpy()[keep], at["metric"].astype(float).to_numpy()[keep]
+        if len(xs) < 3 or np.ptp(xs) == 0 or np.ptp(ys) == 0:
+            out[name] = math.nan
+            continue
+        out[name] = float(abs(np.corrcoef(_ranks(xs), _ranks(ys))[0, 1]))
+    return out, epoch, len(at)
+
+
+def _load_study(journal: Path):
+    import optuna
+
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
+    names = optuna.get_all_study_names(storage)
+    if not names:
+        raise ReportError(f"{journal} holds no Optuna study")
+    name = "rspose" if "rspose" in names else names[0]
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def param_importance(run: RunData, min_completed: int = MIN_COMPLETED_FOR_OPTUNA) -> Importance:
+    """Optuna importance from ``<run>/optuna.journal`` when it has ``min_completed`` COMPLETE
+    trials; else :func:`spearman_importance` (the method string says which and why).
+
+    The evaluator is PED-ANOVA (:class:`optuna.importance.PedAnovaImportanceEvaluator`): numpy
+    only and deterministic; Optuna's default fANOVA needs scikit-learn, which rspose_tune does
+    not install. Its ``target_quantile`` keeps about :data:`PED_ANOVA_TOP_TRIALS` trials in the
+    top group (Optuna recommends at least 5). It only sees COMPLETE (full-budget) trials.
+    """
+    journal = run.path / JOURNAL_FILE
+    reason = f"no {JOURNAL_FILE}"
+    if journal.is_file():
+        import optuna
+
+        study = _load_study(journal)
+        complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        if len(complete) >= min_completed:
+            quantile = min(0.5, max(0.1, PED_ANOVA_TOP_TRIALS / len(complete)))
+            try:
+                values = optuna.importance.get_param_importances(
+                    study, evaluator=optuna.importance.PedAnovaImportanceEvaluator(target_quantile=quantile)
+                )
+            except (ValueError, RuntimeError) as exc:  # e.g. no parameter common to all trials
+                reason = f"Optuna importance failed: {exc}"
+            else:
+                method = (f"Optuna PED-ANOVA importance ({len(complete)} complete trials, "
+                          f"top {quantile:.0%} vs all)")  # fmt: skip
+                return Importance(dict(values), method, "importance (sums to 1)")
+        else:
+            reason = f"{len(complete)} complete trials < {min_completed} for Optuna importance"
+    values, epoch, n = spearman_importance(run.frame)
+    metric = _first_metric_name(run.frame)
+    method = f"fallback: |Spearman ρ| vs {metric} at epoch {epoch} ({n} trials; {reason})"
+    return Importance(values, method, "|Spearman ρ|")
+
+
+def _first_metric_name(frame: pd.DataFrame) -> str:
+    names = [n for n in frame["metric_name"] if isinstance(n, str)]
+    return names[0] if names else "metric"
+
+
+# --------------------------------------------------------------------------------------------
+# CLI
+# --------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m rspose_tune.report",
+        description="Best RSPose loss setting per backbone (Table E.8 shape), search cost, runner-up "
+        "noise check and plots, from the Parquet results of rspose_tune.search.",
+    )
+    parser.add_argument("storage", nargs="?", default=DEFAULT_STORAGE,
+                        help="storage root holding <run>/trials/ (or one run directory); "
+                        f"default {DEFAULT_STORAGE!r}")  # fmt: skip
+    parser.add_argument("--run", nargs="+", action="extend", metavar="NAME",
+                        help="only these runs (repeatable; put the storage path before --run)")  # fmt: skip
+    parser.add_argument("--markdown", metavar="PATH", help="also write the table and notes as Markdown")
+    parser.add_argument("--csv", metavar="PATH", help="also write one row per backbone as CSV (empty = off)")
+    parser.add_argument("--plots", metavar="DIR", help="write plots to DIR/<run>/ (default <storage>/<run>/report/)")
+    parser.add_argument("--no-plots", action="store_true", help="do not write plots")
+    return parser
+
+
+def make_plots(run: RunData, out_dir: Path, best_trial: str | None) -> list[Path]:
+    """Write ``curves.png``, ``importance.png`` and ``params.png`` of one run; return the paths."""
+    from rspose_tune import _plots
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    s = run.settings
+    summary = summarize_trials(run.frame, s)
+    metric = _first_metric_name(run.frame)
+    paths = [out_dir / "curves.png", out_dir / "importance.png", out_dir / "params.png"]
+    rungs = asha_rungs(s.max_epochs, s.grace_epochs, s.reduction_factor)
+    _plots.plot_curves(run.frame, paths[0], run=run.name, metric_name=metric, max_epochs=s.max_epochs, rungs=rungs,
+                       best_trial=best_trial)  # fmt: skip
+    importance = param_importance(run)
+    _plots.plot_importance(importance.values, paths[1], title=f"{run.name}: {importance.method}",
+                           xlabel=importance.label)  # fmt: skip
+    log_params = {n: bool(_get(run.meta, f"search_space.params.{n}.log")) for n in PARAM_NAMES}
+    ranges = {}
+    for n in PARAM_NAMES:
+        low, high = (_number(_get(run.meta, f"search_space.params.{n}.{k}")) for k in ("low", "high"))
+        ranges[n] = None if low is None or high is None else (low, high)
+    _plots.plot_params(summary, paths[2], run=run.name, metric_name=metric, best_trial=best_trial,
+                       log_params=log_params, ranges=ranges, max_epochs=s.max_epochs)  # fmt: skip
+    return paths
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        runs = load_runs(args.storage, args.run)
+        backbones = sorted({b for run in runs for b in run.frame["backbone"]})
+        reports = [backbone_report(b, runs) for b in backbones]
+    except ReportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    table, notes = format_markdown(reports), format_notes(reports)
+    print(f"Runs under {args.storage}: {', '.join(r.name for r in runs)}\n")
+    print(table)
+    print(notes)
+    if args.markdown:
+        path = Path(args.markdown)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"# RSPose loss search: best settings\n\nRuns: {', '.join(r.name for r in runs)}\n\n"
+                        f"{table}\n{notes}")  # fmt: skip
+        print(f"wrote {path}")
+    if args.csv:
+        write_csv(reports, args.csv)
+        print(f"wrote {args.csv}")
+    if not args.no_plots:
+        best_by_run = {(r.best_run, r.best_trial) for r in reports}
+        for run in runs:
+            best = next((t for rn, t in best_by_run if rn == run.name), None)
+            out_dir = Path(args.plots) / run.name if args.plots else run.path / "report"
+            for path in make_plots(run, out_dir, best):
+                print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
