@@ -148,10 +148,12 @@ def set_dataset(
     train_img: str,
     val_img: str,
     bbox_file: str | None = None,
+    headbox_file: str | None = None,
 ) -> None:
     """Point the train/val/test loaders and the evaluator at a dataset (in place).
 
     Validation uses ground-truth boxes unless ``bbox_file`` (relative to ``root``) is given.
+    ``headbox_file`` (MPII's ``mpii_gt_val.mat``, relative to ``root``) replaces the base's.
     """
     root = Path(root)
     for key, ann, img, is_val in (
@@ -170,6 +172,10 @@ def set_dataset(
             dataset.pop("bbox_file", None)
             if bbox_file:
                 dataset["bbox_file"] = str(root / bbox_file)
+            if headbox_file:
+                dataset["headbox_file"] = str(root / headbox_file)
+            elif "headbox_file" in dataset:  # the base's path is relative to its own data layout
+                dataset.pop("headbox_file")
         cfg[key] = loader
     for key in ("val_evaluator", "test_evaluator"):
         evaluator = cfg.get(key)
@@ -216,27 +222,35 @@ def shrink_model(cfg) -> None:
         pass
 
 
-def _drop_remote_init(cfg, weights: str | None, preset_name: str) -> None:
-    """Use user-supplied weights; never let a config download pretrained weights."""
+def _set_pretrained(cfg, weights: str | Path | None) -> None:
+    """Use the user's local weights, or none; never let a config download pretrained weights.
+
+    ``weights=None`` means training from scratch (the preset says ``weights: null`` or the user
+    passed ``--weights none``): any ``init_cfg`` of the backbone is removed. A preset that names
+    weights gets them checked by ``Preset.validate_paths`` before any trial starts.
+    """
     backbone = cfg.model.backbone
-    init = backbone.get("init_cfg")
-    if weights:
-        path = Path(weights)
-        if not path.is_file():
-            raise ConfigBuildError(
-                f"pretrained weights {str(path)!r} for preset {preset_name!r} do not exist "
-                "(--weights / RSPOSE_TUNE_WEIGHTS); rspose_tune never downloads weights"
-            )
-        backbone["init_cfg"] = dict(type="Pretrained", checkpoint=str(path.resolve()))
+    if weights is None:
+        backbone.pop("init_cfg", None)
         return
-    if init and "://" in str(init.get("checkpoint", "")):
+    path = Path(weights)
+    if not path.is_file():
         raise ConfigBuildError(
-            f"preset {preset_name!r}: its base config would download pretrained weights from "
-            f"{init['checkpoint']!r}, and rspose_tune never downloads. Download them yourself and "
-            "pass --weights PATH (or set RSPOSE_TUNE_WEIGHTS), or pass --weights none to train "
-            "from scratch"
+            f"pretrained weights {str(path)!r} do not exist (--weights / RSPOSE_TUNE_WEIGHTS); "
+            "rspose_tune never downloads weights: download them yourself, or pass --weights none"
         )
-    backbone.pop("init_cfg", None)
+    backbone["init_cfg"] = dict(type="Pretrained", checkpoint=str(path.resolve()))
+
+
+def _pack_rotation(cfg) -> None:
+    """Let Instance Sort see each training crop's rotation (``bbox_rotation`` in the meta keys)."""
+    from .heads import RSPOSE_PACK_META_KEYS
+
+    pipeline = cfg.train_dataloader.dataset.get("pipeline") or []
+    for step in pipeline:
+        if step.get("type") == "PackPoseInputs":
+            keys = tuple(step.get("meta_keys") or RSPOSE_PACK_META_KEYS)
+            step["meta_keys"] = keys + tuple(k for k in RSPOSE_PACK_META_KEYS if k not in keys)
 
 
 def _add_keypoint_meta(cfg) -> None:
@@ -302,13 +316,12 @@ def build_config(
         train_img=data.train_img,
         val_img=data.val_img,
         bbox_file=data.bbox_file,
+        headbox_file=getattr(data, "headbox_file", None),
     )
     if shrink:
         shrink_model(cfg)
-    elif scratch:
-        cfg.model.backbone.pop("init_cfg", None)
-    else:
-        _drop_remote_init(cfg, preset.weights, preset.name)
+    _set_pretrained(cfg, None if (shrink or scratch) else preset.weights)
+    _pack_rotation(cfg)
     scale_schedule(cfg, int(max_epochs or preset.budget.max_epochs))
     cfg.train_cfg["val_interval"] = int(val_interval or preset.budget.val_interval)
     for key in ("train_dataloader", "val_dataloader", "test_dataloader"):

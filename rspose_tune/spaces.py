@@ -1,0 +1,697 @@
+"""Search spaces as validated data: ``search_spaces/<preset>.yaml`` parsed into typed presets.
+
+A preset names everything one search needs besides the searcher's own settings: the MMPose base
+config, the dataset and its files, the metric to optimise, the range of each RSPose loss
+hyperparameter, the paper's known-good settings, the ASHA budget, per-trial resources and the
+pretrained weights. :func:`load_preset` validates a file completely and raises one
+:class:`SearchSpaceError` naming the file, the key and the broken rule; nothing is checked later
+at MMPose build time that could have been checked here.
+
+Shipped presets (``list_presets()``): ``vit-b``, ``vit-h``, ``res50-simcc``,
+``hrnet-w48-simcc``, ``hrnet-w32-crowdpose``, ``hrnet-w32-mpii`` and the CPU ``demo``.
+A user adds a preset by adding a YAML file: to the ``search_spaces`` package folder, to a folder
+passed as ``search_dir``, or anywhere, passing its path instead of a name.
+
+YAML schema (all keys required unless marked optional; unknown keys are errors)::
+
+    description: str                       # optional, free text
+    base_config: mmpose::<path> | <path>   # mmpose::... = inside the installed mmpose's
+                                           # .mim/configs; else relative to this YAML's folder
+    dataset: coco | crowdpose | mpii | coco-format
+    metric: coco/AP                        # coco, coco-format: coco/...; crowdpose:
+                                           # crowdpose/...; mpii: PCK or PCK@0.1
+    mode: max | min
+    params:                                # all six RSPose hyperparameters, each either
+      delta_rank: {low: 0.1, high: 1.0, log: false}    # a range (log optional, default false;
+      coeff_rank: {fixed: 1.0}                         #   log needs low > 0), or a fixed value
+      delta_sort: {low: 0.1, high: 3.0, log: true}
+      coeff_sort: {low: 0.1, high: 4.0, log: true, allow_off: true}
+      delta_inst: {low: 0.25, high: 5.0, log: true}
+      coeff_inst: {low: 0.05, high: 3.0, log: true, allow_off: true}
+    known_good:                            # optional list: settings the searcher tries first
+      - {delta_rank: 0.4, coeff_rank: 1.0, delta_sort: 1.5, coeff_sort: 2.0,
+         delta_inst: 3.0, coeff_inst: 0.25}
+    budget: {max_epochs: 210, grace_epochs: 10, reduction_factor: 3, val_interval: 10}
+    resources: {gpus: 1, cpus: 4}          # per trial
+    data:
+      root: data/coco                      # relative: to the working directory at load time
+      train_ann: annotations/person_keypoints_train2017.json   # these: relative to root
+      val_ann: annotations/person_keypoints_val2017.json
+      train_img: train2017/
+      val_img: val2017/
+      bbox_file: person_detection_results/COCO_val2017_detections_AP_H_56_person.json
+                                           # optional; null = validate with ground-truth boxes
+      headbox_file: annotations/mpii_gt_val.mat   # optional; required for dataset mpii (PCKh)
+      generated: demo                      # optional; the data is made by a generator (see below)
+    weights: checkpoints/x.pth | null      # pretrained backbone; relative: to the working dir
+
+Rules for ``params``: values are >= 0; a coefficient of 0 switches its component off, and the
+component's delta is then meaningless and written ``{fixed: null}``. ``allow_off: true`` (only on
+``coeff_*``) lets the searcher also switch the component off. Rank and sort must not both be able
+to be off (the heatmap would get no loss). Every ``known_good`` entry names all six values and
+must lie inside the space; ``null`` (or 0) for a coefficient means off, and then its delta is null.
+
+Overrides (highest first): keyword arguments of :func:`load_preset` (the CLI's ``--data-root``
+and ``--weights``), then the environment, then the YAML:
+
+- ``RSPOSE_TUNE_DATA_ROOT``: replaces ``data.root`` (the file names stay relative to it);
+- ``RSPOSE_TUNE_WEIGHTS``: replaces ``weights``; ``none`` means no pretrained weights.
+
+Paths are made absolute when the preset is loaded (``~`` is expanded), so they survive the
+working-directory changes of Ray trials. :meth:`Preset.validate_paths` checks that the data files
+and weights exist and raises :class:`MissingDataError` listing every missing one. Nothing is ever
+downloaded.
+
+Generated data: the ``demo`` preset has ``data.generated: demo`` and its root defaults to
+``~/.cache/rspose_tune/demo_data``. A caller that finds ``preset.data.generated == "demo"`` calls
+``rspose_tune.demo_data.generate_demo_dataset(preset.data.root)`` (idempotent) before
+:meth:`Preset.validate_paths`, instead of failing.
+
+Bring your own data: any COCO-format keypoint dataset (one annotation JSON per split, in COCO's
+``person_keypoints`` format, and an image folder per split) works by pointing a preset at it.
+Copy e.g. ``vit-b.yaml`` to ``my-data.yaml``, set ``dataset: coco-format``, ``metric: coco/AP``,
+``data.root`` and the four file names (``bbox_file: null`` validates with ground-truth boxes),
+then run with ``--backbone path/to/my-data.yaml`` (or put the file in a ``search_dir``). With
+the stock COCO base configs the annotations must use COCO's 17 keypoints in COCO order; for other
+keypoint sets, write a base config whose dataset ``metainfo`` and head ``out_channels`` match.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import yaml
+
+__all__ = [
+    "DATASETS",
+    "ENV_DATA_ROOT",
+    "ENV_WEIGHTS",
+    "PARAM_NAMES",
+    "Budget",
+    "DataSpec",
+    "MissingDataError",
+    "ParamSpec",
+    "Preset",
+    "Resources",
+    "SearchSpaceError",
+    "list_presets",
+    "load_preset",
+    "parse_preset",
+]
+
+ENV_DATA_ROOT = "RSPOSE_TUNE_DATA_ROOT"
+ENV_WEIGHTS = "RSPOSE_TUNE_WEIGHTS"
+
+#: The six RSPose hyperparameters, in Table E.8 order.
+PARAM_NAMES = ("delta_rank", "coeff_rank", "delta_sort", "coeff_sort", "delta_inst", "coeff_inst")
+_COMPONENTS = (("rank", "delta_rank", "coeff_rank"), ("sort", "delta_sort", "coeff_sort"),
+               ("inst", "delta_inst", "coeff_inst"))  # fmt: skip
+_DELTA_OF = {coeff: delta for _, delta, coeff in _COMPONENTS}
+
+#: Supported ``dataset`` values and the metrics each one's evaluator reports.
+DATASETS = ("coco", "crowdpose", "mpii", "coco-format")
+_METRIC_RULES = {
+    "coco": ("starts with 'coco/' (CocoMetric, e.g. 'coco/AP')", lambda m: m.startswith("coco/")),
+    "coco-format": ("starts with 'coco/' (CocoMetric, e.g. 'coco/AP')", lambda m: m.startswith("coco/")),
+    "crowdpose": (
+        "starts with 'crowdpose/' (CocoMetric with prefix 'crowdpose', e.g. 'crowdpose/AP')",
+        lambda m: m.startswith("crowdpose/"),
+    ),
+    "mpii": ("is 'PCK' or 'PCK@0.1' (MpiiPCKAccuracy)", lambda m: m in ("PCK", "PCK@0.1")),
+}
+_GENERATORS = ("demo",)
+
+_TOP_KEYS = {
+    "description": False, "base_config": True, "dataset": True, "metric": True, "mode": True,
+    "params": True, "known_good": False, "budget": True, "resources": True, "data": True,
+    "weights": True,
+}  # fmt: skip  (key -> required)
+_RANGE_KEYS = {"low": True, "high": True, "log": False, "allow_off": False}
+_FIXED_KEYS = {"fixed": True, "allow_off": False}
+_BUDGET_KEYS = {"max_epochs": True, "grace_epochs": True, "reduction_factor": True, "val_interval": True}
+_RESOURCE_KEYS = {"gpus": True, "cpus": True}
+_DATA_KEYS = {
+    "root": True, "train_ann": True, "val_ann": True, "train_img": True, "val_img": True,
+    "bbox_file": False, "headbox_file": False, "generated": False,
+}  # fmt: skip
+_NONE_WORDS = ("none", "null")
+
+
+class SearchSpaceError(ValueError):
+    """A search-space file (or a preset name) is invalid; the message names file, key and rule."""
+
+
+class MissingDataError(FileNotFoundError):
+    """Files a preset needs (dataset, weights) are missing; raised before any trial starts."""
+
+
+# --------------------------------------------------------------------------------------------
+# Typed presets
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """The search range of one loss hyperparameter: a range or a fixed value.
+
+    Attributes:
+        name: One of :data:`PARAM_NAMES`.
+        low, high: Range bounds (inclusive); None when fixed.
+        log: Sample on a log scale (then ``low > 0``).
+        fixed: The fixed value when ``low``/``high`` are None; None for a switched-off delta.
+        allow_off: (``coeff_*`` only) the searcher may also switch the component off (0).
+    """
+
+    name: str
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    fixed: float | None = None
+    allow_off: bool = False
+
+    @property
+    def is_fixed(self) -> bool:
+        return self.low is None
+
+    @property
+    def is_coefficient(self) -> bool:
+        return self.name.startswith("coeff_")
+
+    @property
+    def can_be_off(self) -> bool:
+        """(Coefficients) whether a sampled setting may switch this component off."""
+        if not self.is_coefficient:
+            return False
+        if self.is_fixed:
+            return self.fixed == 0
+        return self.allow_off or self.low == 0
+
+    def contains(self, value: float | None) -> bool:
+        """Whether ``value`` (None = off/meaningless) is a point of this space."""
+        if self.is_fixed:
+            return value == self.fixed
+        if value is None or value == 0:
+            return self.can_be_off if self.is_coefficient else False
+        return self.low <= value <= self.high  # type: ignore[operator]
+
+    def describe(self) -> str:
+        """Short human-readable form for reports, e.g. ``'[0.05, 3] log, or off'``."""
+        if self.is_fixed:
+            if self.fixed is None or (self.is_coefficient and self.fixed == 0):
+                return "off"
+            return f"fixed {self.fixed:g}"
+        text = f"[{self.low:g}, {self.high:g}]" + (" log" if self.log else "")
+        return text + (", or off" if self.allow_off else "")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """ASHA budget in epochs (the scheduler's time attribute)."""
+
+    max_epochs: int
+    grace_epochs: int
+    reduction_factor: int
+    val_interval: int
+
+
+@dataclass(frozen=True)
+class Resources:
+    """Resources of one trial (Ray Tune ``resources_per_trial``)."""
+
+    gpus: float
+    cpus: float
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Where a preset's dataset lives. ``root`` is absolute; the file names are relative to it."""
+
+    root: Path
+    train_ann: str
+    val_ann: str
+    train_img: str
+    val_img: str
+    bbox_file: str | None = None
+    headbox_file: str | None = None
+    generated: str | None = None
+
+    def paths(self) -> dict[str, Path]:
+        """Every file and folder the dataset needs, keyed by its ``data.<key>`` name."""
+        out = {"data.root": self.root}
+        for key in ("train_ann", "val_ann", "train_img", "val_img", "bbox_file", "headbox_file"):
+            rel = getattr(self, key)
+            if rel is not None:
+                out[f"data.{key}"] = self.root / rel
+        return out
+
+
+@dataclass(frozen=True)
+class Preset:
+    """One validated search space (see the module docstring for the YAML schema).
+
+    ``params`` maps each of :data:`PARAM_NAMES` (in that order) to its :class:`ParamSpec`;
+    ``known_good`` holds full settings with ``None`` for a switched-off component's delta and
+    ``0.0`` for its coefficient. ``source`` is the YAML file (``base_config`` paths are relative
+    to its folder).
+    """
+
+    name: str
+    source: Path
+    base_config: str
+    dataset: str
+    metric: str
+    mode: str
+    params: Mapping[str, ParamSpec]
+    known_good: tuple[Mapping[str, float | None], ...]
+    budget: Budget
+    resources: Resources
+    data: DataSpec
+    weights: Path | None
+    description: str = ""
+
+    def validate_paths(self) -> None:
+        """Raise :class:`MissingDataError` listing every missing data file, folder or weights.
+
+        Nothing is downloaded. For generated data (``data.generated``) the message says how to
+        generate it.
+        """
+        missing = []
+        for key, path in self.data.paths().items():
+            want_dir = key in ("data.root", "data.train_img", "data.val_img")
+            ok = path.is_dir() if want_dir else path.is_file()
+            if not ok:
+                missing.append(f"  {key}: {'folder' if want_dir else 'file'} {str(path)!r}")
+        if self.weights is not None and not self.weights.is_file():
+            missing.append(f"  weights: file {str(self.weights)!r}")
+        if not missing:
+            return
+        if self.data.generated == "demo":
+            fix = (
+                "This preset's data is generated: call "
+                f"rspose_tune.demo_data.generate_demo_dataset({str(self.data.root)!r}) first."
+            )
+        else:
+            fix = (
+                f"Point the preset at your data with --data-root PATH (or {ENV_DATA_ROOT}) and at "
+                f"the pretrained weights with --weights PATH (or {ENV_WEIGHTS}; 'none' for no "
+                f"weights), or edit {str(self.source)!r}. rspose_tune never downloads data or "
+                "weights."
+            )
+        raise MissingDataError(
+            f"preset {self.name!r} ({self.source}) needs paths that do not exist:\n"
+            + "\n".join(missing)
+            + "\n"
+            + fix
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Finding and loading presets
+# --------------------------------------------------------------------------------------------
+
+
+def _preset_files(search_dir: str | os.PathLike[str] | None) -> dict[str, Any]:
+    if search_dir is None:
+        folder: Any = resources.files("search_spaces")
+    else:
+        folder = Path(search_dir)
+        if not folder.is_dir():
+            raise SearchSpaceError(f"search_dir {str(folder)!r} is not a folder")
+    out = {}
+    for entry in folder.iterdir():
+        if entry.name.endswith(".yaml") and entry.is_file() and not entry.name.startswith("."):
+            out[entry.name[: -len(".yaml")]] = entry
+    return dict(sorted(out.items()))
+
+
+def list_presets(search_dir: str | os.PathLike[str] | None = None) -> list[str]:
+    """Names of the presets in ``search_dir`` (default: the installed ``search_spaces`` package)."""
+    return list(_preset_files(search_dir))
+
+
+def load_preset(
+    name_or_path: str | os.PathLike[str],
+    *,
+    search_dir: str | os.PathLike[str] | None = None,
+    data_root: str | os.PathLike[str] | None = None,
+    weights: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] = os.environ,
+) -> Preset:
+    """Load and validate a preset by name (``'vit-b'``) or by the path of a YAML file.
+
+    Args:
+        name_or_path: A preset name from :func:`list_presets`, or a path ending in ``.yaml``/
+            ``.yml`` or containing a path separator.
+        search_dir: Folder of ``<name>.yaml`` files (default: the ``search_spaces`` package).
+        data_root: Replaces ``data.root`` (the CLI's ``--data-root``); beats the environment.
+        weights: Replaces ``weights`` (``--weights``); ``'none'`` means no pretrained weights.
+        env: Environment for ``RSPOSE_TUNE_DATA_ROOT`` and ``RSPOSE_TUNE_WEIGHTS``.
+
+    Raises:
+        SearchSpaceError: unknown preset, unreadable or invalid file.
+    """
+    text = os.fspath(name_or_path)
+    if text.endswith((".yaml", ".yml")) or os.sep in text or "/" in text:
+        path = Path(text).expanduser()
+        if not path.is_file():
+            raise SearchSpaceError(f"search-space file {str(path)!r} does not exist")
+        name = path.stem
+        raw = path.read_text()
+        source = path.absolute()
+    else:
+        files = _preset_files(search_dir)
+        if text not in files:
+            close = difflib.get_close_matches(text, list(files), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise SearchSpaceError(f"`--backbone` must be one of {list(files)}, got {text!r}{hint}")
+        entry = files[text]
+        name = text
+        raw = entry.read_text()
+        source = Path(os.fspath(entry)).absolute()
+    try:
+        data = yaml.load(raw, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise SearchSpaceError(f"{source}: not valid YAML: {exc}") from exc
+    overrides = _overrides(data_root, weights, env)
+    return parse_preset(data, name=name, source=source, **overrides)
+
+
+def _overrides(data_root: Any, weights: Any, env: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if data_root is not None and os.fspath(data_root) != "":
+        out["data_root"] = os.fspath(data_root)
+    elif env.get(ENV_DATA_ROOT):
+        out["data_root"] = env[ENV_DATA_ROOT]
+    if weights is not None:
+        out["weights"] = os.fspath(weights)
+    elif env.get(ENV_WEIGHTS):
+        out["weights"] = env[ENV_WEIGHTS]
+    return out
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that rejects duplicate mapping keys (PyYAML silently keeps the last one)."""
+
+
+def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+# --------------------------------------------------------------------------------------------
+# Validation
+# --------------------------------------------------------------------------------------------
+
+
+class _Checker:
+    """Typed accessors that raise :class:`SearchSpaceError` naming the file and the key."""
+
+    def __init__(self, source: Path) -> None:
+        self.source = source
+
+    def fail(self, key: str, rule: str) -> SearchSpaceError:
+        where = f"`{key}`" if key else "top level"
+        return SearchSpaceError(f"{self.source}: {where} {rule}")
+
+    def mapping(self, value: Any, key: str, keys: Mapping[str, bool]) -> dict:
+        """``value`` as a dict whose keys are all in ``keys`` (name -> required)."""
+        if not isinstance(value, dict):
+            raise self.fail(key, f"must be a mapping, got {_show(value)}")
+        unknown = [k for k in value if k not in keys]
+        if unknown:
+            raise self.fail(key, f"has unknown key(s) {unknown}; valid keys: {list(keys)}")
+        missing = [k for k, required in keys.items() if required and k not in value]
+        if missing:
+            raise self.fail(key, f"is missing required key(s) {missing}")
+        return value
+
+    def number(self, value: Any, key: str, *, minimum: float | None = None, strict: bool = False) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            hint = ""
+            if isinstance(value, str) and _looks_numeric(value):
+                hint = f" (YAML reads {value} as a string; write it with a decimal point, e.g. 1.0e-3)"
+            raise self.fail(key, f"must be a number, got {_show(value)}{hint}")
+        value = float(value)
+        if not math.isfinite(value):
+            raise self.fail(key, f"must be finite, got {value}")
+        if minimum is not None and (value <= minimum if strict else value < minimum):
+            raise self.fail(key, f"must be {'>' if strict else '>='} {minimum:g}, got {value:g}")
+        return value
+
+    def integer(self, value: Any, key: str, *, minimum: int) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.fail(key, f"must be an integer, got {_show(value)}")
+        if value < minimum:
+            raise self.fail(key, f"must be >= {minimum}, got {value}")
+        return value
+
+    def boolean(self, value: Any, key: str) -> bool:
+        if not isinstance(value, bool):
+            raise self.fail(key, f"must be true or false, got {_show(value)}")
+        return value
+
+    def string(self, value: Any, key: str, *, choices: Iterable[str] | None = None) -> str:
+        if not isinstance(value, str) or not value:
+            raise self.fail(key, f"must be a non-empty string, got {_show(value)}")
+        if choices is not None and value not in choices:
+            raise self.fail(key, f"must be one of {list(choices)}, got {value!r}")
+        return value
+
+
+def _show(value: Any) -> str:
+    return f"{value!r} ({type(value).__name__})"
+
+
+def _looks_numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _resolve(path: str, key: str, check: _Checker) -> Path:
+    if not isinstance(path, str) or not path:
+        raise check.fail(key, f"must be a non-empty path string, got {_show(path)}")
+    resolved = Path(path).expanduser()
+    return resolved if resolved.is_absolute() else Path.cwd() / resolved
+
+
+def parse_preset(
+    data: Any,
+    *,
+    name: str,
+    source: str | os.PathLike[str],
+    data_root: str | None = None,
+    weights: str | None = None,
+) -> Preset:
+    """Validate the parsed YAML ``data`` of one preset and build the :class:`Preset`.
+
+    ``data_root``/``weights`` are already-chosen overrides (see :func:`load_preset`).
+    """
+    source = Path(source)
+    check = _Checker(source)
+    top = check.mapping(data, "", _TOP_KEYS)
+
+    description = top.get("description", "")
+    if not isinstance(description, str):
+        raise check.fail("description", f"must be a string, got {_show(description)}")
+    base_config = check.string(top["base_config"], "base_config")
+    dataset = check.string(top["dataset"], "dataset", choices=DATASETS)
+    metric = check.string(top["metric"], "metric")
+    rule, ok = _METRIC_RULES[dataset]
+    if not ok(metric):
+        raise check.fail("metric", f"for dataset {dataset!r} must be a metric that {rule}, got {metric!r}")
+    mode = check.string(top["mode"], "mode", choices=("max", "min"))
+
+    params = _parse_params(top["params"], check)
+    known_good = _parse_known_good(top.get("known_good", []), params, check)
+    budget = _parse_budget(top["budget"], check)
+    resources_ = _parse_resources(top["resources"], check)
+    data_spec = _parse_data(top["data"], dataset, data_root, check)
+
+    raw_weights = top["weights"]
+    if weights is not None:
+        raw_weights = None if weights.strip().lower() in (*_NONE_WORDS, "") else weights
+        weights_key = f"weights (override {weights!r})"
+    else:
+        weights_key = "weights"
+    weights_path = None if raw_weights is None else _resolve(raw_weights, weights_key, check)
+
+    return Preset(
+        name=name,
+        source=source,
+        base_config=base_config,
+        dataset=dataset,
+        metric=metric,
+        mode=mode,
+        params=MappingProxyType(params),
+        known_good=known_good,
+        budget=budget,
+        resources=resources_,
+        data=data_spec,
+        weights=weights_path,
+        description=description.strip(),
+    )
+
+
+def _parse_params(raw: Any, check: _Checker) -> dict[str, ParamSpec]:
+    table = check.mapping(raw, "params", {name: True for name in PARAM_NAMES})
+    specs: dict[str, ParamSpec] = {}
+    for name in PARAM_NAMES:
+        key = f"params.{name}"
+        entry = table[name]
+        if not isinstance(entry, dict):
+            raise check.fail(key, f"must be a mapping {{low, high, log}} or {{fixed}}, got {_show(entry)}")
+        if "fixed" in entry:
+            check.mapping(entry, key, _FIXED_KEYS)
+            allow_off = check.boolean(entry.get("allow_off", False), f"{key}.allow_off")
+            if allow_off:
+                raise check.fail(f"{key}.allow_off", "only applies to a range; a fixed coefficient of 0 is off")
+            value = entry["fixed"]
+            if value is None:
+                if name.startswith("coeff_"):
+                    raise check.fail(f"{key}.fixed", "must be a number (0 switches the component off), got None")
+                specs[name] = ParamSpec(name=name, fixed=None)
+            else:
+                specs[name] = ParamSpec(name=name, fixed=check.number(value, f"{key}.fixed", minimum=0.0))
+            continue
+        check.mapping(entry, key, _RANGE_KEYS)
+        low = check.number(entry["low"], f"{key}.low", minimum=0.0)
+        high = check.number(entry["high"], f"{key}.high", minimum=0.0)
+        log = check.boolean(entry.get("log", False), f"{key}.log")
+        allow_off = check.boolean(entry.get("allow_off", False), f"{key}.allow_off")
+        if low > high:
+            raise check.fail(key, f"must have low <= high, got low={low:g} > high={high:g}")
+        if log and low <= 0:
+            raise check.fail(f"{key}.low", f"must be > 0 with log: true, got {low:g}")
+        if allow_off and not name.startswith("coeff_"):
+            raise check.fail(
+                f"{key}.allow_off",
+                f"only applies to coefficients (a component is off when its coeff_* is 0); "
+                f"put it on `params.coeff_{name.split('_', 1)[1]}`",
+            )
+        if not name.startswith("coeff_") and low == 0:
+            raise check.fail(f"{key}.low", f"must be > 0 for a delta (the margin of a ranking loss), got {low:g}")
+        specs[name] = ParamSpec(name=name, low=low, high=high, log=log, allow_off=allow_off)
+    for component, delta, coeff in _COMPONENTS:
+        c_spec, d_spec = specs[coeff], specs[delta]
+        always_off = c_spec.is_fixed and c_spec.fixed == 0
+        if always_off and not (d_spec.is_fixed and d_spec.fixed is None):
+            raise check.fail(
+                f"params.{delta}",
+                f"must be {{fixed: null}}: the {component} component is always off (`{coeff}` is fixed at 0)",
+            )
+        if not always_off and d_spec.is_fixed and d_spec.fixed is None:
+            raise check.fail(
+                f"params.{delta}",
+                f"is {{fixed: null}} but `{coeff}` can be non-zero; give the delta a value or a range",
+            )
+    if specs["coeff_rank"].can_be_off and specs["coeff_sort"].can_be_off:
+        raise check.fail(
+            "params.coeff_sort",
+            "and `params.coeff_rank` can both be off (fixed 0, allow_off or low 0): the heatmap "
+            "would get no loss; keep at least one of them always on",
+        )
+    return specs
+
+
+def _parse_known_good(raw: Any, params: Mapping[str, ParamSpec], check: _Checker) -> tuple:
+    if not isinstance(raw, list):
+        raise check.fail("known_good", f"must be a list of settings, got {_show(raw)}")
+    out = []
+    for i, entry in enumerate(raw):
+        key = f"known_good[{i}]"
+        check.mapping(entry, key, {name: True for name in PARAM_NAMES})
+        setting: dict[str, float | None] = {}
+        for _, delta, coeff in _COMPONENTS:
+            c_value = entry[coeff]
+            c = 0.0 if c_value is None else check.number(c_value, f"{key}.{coeff}", minimum=0.0)
+            d_value = entry[delta]
+            if c == 0:
+                if d_value is not None:
+                    raise check.fail(f"{key}.{delta}", f"must be null because `{coeff}` is off (0/null), got {d_value!r}")
+                d = None
+            else:
+                if d_value is None:
+                    raise check.fail(f"{key}.{delta}", f"must be a number because `{coeff}` is {c:g} (on), got None")
+                d = check.number(d_value, f"{key}.{delta}", minimum=0.0)
+            setting[delta], setting[coeff] = d, c
+        for name in PARAM_NAMES:
+            spec, value = params[name], setting[name]
+            if name.startswith("delta_") and setting[name.replace("delta_", "coeff_")] == 0:
+                continue  # an off component's delta is meaningless
+            if not spec.contains(value):
+                raise check.fail(f"{key}.{name}", f"is {value!r}, outside its search space {spec.describe()!r}")
+        out.append(MappingProxyType({name: setting[name] for name in PARAM_NAMES}))
+    return tuple(out)
+
+
+def _parse_budget(raw: Any, check: _Checker) -> Budget:
+    table = check.mapping(raw, "budget", _BUDGET_KEYS)
+    max_epochs = check.integer(table["max_epochs"], "budget.max_epochs", minimum=1)
+    grace = check.integer(table["grace_epochs"], "budget.grace_epochs", minimum=1)
+    factor = check.integer(table["reduction_factor"], "budget.reduction_factor", minimum=2)
+    interval = check.integer(table["val_interval"], "budget.val_interval", minimum=1)
+    if grace > max_epochs:
+        raise check.fail("budget.grace_epochs", f"must be <= max_epochs ({max_epochs}), got {grace}")
+    if interval > max_epochs:
+        raise check.fail("budget.val_interval", f"must be <= max_epochs ({max_epochs}), got {interval}")
+    if grace % interval:
+        raise check.fail(
+            "budget.grace_epochs",
+            f"must be a multiple of val_interval ({interval}) so the first ASHA rung has a "
+            f"validation result, got {grace}",
+        )
+    return Budget(max_epochs=max_epochs, grace_epochs=grace, reduction_factor=factor, val_interval=interval)
+
+
+def _parse_resources(raw: Any, check: _Checker) -> Resources:
+    table = check.mapping(raw, "resources", _RESOURCE_KEYS)
+    gpus = check.number(table["gpus"], "resources.gpus", minimum=0.0)
+    cpus = check.number(table["cpus"], "resources.cpus", minimum=0.0, strict=True)
+    return Resources(gpus=gpus, cpus=cpus)
+
+
+def _parse_data(raw: Any, dataset: str, data_root: str | None, check: _Checker) -> DataSpec:
+    table = check.mapping(raw, "data", _DATA_KEYS)
+    if data_root is not None:
+        root = _resolve(data_root, f"data.root (override {data_root!r})", check)
+    else:
+        root = _resolve(table["root"], "data.root", check)
+    files = {}
+    for key in ("train_ann", "val_ann", "train_img", "val_img"):
+        files[key] = check.string(table[key], f"data.{key}")
+    optional = {}
+    for key in ("bbox_file", "headbox_file"):
+        value = table.get(key)
+        optional[key] = None if value is None else check.string(value, f"data.{key}")
+    if dataset == "mpii" and optional["headbox_file"] is None:
+        raise check.fail("data.headbox_file", "is required for dataset 'mpii' (mpii_gt_val.mat, for PCKh)")
+    if optional["headbox_file"] is not None and dataset != "mpii":
+        raise check.fail("data.headbox_file", f"only applies to dataset 'mpii', not {dataset!r}")
+    generated = table.get("generated")
+    if generated is not None:
+        generated = check.string(generated, "data.generated", choices=_GENERATORS)
+    for key in ("train_ann", "val_ann"):
+        if not files[key].endswith(".json"):
+            raise check.fail(f"data.{key}", f"must be a COCO-format .json annotation file, got {files[key]!r}")
+    return DataSpec(root=root, **files, **optional, generated=generated)
