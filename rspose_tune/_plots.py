@@ -15,7 +15,7 @@ import pandas as pd
 
 __all__ = ["STATUS_STYLE", "plot_curves", "plot_importance", "plot_params"]
 
-PARAM_NAMES = ("delta_rank", "coeff_rank", "delta_sort", "coeff_sort", "delta_inst", "coeff_inst")
+from rspose_tune.spaces import PARAM_NAMES
 #: Line style of a trial by its final status: (colour, linestyle, linewidth, alpha, legend label).
 STATUS_STYLE = {
     "completed": ("tab:blue", "-", 1.6, 0.9, "completed (full budget)"),

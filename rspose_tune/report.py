@@ -60,6 +60,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from rspose_tune._numbers import finite_or_none as _number
+from rspose_tune.spaces import PARAM_NAMES
+
 __all__ = [
     "DEFAULT_STORAGE",
     "MIN_COMPLETED_FOR_OPTUNA",
@@ -92,7 +95,6 @@ __all__ = [
 #: Storage root used by ``rspose_tune.search`` when none is given: ``results/`` in the repository.
 DEFAULT_STORAGE = str(Path(__file__).resolve().parents[1] / "results")
 #: The six loss hyperparameters, in Table E.8 order.
-PARAM_NAMES = ("delta_rank", "coeff_rank", "delta_sort", "coeff_sort", "delta_inst", "coeff_inst")
 COMPONENTS = (("rank", "S. Rank"), ("sort", "S. Sort"), ("inst", "Ins. Sort"))
 #: Fewest COMPLETE Optuna trials for which Optuna's PED-ANOVA importance is computed.
 MIN_COMPLETED_FOR_OPTUNA = 8
@@ -152,16 +154,6 @@ def _get(meta: Mapping[str, Any], *paths: str) -> Any:
         if node is not None:
             return node
     return None
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or value is None:
-        return None
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        return None
-    return out if math.isfinite(out) else None
 
 
 def run_settings(meta: Mapping[str, Any], backbone: str | None = None) -> RunSettings:

@@ -57,6 +57,8 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from ray.tune import Callback
 
+from rspose_tune.spaces import PARAM_NAMES
+
 __all__ = [
     "METADATA_KEY",
     "METRIC_COLUMNS",
@@ -86,7 +88,7 @@ METADATA_KEY = b"rspose_tune"
 #: Values of the ``status`` column.
 STATUSES = ("running", "pruned", "completed", "error")
 #: The six loss hyperparameters (null when their component is off).
-PARAM_COLUMNS = ("delta_rank", "coeff_rank", "delta_sort", "coeff_sort", "delta_inst", "coeff_inst")
+PARAM_COLUMNS = PARAM_NAMES  # the six loss hyperparameters, one nullable float column each
 #: Float metrics reported by the trainable (null when missing or not finite).
 METRIC_COLUMNS = ("metric", "ar", "loss", "loss_rank", "loss_sort", "loss_inst", "spearman", "wall_s")
 #: Column holding the evaluator's metrics as a JSON object; expanded columns get this prefix.

@@ -19,14 +19,13 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from rspose_tune.spaces import MissingDataError, SearchSpaceError, list_presets, load_preset
+from rspose_tune.spaces import PARAM_NAMES, MissingDataError, SearchSpaceError, list_presets, load_preset
 
 __all__ = ["SearchError", "build_parser", "main"]
 
 DEFAULT_STORAGE = Path(__file__).resolve().parents[1] / "results"
 DEFAULT_TRIALS = {"demo": 8}
 FALLBACK_TRIALS = 32
-PARAM_COLUMNS = ["delta_rank", "coeff_rank", "delta_sort", "coeff_sort", "delta_inst", "coeff_inst"]
 
 
 class SearchError(RuntimeError):
@@ -280,6 +279,8 @@ def run_search(p: Plan, args: argparse.Namespace, extra_callbacks=()):
     from rspose_tune.searcher import JOURNAL_FILE_NAME, PruningAwareOptunaSearch
     from trainables.mmpose_trainable import train_rspose
 
+    # Keeping only the last checkpoints forces an experiment snapshot per report; that is intended.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     preset = p.preset
     # A trial holding N > 1 GPUs trains data-parallel on all of them (one process per GPU).
     world_size = int(p.gpus) if p.gpus > 1 else 1
@@ -332,7 +333,7 @@ def run_search(p: Plan, args: argparse.Namespace, extra_callbacks=()):
     )
     reporter = tune.CLIReporter(
         metric_columns=["epoch", "metric", "loss"],
-        parameter_columns=PARAM_COLUMNS,
+        parameter_columns=list(PARAM_NAMES),
         max_report_frequency=15,
         sort_by_metric=True,
     )
@@ -370,8 +371,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the classic table shows trial params
-    # Keeping only the last checkpoint forces an experiment snapshot per report; that is intended.
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     print(
         f"rspose_tune search: preset {p.preset.name!r}, {p.num_trials} trials, {p.max_epochs} epochs max, "
         f"ASHA grace {p.grace} / rf {p.reduction_factor}, {p.gpus:g} GPU + {p.cpus:g} CPU per trial; "

@@ -67,6 +67,9 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from ray.tune.search import Searcher
 
+from rspose_tune._numbers import finite_or_none as _finite
+from rspose_tune.spaces import PARAM_NAMES
+
 __all__ = [
     "COMPONENTS",
     "JOURNAL_FILE_NAME",
@@ -78,8 +81,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: The six RSPose loss hyperparameters (same order as :data:`rspose_tune.spaces.PARAM_NAMES`).
-PARAM_NAMES = ("delta_rank", "coeff_rank", "delta_sort", "coeff_sort", "delta_inst", "coeff_inst")
 #: Loss components; component ``c`` has ``delta_<c>`` and ``coeff_<c>`` and switch ``<c>_on``.
 COMPONENTS = ("rank", "sort", "inst")
 #: Conventional file name of the journal inside the run directory.
@@ -291,16 +292,6 @@ def _known_good_params(entry: Mapping[str, Any], i: int, dims: Mapping[str, _Dim
             if not dim.is_fixed:
                 params[dim.name] = value
     return params
-
-
-def _finite(value: Any) -> float | None:
-    if isinstance(value, bool) or value is None:
-        return None
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        return None
-    return out if math.isfinite(out) else None
 
 
 def _derive_seed(seed: int | None, n_trials: int) -> int | None:

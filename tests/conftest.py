@@ -39,3 +39,25 @@ def mmpose_base():
 
     init_default_scope("mmpose")
     return True
+
+
+@pytest.fixture(scope="session")
+def demo_preset(tmp_path_factory):
+    """The shipped ``demo`` preset pointed at a small generated dataset (48 train, 12 val images)."""
+    from rspose_tune.demo_data import generate_demo_dataset
+    from rspose_tune.spaces import load_preset
+
+    root = generate_demo_dataset(tmp_path_factory.mktemp("demo") / "data", n_train=48, n_val=12, seed=0)
+    return load_preset("demo", data_root=root)
+
+
+@pytest.fixture(scope="module")
+def local_ray(request):
+    """A local 2-CPU Ray for one test module; its hooks/classes travel by value to the workers."""
+    import ray
+    from ray import cloudpickle
+
+    cloudpickle.register_pickle_by_value(request.module)  # workers cannot import tests/
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,26 +12,6 @@ from mmengine.hooks import Hook
 pytestmark = pytest.mark.slow
 
 PARAMS = dict(delta_rank=0.4, coeff_rank=1.0, delta_sort=1.5, coeff_sort=2.0, delta_inst=3.0, coeff_inst=0.25)
-
-
-@pytest.fixture(scope="module")
-def demo_preset(tmp_path_factory):
-    from rspose_tune.demo_data import generate_demo_dataset
-    from rspose_tune.spaces import load_preset
-
-    root = generate_demo_dataset(tmp_path_factory.mktemp("demo") / "data", n_train=48, n_val=12, seed=0)
-    return load_preset("demo", data_root=root)
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    import ray
-    from ray import cloudpickle
-
-    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers can't import tests/
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 class KillWorkerOnce(Hook):

@@ -4,23 +4,12 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
 from mmengine.hooks import Hook
 
 PARAMS = dict(delta_rank=0.4, coeff_rank=1.0, delta_sort=1.5, coeff_sort=2.0, delta_inst=3.0, coeff_inst=0.25)
-
-
-@pytest.fixture(scope="module")
-def demo_preset(tmp_path_factory):
-    """The shipped ``demo`` preset pointed at a small generated dataset."""
-    from rspose_tune.demo_data import generate_demo_dataset
-    from rspose_tune.spaces import load_preset
-
-    root = generate_demo_dataset(tmp_path_factory.mktemp("demo") / "data", n_train=48, n_val=12, seed=0)
-    return load_preset("demo", data_root=root)
 
 
 def _train(preset, tmp_path, *, seed, max_epochs=1):
@@ -85,17 +74,6 @@ class RecordEpochs(Hook):
         if self.fail_at is not None and runner.epoch == self.fail_at and not marker.exists():
             marker.write_text("x")
             raise RuntimeError("injected failure mid-trial")
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    import ray
-    from ray import cloudpickle
-
-    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers can't import tests/
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 @pytest.mark.slow

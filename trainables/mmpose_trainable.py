@@ -31,6 +31,8 @@ from typing import Any
 from mmengine.dist import get_world_size
 from mmengine.hooks import Hook
 
+from rspose_tune.spaces import PARAM_NAMES
+
 from ._checkpoint import (
     CHECKPOINT_FILE,
     safe_checkpoint_loading,
@@ -230,7 +232,7 @@ def train_rspose(
     context = tune.get_context()
     trial_id = context.get_trial_id() or "local"
     trial_dir = Path(context.get_trial_dir() or os.getcwd())
-    params = {k: config.get(k) for k in ("delta_rank", "coeff_rank", "delta_sort", "coeff_sort", "delta_inst", "coeff_inst")}
+    params = {k: config.get(k) for k in PARAM_NAMES}
     _ensure_generated_data(preset)
     cfg = prepare_trial_config(
         preset,

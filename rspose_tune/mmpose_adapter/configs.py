@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from rspose_tune.spaces import PARAM_NAMES
+
 __all__ = [
     "LOSS_PARAM_NAMES",
     "ConfigBuildError",
@@ -31,7 +33,7 @@ __all__ = [
 ]
 
 #: The six RSPose hyperparameters, in Table E.8 order. A coefficient of 0 switches a component off.
-LOSS_PARAM_NAMES = ("delta_rank", "coeff_rank", "delta_sort", "coeff_sort", "delta_inst", "coeff_inst")
+LOSS_PARAM_NAMES = PARAM_NAMES
 
 #: Stock MMPose heads and the RSPose head that replaces each (registered by ``setup_mmpose``).
 RSPOSE_HEADS = {"HeatmapHead": "RSPoseHeatmapHead", "SimCCHead": "RSPoseSimCCHead"}
