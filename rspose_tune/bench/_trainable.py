@@ -3,12 +3,15 @@
 Runs the same demo training (same config, seed and epochs) two ways, interleaved, ``--repeats``
 times each, each in a fresh process:
 
-- plain: ``Runner.from_cfg(cfg).train()`` on the config the trainable would build;
+- plain: ``Runner.from_cfg(cfg).train()`` on the config the trainable would build, timed from
+  after the imports of the trainable's module (which Ray does before its clock starts);
 - trainable: one Ray Tune trial of :func:`trainables.mmpose_trainable.train_rspose` (reports and
   a checkpoint after every epoch), timed as Ray's ``time_total_s`` of the trial.
 
 Both include config building, data and model set-up. Ray's own start-up and the trial actor's
-creation are excluded here (``python -m rspose_tune.bench search`` measures those).
+creation are excluded here (``python -m rspose_tune.bench search`` measures those). Both use one
+thread: Ray sets ``OMP_NUM_THREADS`` to a trial's CPU count (1 here), so the plain run gets
+``OMP_NUM_THREADS=1`` too.
 Prints each time, the medians and the ratio trainable / plain (target <= 1.03).
 """
 
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -27,11 +31,11 @@ PARAMS = dict(delta_rank=0.4, coeff_rank=1.0, delta_sort=1.5, coeff_sort=2.0, de
 PLAIN = textwrap.dedent(
     """
     import json, sys, time
-    t0 = time.perf_counter()
     from mmengine.runner import Runner
     from rspose_tune.spaces import load_preset
     from trainables.mmpose_trainable import prepare_trial_config
     preset = load_preset("demo", data_root=sys.argv[1])
+    t0 = time.perf_counter()  # as Ray's time_total_s: after the trainable's module is imported
     cfg = prepare_trial_config(preset, json.loads(sys.argv[2]), sys.argv[3], seed=0, max_epochs=int(sys.argv[4]))
     Runner.from_cfg(cfg).train()
     print(json.dumps({"seconds": time.perf_counter() - t0}))
@@ -58,9 +62,10 @@ TRAINABLE = textwrap.dedent(
 
 
 def _run(script: str, data: str, out: str, epochs: int) -> float:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         [sys.executable, "-c", script, data, json.dumps(PARAMS), out, str(epochs)],
-        capture_output=True, text=True, check=False,
+        capture_output=True, text=True, check=False, env=env,
     )
     if proc.returncode != 0:
         raise RuntimeError(f"benchmark run failed:\n{proc.stderr[-3000:]}")
@@ -70,7 +75,7 @@ def _run(script: str, data: str, out: str, epochs: int) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rspose_tune.bench trainable", description=__doc__.split("\n")[0])
     parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--data-root", default=None, help="demo data folder (default: generated in a temp dir)")
     args = parser.parse_args(argv)
     from rspose_tune.demo_data import generate_demo_dataset
