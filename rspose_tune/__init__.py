@@ -10,6 +10,11 @@ Layers, from the bottom up (each only imports the ones below it):
 Importing this package defines names only: no MMPose, Ray or torch import, no patching.
 """
 
+from pathlib import Path as _Path
+
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+#: Default storage root of runs (``results/`` in the repository): the CLIs' ``--storage``.
+DEFAULT_STORAGE = str(_Path(__file__).resolve().parents[1] / "results")
+
+__all__ = ["DEFAULT_STORAGE", "__version__"]

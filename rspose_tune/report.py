@@ -60,6 +60,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from rspose_tune import DEFAULT_STORAGE
 from rspose_tune._numbers import finite_or_none as _number
 from rspose_tune.spaces import PARAM_NAMES
 
@@ -93,7 +94,6 @@ __all__ = [
 ]
 
 #: Storage root used by ``rspose_tune.search`` when none is given: ``results/`` in the repository.
-DEFAULT_STORAGE = str(Path(__file__).resolve().parents[1] / "results")
 #: The six loss hyperparameters, in Table E.8 order.
 COMPONENTS = (("rank", "S. Rank"), ("sort", "S. Sort"), ("inst", "Ins. Sort"))
 #: Fewest COMPLETE Optuna trials for which Optuna's PED-ANOVA importance is computed.

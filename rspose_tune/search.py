@@ -19,11 +19,11 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from rspose_tune import DEFAULT_STORAGE
 from rspose_tune.spaces import PARAM_NAMES, MissingDataError, SearchSpaceError, list_presets, load_preset
 
 __all__ = ["SearchError", "build_parser", "main"]
 
-DEFAULT_STORAGE = Path(__file__).resolve().parents[1] / "results"
 DEFAULT_TRIALS = {"demo": 8}
 FALLBACK_TRIALS = 32
 
@@ -100,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="CPUs per trial (default: the preset's)")
     where.add_argument("--num-cpus", type=_positive_int("--num-cpus"), default=None,
                        help="CPUs of a local Ray (default: all); ignored when joining a cluster")
-    where.add_argument("--storage", default=str(DEFAULT_STORAGE),
+    where.add_argument("--storage", default=DEFAULT_STORAGE,
                        help="results root: a local dir, a shared filesystem path or a URI such as s3://bucket/path")
     where.add_argument("--name", default=None, help="run name (default: <backbone>-search)")
     where.add_argument("--resume", action="store_true",

@@ -6,7 +6,6 @@ import datetime as dt
 import json
 import math
 import os
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -353,20 +352,6 @@ def test_callback_is_picklable(tmp_path):
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    ray = pytest.importorskip("ray")
-    from ray import cloudpickle
-
-    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests/
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    if started:
-        ray.shutdown()
-
-
 def _trainable(config):
     from ray import tune
 
@@ -381,7 +366,7 @@ def _trainable(config):
 
 
 @pytest.mark.slow
-def test_end_to_end_with_ray_tune_and_asha(ray_local, tmp_path):
+def test_end_to_end_with_ray_tune_and_asha(local_ray, tmp_path):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 

@@ -14,7 +14,6 @@ import math
 import os
 import pickle
 import signal
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -541,20 +540,6 @@ def test_pickle_roundtrip_before_and_during_search(tmp_path):
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    ray = pytest.importorskip("ray")
-    from ray import cloudpickle
-
-    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests/
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    if started:
-        ray.shutdown()
-
-
 def _trainable(max_t: int, sleep_s: float = 0.0):
     """A fast function trainable (a closure, so Ray ships it by value)."""
 
@@ -590,7 +575,7 @@ def _tuner(searcher, storage: Path, name: str, num_samples: int, callbacks=(), m
 
 
 @pytest.mark.slow
-def test_asha_run_tells_optuna_pruned_and_complete(ray_local, tmp_path):
+def test_asha_run_tells_optuna_pruned_and_complete(local_ray, tmp_path):
     journal = tmp_path / "run" / JOURNAL_FILE_NAME
     searcher = make_searcher(journal_path=journal, known_good=KNOWN_GOOD)
     results = _tuner(searcher, tmp_path, "asha", num_samples=10).fit()
@@ -611,7 +596,7 @@ def test_asha_run_tells_optuna_pruned_and_complete(ray_local, tmp_path):
 
 
 @pytest.mark.slow
-def test_stock_optuna_search_marks_asha_stopped_trials_complete(ray_local, tmp_path):
+def test_stock_optuna_search_marks_asha_stopped_trials_complete(local_ray, tmp_path):
     """Why PruningAwareOptunaSearch exists: Ray's OptunaSearch tells TPE low-fidelity COMPLETEs."""
     from ray.tune.search.optuna import OptunaSearch
 
@@ -642,7 +627,7 @@ class _InterruptOnce(Callback):
 
 
 @pytest.mark.slow
-def test_tuner_restore_resumes_study_without_repeats(ray_local, tmp_path):
+def test_tuner_restore_resumes_study_without_repeats(local_ray, tmp_path):
     from ray import tune
 
     journal = tmp_path / "run" / JOURNAL_FILE_NAME

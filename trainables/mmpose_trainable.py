@@ -157,38 +157,19 @@ def tune_report(result: Mapping[str, Any], checkpoint_dir: str | None) -> None:
         tune.report(dict(result), checkpoint=tune.Checkpoint.from_directory(checkpoint_dir))
 
 
-def prepare_trial_config(
-    preset,
-    params: Mapping[str, Any],
-    trial_dir: Path,
-    *,
-    seed: int = 0,
-    max_epochs: int | None = None,
-    val_interval: int | None = None,
-    batch_size: int | None = None,
-    num_workers: int | None = None,
-    shrink: bool = False,
-    scratch: bool = False,
-):
-    """Build the trial's MMPose config and save it (and the seed) beside the trial's results."""
+def prepare_trial_config(preset, params: Mapping[str, Any], trial_dir: Path, *, seed: int = 0, **build_options):
+    """Build the trial's MMPose config and save it (and the seed) beside the trial's results.
+
+    ``build_options`` go to :func:`rspose_tune.mmpose_adapter.configs.build_config`
+    (``max_epochs``, ``val_interval``, ``batch_size``, ``num_workers``, ``shrink``, ``scratch``).
+    """
     from rspose_tune.mmpose_adapter import setup_mmpose
     from rspose_tune.mmpose_adapter.configs import build_config
 
     setup_mmpose()
     trial_dir = Path(trial_dir)
     trial_dir.mkdir(parents=True, exist_ok=True)
-    cfg = build_config(
-        preset,
-        params,
-        work_dir=trial_dir / "mmpose",
-        seed=seed,
-        max_epochs=max_epochs,
-        val_interval=val_interval,
-        batch_size=batch_size,
-        num_workers=num_workers,
-        shrink=shrink,
-        scratch=scratch,
-    )
+    cfg = build_config(preset, params, work_dir=trial_dir / "mmpose", seed=seed, **build_options)
     cfg.dump(str(trial_dir / RESOLVED_CONFIG))
     meta = {"preset": preset.name, "seed": int(seed), "params": dict(params)}
     (trial_dir / TRIAL_META).write_text(json.dumps(meta, indent=1, default=str))
