@@ -24,7 +24,8 @@ Definitions (all pure helpers below, tested directly):
 - **GPU-hours spent** = Σ over trials of wall seconds × GPUs per trial / 3600, with GPUs (and
   CPUs) per trial from the run metadata: the ``resources`` the search gave Ray, else the
   serialised preset's ``search_space.resources``, else the preset file of the same name (said in
-  the notes). CPU-hours likewise with CPUs per trial.
+  the notes); when the rows record ``world_size`` and the metadata ``resources.workers``, GPUs per
+  trial = the per-rank GPUs × the ranks that trained it. CPU-hours likewise with CPUs per trial.
 - **Full-budget GPU-hours** = Σ over trials that reported an epoch of
   (wall seconds / last epoch) × ``max_epochs`` × GPUs / 3600: what training every trial to the
   full budget would have cost at its own speed.
@@ -49,9 +50,12 @@ Exit status: 0 on success, 2 on bad input (no runs under the storage path, unkno
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -59,6 +63,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.fs as pafs
 
 from rspose_tune import DEFAULT_STORAGE
 from rspose_tune._numbers import finite_or_none as _number
@@ -127,18 +132,29 @@ class RunSettings:
     grace_epochs: int | None = None
     reduction_factor: int | None = None
     source: str = "run metadata"
+    workers: int | None = None  # ranks per trial the search asked for (resources.workers)
 
 
 @dataclass
 class RunData:
-    """One run: its directory, its rows (``read_results``), metadata and settings."""
+    """One run: its directory (a local path or a URI), its rows (``read_results``), metadata,
+    settings and its run spec (None for runs written before run specs existed)."""
 
     name: str
-    path: Path
+    path: str
     frame: pd.DataFrame
     meta: dict[str, Any]
     settings: RunSettings
     notes: list[str] = field(default_factory=list)
+    spec: Any = None  # rspose_tune.runspec.RunSpec
+
+
+def spec_settings(spec) -> RunSettings:
+    """What the run spec says: mode, resources and budget the search actually used."""
+    return RunSettings(mode=spec.preset.mode, gpus=spec.gpus_per_trial, cpus=spec.cpus_per_trial,
+                       max_epochs=spec.max_epochs, grace_epochs=spec.grace_epochs,
+                       reduction_factor=spec.reduction_factor, source="run spec",
+                       workers=spec.workers_per_trial)  # fmt: skip
 
 
 def _get(meta: Mapping[str, Any], *paths: str) -> Any:
@@ -188,7 +204,9 @@ def run_settings(meta: Mapping[str, Any], backbone: str | None = None) -> RunSet
     mode = values["mode"] if values["mode"] in ("max", "min") else None
     as_int = {k: (int(values[k]) if _number(values[k]) is not None else None)
               for k in ("max_epochs", "grace_epochs", "reduction_factor")}  # fmt: skip
-    return RunSettings(mode=mode, gpus=values["gpus"], cpus=values["cpus"], source=source, **as_int)
+    workers = _number(_get(meta, "resources.workers"))
+    return RunSettings(mode=mode, gpus=values["gpus"], cpus=values["cpus"], source=source,
+                       workers=int(workers) if workers else None, **as_int)
 
 
 def find_preset(backbone: str, meta: Mapping[str, Any]):
@@ -210,49 +228,70 @@ def find_preset(backbone: str, meta: Mapping[str, Any]):
     return None
 
 
-def _run_dirs(storage: Path) -> list[Path]:
-    if (storage / "trials").is_dir():  # the storage path is itself a run directory
+def _run_dirs(storage: str) -> list[str]:
+    from rspose_tune.runspec import filesystem, join
+
+    fs, root = filesystem(storage)
+    if fs.get_file_info(f"{root}/trials").type == pafs.FileType.Directory:  # storage is a run directory
         return [storage]
-    if not storage.is_dir():
-        return []
-    return sorted(p for p in storage.iterdir()
-                  if p.is_dir() and not p.name.startswith((".", "_")) and (p / "trials").is_dir())  # fmt: skip
+    infos = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
+    names = sorted(i.base_name for i in infos
+                   if i.type == pafs.FileType.Directory and not i.base_name.startswith((".", "_")))  # fmt: skip
+    return [join(storage, n) for n in names if fs.get_file_info(f"{root}/{n}/trials").type == pafs.FileType.Directory]
 
 
 def load_runs(storage: str | os.PathLike[str], runs: Sequence[str] | None = None) -> list[RunData]:
     """Every run with results under ``storage`` (or ``storage`` itself when it is a run dir).
+
+    ``storage`` is a local path or a URI :mod:`pyarrow.fs` opens (``file://``, ``s3://``). A run's
+    settings come from its run spec (``run_spec.yaml``) when it has one, else from the Parquet
+    metadata.
 
     Raises:
         ReportError: the path does not exist, holds no run with results, or a name in ``runs``
             is not one of its runs (the message lists the runs found).
     """
     from rspose_tune.results import read_metadata, read_results
+    from rspose_tune.runspec import RunSpecError, filesystem, read_spec, resolve_storage, spec_exists
 
-    storage = Path(storage).expanduser()
-    if not storage.exists():
-        raise ReportError(f"storage path {str(storage)!r} does not exist")
+    try:
+        storage = resolve_storage(os.fspath(storage))
+        fs, root = filesystem(storage)
+        missing = fs.get_file_info(root).type == pafs.FileType.NotFound
+    except (RunSpecError, OSError, ValueError) as exc:
+        raise ReportError(f"storage path {os.fspath(storage)!r} cannot be opened: {exc}") from exc
+    if missing:
+        raise ReportError(f"storage path {storage!r} does not exist")
     found: dict[str, RunData] = {}
     for run_dir in _run_dirs(storage):
+        name = run_dir.rstrip("/").rsplit("/", 1)[-1]
         try:
             frame = read_results(run_dir)
             meta = read_metadata(run_dir) if not frame.empty else {}
         except (OSError, ValueError) as exc:  # unreadable Parquet (pyarrow errors are ValueErrors)
-            raise ReportError(f"cannot read the results of run {str(run_dir)!r}: {exc}") from exc
+            raise ReportError(f"cannot read the results of run {run_dir!r}: {exc}") from exc
         if frame.empty:
             continue
-        frame = frame.assign(run=run_dir.name)  # the directory names the run
+        try:
+            spec = read_spec(run_dir) if spec_exists(run_dir) else None
+        except RunSpecError as exc:
+            raise ReportError(str(exc)) from exc
+        frame = frame.assign(run=name)  # the directory names the run
         backbones = sorted(set(frame["backbone"]))
-        settings = run_settings(meta, backbones[0] if len(backbones) == 1 else None)
-        found[run_dir.name] = RunData(run_dir.name, run_dir, frame, dict(meta), settings)
+        if spec is not None:
+            settings = spec_settings(spec)
+        else:
+            settings = run_settings(meta, backbones[0] if len(backbones) == 1 else None)
+        found[name] = RunData(name, run_dir, frame, dict(meta), settings, spec=spec)
     if not found:
         raise ReportError(
-            f"no runs with results under {str(storage)!r}: expected <storage>/<run>/trials/*.parquet "
+            f"no runs with results under {storage!r}: expected <storage>/<run>/trials/*.parquet "
             "(written by `python -m rspose_tune.search`), or a run directory itself"
         )
     if runs:
         unknown = [r for r in runs if r not in found]
         if unknown:
-            raise ReportError(f"--run {unknown} not found under {str(storage)!r}; runs there: {sorted(found)}")
+            raise ReportError(f"--run {unknown} not found under {storage!r}; runs there: {sorted(found)}")
         found = {name: found[name] for name in runs}
     return list(found.values())
 
@@ -300,6 +339,16 @@ def _params_key(row: Mapping[str, Any]) -> tuple:
     return tuple(out)
 
 
+def _trial_resources(settings: RunSettings, last: pd.Series) -> dict[str, float | None]:
+    """GPUs and CPUs a trial held: per-rank resources × the ranks its rows say trained it."""
+    world_size = _number(last.get("world_size"))
+    if not world_size or not settings.workers:
+        return {"gpus": settings.gpus, "cpus": settings.cpus}
+    scale = world_size / settings.workers
+    return {name: (None if total is None else total * scale)
+            for name, total in (("gpus", settings.gpus), ("cpus", settings.cpus))}  # fmt: skip
+
+
 def summarize_trials(frame: pd.DataFrame, settings: RunSettings | None = None) -> pd.DataFrame:
     """One row per ``(run, trial_id)``: last row's params, status and metrics, plus wall time.
 
@@ -318,7 +367,8 @@ def summarize_trials(frame: pd.DataFrame, settings: RunSettings | None = None) -
             "metric_name": last["metric_name"] if isinstance(last["metric_name"], str) else None,
             "metric": _number(last["metric"]), "ar": _number(last["ar"]), "spearman": _number(last["spearman"]),
             "wall_s": trial_wall_seconds(group["wall_s"].tolist()),
-            "gpus": settings.gpus, "cpus": settings.cpus, "max_epochs": settings.max_epochs,
+            **_trial_resources(settings, last),
+            "max_epochs": settings.max_epochs,
         }  # fmt: skip
         entry["params_key"] = _params_key(entry)
         rows.append(entry)
@@ -644,6 +694,39 @@ def spearman_importance(frame: pd.DataFrame) -> tuple[dict[str, float], int | No
     return out, epoch, len(at)
 
 
+@contextlib.contextmanager
+def _local_copy(path: str):
+    """``path`` itself when local, else a temporary local copy of it; None when it does not exist."""
+    from rspose_tune.runspec import filesystem, is_uri
+
+    if not is_uri(path):
+        yield Path(path) if os.path.isfile(path) else None
+        return
+    fs, where = filesystem(path)
+    if fs.get_file_info(where).type != pafs.FileType.File:
+        yield None
+        return
+    with tempfile.TemporaryDirectory(prefix="rspose_report_") as tmp:
+        local = Path(tmp) / Path(where).name
+        with fs.open_input_stream(where) as src, open(local, "wb") as dst:
+            shutil.copyfileobj(src, dst, length=1 << 20)
+        yield local
+
+
+def upload_folder(local_dir: Path, target: str) -> list[str]:
+    """Copy the files of ``local_dir`` to ``target`` (a URI) with :mod:`pyarrow.fs`; their new paths."""
+    from rspose_tune.runspec import filesystem, join
+
+    fs, where = filesystem(target)
+    fs.create_dir(where, recursive=True)
+    out = []
+    for path in sorted(local_dir.iterdir()):
+        with open(path, "rb") as src, fs.open_output_stream(f"{where}/{path.name}") as dst:
+            shutil.copyfileobj(src, dst, length=1 << 20)
+        out.append(join(target, path.name))
+    return out
+
+
 def _load_study(journal: Path):
     import optuna
 
@@ -664,27 +747,27 @@ def param_importance(run: RunData, min_completed: int = MIN_COMPLETED_FOR_OPTUNA
     not install. Its ``target_quantile`` keeps about :data:`PED_ANOVA_TOP_TRIALS` trials in the
     top group (Optuna recommends at least 5). It only sees COMPLETE (full-budget) trials.
     """
-    journal = run.path / JOURNAL_FILE
     reason = f"no {JOURNAL_FILE}"
-    if journal.is_file():
-        import optuna
+    with _local_copy(f"{run.path.rstrip('/')}/{JOURNAL_FILE}") as journal:  # the study reads it lazily
+        if journal is not None:
+            import optuna
 
-        study = _load_study(journal)
-        complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-        if len(complete) >= min_completed:
-            quantile = min(0.5, max(0.1, PED_ANOVA_TOP_TRIALS / len(complete)))
-            try:
-                values = optuna.importance.get_param_importances(
-                    study, evaluator=optuna.importance.PedAnovaImportanceEvaluator(target_quantile=quantile)
-                )
-            except (ValueError, RuntimeError) as exc:  # e.g. no parameter common to all trials
-                reason = f"Optuna importance failed: {exc}"
+            study = _load_study(journal)
+            complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+            if len(complete) >= min_completed:
+                quantile = min(0.5, max(0.1, PED_ANOVA_TOP_TRIALS / len(complete)))
+                try:
+                    values = optuna.importance.get_param_importances(
+                        study, evaluator=optuna.importance.PedAnovaImportanceEvaluator(target_quantile=quantile)
+                    )
+                except (ValueError, RuntimeError) as exc:  # e.g. no parameter common to all trials
+                    reason = f"Optuna importance failed: {exc}"
+                else:
+                    method = (f"Optuna PED-ANOVA importance ({len(complete)} complete trials, "
+                              f"top {quantile:.0%} vs all)")  # fmt: skip
+                    return Importance(dict(values), method, "importance (sums to 1)")
             else:
-                method = (f"Optuna PED-ANOVA importance ({len(complete)} complete trials, "
-                          f"top {quantile:.0%} vs all)")  # fmt: skip
-                return Importance(dict(values), method, "importance (sums to 1)")
-        else:
-            reason = f"{len(complete)} complete trials < {min_completed} for Optuna importance"
+                reason = f"{len(complete)} complete trials < {min_completed} for Optuna importance"
     values, epoch, n = spearman_importance(run.frame)
     metric = _first_metric_name(run.frame)
     method = f"fallback: |Spearman ρ| vs {metric} at epoch {epoch} ({n} trials; {reason})"
@@ -708,8 +791,8 @@ def build_parser() -> argparse.ArgumentParser:
         "noise check and plots, from the Parquet results of rspose_tune.search.",
     )
     parser.add_argument("storage", nargs="?", default=DEFAULT_STORAGE,
-                        help="storage root holding <run>/trials/ (or one run directory); "
-                        f"default {DEFAULT_STORAGE!r}")  # fmt: skip
+                        help="storage root holding <run>/trials/ (or one run directory): a local path or a "
+                        "URI pyarrow.fs opens (file://, s3://); default ./results under the working directory")  # fmt: skip
     parser.add_argument("--run", nargs="+", action="extend", metavar="NAME",
                         help="only these runs (repeatable; put the storage path before --run)")  # fmt: skip
     parser.add_argument("--markdown", metavar="PATH", help="also write the table and notes as Markdown")
@@ -745,6 +828,8 @@ def make_plots(run: RunData, out_dir: Path, best_trial: str | None) -> list[Path
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from rspose_tune.runspec import is_uri
+
     args = build_parser().parse_args(argv)
     try:
         runs = load_runs(args.storage, args.run)
@@ -770,8 +855,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         best_by_run = {(r.best_run, r.best_trial) for r in reports}
         for run in runs:
             best = next((t for rn, t in best_by_run if rn == run.name), None)
-            out_dir = Path(args.plots) / run.name if args.plots else run.path / "report"
-            for path in make_plots(run, out_dir, best):
+            target = f"{run.path.rstrip('/')}/report"
+            if args.plots or not is_uri(run.path):
+                out_dir = Path(args.plots) / run.name if args.plots else Path(target)
+                written = [str(p) for p in make_plots(run, out_dir, best)]
+            else:  # an object store: plot locally, then upload
+                with tempfile.TemporaryDirectory(prefix="rspose_plots_") as tmp:
+                    make_plots(run, Path(tmp), best)
+                    written = upload_folder(Path(tmp), target)
+            for path in written:
                 print(f"wrote {path}")
     return 0
 

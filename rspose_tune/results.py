@@ -107,8 +107,10 @@ SCHEMA = pa.schema(
         *(pa.field(name, pa.float64()) for name in PARAM_COLUMNS),
         pa.field("metric_name", pa.string()),
         *(pa.field(name, pa.float64()) for name in METRIC_COLUMNS),
-        pa.field("node", pa.string()),
+        pa.field("node", pa.string()),  # rank 0's node
         pa.field("gpu_type", pa.string()),
+        pa.field("world_size", pa.int32()),  # ranks (processes) that trained the trial
+        pa.field("nodes", pa.string()),  # every rank's node, comma-separated, in rank order
         pa.field("error", pa.string()),
         pa.field("timestamp", pa.timestamp("ms", tz="UTC"), nullable=False),
         pa.field(RAW_METRICS_COLUMN, pa.string()),
@@ -228,11 +230,21 @@ def make_row(
         **{name: _float_or_none(name, result.get(name)) for name in METRIC_COLUMNS},
         "node": _str_or_none(result.get("node")),
         "gpu_type": _str_or_none(result.get("gpu_type")),
+        "world_size": _world_size(result.get("world_size")),
+        "nodes": _str_or_none(result.get("nodes")),
         "error": error,
         "timestamp": _timestamp(result.get("timestamp")),
         RAW_METRICS_COLUMN: _raw_metrics(result),
     }
     return row
+
+
+def _world_size(value: Any) -> int | None:
+    if value is None or isinstance(value, bool):
+        return None
+    if not isinstance(value, (int, float)) or value != int(value) or value < 1:
+        raise ValueError(f"`world_size` is {value!r}, but must be an int >= 1.")
+    return int(value)
 
 
 # --------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ With no arguments it runs the CPU ``demo`` preset on a local Ray and finishes in
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import ipaddress
 import math
 import os
@@ -20,12 +21,35 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rspose_tune import DEFAULT_STORAGE
+from rspose_tune.runspec import (
+    SPEC_FILE,
+    RunSpec,
+    RunSpecError,
+    default_run_name,
+    write_spec,
+    exists,
+    filesystem,
+    is_uri,
+    join,
+    latest_unfinished,
+    mark_finished,
+    provenance,
+    read_spec,
+    resolve_storage,
+    spec_exists,
+)
+from rspose_tune._resources import ResourceError, check_feasible, plan_ranks, rank_bundle
 from rspose_tune.spaces import PARAM_NAMES, MissingDataError, SearchSpaceError, list_presets, load_preset
 
 __all__ = ["SearchError", "build_parser", "main"]
 
+DEFAULT_PRESET = "demo"
 DEFAULT_TRIALS = {"demo": 8}
 FALLBACK_TRIALS = 32
+#: Flags that only say how and where a run executes: --resume accepts any value for them.
+RESUME_MAY_CHANGE = ("--storage", "--name", "--address", "--max-concurrent", "--num-cpus",
+                     "--allow-pending-trials", "--dashboard-host", "--dashboard-port", "--no-dashboard",
+                     "--no-report", "--verbose")  # fmt: skip
 
 
 class SearchError(RuntimeError):
@@ -45,6 +69,19 @@ def _positive_int(flag: str):
     return parse
 
 
+def _non_negative_int(flag: str):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} must be an integer >= 0, got {text!r}") from None
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"{flag} must be an integer >= 0, got {value}")
+        return value
+
+    return parse
+
+
 def _non_negative_float(flag: str):
     def parse(text: str) -> float:
         try:
@@ -58,6 +95,15 @@ def _non_negative_float(flag: str):
     return parse
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except None/False ones (their help says what happens)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m rspose_tune.search",
@@ -67,19 +113,23 @@ def build_parser() -> argparse.ArgumentParser:
             "Results go to <storage>/<name>/trials/ (Parquet); the report and the exported best "
             "config are printed at the end."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     what = parser.add_argument_group("what to search")
-    what.add_argument("--backbone", "--preset", dest="backbone", default="demo",
-                      help=f"search-space preset (a name from search_spaces/ or a YAML path); one of {list_presets()}")
+    what.add_argument("--backbone", "--preset", dest="backbone", default=None,
+                      help=f"search-space preset (a name from search_spaces/ or a YAML path); one of {list_presets()} "
+                      f"(default: {DEFAULT_PRESET})")
     what.add_argument("--search-dir", default=None, help="extra folder of preset YAML files")
     what.add_argument("--num-trials", type=_positive_int("--num-trials"), default=None,
                       help=f"trials to run (default: {DEFAULT_TRIALS} by preset, else {FALLBACK_TRIALS})")
-    what.add_argument("--scheduler", choices=("asha", "fifo"), default="asha",
-                      help="asha: stop weak trials early; fifo: every trial runs the full budget (baseline)")
-    what.add_argument("--sampler", choices=("tpe", "random"), default="tpe",
-                      help="tpe: Optuna TPE after its random start-up trials; random: random search (baseline)")
-    what.add_argument("--seed", type=int, default=0, help="seed of the searcher and of every trial's training")
+    what.add_argument("--scheduler", choices=("asha", "fifo"), default=None,
+                      help="asha: stop weak trials early; fifo: every trial runs the full budget (baseline) "
+                      "(default: asha)")
+    what.add_argument("--sampler", choices=("tpe", "random"), default=None,
+                      help="tpe: Optuna TPE after its random start-up trials; random: random search (baseline) "
+                      "(default: tpe)")
+    what.add_argument("--seed", type=int, default=None,
+                      help="seed of the searcher and of every trial's training (default: 0)")
     what.add_argument("--max-epochs", type=_positive_int("--max-epochs"), default=None,
                       help="full budget per trial (default: the preset's)")
     what.add_argument("--grace-epochs", type=_positive_int("--grace-epochs"), default=None,
@@ -97,14 +147,27 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--gpus-per-trial", type=_non_negative_float("--gpus-per-trial"), default=None,
                        help="GPUs per trial, fractions allowed (default: the preset's)")
     where.add_argument("--cpus-per-trial", type=_non_negative_float("--cpus-per-trial"), default=None,
-                       help="CPUs per trial (default: the preset's)")
+                       help="CPUs per trial, shared by its ranks (default: the preset's)")
+    where.add_argument("--workers-per-trial", type=_positive_int("--workers-per-trial"), default=None,
+                       help="ranks (processes) each trial trains on, data-parallel: NCCL with one GPU each, or "
+                            "gloo on CPUs (default: the preset's, else the GPUs per trial when > 1, else 1)")
+    where.add_argument("--num-workers", type=_non_negative_int("--num-workers"), default=None,
+                       help="DataLoader worker processes per rank (default: the base config's)")
+    where.add_argument("--allow-pending-trials", action="store_true",
+                       help="skip the check that some node can hold a trial (an autoscaler will add nodes)")
     where.add_argument("--num-cpus", type=_positive_int("--num-cpus"), default=None,
                        help="CPUs of a local Ray (default: all); ignored when joining a cluster")
     where.add_argument("--storage", default=DEFAULT_STORAGE,
-                       help="results root: a local dir, a shared filesystem path or a URI such as s3://bucket/path")
-    where.add_argument("--name", default=None, help="run name (default: <backbone>-search)")
+                       help="results root: a local dir (relative: to the working directory, so the default is "
+                       "./results there), a shared filesystem path, or a URI pyarrow.fs opens (file://..., "
+                       "s3://bucket/prefix)")
+    where.add_argument("--name", default=None,
+                       help="run name, a folder under --storage (default: <backbone>-<UTC timestamp>, new for "
+                       "every start); with --resume: the run to continue")
     where.add_argument("--resume", action="store_true",
-                       help="continue the run <storage>/<name> (its searcher keeps its history)")
+                       help="continue the run <storage>/<name> from its run spec (without --name: the most recent "
+                       "unfinished run of --backbone's preset); only the flags listed below may be given "
+                       "with other values than the run was started with")
     dash = parser.add_argument_group("dashboard (local Ray only)")
     dash.add_argument("--dashboard-host", default="127.0.0.1",
                       help="interface the Ray dashboard binds to; anything but loopback exposes Ray's job API")
@@ -113,6 +176,13 @@ def build_parser() -> argparse.ArgumentParser:
     out = parser.add_argument_group("output")
     out.add_argument("--no-report", action="store_true", help="skip the report and the export at the end")
     out.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="Ray Tune progress verbosity")
+    parser.epilog = (
+        "A run's identity (preset, data root, weights, number of trials, budget, seed, scheduler, sampler, "
+        "resources per trial) is written once to <storage>/<name>/run_spec.yaml; --resume reads it and refuses "
+        "flags that differ from it. Flags that may change on --resume: " + ", ".join(RESUME_MAY_CHANGE) + ". "
+        "Exit status: 0 when some trial completed or was pruned, 1 when none did (one line per distinct "
+        "error), 2 for a user error (one 'error:' line)."
+    )
     return parser
 
 
@@ -131,16 +201,26 @@ class Plan:
     gpus: float
     cpus: float
     address: str | None
-
-
-def _is_uri(path: str) -> bool:
-    return "://" in path
+    workers: int = 1  # ranks per trial; the GPUs and CPUs above are shared by them
+    # The run spec (<run_dir>/run_spec.yaml) holds all of the above but ``address``; the search
+    # reads the run's identity from it, never from the flags.
+    spec: RunSpec | None = None
+    new_run: bool = True  # False: --resume (the spec exists; Ray's state too, unless it never started)
 
 
 def _check_storage(storage: str) -> str:
-    if _is_uri(storage):
-        return storage
-    path = Path(storage).expanduser().absolute()
+    """The storage root as an absolute local path or a non-local URI; local folders are created."""
+    try:
+        resolved = resolve_storage(storage)
+    except RunSpecError as exc:
+        raise SearchError(str(exc)) from None
+    if is_uri(resolved):
+        try:
+            filesystem(resolved)
+        except (ValueError, OSError) as exc:  # pyarrow.lib.ArrowInvalid is a ValueError
+            raise SearchError(f"--storage {storage!r}: pyarrow.fs cannot open it ({exc})") from None
+        return resolved
+    path = Path(resolved)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -154,9 +234,43 @@ def _check_storage(storage: str) -> str:
     return str(path)
 
 
-def plan(args: argparse.Namespace) -> Plan:
-    """Validate flags, the preset and its files; touch nothing but the storage folder."""
-    preset = load_preset(args.backbone, search_dir=args.search_dir, data_root=args.data_root, weights=args.weights)
+def _check_name(name: str) -> str:
+    if "/" in name or name in {"", ".", ".."} or name.startswith((".", "_")):
+        raise SearchError(f"--name must be a plain folder name (not starting with '.' or '_'), got {name!r}")
+    return name
+
+
+def _new_run_name(storage: str, backbone: str) -> str:
+    """``<backbone>-<UTC timestamp>``, with ``-2``, ``-3`` ... when started twice in one second."""
+    base = default_run_name(backbone)
+    name, n = base, 1
+    while exists(join(storage, name)):
+        n += 1
+        name = f"{base}-{n}"
+    return name
+
+
+def _prepare_data(preset) -> None:
+    if getattr(preset.data, "generated", None) == "demo":
+        from rspose_tune.demo_data import generate_demo_dataset, is_complete
+
+        if not is_complete(preset.data.root):  # made once, here, so trials never race to write it
+            generate_demo_dataset(preset.data.root)
+    preset.validate_paths()  # missing data or weights: fail before any trial starts
+
+
+def plan(args: argparse.Namespace, argv: list[str] | None = None) -> Plan:
+    """Validate flags, the preset and its files (or read the run spec on ``--resume``).
+
+    Touches nothing but the storage folder (and generates the demo data when it is missing).
+    ``argv`` (default ``sys.argv[1:]``) is the command line the run spec records.
+    """
+    storage = _check_storage(args.storage)
+    address = args.address or os.environ.get("RAY_ADDRESS") or None
+    if args.resume:
+        return _plan_resume(args, storage, address)
+    preset = load_preset(args.backbone or DEFAULT_PRESET, search_dir=args.search_dir, data_root=args.data_root,
+                         weights=args.weights)  # fmt: skip
     budget = preset.budget
     max_epochs = args.max_epochs or budget.max_epochs
     grace = args.grace_epochs or min(budget.grace_epochs, max_epochs)
@@ -167,30 +281,117 @@ def plan(args: argparse.Namespace) -> Plan:
         raise SearchError(f"--grace-epochs ({grace}) must not exceed --max-epochs ({max_epochs})")
     gpus = preset.resources.gpus if args.gpus_per_trial is None else args.gpus_per_trial
     cpus = preset.resources.cpus if args.cpus_per_trial is None else args.cpus_per_trial
-    if gpus > 1 and not float(gpus).is_integer():
-        raise SearchError(f"--gpus-per-trial above 1 must be a whole number, got {gpus}")
-    name = args.name or f"{preset.name}-search"
-    if "/" in name or name in {"", ".", ".."}:
-        raise SearchError(f"--name must be a plain folder name, got {name!r}")
-    storage = _check_storage(args.storage)
-    run_dir = f"{storage.rstrip('/')}/{name}"
-    if not _is_uri(run_dir):
-        exists = Path(run_dir, "tuner.pkl").exists()
-        if args.resume and not exists:
-            raise SearchError(f"--resume: no run to resume at {run_dir!r} (no tuner.pkl); drop --resume to start it")
-        if not args.resume and exists:
-            raise SearchError(
-                f"run {run_dir!r} already exists: pass --resume to continue it, or choose another --name"
-            )
-    if getattr(preset.data, "generated", None) == "demo":
-        from rspose_tune.demo_data import generate_demo_dataset, is_complete
-
-        if not is_complete(preset.data.root):  # made once, here, so trials never race to write it
-            generate_demo_dataset(preset.data.root)
-    preset.validate_paths()  # missing data or weights: fail before any trial starts
-    address = args.address or os.environ.get("RAY_ADDRESS") or None
+    try:
+        workers = plan_ranks(gpus, cpus, args.workers_per_trial or preset.resources.workers)
+    except ResourceError as exc:
+        raise SearchError(str(exc)) from None
+    if args.name is not None:
+        name = _check_name(args.name)
+        if exists(join(storage, name)):
+            raise SearchError(f"run {join(storage, name)!r} already exists: pass --resume to continue it, or "
+                              "choose another --name (without --name every start gets a new one)")  # fmt: skip
+    else:
+        name = _new_run_name(storage, preset.name)
+    _prepare_data(preset)
     num_trials = args.num_trials or DEFAULT_TRIALS.get(preset.name, FALLBACK_TRIALS)
-    return Plan(preset, name, storage, run_dir, num_trials, max_epochs, grace, rf, gpus, cpus, address)
+    sampler = args.sampler or "tpe"
+    spec = RunSpec(
+        run=name, storage=storage, preset=preset, num_trials=num_trials, seed=0 if args.seed is None else args.seed,
+        max_epochs=max_epochs, grace_epochs=grace, reduction_factor=rf, gpus_per_trial=gpus, cpus_per_trial=cpus,
+        workers_per_trial=workers, dataloader_workers=args.num_workers, scheduler=args.scheduler or "asha",
+        sampler=sampler,
+        # TPE samples at random until it has n_startup_trials finished trials.
+        n_startup_trials=num_trials if sampler == "random" else min(10, max(2, num_trials // 3)),
+        **provenance(argv),
+    )  # fmt: skip
+    return _plan_of(spec, address, new_run=True)
+
+
+def _plan_of(spec: RunSpec, address: str | None, *, new_run: bool) -> Plan:
+    return Plan(spec.preset, spec.run, spec.storage, spec.run_dir, spec.num_trials, spec.max_epochs,
+                spec.grace_epochs, spec.reduction_factor, spec.gpus_per_trial, spec.cpus_per_trial, address,
+                workers=spec.workers_per_trial, spec=spec, new_run=new_run)  # fmt: skip
+
+
+def _plan_resume(args: argparse.Namespace, storage: str, address: str | None) -> Plan:
+    if args.name is not None:
+        run_dir = join(storage, _check_name(args.name))
+        if not spec_exists(run_dir):
+            why = ("the folder does not exist" if not exists(run_dir) else
+                   f"it has no {SPEC_FILE} (started by an older rspose_tune, or never started)")  # fmt: skip
+            raise SearchError(f"--resume: no run to resume at {run_dir!r}: {why}; drop --resume to start a run")
+        spec = read_spec(run_dir)
+    else:
+        preset_name = _preset_name(args.backbone or DEFAULT_PRESET, args.search_dir)
+        spec = latest_unfinished(storage, preset_name)
+        if spec is None:
+            raise SearchError(f"--resume: no unfinished run of preset {preset_name!r} under {storage!r}; "
+                              "name one with --name, or drop --resume to start a run")  # fmt: skip
+        print(f"--resume: continuing {spec.run!r} (started {spec.created_utc}), the most recent unfinished "
+              f"{preset_name!r} run under {storage}")  # fmt: skip
+    if spec.storage != storage and resolve_storage(spec.storage) != storage:
+        print(f"note: the run was started with --storage {spec.storage}; it continues at {storage}")
+        spec = dataclasses.replace(spec, storage=storage)
+    conflicts = resume_conflicts(spec, args)
+    if conflicts:
+        raise SearchError(
+            f"--resume of run {spec.run!r}: " + "; ".join(conflicts) + f". These are fixed by "
+            f"{join(spec.run_dir, SPEC_FILE)}; drop them (flags that may change: {', '.join(RESUME_MAY_CHANGE)})"
+        )
+    _prepare_data(spec.preset)
+    return _plan_of(spec, address, new_run=False)
+
+
+def _preset_name(backbone: str, search_dir: str | None) -> str:
+    """The name a preset given by ``--backbone`` has (a YAML path: its stem)."""
+    if backbone.endswith((".yaml", ".yml")) or "/" in backbone or os.sep in backbone:
+        return Path(backbone).stem
+    return backbone
+
+
+def _same_path(given: str, recorded) -> bool:
+    return recorded is not None and Path(given).expanduser().absolute() == Path(recorded)
+
+
+def resume_conflicts(spec: RunSpec, args: argparse.Namespace) -> list[str]:
+    """One ``--flag X, but the run has Y`` per identity flag given with a value the spec does not hold."""
+    preset = spec.preset
+    out = []
+
+    def differs(flag: str, given, recorded, same=None) -> None:
+        if given is None:
+            return
+        if not (same(given, recorded) if same else given == recorded):
+            out.append(f"{flag} {given!r} differs from the run's {recorded!r}")
+
+    if args.backbone is not None:
+        if args.search_dir is not None or _preset_name(args.backbone, None) != args.backbone:
+            try:
+                source = load_preset(args.backbone, search_dir=args.search_dir).source
+            except SearchSpaceError:
+                source = None
+            if source is None or Path(source) != Path(preset.source):
+                out.append(f"--backbone {args.backbone!r} is not the run's preset {preset.name!r} ({preset.source})")
+        elif args.backbone != preset.name:
+            out.append(f"--backbone {args.backbone!r} differs from the run's {preset.name!r}")
+    differs("--num-trials", args.num_trials, spec.num_trials)
+    differs("--scheduler", args.scheduler, spec.scheduler)
+    differs("--sampler", args.sampler, spec.sampler)
+    differs("--seed", args.seed, spec.seed)
+    differs("--max-epochs", args.max_epochs, spec.max_epochs)
+    differs("--grace-epochs", args.grace_epochs, spec.grace_epochs)
+    differs("--reduction-factor", args.reduction_factor, spec.reduction_factor)
+    differs("--gpus-per-trial", args.gpus_per_trial, spec.gpus_per_trial)
+    differs("--cpus-per-trial", args.cpus_per_trial, spec.cpus_per_trial)
+    differs("--workers-per-trial", getattr(args, "workers_per_trial", None), spec.workers_per_trial)
+    differs("--num-workers", getattr(args, "num_workers", None), spec.dataloader_workers)
+    differs("--data-root", args.data_root, str(preset.data.root), _same_path)
+    if args.weights is not None:
+        none = args.weights.strip().lower() in ("none", "null", "")
+        recorded = None if preset.weights is None else str(preset.weights)
+        if (recorded is not None or not none) and (none or not _same_path(args.weights, recorded)):
+            out.append(f"--weights {args.weights!r} differs from the run's {recorded or 'none'!r}")
+    return out
 
 
 def _is_loopback(host: str) -> bool:
@@ -227,7 +428,12 @@ def check_reachable(address: str, timeout_s: float = 5.0) -> None:
 
 
 def start_ray(p: Plan, args: argparse.Namespace):
-    """Join the cluster at ``p.address``, or start a local Ray with a loopback-only dashboard."""
+    """Join the cluster at ``p.address``, or start a fresh local Ray with a loopback-only dashboard.
+
+    Without an address, ``address="local"``: Ray would otherwise join whatever cluster
+    ``ray start`` last recorded on this machine (``<RAY_TMPDIR or /tmp>/ray/ray_current_cluster``),
+    even a dead one.
+    """
     import ray
 
     if p.address:
@@ -244,6 +450,7 @@ def start_ray(p: Plan, args: argparse.Namespace):
             file=sys.stderr,
         )
     return ray.init(
+        address="local",
         num_cpus=args.num_cpus,
         include_dashboard=not args.no_dashboard,
         dashboard_host=args.dashboard_host,
@@ -266,6 +473,17 @@ def _print_dashboard(context) -> None:
         )
 
 
+def _check_cluster_can_hold_a_trial(p: Plan) -> None:
+    """Refuse, before any trial starts, resources that fit no node (Ray would wait forever)."""
+    import ray
+
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    try:
+        check_feasible(rank_bundle(p.workers, p.cpus, p.gpus), p.workers, nodes)
+    except ResourceError as exc:
+        raise SearchError(str(exc)) from None
+
+
 def _trial_name(trial) -> str:
     return f"trial_{trial.trial_id}"
 
@@ -273,27 +491,25 @@ def _trial_name(trial) -> str:
 def run_search(p: Plan, args: argparse.Namespace, extra_callbacks=()):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-    from ray.tune.search import ConcurrencyLimiter
 
     from rspose_tune.results import ParquetResultsCallback
-    from rspose_tune.searcher import JOURNAL_FILE_NAME, PruningAwareOptunaSearch
-    from trainables.mmpose_trainable import train_rspose
+    from rspose_tune.searcher import JOURNAL_FILE_NAME, PruningAwareOptunaSearch, ResumableConcurrencyLimiter
+    from trainables.mmpose_trainable import train_rspose, trial_resources
 
     # Keeping only the last checkpoints forces an experiment snapshot per report; that is intended.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    spec = p.spec
+    if p.new_run:
+        write_spec(spec)  # the run's identity, once; --resume, report and export read it
     preset = p.preset
-    # A trial holding N > 1 GPUs trains data-parallel on all of them (one process per GPU).
-    world_size = int(p.gpus) if p.gpus > 1 else 1
     trainable = tune.with_parameters(
-        train_rspose, preset=preset, seed=args.seed, max_epochs=p.max_epochs, world_size=world_size
+        train_rspose, preset=preset, seed=spec.seed, max_epochs=p.max_epochs, num_workers=spec.dataloader_workers
     )
-    resources = {"cpu": p.cpus, "gpu": p.gpus}
-    trainable = tune.with_resources(trainable, resources)
-    if p.address is None:  # local Ray: ray.init has made the folder reachable
-        journal = Path(p.run_dir) / JOURNAL_FILE_NAME
-        journal.parent.mkdir(parents=True, exist_ok=True)
-    else:
-        journal = Path(p.run_dir) / JOURNAL_FILE_NAME if not _is_uri(p.run_dir) else None
+    # One placement-group bundle per rank; a trial on N > 1 ranks trains data-parallel.
+    trainable = tune.with_resources(trainable, trial_resources(p.workers, p.cpus, p.gpus))
+    resources = {"cpu": p.cpus, "gpu": p.gpus, "workers": p.workers}
+    # Always with the run: a local file, or a URI (uploaded at every experiment snapshot).
+    journal = join(p.run_dir, JOURNAL_FILE_NAME)
     searcher = PruningAwareOptunaSearch(
         preset.params,
         max_epochs=p.max_epochs,
@@ -301,13 +517,12 @@ def run_search(p: Plan, args: argparse.Namespace, extra_callbacks=()):
         mode=preset.mode,
         known_good=preset.known_good,
         journal_path=journal,
-        seed=args.seed,
-        # TPE samples at random until it has n_startup_trials finished trials.
-        n_startup_trials=p.num_trials if args.sampler == "random" else min(10, max(2, p.num_trials // 3)),
+        seed=spec.seed,
+        n_startup_trials=spec.n_startup_trials,
     )
     max_concurrent = args.max_concurrent or 8
-    search_alg = ConcurrencyLimiter(searcher, max_concurrent=max_concurrent)
-    if args.scheduler == "asha":
+    search_alg = ResumableConcurrencyLimiter(searcher, max_concurrent=max_concurrent)
+    if spec.scheduler == "asha":
         scheduler = ASHAScheduler(
             metric="metric",
             mode=preset.mode,
@@ -326,7 +541,8 @@ def run_search(p: Plan, args: argparse.Namespace, extra_callbacks=()):
         extra_metadata={
             "budget": {"max_epochs": p.max_epochs, "grace_epochs": p.grace, "reduction_factor": p.reduction_factor},
             "resources": resources,
-            "seed": args.seed,
+            "seed": spec.seed,
+            "run_spec": SPEC_FILE,
             "metric_name": preset.metric,
             "mode": preset.mode,
         },
@@ -343,7 +559,12 @@ def run_search(p: Plan, args: argparse.Namespace, extra_callbacks=()):
         callbacks=[callback, *extra_callbacks],
         progress_reporter=reporter,
         verbose=args.verbose,
+        # The one failure policy: an error in any rank (or a dead node) fails the trial, which
+        # Ray Tune restarts from its last checkpoint, at most twice.
         failure_config=tune.FailureConfig(max_failures=2),
+        # Upload each trial's working directory (resolved config, trial.json, MMPose logs) to
+        # <storage>/<run>/trial_<id>/ with every checkpoint, from whichever node ran it.
+        sync_config=tune.SyncConfig(sync_artifacts=True),
         # Two, not one: a driver killed between a checkpoint's rotation and the next experiment
         # snapshot would otherwise resume from a checkpoint that was already deleted.
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
@@ -355,25 +576,44 @@ def run_search(p: Plan, args: argparse.Namespace, extra_callbacks=()):
         trial_name_creator=_trial_name,
         trial_dirname_creator=_trial_name,
     )
-    if args.resume:
+    if not p.new_run and exists(join(p.run_dir, "tuner.pkl")):
         tuner = tune.Tuner.restore(p.run_dir, trainable=trainable, resume_unfinished=True, resume_errored=True)
-    else:
+        _set_restored_concurrency(tuner, max_concurrent)
+    else:  # a new run, or one whose driver died before Ray wrote its state: start it from its spec
         tuner = tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)
     return tuner.fit()
+
+
+def _set_restored_concurrency(tuner, max_concurrent: int) -> None:
+    """Apply this start's ``--max-concurrent`` to a restored run.
+
+    ``Tuner.restore`` takes the search algorithm from ``tuner.pkl`` with the limit of the first
+    start and has no argument to change it; Ray 2.60 keeps it at ``tuner._local_tuner``.
+    """
+    from rspose_tune.searcher import ResumableConcurrencyLimiter
+
+    search_alg = tuner._local_tuner._tune_config.search_alg
+    if not isinstance(search_alg, ResumableConcurrencyLimiter):
+        raise SearchError(f"--resume: the run's search algorithm is a {type(search_alg).__name__}, not the "
+                          "ResumableConcurrencyLimiter this rspose_tune writes; it was started by another version")  # fmt: skip
+    search_alg.set_max_concurrency(max_concurrent)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from rspose_tune.demo_data import DemoDataError
+
     try:
-        p = plan(args)
-    except (SearchSpaceError, MissingDataError, SearchError) as exc:
+        p = plan(args, argv)
+    except (SearchSpaceError, MissingDataError, SearchError, RunSpecError, DemoDataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the classic table shows trial params
     print(
         f"rspose_tune search: preset {p.preset.name!r}, {p.num_trials} trials, {p.max_epochs} epochs max, "
-        f"ASHA grace {p.grace} / rf {p.reduction_factor}, {p.gpus:g} GPU + {p.cpus:g} CPU per trial; "
+        f"ASHA grace {p.grace} / rf {p.reduction_factor}, {p.gpus:g} GPU + {p.cpus:g} CPU per trial "
+        f"on {p.workers} rank(s); "
         f"results in {p.run_dir}"
     )
     try:
@@ -383,14 +623,32 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     _print_dashboard(context)
     try:
+        if not args.allow_pending_trials:
+            _check_cluster_can_hold_a_trial(p)
         grid = run_search(p, args)
+    except SearchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     finally:
         import ray
 
         if p.address is None:
             ray.shutdown()
-    errors = [r for r in grid if r.error is not None]
-    print(f"search finished: {len(grid)} trials, {len(errors)} errored; results in {p.run_dir}/trials/")
+    from rspose_tune.results import read_results
+
+    outcome = trial_outcomes(read_results(join(p.run_dir, "trials")), max(p.num_trials, len(grid)))
+    print(f"search finished: {len(grid)} trials: {outcome['completed']} completed, {outcome['pruned']} pruned, "
+          f"{outcome['errored']} errored, {outcome['unfinished']} unfinished; results in {join(p.run_dir, 'trials')}")  # fmt: skip
+    for line in outcome["errors"]:
+        print(line, file=sys.stderr)
+    if outcome["unfinished"] == 0:
+        mark_finished(p.run_dir, {k: v for k, v in outcome.items() if k != "errors"})
+    else:
+        print(f"the run is unfinished: continue it with `python -m rspose_tune.search --resume --name {p.name} "
+              f"--storage {p.storage}`")  # fmt: skip
+    if outcome["completed"] + outcome["pruned"] == 0:
+        print(f"error: no trial of run {p.name!r} completed or was pruned", file=sys.stderr)
+        return 1
     if args.no_report:
         return 0
     from rspose_tune import export, report
@@ -398,8 +656,28 @@ def main(argv: list[str] | None = None) -> int:
     status = report.main([p.storage, "--run", p.name])
     if status != 0:
         return status
-    weights = ["--weights", "none"] if p.preset.weights is None else ["--weights", str(p.preset.weights)]
-    return export.main([p.storage, "--run", p.name, "--backbone", p.preset.name, *weights])
+    if outcome["completed"] == 0:
+        print("no trial reached the full budget: nothing to export (python -m rspose_tune.export --trial ID "
+              "exports a pruned trial's setting)")  # fmt: skip
+        return 0
+    return export.main([p.storage, "--run", p.name, "--backbone", p.preset.name])
+
+
+def trial_outcomes(rows, num_trials: int) -> dict:
+    """What became of a run's trials, from its Parquet rows (:func:`rspose_tune.results.read_results`).
+
+    Counts each trial by the status of its last row (``completed``, ``pruned``, ``error``;
+    ``running`` and trials without rows out of ``num_trials`` are ``unfinished``) and gives one
+    ``error: N trial(s) failed: <reason>`` line per distinct error reason.
+    """
+    last = rows.sort_values("epoch", kind="stable").groupby("trial_id").tail(1)
+    status = last["status"].value_counts()
+    counts = {"completed": int(status.get("completed", 0)), "pruned": int(status.get("pruned", 0)),
+              "errored": int(status.get("error", 0))}  # fmt: skip
+    counts["unfinished"] = max(0, num_trials - sum(counts.values()))
+    reasons = last[last["status"] == "error"]["error"].fillna("unknown error").value_counts()
+    lines = [f"error: {n} trial{'s' if n > 1 else ''} failed: {reason}" for reason, n in sorted(reasons.items())]
+    return {**counts, "errors": lines}
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ YAML schema (all keys required unless marked optional; unknown keys are errors):
       - {delta_rank: 0.4, coeff_rank: 1.0, delta_sort: 1.5, coeff_sort: 2.0,
          delta_inst: 3.0, coeff_inst: 0.25}
     budget: {max_epochs: 210, grace_epochs: 10, reduction_factor: 3, val_interval: 10}
-    resources: {gpus: 1, cpus: 4}          # per trial
+    resources: {gpus: 1, cpus: 4}          # per trial (optional workers: N ranks share them)
     data:
       root: data/coco                      # relative: to the working directory at load time
       train_ann: annotations/person_keypoints_train2017.json   # these: relative to root
@@ -137,7 +137,7 @@ _TOP_KEYS = {
 _RANGE_KEYS = {"low": True, "high": True, "log": False, "allow_off": False}
 _FIXED_KEYS = {"fixed": True, "allow_off": False}
 _BUDGET_KEYS = {"max_epochs": True, "grace_epochs": True, "reduction_factor": True, "val_interval": True}
-_RESOURCE_KEYS = {"gpus": True, "cpus": True}
+_RESOURCE_KEYS = {"gpus": True, "cpus": True, "workers": False}
 _DATA_KEYS = {
     "root": True, "train_ann": True, "val_ann": True, "train_img": True, "val_img": True,
     "bbox_file": False, "headbox_file": False, "generated": False,
@@ -224,10 +224,15 @@ class Budget:
 
 @dataclass(frozen=True)
 class Resources:
-    """Resources of one trial (Ray Tune ``resources_per_trial``)."""
+    """Resources of one trial: its GPUs and CPUs in all, and how many ranks share them.
+
+    ``workers`` is None when the preset does not name it: then a trial with more than one GPU
+    trains on one rank per GPU, else on one rank (:func:`rspose_tune._resources.plan_ranks`).
+    """
 
     gpus: float
     cpus: float
+    workers: int | None = None
 
 
 @dataclass(frozen=True)
@@ -668,7 +673,11 @@ def _parse_resources(raw: Any, check: _Checker) -> Resources:
     table = check.mapping(raw, "resources", _RESOURCE_KEYS)
     gpus = check.number(table["gpus"], "resources.gpus", minimum=0.0)
     cpus = check.number(table["cpus"], "resources.cpus", minimum=0.0, strict=True)
-    return Resources(gpus=gpus, cpus=cpus)
+    workers = table.get("workers")
+    if workers is not None:
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise check.fail("resources.workers", f"must be an integer >= 1, got {workers!r}")
+    return Resources(gpus=gpus, cpus=cpus, workers=workers)
 
 
 def _parse_data(raw: Any, dataset: str, data_root: str | None, check: _Checker) -> DataSpec:

@@ -146,15 +146,16 @@ def test_trial_checkpoint_loads_with_weights_only(tmp_path):
 
 
 @pytest.mark.slow
-def test_two_worker_data_parallel_trial_on_cpu_gloo(demo_preset, tmp_path, local_ray):
-    """A trial asking for N > 1 devices trains data-parallel (here 2 CPU workers, gloo)."""
+def test_two_rank_data_parallel_trial_on_cpu_gloo_with_dataloader_workers(demo_preset, tmp_path, local_ray):
+    """Two placement-group bundles = two gloo ranks (the trial + a Ray actor), each with
+    DataLoader worker processes (a daemonic rank process could not start them)."""
     from ray import tune
 
-    from trainables.mmpose_trainable import train_rspose
+    from trainables.mmpose_trainable import train_rspose, trial_resources
 
-    trainable = tune.with_parameters(train_rspose, preset=demo_preset, max_epochs=2, world_size=2)
+    trainable = tune.with_parameters(train_rspose, preset=demo_preset, max_epochs=2, num_workers=1)
     tuner = tune.Tuner(
-        tune.with_resources(trainable, {"cpu": 2}),
+        tune.with_resources(trainable, trial_resources(workers=2, cpus=2, gpus=0)),
         param_space=PARAMS,
         tune_config=tune.TuneConfig(num_samples=1, metric="metric", mode="max"),
         run_config=tune.RunConfig(storage_path=str(tmp_path / "ray"), name="ddp", verbose=0),
@@ -165,3 +166,4 @@ def test_two_worker_data_parallel_trial_on_cpu_gloo(demo_preset, tmp_path, local
     assert list(frame["epoch"]) == [1, 2]
     assert frame["loss"].notna().all() and result.checkpoint is not None
     assert list(frame["world_size"]) == [2, 2]
+    assert all(len(nodes.split(",")) == 2 for nodes in frame["nodes"])

@@ -29,6 +29,7 @@ __all__ = [
     "MANIFEST_FILE",
     "CheckpointMismatchError",
     "SAFE_GLOBALS",
+    "restore_checkpoint",
     "safe_checkpoint_loading",
     "strip_unsafe_state",
     "verify_checkpoint_dir",
@@ -121,3 +122,19 @@ def verify_checkpoint_dir(directory: Path, *, trial_id: str) -> dict:
             f"(sha256 {actual[:12]}..., manifest {str(manifest.get('sha256'))[:12]}...)"
         )
     return manifest
+
+
+def restore_checkpoint(checkpoint, dest_dir: Path, *, trial_id: str) -> Path:
+    """Fetch a trial's checkpoint (a ``ray.tune.Checkpoint``, on any storage) into ``dest_dir``.
+
+    The manifest is verified before the file is copied, so nothing from another trial is loaded.
+    Returns the path of the local checkpoint file.
+    """
+    import shutil
+
+    dest = Path(dest_dir) / CHECKPOINT_FILE
+    with checkpoint.as_directory() as ckpt_dir:
+        verify_checkpoint_dir(Path(ckpt_dir), trial_id=trial_id)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(Path(ckpt_dir) / CHECKPOINT_FILE, dest)
+    return dest

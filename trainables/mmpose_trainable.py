@@ -1,13 +1,23 @@
 """The Ray Tune function trainable: one trial = one MMPose training run with RSPose losses.
 
 Thin by design: resolve the config (:func:`rspose_tune.mmpose_adapter.configs.build_config`),
-train with mmengine's Runner in the trial's own directory, and after every validation call
-``tune.report`` with the metrics and a checkpoint (:class:`TuneReportHook`).
+train with mmengine's Runner (:func:`trainables._rank.train_rank`), and after every validation
+call ``tune.report`` with the metrics and a checkpoint (:class:`TuneReportHook`).
 
 Use it as::
 
     trainable = tune.with_parameters(train_rspose, preset=preset, seed=0)
-    tune.Tuner(tune.with_resources(trainable, {"cpu": 1, "gpu": 1}), ...)
+    tune.Tuner(tune.with_resources(trainable, trial_resources(workers=2, cpus=8, gpus=2)), ...)
+
+The trial's resources decide how it trains: one placement-group bundle = one rank. With one
+bundle the Runner runs in the trial's own process; with N bundles the trial is rank 0 of an
+N-rank process group whose other ranks are Ray actors in the other bundles
+(:mod:`trainables._ray_ranks`; NCCL on GPUs, gloo on CPUs).
+
+Files: the trial writes ``resolved_config.py``, ``trial.json`` and the MMPose work dir (logs)
+into its working directory (``tune.get_context().get_trial_dir()``, node-local); Ray Tune's
+artifact syncing (``SyncConfig(sync_artifacts=True)``, set by the search) uploads it to
+``<storage>/<run>/trial_<id>/`` with every checkpoint, whichever node ran the trial.
 
 ``config`` (what the searcher proposes) holds the six loss hyperparameters
 (``delta_rank, coeff_rank, delta_sort, coeff_sort, delta_inst, coeff_inst``; coefficient 0 or
@@ -18,129 +28,25 @@ None = component off). On start the trial resumes from ``tune.get_checkpoint()``
 from __future__ import annotations
 
 import json
-import math
 import os
-import shutil
 import socket
 import tempfile
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from mmengine.dist import get_world_size
 from mmengine.hooks import Hook
 
 from rspose_tune.spaces import PARAM_NAMES
 
-from ._checkpoint import (
-    CHECKPOINT_FILE,
-    safe_checkpoint_loading,
-    strip_unsafe_state,
-    verify_checkpoint_dir,
-    write_manifest,
-)
+from ._checkpoint import restore_checkpoint
+from ._hooks import LOSS_KEYS, LossDivergedError, TuneReportHook
 
-__all__ = ["LossDivergedError", "TuneReportHook", "prepare_trial_config", "train_rspose"]
+__all__ = ["LOSS_KEYS", "LossDivergedError", "TuneReportHook", "prepare_trial_config", "train_rspose",
+           "trial_resources"]
 
-LOSS_KEYS = ("loss", "loss_rank", "loss_sort", "loss_inst")
 RESOLVED_CONFIG = "resolved_config.py"
 TRIAL_META = "trial.json"
-
-
-class LossDivergedError(FloatingPointError):
-    """The training loss became NaN or infinite; the trial ends as an error."""
-
-
-def _gpu_type() -> str:
-    import torch
-
-    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
-
-
-class TuneReportHook(Hook):
-    """After each validation: ``tune.report`` metrics (and a checkpoint) to Ray Tune.
-
-    Reported keys: ``epoch``, ``metric`` (the preset's metric), ``metric_name``, ``ar``, the mean
-    training ``loss``/``loss_rank``/``loss_sort``/``loss_inst`` since the previous report (NaN for
-    a component that is off), ``spearman`` (instance confidence vs OKS), ``wall_s``, ``node``,
-    ``gpu_type``, ``world_size`` (data-parallel processes), and every evaluator metric under its MMPose name (e.g. ``coco/AP``).
-
-    Args:
-        metric: the evaluator key the search optimises, e.g. ``coco/AP``.
-        trial_id: written into each checkpoint's manifest.
-        report: ``report(result, checkpoint_dir_or_None)``, called once per validation; it must
-            return only after the checkpoint directory was persisted. Default :func:`tune_report`.
-        checkpoint: whether to attach a checkpoint to each report.
-    """
-
-    priority = "LOW"
-
-    def __init__(self, metric: str, trial_id: str, report=None, checkpoint: bool = True):
-        self.metric = metric
-        self.trial_id = trial_id
-        self._report = report
-        self.checkpoint = checkpoint
-        self._sums: dict[str, float] = {}
-        self._count = 0
-        self._start = time.monotonic()
-        self._saving = False
-
-    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
-        if not outputs:
-            return
-        for key, value in outputs.items():
-            if "loss" not in key:
-                continue
-            value = float(value.detach()) if hasattr(value, "detach") else float(value)
-            if not math.isfinite(value):
-                raise LossDivergedError(
-                    f"training {key} became {value} at epoch {runner.epoch + 1}, iteration {runner.iter + 1}"
-                )
-            self._sums[key] = self._sums.get(key, 0.0) + value
-        self._count += 1
-
-    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
-        strip_unsafe_state(checkpoint)
-        if self._saving:  # called from after_val_epoch, where the epoch counter already moved on
-            checkpoint["meta"]["epoch"] = runner.epoch
-            checkpoint["meta"]["iter"] = runner.iter
-
-    def after_val_epoch(self, runner, metrics: Mapping[str, float] | None = None) -> None:
-        metrics = dict(metrics or {})
-        if self.metric not in metrics:
-            raise KeyError(
-                f"the evaluator reported {sorted(metrics)}, but the preset's metric is {self.metric!r}"
-            )
-        epoch = int(runner.epoch)
-        losses = {k: (self._sums[k] / self._count if self._count and k in self._sums else float("nan")) for k in LOSS_KEYS}
-        ar_key = self.metric.rsplit("/", 1)[0] + "/AR" if "/" in self.metric else None
-        result: dict[str, Any] = {
-            **{k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))},
-            "epoch": epoch,
-            "metric": float(metrics[self.metric]),
-            "metric_name": self.metric,
-            "ar": float(metrics.get(ar_key, float("nan"))) if ar_key else float("nan"),
-            **losses,
-            "spearman": float(metrics.get("rspose/spearman", float("nan"))),
-            "wall_s": time.monotonic() - self._start,
-            "node": socket.gethostname(),
-            "gpu_type": _gpu_type(),
-            "world_size": get_world_size(),
-        }
-        self._sums, self._count = {}, 0
-        report = self._report or tune_report
-        if not self.checkpoint:
-            report(result, None)
-            return
-        with tempfile.TemporaryDirectory(prefix="rspose_ckpt_") as tmp:
-            self._saving = True
-            try:
-                runner.save_checkpoint(tmp, CHECKPOINT_FILE, save_optimizer=True, save_param_scheduler=True)
-            finally:
-                self._saving = False
-            write_manifest(Path(tmp), trial_id=self.trial_id, epoch=epoch)
-            report(result, tmp)  # returns once the checkpoint is persisted; tmp is removed after
 
 
 def tune_report(result: Mapping[str, Any], checkpoint_dir: str | None) -> None:
@@ -151,6 +57,7 @@ def tune_report(result: Mapping[str, Any], checkpoint_dir: str | None) -> None:
     result = dict(result)
     if ray.is_initialized():  # tell nodes of one host apart (e.g. several nodes per machine)
         result["node"] = f"{socket.gethostname()}/{ray.get_runtime_context().get_node_id()[:12]}"
+    result.setdefault("nodes", result.get("node"))  # a data-parallel trial lists every rank's node
     if checkpoint_dir is None:
         tune.report(dict(result))
     else:
@@ -188,7 +95,6 @@ def train_rspose(
     shrink: bool = False,
     scratch: bool = False,
     hooks: Sequence[Hook] = (),
-    world_size: int = 1,
 ) -> None:
     """Ray Tune function trainable (see module docstring).
 
@@ -197,22 +103,19 @@ def train_rspose(
         preset: the :class:`rspose_tune.spaces.Preset` being searched.
         seed: training seed (saved beside the trial's results).
         max_epochs, val_interval: override the preset's budget.
-        batch_size, num_workers: data-loader overrides.
+        batch_size, num_workers: data-loader overrides (per rank).
         shrink: tiny backbone of the same family (tests and smoke runs).
         scratch: no pretrained weights even if the base config names remote ones.
-        hooks: extra mmengine hooks registered on the Runner (e.g. for custom logging);
-            single-process trials only.
-        world_size: data-parallel processes for this trial (one per GPU; on CPU, gloo). The
-            search CLI sets it to the number of GPUs a trial asks for.
+        hooks: extra mmengine hooks registered on every rank's Runner (pickled to other ranks).
     """
-    if world_size < 1:
-        raise ValueError(f"`world_size` must be >= 1, got {world_size}")
-    from mmengine.runner import Runner
     from ray import tune
+
+    from ._rank import train_rank
 
     context = tune.get_context()
     trial_id = context.get_trial_id() or "local"
     trial_dir = Path(context.get_trial_dir() or os.getcwd())
+    bundles = context.get_trial_resources().bundles
     params = {k: config.get(k) for k in PARAM_NAMES}
     _ensure_generated_data(preset)
     cfg = prepare_trial_config(
@@ -227,48 +130,25 @@ def train_rspose(
         shrink=shrink,
         scratch=scratch,
     )
-    resume_from = _restore_checkpoint(trial_dir, trial_id)
-    if world_size > 1:
-        if hooks:
-            raise ValueError("`hooks` are not supported with world_size > 1 (workers are separate processes)")
-        import torch
+    checkpoint = tune.get_checkpoint()  # ASHA promotion, a retry after a failure, --resume
+    if len(bundles) > 1:
+        from ._ray_ranks import train_ranks
 
-        from ._distributed import run_data_parallel
-
-        run_data_parallel(
-            world_size=world_size,
-            config_path=trial_dir / RESOLVED_CONFIG,
-            resume_from=resume_from,
-            metric=preset.metric,
-            trial_id=trial_id,
-            report=tune_report,
-            use_cuda=torch.cuda.is_available(),
-        )
+        train_ranks(cfg, bundles=bundles, metric=preset.metric, trial_id=trial_id, report=tune_report,
+                    checkpoint=checkpoint, hooks=hooks)
         return
-    if resume_from is not None:
-        cfg.resume = True
-        cfg.load_from = str(resume_from)
-    runner = Runner.from_cfg(cfg)
-    runner.register_hook(TuneReportHook(preset.metric, trial_id))
-    for hook in hooks:
-        runner.register_hook(hook)
-    with safe_checkpoint_loading():
-        runner.train()
+    # One rank: the Runner runs right here (no extra process to start; see docs/ARCHITECTURE.md).
+    with tempfile.TemporaryDirectory(prefix="rspose_resume_") as tmp:
+        resume = restore_checkpoint(checkpoint, Path(tmp), trial_id=trial_id) if checkpoint else None
+        train_rank(cfg, metric=preset.metric, trial_id=trial_id, report=tune_report, resume_from=resume,
+                   hooks=hooks, device="cuda" if bundles[0].get("GPU", 0) > 0 else "cpu")
 
 
-def _restore_checkpoint(trial_dir: Path, trial_id: str) -> Path | None:
-    """Copy this trial's last Ray Tune checkpoint (verified as its own) into the trial dir."""
-    from ray import tune
+def trial_resources(workers: int, cpus: float, gpus: float):
+    """A trial's Ray resources: one placement-group bundle per rank (see :mod:`trainables._ray_ranks`)."""
+    from ._ray_ranks import trial_resources as _trial_resources
 
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is None:
-        return None
-    resume_path = trial_dir / "resume" / CHECKPOINT_FILE
-    with checkpoint.as_directory() as ckpt_dir:
-        verify_checkpoint_dir(Path(ckpt_dir), trial_id=trial_id)
-        resume_path.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(Path(ckpt_dir) / CHECKPOINT_FILE, resume_path)
-    return resume_path
+    return _trial_resources(workers, cpus, gpus)
 
 
 def _ensure_generated_data(preset) -> None:

@@ -333,8 +333,9 @@ def build_config(
             cfg[key]["batch_size"] = int(batch_size)
         if num_workers is not None:
             cfg[key]["num_workers"] = int(num_workers)
-            if num_workers == 0:
-                cfg[key]["persistent_workers"] = False
+            # Worker processes live for the whole training (mmengine's usual setting);
+            # persistent_workers is only valid with num_workers > 0.
+            cfg[key]["persistent_workers"] = num_workers > 0
     _add_keypoint_meta(cfg)
     _add_confidence_metric(cfg)
     metric = preset.metric

@@ -1,0 +1,193 @@
+"""Data-parallel trials on Ray's own machinery: one placement-group bundle per rank.
+
+A trial that trains on N ranks asks Ray Tune for a placement group of N bundles
+(:func:`trial_resources`). Tune starts the trial's process in bundle 0: that process is rank 0
+(it owns the Tune session, so it reports and checkpoints directly). Ranks 1..N-1 are Ray actors
+(:class:`RankActor`) scheduled into bundles 1..N-1 of the same placement group, on whichever
+nodes Ray placed them (``PACK``: one node when it fits, several when it does not). Each rank
+runs :func:`trainables._rank.train_rank` inside a torch process group whose rendezvous rank 0
+opened (:mod:`trainables._rank`).
+
+Lifetimes follow Ray's ownership: the rank actors are owned by the trial's process, so when
+Tune stops the trial (ASHA) or the trial fails, Ray kills them and Tune removes the placement
+group. Failures: a rank that dies or raises ends the trial with :class:`RankFailedError`
+(gloo and NCCL peers notice a lost rank in their next collective); Ray Tune's
+``FailureConfig`` then retries the whole trial from its last checkpoint. That is the one
+failure policy (``rspose_tune.search``: ``max_failures``).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import tempfile
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray.util.placement_group import get_current_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+from ._checkpoint import restore_checkpoint
+from ._rank import Rendezvous, open_rendezvous, process_group, train_rank
+
+__all__ = ["RankActor", "RankFailedError", "backend_for", "train_ranks", "trial_resources"]
+
+#: After another rank failed, how long rank 0 may take to fail by itself (a collective error)
+#: before its process is ended, so that Tune retries the trial instead of waiting on a hung
+#: collective.
+RANK_FAILURE_GRACE_S = float(os.environ.get("RSPOSE_RANK_FAILURE_GRACE_S", "120"))
+
+
+class RankFailedError(RuntimeError):
+    """A rank of a data-parallel trial died or raised; the trial fails over from its checkpoint."""
+
+
+def trial_resources(workers: int, cpus: float, gpus: float):
+    """The placement group of a trial: ``workers`` equal bundles that share the per-trial CPUs/GPUs.
+
+    Bundle 0 holds the trial's own process (rank 0), bundles 1.. the other ranks.
+    """
+    from ray import tune
+
+    from rspose_tune._resources import rank_bundle
+
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    return tune.PlacementGroupFactory([rank_bundle(workers, cpus, gpus) for _ in range(workers)], strategy="PACK")
+
+
+def backend_for(bundles: Sequence[Mapping[str, float]]) -> tuple[str, str]:
+    """``(backend, device)`` of a trial's ranks: NCCL on GPUs, gloo on CPUs."""
+    return ("nccl", "cuda") if bundles[0].get("GPU", 0) > 0 else ("gloo", "cpu")
+
+
+def _where() -> str:
+    return f"{socket.gethostname()}/{ray.get_runtime_context().get_node_id()[:12]}"
+
+
+@ray.remote
+class RankActor:
+    """Rank r > 0 of one trial: fetch the checkpoint, join the group, train, then exit."""
+
+    def where(self) -> str:
+        return _where()
+
+    def run(self, cfg: dict, rdzv: Rendezvous, rank: int, *, metric: str, trial_id: str,
+            checkpoint, hooks: Sequence[Any], device: str) -> str:
+        with tempfile.TemporaryDirectory(prefix=f"rspose_rank{rank}_") as tmp:
+            resume = restore_checkpoint(checkpoint, Path(tmp), trial_id=trial_id) if checkpoint else None
+            with process_group(rdzv, rank):
+                train_rank(cfg, metric=metric, trial_id=trial_id, report=_unused_report,
+                           resume_from=resume, hooks=hooks, device=device)
+        return _where()
+
+
+def _unused_report(result, checkpoint_dir) -> None:
+    raise RuntimeError("only rank 0 reports")  # train_rank never calls it on ranks > 0
+
+
+class _Watcher(threading.Thread):
+    """Waits on the remote ranks; if one fails while rank 0 still trains, makes the trial fail."""
+
+    def __init__(self, refs: list, done: threading.Event):
+        super().__init__(name="rspose-rank-watcher", daemon=True)
+        self.refs, self.done = refs, done
+        self.failure: BaseException | None = None
+
+    def run(self) -> None:
+        pending = list(self.refs)
+        while pending and not self.done.is_set():
+            ready, pending = ray.wait(pending, num_returns=1, timeout=1.0)
+            for ref in ready:
+                try:
+                    ray.get(ref)
+                except BaseException as exc:  # noqa: BLE001 - recorded, then the trial is failed
+                    self.failure = exc
+            if self.failure is not None:
+                break
+        if self.failure is None or self.done.wait(RANK_FAILURE_GRACE_S):
+            return
+        # Rank 0 is stuck in a collective with a dead peer: end the process, Tune retries the trial.
+        print(f"rspose_tune: a rank of this trial failed and rank 0 did not stop within "
+              f"{RANK_FAILURE_GRACE_S:.0f} s; exiting so the trial fails over:\n{self.failure}",
+              file=sys.stderr, flush=True)
+        os._exit(70)
+
+
+def train_ranks(cfg, *, bundles: Sequence[Mapping[str, float]], metric: str, trial_id: str, report,
+                checkpoint, hooks: Sequence[Any] = ()) -> None:
+    """Train ``cfg`` on ``len(bundles)`` ranks (this process is rank 0).
+
+    Every report carries ``nodes``: where each rank runs, in rank order.
+
+    Args:
+        cfg: the trial's resolved MMPose config.
+        bundles: the trial's placement-group bundles, one per rank.
+        report: rank 0's report function (``tune_report`` in a trial).
+        checkpoint: the trial's ``ray.tune.Checkpoint`` to resume from, or None.
+        hooks: extra mmengine hooks for every rank (pickled to the other ranks).
+    """
+    world_size = len(bundles)
+    backend, device = backend_for(bundles)
+    pg = get_current_placement_group()
+    if pg is None:
+        raise RuntimeError("a data-parallel trial must run inside its placement group (tune.with_resources)")
+    rdzv, store = open_rendezvous(ray.util.get_node_ip_address(), world_size, backend)
+    cfg_dict = cfg.to_dict()
+    actors = [
+        RankActor.options(
+            num_cpus=bundles[rank].get("CPU", 0),
+            num_gpus=bundles[rank].get("GPU", 0),
+            scheduling_strategy=PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=rank),
+            name=None,
+        ).remote()
+        for rank in range(1, world_size)
+    ]
+    done = threading.Event()
+    try:
+        # Before `run`: an actor runs its calls in order, and `run` waits for rank 0 to train.
+        nodes = [_where(), *ray.get([actor.where.remote() for actor in actors])]
+        refs = [
+            actor.run.remote(cfg_dict, rdzv, rank, metric=metric, trial_id=trial_id, checkpoint=checkpoint,
+                             hooks=list(hooks), device=device)
+            for rank, actor in enumerate(actors, start=1)
+        ]
+
+        def report_with_nodes(result, checkpoint_dir):
+            report({**result, "nodes": ",".join(nodes)}, checkpoint_dir)
+
+        watcher = _Watcher(refs, done)
+        watcher.start()
+        with tempfile.TemporaryDirectory(prefix="rspose_rank0_") as tmp:
+            resume = restore_checkpoint(checkpoint, Path(tmp), trial_id=trial_id) if checkpoint else None
+            with process_group(rdzv, 0, store=store):
+                try:
+                    train_rank(cfg, metric=metric, trial_id=trial_id, report=report_with_nodes,
+                               resume_from=resume, hooks=hooks, device=device)
+                except Exception as exc:
+                    failure = _first_remote_failure(refs, watcher)
+                    if failure is not None:
+                        raise RankFailedError(f"a rank of trial {trial_id} failed: {failure}") from exc
+                    raise
+        ray.get(refs)
+    finally:
+        done.set()
+        for actor in actors:
+            ray.kill(actor)
+
+
+def _first_remote_failure(refs: list, watcher: _Watcher, timeout_s: float = 30.0) -> BaseException | None:
+    """The error of the remote rank that failed first, if any (waits briefly for it to surface)."""
+    if watcher.failure is not None:
+        return watcher.failure
+    ready, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
+    for ref in ready:
+        try:
+            ray.get(ref)
+        except BaseException as exc:  # noqa: BLE001 - returned to the caller, which raises it
+            return exc
+    return None
