@@ -3,7 +3,10 @@
 RSPose's Instance Sort aims to make a prediction's confidence follow its keypoint similarity
 (OKS) with the ground truth; the paper measures this with the Spearman rank correlation between
 the two over the validation set (Table 5). :class:`ConfidenceOKSCorrelation` computes it for
-top-down models, one instance per data sample.
+top-down models, one instance per data sample. For RSPose heads the keypoint scores it reads are
+already calibrated (per-keypoint min-max of training peaks, see
+:mod:`rspose_tune.mmpose_adapter.heads`), so the confidence, like CocoMetric's instance score,
+does not depend on the logits' arbitrary level.
 """
 
 from __future__ import annotations
