@@ -40,5 +40,5 @@ if [ "$CUDA" = 1 ]; then
   "${PIP[@]}" install -q openmim
   "$VENV/bin/mim" install 'mmcv==2.1.0'
 fi
-"$VENV/bin/python" -c 'import rspose_tune, trainables, search_spaces, torch, mmpose, ray, optuna, xtcocotools.coco; print("set-up OK: torch", torch.__version__, "mmpose", mmpose.__version__, "ray", ray.__version__, "optuna", optuna.__version__)'
+"$VENV/bin/python" -c 'import rspose_tune, trainables, search_spaces, torch, mmpose, ray, optuna, xtcocotools.coco, optuna_dashboard, moto.server; print("set-up OK: torch", torch.__version__, "mmpose", mmpose.__version__, "ray", ray.__version__, "optuna", optuna.__version__)'
 echo "setup.sh: done in $(( $(date +%s) - start )) s; activate with: source $VENV/bin/activate"

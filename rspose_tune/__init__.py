@@ -10,11 +10,11 @@ Layers, from the bottom up (each only imports the ones below it):
 Importing this package defines names only: no MMPose, Ray or torch import, no patching.
 """
 
-from pathlib import Path as _Path
-
 __version__ = "0.1.0"
 
-#: Default storage root of runs (``results/`` in the repository): the CLIs' ``--storage``.
-DEFAULT_STORAGE = str(_Path(__file__).resolve().parents[1] / "results")
+#: Default storage root of runs, the CLIs' ``--storage``: ``results`` relative to the working
+#: directory when a CLI runs (the repository's ``results/`` when run from its root); never a
+#: folder inside the installed package.
+DEFAULT_STORAGE = "results"
 
 __all__ = ["DEFAULT_STORAGE", "__version__"]

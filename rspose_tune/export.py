@@ -28,6 +28,7 @@ import copy
 import math
 import os
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -96,6 +97,17 @@ def _params(trial: pd.Series) -> dict[str, float | None]:
     return out
 
 
+def run_preset(spec, *, data_root: str | None = None, weights: str | None = None):
+    """The run spec's preset, with ``--data-root``/``--weights`` of the export applied when given."""
+    from rspose_tune.runspec import preset_to_yaml
+    from rspose_tune.spaces import parse_preset
+
+    if data_root is None and weights is None:
+        return spec.preset
+    return parse_preset(preset_to_yaml(spec.preset), name=spec.preset.name, source=spec.preset.source,
+                        data_root=data_root, weights=weights)  # fmt: skip
+
+
 def finalize_export_config(cfg, base, *, metric: str, mode: str, work_dir: str) -> None:
     """Make a :func:`build_config` result fit for MMPose's ``tools/train.py`` (in place; see module doc)."""
     for key in _PRIVATE_KEYS:
@@ -121,11 +133,13 @@ def export_config(
     *,
     data_root: str | None = None,
     weights: str | None = None,
+    display: str | None = None,
 ) -> Path:
     """Build, check and write the exported config of ``trial``; return its path.
 
     Args:
-        weights: a local checkpoint path, ``'none'`` (train from scratch) or None (the preset's).
+        weights: a local checkpoint path, ``'none'`` (train from scratch) or None (the run's).
+        display: where the file will live, for its header (default: ``out``).
     """
     from mmengine.config import Config
 
@@ -135,11 +149,14 @@ def export_config(
 
     backbone = str(trial["backbone"])
     scratch = weights is not None and weights.strip().lower() in _NONE_WORDS
-    preset = find_preset(backbone, run.meta)  # by name, else the run's own preset file
-    if preset is None:
-        raise ReportError(f"no preset {backbone!r} (search_spaces/{backbone}.yaml) and the run's metadata names no "
-                          "existing preset file; the export needs the preset's base config")  # fmt: skip
-    preset = load_preset(preset.source, data_root=data_root, weights=weights)
+    if run.spec is not None:  # the preset exactly as the run used it (its data root and weights)
+        preset = run_preset(run.spec, data_root=data_root, weights=weights)
+    else:  # a run from before run specs: the preset file, the environment and the flags of now
+        preset = find_preset(backbone, run.meta)  # by name, else the run's own preset file
+        if preset is None:
+            raise ReportError(f"no preset {backbone!r} (search_spaces/{backbone}.yaml) and the run's metadata names "
+                              "no existing preset file; the export needs the preset's base config")  # fmt: skip
+        preset = load_preset(preset.source, data_root=data_root, weights=weights)
     base = load_base_config(preset.base_config, Path(preset.source).parent)
     max_epochs = int(base.train_cfg["max_epochs"])
     val_interval = int(base.train_cfg.get("val_interval", 1))
@@ -149,14 +166,14 @@ def export_config(
     finalize_export_config(cfg, base, metric=preset.metric, mode=preset.mode, work_dir=f"./work_dirs/{out.stem}")
     out.parent.mkdir(parents=True, exist_ok=True)
     cfg.dump(str(out))
-    out.write_text(_header(trial, run, preset, out, max_epochs) + out.read_text())
+    out.write_text(_header(trial, run, preset, display or str(out.resolve()), max_epochs) + out.read_text())
     check = Config.fromfile(str(out), import_custom_modules=False)
     if check.train_cfg["max_epochs"] != max_epochs or "rspose_tune" in check:
         raise RuntimeError(f"the exported config {out} does not read back as written")
     return out
 
 
-def _header(trial: pd.Series, run: RunData, preset, out: Path, max_epochs: int) -> str:
+def _header(trial: pd.Series, run: RunData, preset, out: str, max_epochs: int) -> str:
     from rspose_tune import __version__
 
     params = ", ".join(f"{n}={'off' if v is None else f'{v:.6g}'}" for n, v in _params(trial).items())
@@ -171,8 +188,8 @@ def _header(trial: pd.Series, run: RunData, preset, out: Path, max_epochs: int) 
         f"Params: {params}.",
         f"Base config: {preset.base_config}, with its own schedule (max_epochs {max_epochs}).",
         f"Pretrained backbone weights: {preset.weights or 'none (from scratch)'}.",
-        f"Search git revision: {run.meta.get('git_revision', 'unknown')}.",
-        f"Train with MMPose's own script (rspose_tune must be importable): python tools/train.py {out.resolve()}",
+        f"Search git revision: {run.spec.git_revision if run.spec else run.meta.get('git_revision', 'unknown')}.",
+        f"Train with MMPose's own script (rspose_tune must be importable): python tools/train.py {out}",
     ]
     return "".join(f"# {line}\n" for line in lines) + "\n"
 
@@ -184,25 +201,26 @@ def build_parser() -> argparse.ArgumentParser:
         "MMPose config for mmpose's tools/train.py, with the base config's full schedule.",
     )
     parser.add_argument("storage", nargs="?", default=DEFAULT_STORAGE,
-                        help="storage root holding <run>/trials/ (or one run directory); "
-                        f"default {DEFAULT_STORAGE!r}")  # fmt: skip
+                        help="storage root holding <run>/trials/ (or one run directory): a local path or a "
+                        "URI pyarrow.fs opens (file://, s3://); default ./results under the working directory")  # fmt: skip
     parser.add_argument("--backbone", required=True, metavar="NAME", help="backbone (preset name) to export")
     parser.add_argument("--run", nargs="+", action="extend", metavar="NAME",
                         help="only these runs (put the storage path before --run)")  # fmt: skip
     parser.add_argument("--trial", metavar="ID", help="export this trial's setting instead of the best")
     parser.add_argument("--out", metavar="PATH",
-                        help="output .py (default <storage>/<run>/export/<backbone>_rspose.py)")  # fmt: skip
+                        help="output .py, a local path or a URI (default <storage>/<run>/export/<backbone>_rspose.py)")  # fmt: skip
     parser.add_argument("--data-root", metavar="PATH",
-                        help="dataset root in the exported config (default: the preset's)")  # fmt: skip
+                        help="dataset root in the exported config (default: the run's, from its run_spec.yaml)")  # fmt: skip
     parser.add_argument("--weights", metavar="PATH|none",
                         help="pretrained backbone weights (local file), or 'none' to train from scratch; "
-                        "default: the preset's weights (RSPOSE_TUNE_WEIGHTS)")  # fmt: skip
+                        "default: the run's weights (from its run_spec.yaml)")  # fmt: skip
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from rspose_tune.mmpose_adapter.configs import ConfigBuildError
+    from rspose_tune.runspec import filesystem, is_uri
     from rspose_tune.spaces import SearchSpaceError
 
     try:
@@ -210,11 +228,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         trial, run = pick_trial(args.backbone, runs, args.trial)
         if args.out is not None and not args.out.endswith(".py"):
             raise ReportError(f"--out must end in .py (an MMPose Python config), got {args.out!r}")
-        out = Path(args.out) if args.out else run.path / "export" / f"{args.backbone}_rspose.py"
+        target = args.out or f"{run.path.rstrip('/')}/export/{args.backbone}_rspose.py"
         if trial["status"] != "completed":
             print(f"warning: trial {trial['trial_id']!r} is {trial['status']} at epoch {trial['last_epoch']}: its "
                   "setting was not trained to the full budget in the search", file=sys.stderr)  # fmt: skip
-        path = export_config(trial, run, out, data_root=args.data_root, weights=args.weights)
+        if is_uri(target):  # an object store: build locally, check, then upload
+            tmp = tempfile.TemporaryDirectory(prefix="rspose_export_")
+            path = export_config(trial, run, Path(tmp.name) / target.rsplit("/", 1)[-1], data_root=args.data_root,
+                                 weights=args.weights, display=target)  # fmt: skip
+            fs, where = filesystem(target)
+            fs.create_dir(where.rsplit("/", 1)[0], recursive=True)
+            with open(path, "rb") as src, fs.open_output_stream(where) as dst:
+                dst.write(src.read())
+        else:
+            path = export_config(trial, run, Path(target), data_root=args.data_root, weights=args.weights)
     except (ReportError, ConfigBuildError, SearchSpaceError) as exc:
         hint = ""
         if isinstance(exc, ConfigBuildError) and "weights" in str(exc) and "--weights none" not in str(exc):
@@ -224,6 +251,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     params = ", ".join(f"{n}={'off' if v is None else f'{v:.4g}'}" for n, v in _params(trial).items())
     print(f"{args.backbone}: trial {trial['trial_id']} of run {run.name} ({trial['metric_name']} "
           f"{trial['metric']:.4g}); {params}")  # fmt: skip
+    if is_uri(target):
+        print(f"wrote {target}")
+        print("train with MMPose's own script: copy it to this machine, then python tools/train.py <the copy>")
+        _warn_missing_data(path)
+        tmp.cleanup()
+        return 0
     print(f"wrote {path}")
     print(f"train with MMPose's own script: python tools/train.py {path.resolve()}")
     _warn_missing_data(path)

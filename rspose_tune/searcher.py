@@ -31,6 +31,17 @@ Persistence and resume (``--resume``):
 - The study lives in an Optuna :class:`~optuna.storages.JournalStorage` file (conventionally
   ``<run dir>/optuna.journal``, :data:`JOURNAL_FILE_NAME`) that ``optuna-dashboard`` opens.
   Every Optuna trial records its Ray trial id (user attribute ``rspose:ray_trial_id``).
+- **Journal on an object store** (``journal_path`` a URI such as ``s3://bucket/run/optuna.journal``;
+  ``file://`` URIs are plain local files): Optuna's :class:`JournalFileBackend` needs a POSIX
+  file (appends, locks), so the searcher works on a local copy (a fresh temporary folder per
+  process, first filled from the URI when it exists) and uploads it with :mod:`pyarrow.fs` in
+  every :meth:`~PruningAwareOptunaSearch.save`, i.e. at every Ray Tune experiment snapshot, before
+  Ray uploads the searcher state of the same snapshot: the stored journal is never older than
+  the stored state. Failure modes: what the study learned after the last snapshot exists only in
+  the local copy; a driver killed before the next snapshot loses it, and the resumed study
+  reconciles with the older stored journal (the state file of that snapshot agrees with it);
+  an upload error makes Ray log "Experiment state snapshotting failed" and go on with the previous
+  stored journal; two drivers on one run would overwrite each other's uploads (one driver per run).
 - :meth:`~PruningAwareOptunaSearch.save` / :meth:`~PruningAwareOptunaSearch.restore` (called by
   Ray Tune for experiment checkpoints and by ``Tuner.restore``) write/read an explicit,
   versioned JSON state (:data:`STATE_VERSION`): settings, the Ray trial id -> Optuna trial
@@ -57,6 +68,8 @@ import json
 import logging
 import math
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -64,8 +77,9 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import pyarrow.fs as pafs
 from optuna.trial import FrozenTrial, TrialState
-from ray.tune.search import Searcher
+from ray.tune.search import ConcurrencyLimiter, Searcher
 
 from rspose_tune._numbers import finite_or_none as _finite
 from rspose_tune.spaces import PARAM_NAMES
@@ -76,6 +90,7 @@ __all__ = [
     "PARAM_NAMES",
     "STATE_VERSION",
     "PruningAwareOptunaSearch",
+    "ResumableConcurrencyLimiter",
     "to_optuna_state",
 ]
 
@@ -99,6 +114,29 @@ _ATTR_LAST_EPOCH = "rspose:last_epoch"
 # Record states: the first three mirror Optuna's finished states.
 _COMPLETE, _PRUNED, _FAIL, _RUNNING, _INTERRUPTED = "complete", "pruned", "fail", "running", "interrupted"
 _RECORD_OF_STATE = {TrialState.COMPLETE: _COMPLETE, TrialState.PRUNED: _PRUNED, TrialState.FAIL: _FAIL}
+
+
+class ResumableConcurrencyLimiter(ConcurrencyLimiter):
+    """:class:`ray.tune.search.ConcurrencyLimiter` that survives ``Tuner.restore``.
+
+    Ray's limiter keeps its live trials only in memory (its searcher checkpoint holds the inner
+    searcher's state alone), so after a driver restart it neither counts the trials Ray resumes
+    against the limit nor passes their ``on_trial_complete`` on: the inner searcher would never
+    learn how a resumed trial ended (its Optuna trial stays RUNNING). This subclass adopts a trial
+    it does not know on its first result and forwards the completion of trials it never saw.
+    """
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if self._limit_concurrency and not self.batch and trial_id not in self.live_trials:
+            self.live_trials.add(trial_id)  # resumed after a driver restart: it runs, so it counts
+            self.num_unfinished_live_trials += 1
+        super().on_trial_result(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if self._limit_concurrency and not self.batch and trial_id not in self.live_trials:
+            self.searcher.on_trial_complete(trial_id, result=result, error=error)
+            return
+        super().on_trial_complete(trial_id, result=result, error=error)
 
 
 def to_optuna_state(last_epoch: int | None, max_epochs: int, error: bool) -> TrialState:
@@ -294,6 +332,17 @@ def _known_good_params(entry: Mapping[str, Any], i: int, dims: Mapping[str, _Dim
     return params
 
 
+def _journal_location(path: str | os.PathLike[str] | None) -> str | None:
+    """An absolute local path; a URI on a non-local filesystem as is (``file://``: its path)."""
+    if path is None:
+        return None
+    text = os.fspath(path)
+    if "://" in text:
+        fs, where = pafs.FileSystem.from_uri(text)
+        return where if isinstance(fs, pafs.LocalFileSystem) else text
+    return str(Path(text).expanduser().absolute())
+
+
 def _derive_seed(seed: int | None, n_trials: int) -> int | None:
     """The TPE seed after ``n_trials`` trials exist (a reopened study must not replay proposals)."""
     if seed is None or n_trials == 0:
@@ -334,8 +383,9 @@ class PruningAwareOptunaSearch(Searcher):
         metric: Result key to optimise (``None``: taken from ``tune.TuneConfig``).
         mode: ``"max"`` or ``"min"`` (``None``: taken from ``tune.TuneConfig``).
         known_good: Settings tried first, in order (``None``/0 coefficient: component off).
-        journal_path: Optuna journal file (``<run dir>/optuna.journal``); ``None``: in memory
-            (no resume across processes).
+        journal_path: Optuna journal file (``<run dir>/optuna.journal``), a local path or a URI
+            that :mod:`pyarrow.fs` opens (``s3://...``: a local working copy is uploaded at every
+            :meth:`save`, see the module docstring); ``None``: in memory (no resume across processes).
         study_name: Optuna study name inside the journal.
         seed: TPE seed (``None``: nondeterministic).
         n_startup_trials: Random trials before TPE models the history.
@@ -370,7 +420,8 @@ class PruningAwareOptunaSearch(Searcher):
         self._known_good = [dict(e) if isinstance(e, Mapping) else e for e in known_good]
         self._known_good_params = [_known_good_params(e, i, self._dims) for i, e in enumerate(self._known_good)]
         self._max_epochs = max_epochs
-        self._journal_path = None if journal_path is None else str(Path(journal_path).expanduser().absolute())
+        self._journal_path = _journal_location(journal_path)
+        self._journal_local: str | None = None  # local working copy of a journal on an object store
         self._study_name = study_name
         self._seed = seed
         self._n_startup_trials = n_startup_trials
@@ -482,7 +533,9 @@ class PruningAwareOptunaSearch(Searcher):
         record.state = _RECORD_OF_STATE[state]
 
     def save(self, checkpoint_path: str) -> None:
-        """Write :meth:`get_state` as JSON (atomically) to ``checkpoint_path``."""
+        """Upload the journal when it lives on an object store (:meth:`sync_journal`), then write
+        :meth:`get_state` as JSON (atomically) to ``checkpoint_path``."""
+        self.sync_journal()
         path = Path(checkpoint_path)
         tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
         try:
@@ -501,6 +554,14 @@ class PruningAwareOptunaSearch(Searcher):
                 f"{checkpoint_path!r} is not a PruningAwareOptunaSearch state file (JSON): {exc}"
             ) from exc
         self.set_state(state)
+
+    def sync_journal(self) -> None:
+        """Upload the local working copy of a journal on an object store (no-op otherwise)."""
+        if self._journal_local is None or not os.path.isfile(self._journal_local):
+            return
+        fs, remote = pafs.FileSystem.from_uri(self._journal_path)
+        with open(self._journal_local, "rb") as src, fs.open_output_stream(remote) as dst:
+            shutil.copyfileobj(src, dst, length=1 << 20)
 
     def get_state(self) -> dict[str, Any]:
         """The explicit, JSON-serialisable state (version :data:`STATE_VERSION`)."""
@@ -540,6 +601,20 @@ class PruningAwareOptunaSearch(Searcher):
             self._load_state(pickled["state"])  # the study is opened on first use
 
     # ---------------------------------------------------------------- internals
+    def _local_journal(self) -> str:
+        """The journal file Optuna writes: the path itself, or a local copy of a URI's journal."""
+        if "://" not in self._journal_path:  # type: ignore[operator]
+            Path(self._journal_path).parent.mkdir(parents=True, exist_ok=True)
+            return self._journal_path
+        if self._journal_local is None:
+            fs, remote = pafs.FileSystem.from_uri(self._journal_path)
+            local = os.path.join(tempfile.mkdtemp(prefix="rspose_journal_"), JOURNAL_FILE_NAME)
+            if fs.get_file_info(remote).type == pafs.FileType.File:
+                with fs.open_input_stream(remote) as src, open(local, "wb") as dst:
+                    shutil.copyfileobj(src, dst, length=1 << 20)
+            self._journal_local = local
+        return self._journal_local
+
     def _record(self, trial_id: str) -> _Record | None:
         if self._study is None and self._records:  # unpickled mid-search: reconcile first
             self._open_study()
@@ -578,7 +653,7 @@ class PruningAwareOptunaSearch(Searcher):
                 setattr(self, f"_{key}", saved)
                 self._init_kwargs[key] = saved
         if self._journal_path is None:
-            self._journal_path = state["journal_path"]
+            self._journal_path = _journal_location(state["journal_path"])
             self._init_kwargs["journal_path"] = self._journal_path
         if self._journal_path is None and state["trials"]:
             raise ValueError(
@@ -601,8 +676,7 @@ class PruningAwareOptunaSearch(Searcher):
         if self._journal_path is None:
             storage: optuna.storages.BaseStorage = optuna.storages.InMemoryStorage()
         else:
-            Path(self._journal_path).parent.mkdir(parents=True, exist_ok=True)
-            storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(self._journal_path))
+            storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(self._local_journal()))
         direction = "maximize" if self._mode == "max" else "minimize"
         study = optuna.create_study(
             storage=storage,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from pathlib import Path
@@ -24,6 +25,37 @@ class KillWorkerOnce(Hook):
         if runner.epoch == self.epoch and batch_idx == 1 and not Path(self.marker).exists():
             Path(self.marker).write_text(str(os.getpid()))
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+class RecordAttempts(Hook):
+    """Appends one JSON line per training process to ``path``: its pid, the epoch its Runner
+    started from (after loading a checkpoint: the checkpoint's epoch) and each epoch it trained."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def _write(self, **record) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps({"pid": os.getpid(), **record}) + "\n")
+
+    def before_train(self, runner) -> None:  # after Runner.load_or_resume
+        self._write(start_epoch=int(runner.epoch))
+
+    def before_train_epoch(self, runner) -> None:
+        self._write(epoch=int(runner.epoch) + 1)
+
+
+def attempts(path: Path) -> list[dict]:
+    """Per process, in order: {"start_epoch": N, "epochs": [...]} from a RecordAttempts file."""
+    out: dict[int, dict] = {}
+    for line in path.read_text().splitlines():
+        record = json.loads(line)
+        entry = out.setdefault(record["pid"], {"start_epoch": None, "epochs": []})
+        if "start_epoch" in record:
+            entry["start_epoch"] = record["start_epoch"]
+        else:
+            entry["epochs"].append(record["epoch"])
+    return list(out.values())
 
 
 class PoisonWeights(Hook):
@@ -61,9 +93,15 @@ def _tune(preset, tmp_path, name, hooks, param_space, max_failures):
 
 def test_killed_worker_is_retried_from_checkpoint_without_gaps_or_duplicates(demo_preset, tmp_path, local_ray):
     marker = str(tmp_path / "killed")
-    grid, rows = _tune(demo_preset, tmp_path, "kill", [KillWorkerOnce(marker, epoch=1)], PARAMS, max_failures=2)
+    record = tmp_path / "attempts.jsonl"
+    hooks = [RecordAttempts(str(record)), KillWorkerOnce(marker, epoch=1)]  # killed in epoch 2
+    grid, rows = _tune(demo_preset, tmp_path, "kill", hooks, PARAMS, max_failures=2)
     assert Path(marker).exists(), "the worker was never killed"
     assert grid[0].error is None
+    first, retry = attempts(record)
+    assert first == {"start_epoch": 0, "epochs": [1, 2]}  # SIGKILLed during epoch 2
+    # The retry loaded epoch 1's checkpoint and trained only the epochs after it.
+    assert retry == {"start_epoch": 1, "epochs": [2, 3]}
     assert sorted(rows["epoch"]) == [1, 2, 3]  # no gap, no duplicate (trial_id, epoch)
     assert not rows.duplicated(["trial_id", "epoch"]).any()
     assert list(rows.sort_values("epoch")["status"]) == ["running", "running", "completed"]

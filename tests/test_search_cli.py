@@ -37,7 +37,7 @@ def test_bad_flag_values_exit_2_naming_the_flag(argv, message, capsys):
         (["--reduction-factor", "1"], "--reduction-factor must be >= 2, got 1"),
         (["--max-epochs", "3", "--grace-epochs", "5"], "--grace-epochs (5) must not exceed --max-epochs (3)"),
         (["--gpus-per-trial", "1.5"], "--gpus-per-trial above 1 must be a whole number, got 1.5"),
-        (["--name", "a/b"], "--name must be a plain folder name, got 'a/b'"),
+        (["--name", "a/b"], "--name must be a plain folder name (not starting with '.' or '_'), got 'a/b'"),
     ],
 )
 def test_bad_combinations_exit_2(argv, message, capsys, tmp_path):
@@ -62,11 +62,12 @@ def test_unwritable_storage(capsys, tmp_path):
 
 def test_resume_without_a_run_and_rerun_without_resume(capsys, tmp_path):
     code, err = _run(["--resume", "--storage", str(tmp_path), "--name", "r1"], capsys)
-    assert code == 2 and "--resume: no run to resume" in err
+    assert code == 2 and "--resume: no run to resume" in err and "the folder does not exist" in err
     (tmp_path / "r1").mkdir()
-    (tmp_path / "r1" / "tuner.pkl").write_bytes(b"")
+    code, err = _run(["--resume", "--storage", str(tmp_path), "--name", "r1"], capsys)
+    assert code == 2 and "it has no run_spec.yaml" in err
     code, err = _run(["--storage", str(tmp_path), "--name", "r1"], capsys)
-    assert code == 2 and "already exists: pass --resume" in err
+    assert code == 2 and "already exists: pass --resume" in err and err.count("error:") == 1
 
 
 def test_unreachable_address_fails_fast(capsys, tmp_path):
@@ -90,3 +91,124 @@ def test_help_documents_every_flag(capsys):
                  "--address", "--storage", "--name", "--resume", "--seed", "--max-epochs", "--grace-epochs",
                  "--reduction-factor", "--data-root", "--weights", "--dashboard-host"):
         assert flag in out
+
+
+# --------------------------------------------------------------------------------------------
+# Issue 10: the run spec, run names, default storage, exit codes (no Ray started)
+# --------------------------------------------------------------------------------------------
+
+
+def _start(argv, monkeypatch=None):
+    """plan() + the spec write run_search does first: a run as a search leaves it before Ray's state."""
+    from rspose_tune.runspec import write_spec
+
+    args = search.build_parser().parse_args(argv)
+    p = search.plan(args, argv)
+    write_spec(p.spec)
+    return p
+
+
+def test_spec_records_the_run_and_resume_needs_only_the_name(demo_preset, tmp_path, monkeypatch):
+    from rspose_tune.runspec import SPEC_FILE, read_spec
+
+    data = str(demo_preset.data.root)
+    monkeypatch.chdir(tmp_path)
+    first = _start(["--storage", "out", "--name", "r", "--data-root", data, "--seed", "3", "--max-epochs", "2",
+                    "--grace-epochs", "1", "--num-trials", "2", "--sampler", "random", "--cpus-per-trial", "1"])
+    text = (tmp_path / "out" / "r" / SPEC_FILE).read_text()
+    for needle in (f"root: {data}", "seed: 3", "max_epochs: 2", "num_trials: 2", "type: random", "git_revision:",
+                   "ray: 2.60.0", "rspose_tune.search", "--data-root"):
+        assert needle in text, needle
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # resume from another working directory, without the flags
+    monkeypatch.setenv("RSPOSE_TUNE_DATA_ROOT", str(elsewhere))  # the environment does not count either
+    args = search.build_parser().parse_args(["--resume", "--storage", str(tmp_path / "out"), "--name", "r"])
+    resumed = search.plan(args)
+    assert resumed.spec == read_spec(str(tmp_path / "out" / "r")) == first.spec
+    assert not resumed.new_run and str(resumed.preset.data.root) == data
+    assert (resumed.max_epochs, resumed.grace, resumed.num_trials, resumed.spec.seed) == (2, 1, 2, 3)
+
+
+def test_resume_refuses_every_conflicting_flag_in_one_error(demo_preset, tmp_path, capsys):
+    data = str(demo_preset.data.root)
+    _start(["--storage", str(tmp_path), "--name", "r", "--data-root", data, "--seed", "3", "--max-epochs", "2",
+            "--grace-epochs", "1"])
+    other = tmp_path / "other-data"
+    code, err = _run(["--resume", "--storage", str(tmp_path), "--name", "r", "--seed", "4", "--max-epochs", "5",
+                      "--data-root", str(other), "--backbone", "vit-b", "--weights", "/w.pth",
+                      "--scheduler", "fifo", "--num-trials", "9", "--cpus-per-trial", "2"], capsys)
+    assert code == 2 and err.count("error:") == 1 and len(err.strip().splitlines()) == 1
+    for needle in ("--seed 4 differs from the run's 3", "--max-epochs 5 differs from the run's 2",
+                   f"--data-root {str(other)!r} differs from the run's {data!r}",
+                   "--backbone 'vit-b' differs from the run's 'demo'", "--weights '/w.pth' differs from the run's 'none'",
+                   "--scheduler 'fifo' differs from the run's 'asha'", "--num-trials 9 differs from the run's 8",
+                   "--cpus-per-trial 2.0 differs from the run's 1.0", "run_spec.yaml"):
+        assert needle in err, needle
+    # The same values again, and the flags that may change, are accepted.
+    args = search.build_parser().parse_args([
+        "--resume", "--storage", str(tmp_path), "--name", "r", "--seed", "3", "--data-root", data, "--backbone", "demo",
+        "--weights", "none", "--max-concurrent", "1", "--verbose", "0", "--address", "127.0.0.1:6379", "--no-dashboard",
+    ])  # fmt: skip
+    p = search.plan(args)
+    assert p.address == "127.0.0.1:6379" and p.spec.seed == 3
+
+
+def test_default_run_names_are_unique_and_resume_picks_the_latest_unfinished(demo_preset, tmp_path, capsys):
+    import dataclasses
+    import re
+
+    from rspose_tune.runspec import mark_finished, write_spec
+
+    base = ["--storage", str(tmp_path), "--data-root", str(demo_preset.data.root)]
+    a = _start(base)
+    b = _start(base)
+    assert a.name != b.name
+    for p in (a, b):
+        assert re.fullmatch(r"demo-\d{8}-\d{6}(-\d+)?", p.name), p.name
+    newer = dataclasses.replace(b.spec, run="demo-29990101-000000", created_utc="2999-01-01T00:00:00+00:00")
+    write_spec(newer)
+    mark_finished(newer.run_dir, {"completed": 1})  # finished runs are never picked
+    args = search.build_parser().parse_args(["--resume", *base[:2]])
+    p = search.plan(args)
+    assert p.name == max(a.spec, b.spec, key=lambda s: (s.created_utc, s.run)).run
+    assert f"--resume: continuing {p.name!r}" in capsys.readouterr().out
+    args = search.build_parser().parse_args(["--resume", *base[:2], "--backbone", "vit-b"])
+    with pytest.raises(search.SearchError, match="no unfinished run of preset 'vit-b'"):
+        search.plan(args)
+
+
+def test_default_storage_is_results_under_the_working_directory(demo_preset, tmp_path, monkeypatch):
+    import rspose_tune
+
+    assert rspose_tune.DEFAULT_STORAGE == "results"
+    monkeypatch.chdir(tmp_path)
+    p = search.plan(search.build_parser().parse_args(["--data-root", str(demo_preset.data.root)]))
+    assert p.storage == str(tmp_path / "results") and p.run_dir.startswith(str(tmp_path / "results") + "/demo-")
+
+
+def test_file_uri_storage_is_the_local_folder(demo_preset, tmp_path):
+    p = _start(["--storage", f"file://{tmp_path}/uri", "--name", "r", "--data-root", str(demo_preset.data.root)])
+    assert p.storage == str(tmp_path / "uri") and (tmp_path / "uri" / "r" / "run_spec.yaml").is_file()
+
+
+def test_demo_data_error_is_one_error_line(tmp_path, capsys):
+    data = tmp_path / "not-demo"
+    data.mkdir()
+    (data / "mine.txt").write_text("someone's data")
+    code, err = _run(["--storage", str(tmp_path / "out"), "--data-root", str(data)], capsys)
+    assert code == 2 and err.startswith("error: demo data root") and len(err.strip().splitlines()) == 1
+
+
+def test_trial_outcomes_counts_last_rows_and_one_line_per_error():
+    import pandas as pd
+
+    rows = pd.DataFrame({
+        "trial_id": ["a", "a", "b", "c", "d", "e"],
+        "epoch": [1, 2, 1, 0, 1, 1],
+        "status": ["running", "completed", "pruned", "error", "error", "error"],
+        "error": [None, None, None, "ValueError: boom", "ValueError: boom", "KeyError: 'x'"],
+    })  # fmt: skip
+    out = search.trial_outcomes(rows, num_trials=7)
+    assert (out["completed"], out["pruned"], out["errored"], out["unfinished"]) == (1, 1, 3, 2)
+    assert out["errors"] == ["error: 1 trial failed: KeyError: 'x'", "error: 2 trials failed: ValueError: boom"]

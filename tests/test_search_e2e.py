@@ -45,7 +45,10 @@ def test_search_cli_runs_reports_and_exports(tmp_path, demo_data):
 
     from rspose_tune.results import read_metadata, read_results
 
-    proc = _cli("--storage", str(tmp_path), "--name", "e2e", "--data-root", str(demo_data), *FAST)
+    # file:// storage, started from another working directory: the run spec holds absolute paths
+    work = tmp_path / "cwd"
+    work.mkdir()
+    proc = _cli("--storage", f"file://{tmp_path}", "--name", "e2e", "--data-root", str(demo_data), *FAST, cwd=work)
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, out[-4000:]
     run_dir = tmp_path / "e2e"
@@ -74,32 +77,65 @@ def test_search_cli_runs_reports_and_exports(tmp_path, demo_data):
     best = last[last["status"] == "completed"]["metric"].idxmax()
     assert cfg.model.head.loss.delta_sort == pytest.approx(last.loc[best, "delta_sort"])
     assert (run_dir / "report" / "curves.png").stat().st_size > 1000
+    assert (run_dir / "run_spec.yaml").is_file() and (run_dir / "finished.json").is_file()
+    assert str(demo_data) in cfg.train_dataloader.dataset.data_root  # the run's data, not ./data/...
+    # export reads the run spec: from any working directory it points at the run's data
+    other = tmp_path / "other"
+    other.mkdir()
+    again = subprocess.run([sys.executable, "-m", "rspose_tune.export", str(tmp_path), "--run", "e2e", "--backbone",
+                            "demo", "--out", str(other / "x.py")], cwd=other, capture_output=True, text=True)  # fmt: skip
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert Config.fromfile(str(other / "x.py")).train_dataloader.dataset.data_root == str(demo_data)
 
 
-def test_driver_killed_then_resume_finishes_and_keeps_history(tmp_path, demo_data):
+def test_driver_killed_then_resume_finishes_interrupted_trials_from_their_checkpoints(tmp_path, demo_data):
+    import optuna
+
     from rspose_tune.results import read_results
 
     run_dir = tmp_path / "resume"
-    args = ["--storage", str(tmp_path), "--name", "resume", "--data-root", str(demo_data), *FAST, "--no-report"]
+    # fifo: no trial is stopped early, so a trial running at the kill must continue after --resume
+    args = ["--storage", str(tmp_path), "--name", "resume", "--data-root", str(demo_data), "--num-trials", "2",
+            "--max-epochs", "4", "--scheduler", "fifo", "--max-concurrent", "2", "--no-dashboard", "--no-report"]
     proc = _cli(*args, start_new_session=True)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and len(list((run_dir / "trials").glob("*.parquet"))) < 3:
+    deadline = time.monotonic() + 400
+    while time.monotonic() < deadline and len(list((run_dir / "trials").glob("*-e000002.parquet"))) < 1:
         time.sleep(1)
         assert proc.poll() is None, proc.stdout.read()[-3000:]
     os.killpg(proc.pid, signal.SIGKILL)  # the driver and everything it started, mid-search
+    killed_at = time.time()
     proc.wait()
-    before = {t.number: t.params for t in _study(run_dir).trials}
-    assert before, "nothing was recorded before the kill"
+    before = read_results(run_dir / "trials")
+    interrupted = set(before[before["status"] == "running"]["trial_id"]) - set(
+        before[before["status"] != "running"]["trial_id"])
+    assert interrupted, before
+    history = {t.number: t.params for t in _study(run_dir).trials}
 
-    resumed = _cli(*args, "--resume")
+    resumed = _cli("--resume", "--storage", str(tmp_path), "--name", "resume", "--no-dashboard")  # the spec has the rest
     out, _ = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, out[-4000:]
     rows = read_results(run_dir / "trials")
-    assert not rows.duplicated(["trial_id", "epoch"]).any()
     last = rows.sort_values("epoch").groupby("trial_id").last()
-    assert rows["trial_id"].nunique() == 4 and set(last["status"]) <= {"completed", "pruned"}
+    assert (last["status"] == "completed").all() and (last["epoch"] == 4).all()
+    for trial_id in interrupted:
+        # The trial's rows show where it restarted: rows of epochs it trained again after --resume
+        # are rewritten (new timestamp). From its checkpoint, epoch 1 (at least) keeps its old row;
+        # from scratch, every epoch would be new.
+        mine = rows[rows["trial_id"] == trial_id].set_index("epoch").sort_index()
+        new = [int(e) for e in mine.index if mine.loc[e, "timestamp"].timestamp() > killed_at]
+        assert new and new == list(range(min(new), 5)), mine[["timestamp", "wall_s"]]
+        assert min(new) >= 2, f"trial {trial_id} trained epoch 1 again: {mine[['timestamp', 'wall_s']]}"
+        old = before[before["trial_id"] == trial_id].set_index("epoch")
+        for epoch in range(1, min(new)):  # the same rows as before the kill
+            assert mine.loc[epoch, "timestamp"] == old.loc[epoch, "timestamp"]
     trials = _study(run_dir).trials
-    assert all(trials[n].params == p for n, p in before.items())  # history kept
-    assert not [t for t in trials if t.state.name == "RUNNING"]
-    fresh = [t for t in trials if "rspose:rerun_of" not in t.user_attrs]
-    assert len({tuple(sorted(t.params.items())) for t in fresh}) == len(fresh)  # no repeated proposal
+    assert all(trials[n].params == p for n, p in history.items())  # history kept
+    assert not [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
+    # each interrupted trial's Optuna re-run finished COMPLETE with its intermediate values
+    by_ray = {}
+    for t in trials:
+        by_ray.setdefault(t.user_attrs.get("rspose:ray_trial_id"), []).append(t)
+    for trial_id in interrupted:
+        final = max(by_ray[trial_id], key=lambda t: t.number)
+        assert final.state == optuna.trial.TrialState.COMPLETE and max(final.intermediate_values) == 4
+    assert (run_dir / "finished.json").is_file()

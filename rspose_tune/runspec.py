@@ -1,0 +1,372 @@
+"""The run spec: ``<storage>/<run>/run_spec.yaml``, the one home of a run's identity.
+
+``python -m rspose_tune.search`` writes it once, when a run starts, and never rewrites it. It
+holds everything that defines the run: the resolved preset (in the preset YAML schema of
+:mod:`rspose_tune.spaces`, with absolute data and weights paths, so it reads the same from any
+working directory), the number of trials, the budget, the seed, the resources per trial, the
+scheduler and sampler settings, the package versions, the git revision, the command line and
+the working directory it was started from. ``--resume``, ``python -m rspose_tune.report`` and
+``python -m rspose_tune.export`` read it; nothing of the run's identity is taken from the flags or
+the environment again.
+
+Storage is a local folder or any URI :mod:`pyarrow.fs` accepts (``file://``, ``s3://`` ...):
+:func:`resolve_storage` turns ``file://`` URIs and relative paths into absolute local paths and
+keeps other URIs; :func:`filesystem` gives the ``(FileSystem, path)`` pair for either.
+
+A run that ended normally (every trial finished) gets ``<run>/finished.json``
+(:func:`mark_finished`); :func:`latest_unfinished` finds the newest run of a preset without it.
+
+Errors in a spec file (hand edits, a newer format) raise :class:`RunSpecError` naming the file and key.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import socket
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow.fs as pafs
+import yaml
+
+from rspose_tune.spaces import PARAM_NAMES, Preset, SearchSpaceError, parse_preset
+
+__all__ = [
+    "FINISHED_FILE",
+    "SPEC_FILE",
+    "SPEC_VERSION",
+    "RunSpec",
+    "RunSpecError",
+    "default_run_name",
+    "exists",
+    "filesystem",
+    "is_finished",
+    "is_uri",
+    "join",
+    "latest_unfinished",
+    "list_runs",
+    "mark_finished",
+    "preset_to_yaml",
+    "read_spec",
+    "resolve_storage",
+    "write_spec",
+]
+
+#: File name of the spec inside the run directory.
+SPEC_FILE = "run_spec.yaml"
+#: Written when a run's search ended with every trial finished.
+FINISHED_FILE = "finished.json"
+SPEC_VERSION = 1
+_FORMAT = "rspose_tune.run_spec"
+
+
+class RunSpecError(ValueError):
+    """A run spec is missing, unreadable or invalid; the message names the file and the key."""
+
+
+# --------------------------------------------------------------------------------------------
+# Storage locations
+# --------------------------------------------------------------------------------------------
+
+
+def is_uri(path: str) -> bool:
+    return "://" in path
+
+
+def resolve_storage(storage: str) -> str:
+    """An absolute local path (relative paths: to the working directory; ``file://`` URIs: their
+    path), or the URI itself for other filesystems (``s3://bucket/prefix``)."""
+    text = os.fspath(storage)
+    if text.startswith("file://"):
+        try:
+            fs, path = pafs.FileSystem.from_uri(text)
+        except (ValueError, OSError) as exc:  # pyarrow.lib.ArrowInvalid is a ValueError
+            raise RunSpecError(f"--storage {text!r}: not a URI that pyarrow.fs can open ({exc})") from exc
+        return str(Path(path).absolute())
+    if is_uri(text):  # opened when first used (an s3:// URI asks the store for its region then)
+        return text.rstrip("/")
+    return str(Path(text).expanduser().absolute())
+
+
+def filesystem(path: str) -> tuple[pafs.FileSystem, str]:
+    """``(filesystem, path on it)`` for a local path or a URI."""
+    if is_uri(path):
+        return pafs.FileSystem.from_uri(path)
+    return pafs.LocalFileSystem(), str(Path(path).expanduser().absolute())
+
+
+def join(base: str, *parts: str) -> str:
+    """``base/part/...`` for local paths and URIs alike (a URI's query string stays at the end)."""
+    head, sep, query = base.partition("?")
+    out = head.rstrip("/") + "".join(f"/{p.strip('/')}" for p in parts)
+    return out + sep + query
+
+
+def exists(path: str) -> bool:
+    fs, where = filesystem(path)
+    return fs.get_file_info(where).type != pafs.FileType.NotFound
+
+
+def _read_text(path: str) -> str:
+    fs, where = filesystem(path)
+    with fs.open_input_stream(where) as f:
+        return f.read().decode("utf-8")
+
+
+def _write_text(path: str, text: str) -> None:
+    """Write ``text``: locally through a temporary file and a rename, on object stores in one PUT."""
+    fs, where = filesystem(path)
+    fs.create_dir(where.rsplit("/", 1)[0], recursive=True)
+    if isinstance(fs, pafs.LocalFileSystem):
+        tmp = f"{where}.{os.getpid()}.tmp"
+        try:
+            Path(tmp).write_text(text)
+            os.replace(tmp, where)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+        return
+    with fs.open_output_stream(where) as f:
+        f.write(text.encode("utf-8"))
+
+
+# --------------------------------------------------------------------------------------------
+# The spec
+# --------------------------------------------------------------------------------------------
+
+
+def preset_to_yaml(preset: Preset) -> dict[str, Any]:
+    """``preset`` in the preset YAML schema (absolute paths), readable by :func:`parse_preset`."""
+    params = {}
+    for name in PARAM_NAMES:
+        spec = preset.params[name]
+        if spec.is_fixed:
+            params[name] = {"fixed": spec.fixed}
+        else:
+            params[name] = {"low": spec.low, "high": spec.high, "log": spec.log, "allow_off": spec.allow_off}
+    data = preset.data
+    data_out: dict[str, Any] = {"root": str(data.root), "train_ann": data.train_ann, "val_ann": data.val_ann,
+                                "train_img": data.train_img, "val_img": data.val_img}  # fmt: skip
+    for key in ("bbox_file", "headbox_file", "generated"):
+        if getattr(data, key) is not None:
+            data_out[key] = getattr(data, key)
+    return {
+        "description": preset.description,
+        "base_config": preset.base_config,
+        "dataset": preset.dataset,
+        "metric": preset.metric,
+        "mode": preset.mode,
+        "params": params,
+        "known_good": [{n: k[n] for n in PARAM_NAMES} for k in preset.known_good],
+        "budget": {"max_epochs": preset.budget.max_epochs, "grace_epochs": preset.budget.grace_epochs,
+                   "reduction_factor": preset.budget.reduction_factor,
+                   "val_interval": preset.budget.val_interval},  # fmt: skip
+        "resources": {"gpus": preset.resources.gpus, "cpus": preset.resources.cpus,
+                      **({} if getattr(preset.resources, "workers", None) is None
+                         else {"workers": preset.resources.workers})},  # fmt: skip
+        "data": data_out,
+        "weights": None if preset.weights is None else str(preset.weights),
+    }
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What defines a run (see the module docstring). ``preset`` is as loaded, overrides applied;
+    ``max_epochs``/``grace_epochs``/``reduction_factor`` are the budget actually used."""
+
+    run: str
+    storage: str
+    preset: Preset
+    num_trials: int
+    seed: int
+    max_epochs: int
+    grace_epochs: int
+    reduction_factor: int
+    gpus_per_trial: float
+    cpus_per_trial: float
+    workers_per_trial: int
+    dataloader_workers: int | None  # per rank; None: the base config's
+    scheduler: str
+    sampler: str
+    n_startup_trials: int
+    created_utc: str = ""
+    command: tuple[str, ...] = ()
+    cwd: str = ""
+    host: str = ""
+    versions: Mapping[str, Any] = field(default_factory=dict)
+    git_revision: str = "unknown"
+
+    @property
+    def run_dir(self) -> str:
+        return join(self.storage, self.run)
+
+    def to_dict(self) -> dict[str, Any]:
+        scheduler: dict[str, Any] = {"type": self.scheduler}
+        if self.scheduler == "asha":
+            scheduler.update(time_attr="epoch", max_t=self.max_epochs, grace_period=self.grace_epochs,
+                             reduction_factor=self.reduction_factor)  # fmt: skip
+        return {
+            "format": _FORMAT,
+            "version": SPEC_VERSION,
+            "run": self.run,
+            "created_utc": self.created_utc,
+            "storage": self.storage,
+            "num_trials": self.num_trials,
+            "seed": self.seed,
+            "budget": {"max_epochs": self.max_epochs, "grace_epochs": self.grace_epochs,
+                       "reduction_factor": self.reduction_factor},  # fmt: skip
+            "resources": {"gpus_per_trial": self.gpus_per_trial, "cpus_per_trial": self.cpus_per_trial,
+                          "workers_per_trial": self.workers_per_trial,
+                          "dataloader_workers": self.dataloader_workers},  # fmt: skip
+            "scheduler": scheduler,
+            "sampler": {"type": self.sampler, "n_startup_trials": self.n_startup_trials, "seed": self.seed},
+            "preset": {"name": self.preset.name, "source": str(self.preset.source), **preset_to_yaml(self.preset)},
+            "command": list(self.command),
+            "cwd": self.cwd,
+            "host": self.host,
+            "versions": dict(self.versions),
+            "git_revision": self.git_revision,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str) -> RunSpec:
+        if not isinstance(data, Mapping):
+            raise RunSpecError(f"{where}: must be a mapping, got {type(data).__name__}")
+        if data.get("format") != _FORMAT:
+            raise RunSpecError(f"{where}: `format` is {data.get('format')!r}, expected {_FORMAT!r}")
+        if data.get("version") != SPEC_VERSION:
+            raise RunSpecError(f"{where}: `version` is {data.get('version')!r}, but this rspose_tune reads "
+                               f"version {SPEC_VERSION}")  # fmt: skip
+
+        def get(path: str, kind: type | tuple[type, ...]) -> Any:
+            node: Any = data
+            for key in path.split("."):
+                if not isinstance(node, Mapping) or key not in node:
+                    raise RunSpecError(f"{where}: key `{path}` is missing")
+                node = node[key]
+            if isinstance(node, bool) and kind is not bool or not isinstance(node, kind):
+                raise RunSpecError(f"{where}: `{path}` is {node!r}, but must be a {getattr(kind, '__name__', kind)}")
+            return node
+
+        preset_raw = dict(get("preset", Mapping))
+        name, source = preset_raw.pop("name", None), preset_raw.pop("source", None)
+        if not isinstance(name, str) or not isinstance(source, str):
+            raise RunSpecError(f"{where}: `preset.name` and `preset.source` must be strings")
+        try:
+            preset = parse_preset(preset_raw, name=name, source=source)
+        except SearchSpaceError as exc:
+            raise RunSpecError(f"{where}: `preset` is invalid: {exc}") from exc
+        number = (int, float)
+        return cls(
+            run=get("run", str),
+            storage=get("storage", str),
+            preset=preset,
+            num_trials=get("num_trials", int),
+            seed=get("seed", int),
+            max_epochs=get("budget.max_epochs", int),
+            grace_epochs=get("budget.grace_epochs", int),
+            reduction_factor=get("budget.reduction_factor", int),
+            gpus_per_trial=float(get("resources.gpus_per_trial", number)),
+            cpus_per_trial=float(get("resources.cpus_per_trial", number)),
+            workers_per_trial=get("resources.workers_per_trial", int),
+            dataloader_workers=get("resources.dataloader_workers", (int, type(None))),
+            scheduler=get("scheduler.type", str),
+            sampler=get("sampler.type", str),
+            n_startup_trials=get("sampler.n_startup_trials", int),
+            created_utc=str(data.get("created_utc", "")),
+            command=tuple(str(a) for a in data.get("command") or ()),
+            cwd=str(data.get("cwd", "")),
+            host=str(data.get("host", "")),
+            versions=dict(data.get("versions") or {}),
+            git_revision=str(data.get("git_revision", "unknown")),
+        )
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(tz=dt.timezone.utc)
+
+
+def default_run_name(backbone: str, now: dt.datetime | None = None) -> str:
+    """``<backbone>-<UTC timestamp>``, e.g. ``demo-20261125-101530``."""
+    now = now or utc_now()
+    return f"{backbone}-{now.astimezone(dt.timezone.utc):%Y%m%d-%H%M%S}"
+
+
+def provenance(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """``created_utc``, ``command``, ``cwd``, ``host``, ``versions`` and ``git_revision`` of now."""
+    from rspose_tune.results import git_revision, package_versions
+
+    command = [sys.executable, "-m", "rspose_tune.search", *(sys.argv[1:] if argv is None else argv)]
+    return {
+        "created_utc": utc_now().isoformat(timespec="seconds"),
+        "command": tuple(command),
+        "cwd": os.getcwd(),
+        "host": socket.gethostname(),
+        "versions": package_versions(),
+        "git_revision": git_revision(),
+    }
+
+
+def write_spec(spec: RunSpec) -> str:
+    """Write ``spec`` to ``<run dir>/run_spec.yaml`` once; an existing spec is never overwritten."""
+    path = join(spec.run_dir, SPEC_FILE)
+    if exists(path):
+        raise RunSpecError(f"{path} already exists: a run spec is written once, when the run starts")
+    header = ("# rspose_tune run spec: written once when the run started; --resume, report and export\n"
+              "# read it. Do not edit: flags that conflict with it are refused on --resume.\n")  # fmt: skip
+    _write_text(path, header + yaml.safe_dump(spec.to_dict(), sort_keys=False, allow_unicode=True, width=100))
+    return path
+
+
+def read_spec(run_dir: str) -> RunSpec:
+    """The spec of the run at ``run_dir`` (local path or URI)."""
+    path = join(run_dir, SPEC_FILE)
+    try:
+        text = _read_text(path)
+    except FileNotFoundError as exc:
+        raise RunSpecError(f"{path} does not exist: not a run started by this rspose_tune") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise RunSpecError(f"{path}: not valid YAML: {exc}") from exc
+    return RunSpec.from_dict(data, path)
+
+
+def spec_exists(run_dir: str) -> bool:
+    return exists(join(run_dir, SPEC_FILE))
+
+
+def mark_finished(run_dir: str, summary: Mapping[str, Any]) -> None:
+    """Record that the search of this run ended with every trial finished."""
+    _write_text(join(run_dir, FINISHED_FILE), json.dumps({"finished_utc": utc_now().isoformat(timespec="seconds"),
+                                                         **summary}, indent=1) + "\n")  # fmt: skip
+
+
+def is_finished(run_dir: str) -> bool:
+    return exists(join(run_dir, FINISHED_FILE))
+
+
+def list_runs(storage: str) -> list[str]:
+    """Names of the folders under ``storage`` that hold a run spec (sorted)."""
+    fs, root = filesystem(storage)
+    infos = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
+    names = sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory
+                   and not i.base_name.startswith((".", "_")))  # fmt: skip
+    return [n for n in names if spec_exists(join(storage, n))]
+
+
+def latest_unfinished(storage: str, preset_name: str) -> RunSpec | None:
+    """The most recently started run of ``preset_name`` under ``storage`` without ``finished.json``."""
+    found = []
+    for name in list_runs(storage):
+        run_dir = join(storage, name)
+        if is_finished(run_dir):
+            continue
+        spec = read_spec(run_dir)
+        if spec.preset.name == preset_name:
+            found.append((spec.created_utc, spec.run, spec))
+    return max(found, key=lambda t: (t[0], t[1]))[2] if found else None

@@ -1,0 +1,60 @@
+"""Issue 10: the run spec round-trips every preset and rejects broken files naming file and key."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from rspose_tune import runspec
+from rspose_tune.spaces import list_presets, load_preset
+
+
+def _spec(preset, tmp_path, **kw):
+    fields = dict(run="r", storage=str(tmp_path), preset=preset, num_trials=4, seed=1, max_epochs=3, grace_epochs=1,
+                  reduction_factor=2, gpus_per_trial=0.5, cpus_per_trial=2.0, workers_per_trial=1,
+                  dataloader_workers=None, scheduler="asha", sampler="tpe", n_startup_trials=2,
+                  created_utc="2026-01-01T00:00:00+00:00", command=("python", "-m", "rspose_tune.search"),
+                  versions={"ray": "2.60.0"}, git_revision="abc")  # fmt: skip
+    fields.update(kw)
+    return runspec.RunSpec(**fields)
+
+
+@pytest.mark.parametrize("name", list_presets())
+def test_every_preset_round_trips_through_the_spec_file(name, tmp_path):
+    preset = load_preset(name, data_root=str(tmp_path / "data"), weights="none" if name != "demo" else None)
+    spec = _spec(preset, tmp_path)
+    path = runspec.write_spec(spec)
+    assert path == f"{tmp_path}/r/run_spec.yaml"
+    assert runspec.read_spec(str(tmp_path / "r")) == spec
+    with pytest.raises(runspec.RunSpecError, match="already exists"):  # written once
+        runspec.write_spec(spec)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda d: d.pop("seed"), "key `seed` is missing"),
+        (lambda d: d.update(version=99), "`version` is 99, but this rspose_tune reads version 1"),
+        (lambda d: d["budget"].update(max_epochs="3"), "`budget.max_epochs` is '3', but must be a int"),
+        (lambda d: d["preset"]["params"]["delta_rank"].update(low=-1), "`preset` is invalid"),
+    ],
+)
+def test_broken_spec_names_file_and_key(edit, message, tmp_path):
+    spec = _spec(load_preset("demo", data_root=str(tmp_path / "data")), tmp_path)
+    data = spec.to_dict()
+    edit(data)
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "run_spec.yaml").write_text(yaml.safe_dump(data))
+    with pytest.raises(runspec.RunSpecError, match="run_spec.yaml") as exc:
+        runspec.read_spec(str(tmp_path / "r"))
+    assert message in str(exc.value)
+
+
+def test_storage_resolution(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert runspec.resolve_storage("results") == str(tmp_path / "results")
+    assert runspec.resolve_storage(f"file://{tmp_path}/x") == str(tmp_path / "x")
+    assert runspec.resolve_storage("s3://bucket/prefix/") == "s3://bucket/prefix"
+    assert runspec.join("s3://b/p", "run", "trials") == "s3://b/p/run/trials"
+    with pytest.raises(runspec.RunSpecError, match="--storage 'file://relative'"):
+        runspec.resolve_storage("file://relative")
