@@ -37,6 +37,25 @@ Definitions (all pure helpers below, tested directly):
   flagged **within noise** when ``best - runner-up <= 1.96·√2·σ̂`` (a two-sided 95 % band for the
   difference of two single evaluations, assuming Gaussian noise).
 
+Choosing a setting you can trust (rows with ``stage`` ``confirm``/``baseline``, written by the
+search's confirm stage; see the README section of that name):
+
+- **Confirm stage** (:func:`confirmed_settings`): per re-run setting, the mean final metric over
+  its confirm seeds and a 95 % **Student-t** interval of that mean (``n - 1`` dof, scipy). The
+  search trial that picked the setting is left out (it was selected as a maximum: optimistic).
+  The setting with the best mean is **chosen** (the table's row, and what ``export`` writes).
+  Winner vs runner-up (:func:`paired_difference`): all confirm settings train on the same seeds,
+  so the per-seed differences get a paired t-interval; the winner is *distinguishable* when it
+  excludes 0.
+- **Baseline**: the stock-loss trials' metric per seed; Δ = chosen − baseline, paired over the
+  common seeds with its t-interval (without a confirm stage: the chosen search trial and the
+  baseline share the run's seed, one difference, no interval).
+- **ASHA fidelity** (:func:`rung_fidelity`): per rung, Spearman's ρ (scipy) between the metric
+  at the rung and the final metric over the search trials that reached the full budget, named by
+  DeepCAVE's bands (≥ 0.7 very strong, ≥ 0.4 strong, ≥ 0.3 moderate, else weak); ρ < 0.4 gives a
+  warning suggesting a larger grace period. Caveat printed with it: only promoted trials reach
+  the full budget, so the sample is biased. ``curves.png`` marks ρ on each rung.
+
 Plots (PNG, matplotlib Agg; default ``<storage>/<run>/report/``, or ``--plots DIR`` →
 ``DIR/<run>/``): ``curves.png`` (metric per epoch, by status, ASHA rungs),
 ``importance.png`` (Optuna PED-ANOVA importance from ``<run>/optuna.journal`` when the study has
@@ -70,6 +89,18 @@ from rspose_tune._numbers import finite_or_none as _number
 from rspose_tune.spaces import PARAM_NAMES
 
 __all__ = [
+    "CONFIDENCE",
+    "FIDELITY_BANDS",
+    "Comparison",
+    "ConfirmedSetting",
+    "RungFidelity",
+    "baseline_by_seed",
+    "confirmed_settings",
+    "fidelity_band",
+    "paired_difference",
+    "rung_fidelity",
+    "t_interval",
+    "top_settings",
     "DEFAULT_STORAGE",
     "MIN_COMPLETED_FOR_OPTUNA",
     "NOISE_Z",
@@ -352,16 +383,20 @@ def _trial_resources(settings: RunSettings, last: pd.Series) -> dict[str, float 
 def summarize_trials(frame: pd.DataFrame, settings: RunSettings | None = None) -> pd.DataFrame:
     """One row per ``(run, trial_id)``: last row's params, status and metrics, plus wall time.
 
-    Columns: ``run, backbone, trial_id, status, last_epoch, <params>, metric_name, metric, ar,
-    spearman, wall_s (trial_wall_seconds), gpus, cpus, max_epochs, params_key``.
+    Columns: ``run, backbone, trial_id, status, stage (search/confirm/baseline; rows without
+    one: search), seed, last_epoch, <params>, metric_name, metric, ar, spearman, wall_s
+    (trial_wall_seconds), gpus, cpus, max_epochs, params_key``.
     """
     settings = settings or RunSettings()
     rows = []
     for (run, trial_id), group in frame.groupby(["run", "trial_id"], sort=True):
         group = group.sort_values("epoch", kind="stable")
         last = group.iloc[-1]
+        stage = last.get("stage")
+        seed = _number(last.get("seed"))
         entry = {
             "run": run, "backbone": last["backbone"], "trial_id": trial_id, "status": last["status"],
+            "stage": stage if isinstance(stage, str) else "search", "seed": None if seed is None else int(seed),
             "last_epoch": int(last["epoch"]),
             **{name: _number(last[name]) for name in PARAM_NAMES},
             "metric_name": last["metric_name"] if isinstance(last["metric_name"], str) else None,
@@ -372,13 +407,20 @@ def summarize_trials(frame: pd.DataFrame, settings: RunSettings | None = None) -
         }  # fmt: skip
         entry["params_key"] = _params_key(entry)
         rows.append(entry)
-    columns = ["run", "backbone", "trial_id", "status", "last_epoch", *PARAM_NAMES, "metric_name", "metric", "ar",
+    columns = ["run", "backbone", "trial_id", "status", "stage", "seed", "last_epoch", *PARAM_NAMES, "metric_name", "metric", "ar",
                "spearman", "wall_s", "gpus", "cpus", "max_epochs", "params_key"]  # fmt: skip
     return pd.DataFrame(rows, columns=columns)
 
 
+def _stage(trials: pd.DataFrame) -> pd.Series:
+    if "stage" not in trials:
+        return pd.Series("search", index=trials.index)
+    return trials["stage"].fillna("search")
+
+
 def _ranked(trials: pd.DataFrame, mode: str) -> pd.DataFrame:
-    done = trials[(trials["status"] == "completed") & trials["metric"].notna()]
+    """Completed **search** trials, best first (confirm and baseline trials are ranked separately)."""
+    done = trials[(trials["status"] == "completed") & trials["metric"].notna() & (_stage(trials) == "search")]
     return done.sort_values(["metric", "run", "trial_id"], ascending=[mode == "min", True, True], kind="stable")
 
 
@@ -464,6 +506,213 @@ def gpu_hours(trials: pd.DataFrame) -> dict[str, float | None]:
 
 
 # --------------------------------------------------------------------------------------------
+# Trust: confirm stage, stock-loss baseline, ASHA fidelity
+# --------------------------------------------------------------------------------------------
+
+#: Confidence level of every interval of the confirm stage and the baseline comparison.
+CONFIDENCE = 0.95
+#: DeepCAVE's bands for Spearman's ρ between budgets: (lower bound, name), strongest first.
+FIDELITY_BANDS = ((0.7, "very strong"), (0.4, "strong"), (0.3, "moderate"), (-1.0, "weak"))
+#: Below this ρ a rung's ranking is called low (DeepCAVE's "moderate" and "weak").
+FIDELITY_LOW = 0.4
+SELECTION_BIAS_NOTE = (
+    "only trials ASHA promoted reach the full budget, so ρ is computed on a biased sample (the "
+    "settings stopped early are missing; the survivors' range is narrower, which usually lowers ρ)"
+)
+
+
+def top_settings(trials: pd.DataFrame, mode: str, k: int) -> pd.DataFrame:
+    """The ``k`` best distinct settings among completed **search** trials (best trial of each),
+    best first; fewer when fewer exist. ``trials``: :func:`summarize_trials` rows."""
+    if k < 0:
+        raise ValueError(f"`k` is {k}, but must be >= 0.")
+    ranked = _ranked(trials, mode)
+    return ranked.drop_duplicates("params_key", keep="first").head(k)
+
+
+def t_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> tuple[float, float | None, float | None]:
+    """(mean, low, high): Student-t interval of the mean (n - 1 degrees of freedom; scipy).
+    ``low``/``high`` are None with fewer than 2 values."""
+    from scipy import stats
+
+    x = np.asarray([float(v) for v in values], dtype=float)
+    if len(x) == 0:
+        raise ValueError("`values` is empty.")
+    mean = float(x.mean())
+    if len(x) < 2:
+        return mean, None, None
+    if np.ptp(x) == 0:
+        return mean, mean, mean
+    low, high = stats.ttest_1samp(x, 0.0).confidence_interval(confidence)
+    return mean, float(low), float(high)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """``a - b`` over paired seeds: mean difference, its t-interval, the seeds used, a verdict."""
+
+    mean: float | None
+    low: float | None
+    high: float | None
+    seeds: tuple[int, ...]
+    distinguishable: bool | None  # None: fewer than 2 paired seeds (cannot tell)
+
+    def text(self, digits: int = 4) -> str:
+        if self.mean is None:
+            return "no common seed"
+        if self.low is None:
+            return f"{self.mean:+.{digits}g} (1 seed: no interval)"
+        return (f"{self.mean:+.{digits}g}, {CONFIDENCE:.0%} t-interval [{self.low:+.{digits}g}, "
+                f"{self.high:+.{digits}g}] over {len(self.seeds)} paired seeds")  # fmt: skip
+
+
+def paired_difference(a: Mapping[int, float], b: Mapping[int, float], confidence: float = CONFIDENCE) -> Comparison:
+    """Compare two settings trained on the same seeds: per seed ``a[s] - b[s]``, the mean and its
+    Student-t interval (a paired t-test; scipy). Distinguishable when the interval excludes 0."""
+    seeds = tuple(sorted(set(a) & set(b)))
+    if not seeds:
+        return Comparison(None, None, None, (), None)
+    diff = [a[s] - b[s] for s in seeds]
+    mean, low, high = t_interval(diff, confidence)
+    known = low is not None and high is not None
+    return Comparison(mean, low, high, seeds, (low > 0 or high < 0) if known else None)
+
+
+@dataclass(frozen=True)
+class ConfirmedSetting:
+    """One setting of the confirm stage: its metric per seed, mean and t-interval."""
+
+    params_key: tuple
+    params: dict[str, float | None]
+    search_trial: str | None  # the search trial that proposed it
+    search_metric: float | None  # its (selected, so optimistic) search metric
+    by_seed: dict[int, float]
+    mean: float
+    low: float | None
+    high: float | None
+
+    def record(self) -> dict[str, Any]:
+        return {"search_trial": self.search_trial, "search_metric": self.search_metric, "seeds": sorted(self.by_seed),
+                "mean": self.mean, "low": self.low, "high": self.high, **self.params}  # fmt: skip
+
+
+def _by_seed(rows: pd.DataFrame) -> dict[int, float]:
+    out: dict[int, float] = {}
+    for _, r in rows.sort_values("trial_id").iterrows():
+        if r["seed"] is not None and not pd.isna(r["seed"]):
+            out.setdefault(int(r["seed"]), float(r["metric"]))
+    return out
+
+
+def confirmed_settings(trials: pd.DataFrame, mode: str, confidence: float = CONFIDENCE) -> list[ConfirmedSetting]:
+    """The confirm stage's settings, best mean first: completed ``confirm`` trials grouped by
+    their parameters; the interval uses only the confirm seeds (the search trial that picked
+    the setting is left out: selecting the best of many makes its metric optimistic)."""
+    stage = _stage(trials)
+    done = trials[(stage == "confirm") & (trials["status"] == "completed") & trials["metric"].notna()]
+    search = _ranked(trials, mode)
+    out = []
+    for key, group in done.groupby("params_key", sort=False):
+        by_seed = _by_seed(group)
+        if not by_seed:
+            continue
+        mean, low, high = t_interval(list(by_seed.values()), confidence)
+        origin = search[search["params_key"].map(lambda k, key=key: k == key)]
+        first = group.iloc[0]
+        out.append(ConfirmedSetting(
+            params_key=key, params={n: _number(first[n]) for n in PARAM_NAMES},
+            search_trial=None if origin.empty else origin.iloc[0]["trial_id"],
+            search_metric=None if origin.empty else float(origin.iloc[0]["metric"]),
+            by_seed=by_seed, mean=mean, low=low, high=high,
+        ))  # fmt: skip
+    out.sort(key=lambda c: (-c.mean if mode == "max" else c.mean, c.search_trial or ""))
+    return out
+
+
+def baseline_by_seed(trials: pd.DataFrame) -> dict[int, float]:
+    """The completed ``baseline`` (stock loss) trials' final metric per seed."""
+    done = trials[(_stage(trials) == "baseline") & (trials["status"] == "completed") & trials["metric"].notna()]
+    return _by_seed(done)
+
+
+def fidelity_band(rho: float | None) -> str:
+    """DeepCAVE's name for a Spearman ρ between budgets (``n/a`` when undefined)."""
+    if rho is None or not math.isfinite(rho):
+        return "n/a"
+    return next(name for low, name in FIDELITY_BANDS if rho >= low)
+
+
+@dataclass(frozen=True)
+class RungFidelity:
+    """Spearman ρ between the metric at an ASHA rung and the final metric (full-budget trials)."""
+
+    rung: int
+    n: int
+    rho: float | None  # None: fewer than 3 trials, or a constant metric
+    band: str
+
+    @property
+    def low(self) -> bool:
+        return self.rho is not None and self.rho < FIDELITY_LOW
+
+
+def rung_fidelity(frame: pd.DataFrame, rungs: Sequence[int], max_epochs: int | None) -> list[RungFidelity]:
+    """Per rung: Spearman ρ (scipy) between each full-budget search trial's metric at the rung
+    (its first validation at or after the rung epoch, the result ASHA judges) and its final metric.
+
+    ``frame``: result rows of one run. Only ``search`` trials whose last row is ``completed`` count.
+    """
+    from scipy import stats
+
+    rows = frame[frame["metric"].notna()]
+    if "stage" in rows:
+        rows = rows[rows["stage"].fillna("search") == "search"]
+    out = []
+    finals, at_rung = {}, {r: {} for r in rungs}
+    for trial_id, group in rows.groupby("trial_id", sort=True):
+        group = group.sort_values("epoch")
+        last = group.iloc[-1]
+        if last["status"] != "completed" or (max_epochs and int(last["epoch"]) < max_epochs):
+            continue
+        finals[trial_id] = float(last["metric"])
+        for r in rungs:
+            reached = group[group["epoch"] >= r]
+            if not reached.empty:
+                at_rung[r][trial_id] = float(reached.iloc[0]["metric"])
+    for r in rungs:
+        ids = sorted(at_rung[r])
+        x = [at_rung[r][t] for t in ids]
+        y = [finals[t] for t in ids]
+        rho = None
+        if len(ids) >= 3 and np.ptp(x) > 0 and np.ptp(y) > 0:
+            rho = float(stats.spearmanr(x, y).statistic)
+        out.append(RungFidelity(rung=int(r), n=len(ids), rho=rho, band=fidelity_band(rho)))
+    return out
+
+
+def fidelity_lines(run: str, fid: Sequence[RungFidelity], settings: RunSettings) -> list[str]:
+    """Report lines for one run: ρ per rung, a warning with a suggestion when low, the caveat."""
+    if not fid:
+        return []
+    parts = []
+    for f in fid:
+        value = "n/a (fewer than 3 full-budget trials, or a constant metric)" if f.rho is None else \
+            f"ρ = {f.rho:.2f} ({f.band})"
+        parts.append(f"rung {f.rung}: {value}, n = {f.n}")
+    lines = [f"{run}: ASHA fidelity, Spearman ρ(metric at rung, final metric): " + "; ".join(parts)
+             + f" [bands: ≥ 0.7 very strong, ≥ 0.4 strong, ≥ 0.3 moderate; {SELECTION_BIAS_NOTE}]."]
+    low = [f for f in fid if f.low]
+    if low:
+        worst = max(f.rung for f in low)
+        rf = settings.reduction_factor or 3
+        suggestion = worst * rf if not settings.max_epochs or worst * rf < settings.max_epochs else worst + 1
+        lines.append(f"WARNING {run}: the early rung(s) {[f.rung for f in low]} rank settings unlike the full "
+                     f"budget (ρ < {FIDELITY_LOW}): ASHA may stop settings that would have won. Consider a larger "
+                     f"grace period, e.g. --grace-epochs {suggestion}.")  # fmt: skip
+    return lines
+
+
+# --------------------------------------------------------------------------------------------
 # Per-backbone report
 # --------------------------------------------------------------------------------------------
 
@@ -498,10 +747,28 @@ class BackboneReport:
     noise_flag: str
     noise_note: str
     notes: list[str] = field(default_factory=list)
+    # The confirm stage (best mean first), whether its winner beats the runner-up, the stock-loss
+    # baseline's metric per seed and the chosen setting minus the baseline.
+    confirmed: list[ConfirmedSetting] = field(default_factory=list)
+    confirm_comparison: Comparison | None = None
+    confirm_verdict: str = ""
+    baseline_by_seed: dict[int, float] = field(default_factory=dict)
+    baseline_delta: Comparison | None = None
+    fidelity: dict[str, list[RungFidelity]] = field(default_factory=dict)  # run -> per rung
+    fidelity_notes: list[str] = field(default_factory=list)
 
     def record(self) -> dict[str, Any]:
         """Flat dict for CSV: params as numbers (empty = off), lists joined by ``;``."""
         out = asdict(self)
+        for key in ("confirmed", "confirm_comparison", "baseline_by_seed", "baseline_delta", "fidelity",
+                    "fidelity_notes"):
+            out.pop(key)
+        win = self.confirmed[0] if self.confirmed else None
+        out.update(confirmed_mean=win and win.mean, confirmed_low=win and win.low, confirmed_high=win and win.high,
+                   confirmed_seeds=len(win.by_seed) if win else 0,
+                   baseline_delta=self.baseline_delta and self.baseline_delta.mean,
+                   baseline_delta_low=self.baseline_delta and self.baseline_delta.low,
+                   baseline_delta_high=self.baseline_delta and self.baseline_delta.high)  # fmt: skip
         params = out.pop("params")
         out["runs"] = ";".join(self.runs)
         out["notes"] = " ".join(self.notes)
@@ -536,13 +803,47 @@ def backbone_report(backbone: str, runs: Sequence[RunData]) -> BackboneReport:
     if not known:
         notes.append(f"mode {mode!r} inferred from the metric name {metric_name!r}.")
     best = select_best(trials, mode)
+    confirmed = confirmed_settings(trials, mode)
+    comparison, verdict = None, ""
+    if confirmed:
+        win = confirmed[0]
+        chosen = trials[(trials["trial_id"] == win.search_trial) & (_stage(trials) == "search")]
+        if not chosen.empty:  # the confirm stage decides; export takes this search trial's setting
+            best = chosen.iloc[0]
+        if len(confirmed) > 1:
+            comparison = paired_difference(win.by_seed, confirmed[1].by_seed)
+            if comparison.distinguishable is None:
+                verdict = "cannot tell: fewer than 2 seeds shared with the runner-up"
+            elif comparison.distinguishable:
+                verdict = "the winner IS distinguishable from the runner-up (the interval of the difference excludes 0)"
+            else:
+                verdict = ("the winner is NOT distinguishable from the runner-up (the interval of the difference "
+                           "includes 0): either setting is as good as this evidence can tell")  # fmt: skip
+        else:
+            verdict = "only one setting was confirmed: no runner-up to compare with"
+    base = baseline_by_seed(trials)
+    delta = None
+    if base and best is not None:
+        chosen_by_seed = confirmed[0].by_seed if confirmed else {}
+        if not chosen_by_seed and _number(best.get("seed")) is not None:
+            chosen_by_seed = {int(best["seed"]): float(best["metric"])}
+        delta = paired_difference(chosen_by_seed, base)
+    fidelity, fidelity_notes = {}, []
+    for run in runs:
+        frame = run.frame[run.frame["backbone"] == backbone]
+        s = run.settings
+        rungs = asha_rungs(s.max_epochs, s.grace_epochs, s.reduction_factor)
+        if not frame.empty and rungs and (run.spec is None or run.spec.scheduler == "asha"):
+            fidelity[run.name] = rung_fidelity(frame, rungs, s.max_epochs)
+            fidelity_notes += fidelity_lines(run.name, fidelity[run.name], s)
     second = runner_up(trials, best, mode) if best is not None else None
     noise = estimate_noise(trials)
     if best is None:
         flag, how = "no runner-up", "no completed trial"
     else:
         flag, how = noise_flag(best["metric"], None if second is None else second["metric"], noise)
-    counts = trials["status"].value_counts()
+    searched = trials[_stage(trials) == "search"]  # confirm/baseline trials are reported below the table
+    counts = searched["status"].value_counts()
     gpus = sorted({g for g in trials["gpus"] if _number(g) is not None})
     cost = gpu_hours(trials)
     return BackboneReport(
@@ -556,7 +857,7 @@ def backbone_report(backbone: str, runs: Sequence[RunData]) -> BackboneReport:
         metric=None if best is None else best["metric"],
         ar=None if best is None else best["ar"],
         spearman=None if best is None else best["spearman"],
-        trials=len(trials),
+        trials=len(searched),
         completed=int(counts.get("completed", 0)),
         pruned=int(counts.get("pruned", 0)),
         errors=int(counts.get("error", 0)),
@@ -572,6 +873,13 @@ def backbone_report(backbone: str, runs: Sequence[RunData]) -> BackboneReport:
         noise_flag=flag,
         noise_note=how,
         notes=notes,
+        confirmed=confirmed,
+        confirm_comparison=comparison,
+        confirm_verdict=verdict,
+        baseline_by_seed=base,
+        baseline_delta=delta,
+        fidelity=fidelity,
+        fidelity_notes=fidelity_notes,
     )
 
 
@@ -639,9 +947,39 @@ def format_notes(reports: Sequence[BackboneReport]) -> str:
                          f"{r.metric_name} = {_fmt(r.metric, 4)}); {second}{r.noise_note}.")  # fmt: skip
         if r.gpus_per_trial == 0:
             lines.append(f"  CPU-only trials: 0 GPU-h; {_fmt_hours(r.cpu_hours)} CPU-h spent.")
+        lines.extend(_trust_lines(r))
         for note in r.notes:
             lines.append(f"  note: {note}")
     return "\n".join(lines) + "\n"
+
+
+def _trust_lines(r: BackboneReport) -> list[str]:
+    lines = []
+    if r.confirmed:
+        lines.append(f"  Confirm stage ({r.metric_name}, mean and {CONFIDENCE:.0%} Student-t interval over the confirm "
+                     "seeds; the search run that picked each setting is left out, its metric is optimistic):")  # fmt: skip
+        for i, c in enumerate(r.confirmed):
+            interval = "no interval (1 seed)" if c.low is None else f"[{_fmt(c.low, 4)}, {_fmt(c.high, 4)}]"
+            comps = ", ".join(f"{label} {_component_cell(c.params, comp)}" for comp, label in COMPONENTS)
+            lines.append(f"    {'winner   ' if i == 0 else 'runner-up' if i == 1 else '         '} "
+                         f"{_fmt(c.mean, 4)} {interval} on seeds {sorted(c.by_seed)} (search {c.search_trial}: "
+                         f"{_fmt(c.search_metric, 4)}); {comps}")  # fmt: skip
+        if r.confirm_comparison is not None:
+            lines.append(f"    winner - runner-up: {r.confirm_comparison.text()}: {r.confirm_verdict}.")
+        else:
+            lines.append(f"    {r.confirm_verdict}.")
+    if r.baseline_by_seed:
+        mean, low, high = t_interval(list(r.baseline_by_seed.values()))
+        interval = "" if low is None else f" [{_fmt(low, 4)}, {_fmt(high, 4)}]"
+        lines.append(f"  Stock-loss baseline (the base config's own loss): {_fmt(mean, 4)}{interval} on seeds "
+                     f"{sorted(r.baseline_by_seed)}.")  # fmt: skip
+        if r.baseline_delta is not None:
+            better = r.baseline_delta.distinguishable
+            word = ("" if better is None else
+                    " (distinguishable from 0)" if better else " (NOT distinguishable from 0)")  # fmt: skip
+            lines.append(f"  Δ {r.metric_name} chosen setting - baseline: {r.baseline_delta.text()}{word}.")
+    lines.extend("  " + line for line in r.fidelity_notes)
+    return lines
 
 
 def write_csv(reports: Sequence[BackboneReport], path: str | os.PathLike[str]) -> None:
@@ -812,8 +1150,10 @@ def make_plots(run: RunData, out_dir: Path, best_trial: str | None) -> list[Path
     metric = _first_metric_name(run.frame)
     paths = [out_dir / "curves.png", out_dir / "importance.png", out_dir / "params.png"]
     rungs = asha_rungs(s.max_epochs, s.grace_epochs, s.reduction_factor)
+    asha = run.spec is None or run.spec.scheduler == "asha"
+    fidelity = rung_fidelity(run.frame, rungs, s.max_epochs) if rungs and asha else []
     _plots.plot_curves(run.frame, paths[0], run=run.name, metric_name=metric, max_epochs=s.max_epochs, rungs=rungs,
-                       best_trial=best_trial)  # fmt: skip
+                       best_trial=best_trial, fidelity=fidelity)  # fmt: skip
     importance = param_importance(run)
     _plots.plot_importance(importance.values, paths[1], title=f"{run.name}: {importance.method}",
                            xlabel=importance.label)  # fmt: skip

@@ -39,6 +39,7 @@ from rspose_tune.runspec import (
     spec_exists,
 )
 from rspose_tune._resources import ResourceError, check_feasible, plan_ranks, rank_bundle
+from rspose_tune._stages import StageError, resolve_warm_start, stage_settings
 from rspose_tune.spaces import PARAM_NAMES, MissingDataError, SearchSpaceError, list_presets, load_preset
 
 __all__ = ["SearchError", "build_parser", "main"]
@@ -139,6 +140,31 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--data-root", default=None, help="dataset root (overrides the preset and RSPOSE_TUNE_DATA_ROOT)")
     what.add_argument("--weights", default=None,
                       help="pretrained backbone checkpoint path, or 'none' (overrides the preset and RSPOSE_TUNE_WEIGHTS)")
+    trust = parser.add_argument_group(
+        "a setting you can trust",
+        "after the search: re-run the best settings on further seeds, compare with the stock loss; "
+        "before it: start from earlier runs, or price the search with --dry-run",
+    )
+    trust.add_argument("--confirm-top", type=_non_negative_int("--confirm-top"), default=None, metavar="K",
+                       help="after the search, re-run the K best full-budget settings at full budget (never pruned) "
+                       "on --confirm-seeds further training seeds; 0: no confirm stage (default: the preset's "
+                       "confirm.top)")  # fmt: skip
+    trust.add_argument("--confirm-seeds", type=_positive_int("--confirm-seeds"), default=None, metavar="N",
+                       help="seeds of the confirm stage: the N after --seed, >= 2 (default: the preset's confirm.seeds)")
+    trust.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=None,
+                       help="also train the base config with its stock loss (KeypointMSELoss, KLDiscretLoss ...) at "
+                       "full budget, on the confirm seeds (without a confirm stage: on --seed); the report gives "
+                       "the chosen setting's gain over it (default: the preset's confirm.baseline)")  # fmt: skip
+    trust.add_argument("--warm-start", nargs="+", action="extend", default=None, metavar="RUN",
+                       help="enqueue the chosen setting of each earlier RUN (a run folder or URI, or a run name under "
+                       "--storage; any backbone) after the preset's known-good settings")  # fmt: skip
+    trust.add_argument("--dry-run", action="store_true",
+                       help="validate the flags and preset, print the ASHA rungs, trials and epochs per rung, "
+                       "expected and worst-case epochs and GPU-hours, then exit: starts no Ray, reads no data, "
+                       "writes nothing")  # fmt: skip
+    trust.add_argument("--epoch-gpu-hours", type=_non_negative_float("--epoch-gpu-hours"), default=None, metavar="H",
+                       help="with --dry-run: GPU-hours one epoch of one trial costs (default: the preset's "
+                       "cost.epoch_gpu_hours)")  # fmt: skip
     where = parser.add_argument_group("where it runs")
     where.add_argument("--address", default=None,
                        help="Ray cluster to join ('auto' or host:port); default: RAY_ADDRESS, else start a local Ray")
@@ -259,6 +285,19 @@ def _prepare_data(preset) -> None:
     preset.validate_paths()  # missing data or weights: fail before any trial starts
 
 
+def _budget(args: argparse.Namespace, preset) -> tuple[int, int, int]:
+    """``(max_epochs, grace, reduction_factor)`` from the flags, else the preset; validated."""
+    budget = preset.budget
+    max_epochs = args.max_epochs or budget.max_epochs
+    grace = args.grace_epochs or min(budget.grace_epochs, max_epochs)
+    rf = args.reduction_factor or budget.reduction_factor
+    if rf < 2:
+        raise SearchError(f"--reduction-factor must be >= 2, got {rf}")
+    if grace > max_epochs:
+        raise SearchError(f"--grace-epochs ({grace}) must not exceed --max-epochs ({max_epochs})")
+    return max_epochs, grace, rf
+
+
 def plan(args: argparse.Namespace, argv: list[str] | None = None) -> Plan:
     """Validate flags, the preset and its files (or read the run spec on ``--resume``).
 
@@ -271,14 +310,7 @@ def plan(args: argparse.Namespace, argv: list[str] | None = None) -> Plan:
         return _plan_resume(args, storage, address)
     preset = load_preset(args.backbone or DEFAULT_PRESET, search_dir=args.search_dir, data_root=args.data_root,
                          weights=args.weights)  # fmt: skip
-    budget = preset.budget
-    max_epochs = args.max_epochs or budget.max_epochs
-    grace = args.grace_epochs or min(budget.grace_epochs, max_epochs)
-    rf = args.reduction_factor or budget.reduction_factor
-    if rf < 2:
-        raise SearchError(f"--reduction-factor must be >= 2, got {rf}")
-    if grace > max_epochs:
-        raise SearchError(f"--grace-epochs ({grace}) must not exceed --max-epochs ({max_epochs})")
+    max_epochs, grace, rf = _budget(args, preset)
     gpus = preset.resources.gpus if args.gpus_per_trial is None else args.gpus_per_trial
     cpus = preset.resources.cpus if args.cpus_per_trial is None else args.cpus_per_trial
     try:
@@ -292,19 +324,80 @@ def plan(args: argparse.Namespace, argv: list[str] | None = None) -> Plan:
                               "choose another --name (without --name every start gets a new one)")  # fmt: skip
     else:
         name = _new_run_name(storage, preset.name)
+    from rspose_tune.searcher import TPE_OPTIONS
+
+    seed = 0 if args.seed is None else args.seed
+    stages = stage_settings(args, preset, seed)
+    warm, notes = resolve_warm_start(args.warm_start or (), storage, preset)
+    for note in notes:
+        print(note)
     _prepare_data(preset)
     num_trials = args.num_trials or DEFAULT_TRIALS.get(preset.name, FALLBACK_TRIALS)
     sampler = args.sampler or "tpe"
     spec = RunSpec(
-        run=name, storage=storage, preset=preset, num_trials=num_trials, seed=0 if args.seed is None else args.seed,
+        run=name, storage=storage, preset=preset, num_trials=num_trials, seed=seed,
         max_epochs=max_epochs, grace_epochs=grace, reduction_factor=rf, gpus_per_trial=gpus, cpus_per_trial=cpus,
         workers_per_trial=workers, dataloader_workers=args.num_workers, scheduler=args.scheduler or "asha",
         sampler=sampler,
         # TPE samples at random until it has n_startup_trials finished trials.
         n_startup_trials=num_trials if sampler == "random" else min(10, max(2, num_trials // 3)),
+        warm_start=tuple(warm), tpe_options=dict(TPE_OPTIONS), **stages,
         **provenance(argv),
     )  # fmt: skip
     return _plan_of(spec, address, new_run=True)
+
+
+def dry_run(args: argparse.Namespace) -> int:
+    """``--dry-run``: validate the flags and preset like a start would, print what the search would
+    cost (:mod:`rspose_tune._dryrun`) and return 0. Starts no Ray, reads no data, writes nothing;
+    missing data or weights are a note, not an error."""
+    from rspose_tune._dryrun import DryRunPlan, format_plan
+    from rspose_tune._stages import _run_dir
+
+    if args.resume:
+        raise SearchError("--dry-run plans a new run; it cannot be combined with --resume")
+    try:
+        storage = resolve_storage(args.storage)
+    except RunSpecError as exc:
+        raise SearchError(str(exc)) from None
+    preset = load_preset(args.backbone or DEFAULT_PRESET, search_dir=args.search_dir, data_root=args.data_root,
+                         weights=args.weights)  # fmt: skip
+    max_epochs, grace, rf = _budget(args, preset)
+    gpus = preset.resources.gpus if args.gpus_per_trial is None else args.gpus_per_trial
+    cpus = preset.resources.cpus if args.cpus_per_trial is None else args.cpus_per_trial
+    try:
+        workers = plan_ranks(gpus, cpus, args.workers_per_trial or preset.resources.workers)
+    except ResourceError as exc:
+        raise SearchError(str(exc)) from None
+    if args.name is not None and exists(join(storage, _check_name(args.name))):
+        raise SearchError(f"run {join(storage, args.name)!r} already exists: choose another --name")
+    seed = 0 if args.seed is None else args.seed
+    stages = stage_settings(args, preset, seed)
+    warm = []
+    for given in args.warm_start or ():
+        run_dir = _run_dir(given, storage)
+        if not exists(join(run_dir, "trials")):
+            raise SearchError(f"--warm-start {given!r}: no run with results at {run_dir!r}")
+        warm.append(f"the chosen setting of {run_dir} (read when the run starts)")
+    notes = []
+    try:
+        preset.validate_paths()
+    except MissingDataError as exc:
+        if preset.data.generated == "demo":
+            notes.append(f"the demo data is not at {preset.data.root} yet: a real start generates it")
+        else:
+            notes.append("missing here (a real start refuses to run without them):\n" + str(exc).split("\n", 1)[1])
+    per_epoch = preset.cost.epoch_gpu_hours if args.epoch_gpu_hours is None else args.epoch_gpu_hours
+    source = preset.cost.source if args.epoch_gpu_hours is None else "--epoch-gpu-hours"
+    num_trials = args.num_trials or DEFAULT_TRIALS.get(preset.name, FALLBACK_TRIALS)
+    print(format_plan(DryRunPlan(
+        preset=preset.name, source=str(preset.source), num_trials=num_trials, max_epochs=max_epochs, grace=grace,
+        reduction_factor=rf, scheduler=args.scheduler or "asha", sampler=args.sampler or "tpe", gpus=gpus, cpus=cpus,
+        workers=workers, confirm_top=stages["confirm_top"], confirm_seeds=stages["confirm_seeds"],
+        baseline_seeds=stages["baseline_seeds"], epoch_gpu_hours=per_epoch, cost_source=source,
+        warm_start=tuple(warm), notes=tuple(notes),
+    )), end="")  # fmt: skip
+    return 0
 
 
 def _plan_of(spec: RunSpec, address: str | None, *, new_run: bool) -> Plan:
@@ -385,6 +478,14 @@ def resume_conflicts(spec: RunSpec, args: argparse.Namespace) -> list[str]:
     differs("--cpus-per-trial", args.cpus_per_trial, spec.cpus_per_trial)
     differs("--workers-per-trial", getattr(args, "workers_per_trial", None), spec.workers_per_trial)
     differs("--num-workers", getattr(args, "num_workers", None), spec.dataloader_workers)
+    differs("--confirm-top", getattr(args, "confirm_top", None), spec.confirm_top)
+    if getattr(args, "confirm_seeds", None) is not None and args.confirm_seeds != len(spec.confirm_seeds):
+        out.append(f"--confirm-seeds {args.confirm_seeds!r} differs from the run's {len(spec.confirm_seeds)} "
+                   f"(seeds {list(spec.confirm_seeds)})")  # fmt: skip
+    differs("--baseline", getattr(args, "baseline", None), spec.baseline)
+    if getattr(args, "warm_start", None):
+        out.append(f"--warm-start was resolved when the run started ({len(spec.warm_start)} setting(s) in its spec) "
+                   "and cannot be given again")  # fmt: skip
     differs("--data-root", args.data_root, str(preset.data.root), _same_path)
     if args.weights is not None:
         none = args.weights.strip().lower() in ("none", "null", "")
@@ -488,13 +589,13 @@ def _trial_name(trial) -> str:
     return f"trial_{trial.trial_id}"
 
 
-def run_search(p: Plan, args: argparse.Namespace, extra_callbacks=()):
+def run_search(p: Plan, args: argparse.Namespace, extra_callbacks=(), *, reuse_actors: bool = True):
+    """Run (or resume) the search of plan ``p``. ``reuse_actors=False`` (a fresh process per
+    trial, Ray's default) exists for ``python -m rspose_tune.bench search``'s comparison."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-    from rspose_tune.results import ParquetResultsCallback
     from rspose_tune.searcher import JOURNAL_FILE_NAME, PruningAwareOptunaSearch, ResumableConcurrencyLimiter
-    from trainables.mmpose_trainable import train_rspose, trial_resources
 
     # Keeping only the last checkpoints forces an experiment snapshot per report; that is intended.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
@@ -502,12 +603,7 @@ def run_search(p: Plan, args: argparse.Namespace, extra_callbacks=()):
     if p.new_run:
         write_spec(spec)  # the run's identity, once; --resume, report and export read it
     preset = p.preset
-    trainable = tune.with_parameters(
-        train_rspose, preset=preset, seed=spec.seed, max_epochs=p.max_epochs, num_workers=spec.dataloader_workers
-    )
-    # One placement-group bundle per rank; a trial on N > 1 ranks trains data-parallel.
-    trainable = tune.with_resources(trainable, trial_resources(p.workers, p.cpus, p.gpus))
-    resources = {"cpu": p.cpus, "gpu": p.gpus, "workers": p.workers}
+    trainable = _make_trainable(p)
     # Always with the run: a local file, or a URI (uploaded at every experiment snapshot).
     journal = join(p.run_dir, JOURNAL_FILE_NAME)
     searcher = PruningAwareOptunaSearch(
@@ -519,6 +615,8 @@ def run_search(p: Plan, args: argparse.Namespace, extra_callbacks=()):
         journal_path=journal,
         seed=spec.seed,
         n_startup_trials=spec.n_startup_trials,
+        warm_start=spec.warm_start,  # after the known-good settings; each records its source
+        tpe_options=spec.tpe_options,  # constant liar, multivariate + group (searcher.TPE_OPTIONS)
     )
     max_concurrent = args.max_concurrent or 8
     search_alg = ResumableConcurrencyLimiter(searcher, max_concurrent=max_concurrent)
@@ -533,20 +631,7 @@ def run_search(p: Plan, args: argparse.Namespace, extra_callbacks=()):
         )
     else:
         scheduler = FIFOScheduler()
-    callback = ParquetResultsCallback(
-        backbone=preset.name,
-        max_epochs=p.max_epochs,
-        run=p.name,
-        search_space=preset,
-        extra_metadata={
-            "budget": {"max_epochs": p.max_epochs, "grace_epochs": p.grace, "reduction_factor": p.reduction_factor},
-            "resources": resources,
-            "seed": spec.seed,
-            "run_spec": SPEC_FILE,
-            "metric_name": preset.metric,
-            "mode": preset.mode,
-        },
-    )
+    callback = _results_callback(p)
     reporter = tune.CLIReporter(
         metric_columns=["epoch", "metric", "loss"],
         parameter_columns=list(PARAM_NAMES),
@@ -575,6 +660,10 @@ def run_search(p: Plan, args: argparse.Namespace, extra_callbacks=()):
         num_samples=p.num_trials,
         trial_name_creator=_trial_name,
         trial_dirname_creator=_trial_name,
+        # A finished or stopped trial's process runs the next trial: torch and MMPose stay
+        # imported (bench search: per-trial start overhead). Not for data-parallel trials: rank 0
+        # sets its visible GPUs before CUDA starts, which needs a fresh process.
+        reuse_actors=reuse_actors and p.workers == 1,
     )
     if not p.new_run and exists(join(p.run_dir, "tuner.pkl")):
         tuner = tune.Tuner.restore(p.run_dir, trainable=trainable, resume_unfinished=True, resume_errored=True)
@@ -582,6 +671,71 @@ def run_search(p: Plan, args: argparse.Namespace, extra_callbacks=()):
     else:  # a new run, or one whose driver died before Ray wrote its state: start it from its spec
         tuner = tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)
     return tuner.fit()
+
+
+def _make_trainable(p: Plan):
+    """The trainable of every trial of the run (search, confirm and baseline), with its resources."""
+    from ray import tune
+
+    from trainables.mmpose_trainable import train_rspose, trial_resources
+
+    trainable = tune.with_parameters(train_rspose, preset=p.preset, seed=p.spec.seed, max_epochs=p.max_epochs,
+                                     num_workers=p.spec.dataloader_workers)  # fmt: skip
+    # One placement-group bundle per rank; a trial on N > 1 ranks trains data-parallel.
+    return tune.with_resources(trainable, trial_resources(p.workers, p.cpus, p.gpus))
+
+
+def _results_callback(p: Plan, root: str | None = None):
+    """The Parquet writer of the run's rows (``root``: the run's ``trials/``, for the confirm stage)."""
+    from rspose_tune.results import ParquetResultsCallback
+
+    preset = p.preset
+    return ParquetResultsCallback(
+        backbone=preset.name,
+        max_epochs=p.max_epochs,
+        run=p.name,
+        root=root,
+        search_space=preset,
+        seed=p.spec.seed,  # the `seed` column of search trials (confirm trials carry their own)
+        extra_metadata={
+            "budget": {"max_epochs": p.max_epochs, "grace_epochs": p.grace, "reduction_factor": p.reduction_factor},
+            "resources": {"cpu": p.cpus, "gpu": p.gpus, "workers": p.workers},
+            "seed": p.spec.seed,
+            "run_spec": SPEC_FILE,
+            "metric_name": preset.metric,
+            "mode": preset.mode,
+        },
+    )
+
+
+def run_confirm_stage(p: Plan, args: argparse.Namespace) -> list:
+    """The confirm and baseline trials of the run, after its search finished (:mod:`rspose_tune._stages`)."""
+    from ray import tune
+
+    from rspose_tune._stages import run_stages
+
+    reporter = tune.CLIReporter(metric_columns=["epoch", "metric", "loss"],
+                                parameter_columns=["stage", "seed", *PARAM_NAMES], max_report_frequency=15)  # fmt: skip
+    return run_stages(p, args, lambda: _make_trainable(p), [_results_callback(p, join(p.run_dir, "trials"))],
+                      reporter)  # fmt: skip
+
+
+def _stages_after_search(p: Plan, args: argparse.Namespace, num_trials: int) -> int | None:
+    """Run the confirm stage once every search trial finished; the number of its trials (None:
+    the run has no stages, or the search is unfinished)."""
+    from rspose_tune.results import read_results
+
+    if not (p.spec.confirm_top or p.spec.baseline):
+        return None
+    if trial_outcomes(_search_rows(read_results(join(p.run_dir, "trials"))), num_trials)["unfinished"]:
+        print("confirm stage: waits until every search trial finished (--resume the run)")
+        return None
+    return len(run_confirm_stage(p, args))
+
+
+def _search_rows(rows):
+    """The rows of search-stage trials (files written before stages existed: all rows)."""
+    return rows[rows["stage"].fillna("search") == "search"]
 
 
 def _set_restored_concurrency(tuner, max_concurrent: int) -> None:
@@ -605,8 +759,12 @@ def main(argv: list[str] | None = None) -> int:
     from rspose_tune.demo_data import DemoDataError
 
     try:
+        if args.dry_run:
+            return dry_run(args)
+        if args.epoch_gpu_hours is not None:
+            raise SearchError("--epoch-gpu-hours prices a search for --dry-run only; add --dry-run or drop it")
         p = plan(args, argv)
-    except (SearchSpaceError, MissingDataError, SearchError, RunSpecError, DemoDataError) as exc:
+    except (SearchSpaceError, MissingDataError, SearchError, RunSpecError, DemoDataError, StageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the classic table shows trial params
@@ -616,6 +774,11 @@ def main(argv: list[str] | None = None) -> int:
         f"on {p.workers} rank(s); "
         f"results in {p.run_dir}"
     )
+    spec = p.spec
+    if spec.confirm_top or spec.baseline:
+        print(f"then: confirm the top {spec.confirm_top} setting(s) on seeds {list(spec.confirm_seeds)}"
+              if spec.confirm_top else "then: no confirm stage", end="")  # fmt: skip
+        print(f"; stock-loss baseline on seeds {list(spec.baseline_seeds)}" if spec.baseline else "; no baseline")
     try:
         context = start_ray(p, args)
     except SearchError as exc:
@@ -626,6 +789,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.allow_pending_trials:
             _check_cluster_can_hold_a_trial(p)
         grid = run_search(p, args)
+        stage_trials = _stages_after_search(p, args, max(p.num_trials, len(grid)))
     except SearchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -636,11 +800,19 @@ def main(argv: list[str] | None = None) -> int:
             ray.shutdown()
     from rspose_tune.results import read_results
 
-    outcome = trial_outcomes(read_results(join(p.run_dir, "trials")), max(p.num_trials, len(grid)))
+    rows = read_results(join(p.run_dir, "trials"))
+    outcome = trial_outcomes(_search_rows(rows), max(p.num_trials, len(grid)))
     print(f"search finished: {len(grid)} trials: {outcome['completed']} completed, {outcome['pruned']} pruned, "
           f"{outcome['errored']} errored, {outcome['unfinished']} unfinished; results in {join(p.run_dir, 'trials')}")  # fmt: skip
     for line in outcome["errors"]:
         print(line, file=sys.stderr)
+    if stage_trials is not None:
+        staged = trial_outcomes(rows[rows["stage"].isin(["confirm", "baseline"])], stage_trials)
+        print(f"confirm stage finished: {stage_trials} trials: {staged['completed']} completed, "
+              f"{staged['errored']} errored, {staged['unfinished']} unfinished")  # fmt: skip
+        for line in staged["errors"]:
+            print(line, file=sys.stderr)
+        outcome["unfinished"] += staged["unfinished"]
     if outcome["unfinished"] == 0:
         mark_finished(p.run_dir, {k: v for k, v in outcome.items() if k != "errors"})
     else:

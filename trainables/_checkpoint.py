@@ -29,6 +29,7 @@ __all__ = [
     "MANIFEST_FILE",
     "CheckpointMismatchError",
     "SAFE_GLOBALS",
+    "checkpoint_epoch",
     "restore_checkpoint",
     "safe_checkpoint_loading",
     "strip_unsafe_state",
@@ -138,3 +139,10 @@ def restore_checkpoint(checkpoint, dest_dir: Path, *, trial_id: str) -> Path:
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(Path(ckpt_dir) / CHECKPOINT_FILE, dest)
     return dest
+
+
+def checkpoint_epoch(checkpoint) -> int | None:
+    """The epoch a ``ray.tune.Checkpoint`` of a trial was taken after (from its manifest)."""
+    with checkpoint.as_directory() as ckpt_dir:
+        manifest = Path(ckpt_dir) / MANIFEST_FILE
+        return int(json.loads(manifest.read_text())["epoch"]) if manifest.is_file() else None

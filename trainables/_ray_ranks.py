@@ -34,7 +34,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 from ._checkpoint import restore_checkpoint
 from ._rank import Rendezvous, open_rendezvous, process_group, train_rank
 
-__all__ = ["RankActor", "RankFailedError", "backend_for", "train_ranks", "trial_resources"]
+__all__ = ["RankActor", "RankFailedError", "backend_for", "share_node_gpus", "train_ranks", "trial_resources"]
 
 #: After another rank failed, how long rank 0 may take to fail by itself (a collective error)
 #: before its process is ended, so that Tune retries the trial instead of waiting on a hung
@@ -61,26 +61,65 @@ def trial_resources(workers: int, cpus: float, gpus: float):
 
 
 def backend_for(bundles: Sequence[Mapping[str, float]]) -> tuple[str, str]:
-    """``(backend, device)`` of a trial's ranks: NCCL on GPUs, gloo on CPUs."""
-    return ("nccl", "cuda") if bundles[0].get("GPU", 0) > 0 else ("gloo", "cpu")
+    """``(backend, device)`` of a trial's ranks: NCCL on GPUs, gloo on CPUs.
+
+    A bundle's GPU is Ray's logical resource; the device is CUDA only when this process also
+    sees one (a CPU-only test cluster may declare logical GPUs).
+    """
+    import torch
+
+    if bundles[0].get("GPU", 0) > 0 and torch.cuda.is_available():
+        return "nccl", "cuda"
+    return "gloo", "cpu"
 
 
 def _where() -> str:
     return f"{socket.gethostname()}/{ray.get_runtime_context().get_node_id()[:12]}"
 
 
+def _placement() -> dict[str, Any]:
+    """Where this process runs and the GPUs Ray assigned to it."""
+    return {"where": _where(), "node": ray.get_runtime_context().get_node_id(),
+            "gpus": [str(g) for g in ray.get_gpu_ids()]}
+
+
+def share_node_gpus(placements: Sequence[Mapping[str, Any]]) -> list[tuple[str, int]]:
+    """Per rank: ``(CUDA_VISIBLE_DEVICES, device index)`` so ranks on one node see each other's GPUs.
+
+    Ray makes only a process's own GPU visible to it; NCCL then cannot use peer-to-peer copies
+    (NVLink) between ranks on one node and falls back to host memory. As Ray Train does, every rank
+    on a node sees all the GPUs the trial holds on that node and picks its own by index.
+    """
+    per_node: dict[str, list[str]] = {}
+    for placement in placements:
+        per_node.setdefault(placement["node"], []).extend(placement["gpus"])
+    shared = []
+    for placement in placements:
+        visible = sorted(set(per_node[placement["node"]]), key=lambda g: (len(g), g))
+        index = visible.index(placement["gpus"][0]) if placement["gpus"] else 0
+        shared.append((",".join(visible), index))
+    return shared
+
+
+def _use_devices(visible: str) -> None:
+    """Set this process's visible GPUs (before CUDA is initialised in it)."""
+    if visible:
+        os.environ["CUDA_VISIBLE_DEVICES"] = visible
+
+
 @ray.remote
 class RankActor:
     """Rank r > 0 of one trial: fetch the checkpoint, join the group, train, then exit."""
 
-    def where(self) -> str:
-        return _where()
+    def placement(self) -> dict[str, Any]:
+        return _placement()
 
     def run(self, cfg: dict, rdzv: Rendezvous, rank: int, *, metric: str, trial_id: str,
-            checkpoint, hooks: Sequence[Any], device: str) -> str:
+            checkpoint, hooks: Sequence[Any], device: str, visible: str, device_index: int) -> str:
+        _use_devices(visible)
         with tempfile.TemporaryDirectory(prefix=f"rspose_rank{rank}_") as tmp:
             resume = restore_checkpoint(checkpoint, Path(tmp), trial_id=trial_id) if checkpoint else None
-            with process_group(rdzv, rank):
+            with process_group(rdzv, rank, device_index=device_index):
                 train_rank(cfg, metric=metric, trial_id=trial_id, report=_unused_report,
                            resume_from=resume, hooks=hooks, device=device)
         return _where()
@@ -132,28 +171,31 @@ def train_ranks(cfg, *, bundles: Sequence[Mapping[str, float]], metric: str, tri
         hooks: extra mmengine hooks for every rank (pickled to the other ranks).
     """
     world_size = len(bundles)
-    backend, device = backend_for(bundles)
     pg = get_current_placement_group()
     if pg is None:
         raise RuntimeError("a data-parallel trial must run inside its placement group (tune.with_resources)")
-    rdzv, store = open_rendezvous(ray.util.get_node_ip_address(), world_size, backend)
     cfg_dict = cfg.to_dict()
     actors = [
         RankActor.options(
             num_cpus=bundles[rank].get("CPU", 0),
             num_gpus=bundles[rank].get("GPU", 0),
             scheduling_strategy=PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=rank),
-            name=None,
         ).remote()
         for rank in range(1, world_size)
     ]
     done = threading.Event()
     try:
         # Before `run`: an actor runs its calls in order, and `run` waits for rank 0 to train.
-        nodes = [_where(), *ray.get([actor.where.remote() for actor in actors])]
+        placements = [_placement(), *ray.get([actor.placement.remote() for actor in actors])]
+        nodes = [p["where"] for p in placements]
+        devices = share_node_gpus(placements)
+        _use_devices(devices[0][0])  # before this process touches CUDA (a fresh trial process)
+        backend, device = backend_for(bundles)
+        rdzv, store = open_rendezvous(ray.util.get_node_ip_address(), world_size, backend)
         refs = [
             actor.run.remote(cfg_dict, rdzv, rank, metric=metric, trial_id=trial_id, checkpoint=checkpoint,
-                             hooks=list(hooks), device=device)
+                             hooks=list(hooks), device=device, visible=devices[rank][0],
+                             device_index=devices[rank][1])
             for rank, actor in enumerate(actors, start=1)
         ]
 
@@ -164,7 +206,7 @@ def train_ranks(cfg, *, bundles: Sequence[Mapping[str, float]], metric: str, tri
         watcher.start()
         with tempfile.TemporaryDirectory(prefix="rspose_rank0_") as tmp:
             resume = restore_checkpoint(checkpoint, Path(tmp), trial_id=trial_id) if checkpoint else None
-            with process_group(rdzv, 0, store=store):
+            with process_group(rdzv, 0, store=store, device_index=devices[0][1]):
                 try:
                     train_rank(cfg, metric=metric, trial_id=trial_id, report=report_with_nodes,
                                resume_from=resume, hooks=hooks, device=device)

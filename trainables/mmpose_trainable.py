@@ -21,7 +21,9 @@ artifact syncing (``SyncConfig(sync_artifacts=True)``, set by the search) upload
 
 ``config`` (what the searcher proposes) holds the six loss hyperparameters
 (``delta_rank, coeff_rank, delta_sort, coeff_sort, delta_inst, coeff_inst``; coefficient 0 or
-None = component off). On start the trial resumes from ``tune.get_checkpoint()`` if there is one
+None = component off), and for the confirm stage optionally ``seed`` (this trial's training
+seed, replacing the run's) and ``stage``: ``"baseline"`` trains the base config's stock loss
+(the six values are then ignored). On start the trial resumes from ``tune.get_checkpoint()`` if there is one
 (ASHA promotion, retries after a failure, ``--resume``).
 """
 
@@ -39,7 +41,7 @@ from mmengine.hooks import Hook
 
 from rspose_tune.spaces import PARAM_NAMES
 
-from ._checkpoint import restore_checkpoint
+from ._checkpoint import checkpoint_epoch, restore_checkpoint
 from ._hooks import LOSS_KEYS, LossDivergedError, TuneReportHook
 
 __all__ = ["LOSS_KEYS", "LossDivergedError", "TuneReportHook", "prepare_trial_config", "train_rspose",
@@ -64,11 +66,14 @@ def tune_report(result: Mapping[str, Any], checkpoint_dir: str | None) -> None:
         tune.report(dict(result), checkpoint=tune.Checkpoint.from_directory(checkpoint_dir))
 
 
-def prepare_trial_config(preset, params: Mapping[str, Any], trial_dir: Path, *, seed: int = 0, **build_options):
+def prepare_trial_config(preset, params: Mapping[str, Any] | None, trial_dir: Path, *, seed: int = 0,
+                         meta: Mapping[str, Any] | None = None, **build_options):
     """Build the trial's MMPose config and save it (and the seed) beside the trial's results.
 
-    ``build_options`` go to :func:`rspose_tune.mmpose_adapter.configs.build_config`
-    (``max_epochs``, ``val_interval``, ``batch_size``, ``num_workers``, ``shrink``, ``scratch``).
+    ``params=None``: the base config's stock loss (the baseline). ``meta`` adds keys to
+    ``trial.json``. ``build_options`` go to
+    :func:`rspose_tune.mmpose_adapter.configs.build_config` (``max_epochs``, ``val_interval``,
+    ``batch_size``, ``num_workers``, ``shrink``, ``scratch``).
     """
     from rspose_tune.mmpose_adapter import setup_mmpose
     from rspose_tune.mmpose_adapter.configs import build_config
@@ -78,7 +83,8 @@ def prepare_trial_config(preset, params: Mapping[str, Any], trial_dir: Path, *, 
     trial_dir.mkdir(parents=True, exist_ok=True)
     cfg = build_config(preset, params, work_dir=trial_dir / "mmpose", seed=seed, **build_options)
     cfg.dump(str(trial_dir / RESOLVED_CONFIG))
-    meta = {"preset": preset.name, "seed": int(seed), "params": dict(params)}
+    meta = {"preset": preset.name, "seed": int(seed), "params": None if params is None else dict(params),
+            **(meta or {})}
     (trial_dir / TRIAL_META).write_text(json.dumps(meta, indent=1, default=str))
     return cfg
 
@@ -99,7 +105,8 @@ def train_rspose(
     """Ray Tune function trainable (see module docstring).
 
     Args:
-        config: the six loss hyperparameters (from the searcher).
+        config: the six loss hyperparameters (from the searcher); confirm-stage trials also
+            carry ``seed`` and ``stage`` (``"baseline"``: stock loss).
         preset: the :class:`rspose_tune.spaces.Preset` being searched.
         seed: training seed (saved beside the trial's results).
         max_epochs, val_interval: override the preset's budget.
@@ -116,13 +123,18 @@ def train_rspose(
     trial_id = context.get_trial_id() or "local"
     trial_dir = Path(context.get_trial_dir() or os.getcwd())
     bundles = context.get_trial_resources().bundles
-    params = {k: config.get(k) for k in PARAM_NAMES}
+    seed = int(config.get("seed", seed))  # confirm-stage trials carry their own seed
+    stock = config.get("stage") == "baseline"
+    params = None if stock else {k: config.get(k) for k in PARAM_NAMES}
+    checkpoint = tune.get_checkpoint()  # ASHA promotion, a retry after a failure, --resume
     _ensure_generated_data(preset)
     cfg = prepare_trial_config(
         preset,
         params,
         trial_dir,
         seed=seed,
+        # This attempt's facts, synced to storage with the trial's files: where it (re)started.
+        meta={"world_size": len(bundles), "resumed_from_epoch": checkpoint_epoch(checkpoint) if checkpoint else None},
         max_epochs=max_epochs,
         val_interval=val_interval,
         batch_size=batch_size,
@@ -130,10 +142,9 @@ def train_rspose(
         shrink=shrink,
         scratch=scratch,
     )
-    checkpoint = tune.get_checkpoint()  # ASHA promotion, a retry after a failure, --resume
-    if len(bundles) > 1:
-        from ._ray_ranks import train_ranks
+    from ._ray_ranks import backend_for, train_ranks
 
+    if len(bundles) > 1:
         train_ranks(cfg, bundles=bundles, metric=preset.metric, trial_id=trial_id, report=tune_report,
                     checkpoint=checkpoint, hooks=hooks)
         return
@@ -141,7 +152,7 @@ def train_rspose(
     with tempfile.TemporaryDirectory(prefix="rspose_resume_") as tmp:
         resume = restore_checkpoint(checkpoint, Path(tmp), trial_id=trial_id) if checkpoint else None
         train_rank(cfg, metric=preset.metric, trial_id=trial_id, report=tune_report, resume_from=resume,
-                   hooks=hooks, device="cuda" if bundles[0].get("GPU", 0) > 0 else "cpu")
+                   hooks=hooks, device=backend_for(bundles)[1])
 
 
 def trial_resources(workers: int, cpus: float, gpus: float):

@@ -10,6 +10,8 @@ BENCHMARKS = {
     "step": "one training step of a ViTPose-style model: RSPose head vs MSE head",
     "trainable": "the same epochs through the Ray Tune trainable vs a plain mmengine Runner",
     "search": "per-trial start overhead, and ASHA vs full-budget random search on the demo",
+    "gpu": "the GPU check: loss and ViTPose-H step RSPose vs MSE, and a trial's rank path, without Ray",
+    "ranks": "start of a 2-rank trial: placement-group rank actors vs a Ray Train V2 TorchTrainer",
 }
 
 
