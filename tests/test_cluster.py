@@ -42,6 +42,7 @@ def _search(address, storage, name, data, *extra):
     return search.main([
         "--address", address, "--storage", str(storage), "--name", name, "--data-root", str(data),
         "--max-epochs", "1", "--grace-epochs", "1", "--cpus-per-trial", "1", "--no-report", "--verbose", "0",
+        "--confirm-top", "0", "--no-baseline",
         *extra,
     ])
 

@@ -18,7 +18,7 @@ def test_two_rank_trial_with_dataloader_workers_through_the_cli(tmp_path, capsys
         "--storage", str(tmp_path / "out"), "--name", "ddp", "--data-root", str(data),
         "--num-trials", "1", "--max-epochs", "2", "--grace-epochs", "1", "--num-cpus", "2",
         "--cpus-per-trial", "2", "--workers-per-trial", "2", "--num-workers", "2",
-        "--no-dashboard", "--verbose", "0",
+        "--confirm-top", "0", "--no-baseline", "--no-dashboard", "--verbose", "0",
     ])
     captured = capsys.readouterr()
     assert code == 0, captured.err

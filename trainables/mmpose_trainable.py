@@ -15,7 +15,7 @@ N-rank process group whose other ranks are Ray actors in the other bundles
 (:mod:`trainables._ray_ranks`; NCCL on GPUs, gloo on CPUs).
 
 Files: the trial writes ``resolved_config.py``, ``trial.json`` and the MMPose work dir (logs)
-into its working directory (``tune.get_context().get_trial_dir()``, node-local); Ray Tune's
+into its working directory (``get_storage().trial_working_directory``, node-local); Ray Tune's
 artifact syncing (``SyncConfig(sync_artifacts=True)``, set by the search) uploads it to
 ``<storage>/<run>/trial_<id>/`` with every checkpoint, whichever node ran the trial.
 
@@ -30,7 +30,6 @@ seed, replacing the run's) and ``stage``: ``"baseline"`` trains the base config'
 from __future__ import annotations
 
 import json
-import os
 import socket
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -121,7 +120,9 @@ def train_rspose(
 
     context = tune.get_context()
     trial_id = context.get_trial_id() or "local"
-    trial_dir = Path(context.get_trial_dir() or os.getcwd())
+    # The folder Ray's artifact syncing uploads from (not get_trial_dir(): for a trial's first
+    # actor Ray 2.60 returns the driver's staging folder, which only the driver node syncs).
+    trial_dir = Path(context.get_storage().trial_working_directory)
     bundles = context.get_trial_resources().bundles
     seed = int(config.get("seed", seed))  # confirm-stage trials carry their own seed
     stock = config.get("stage") == "baseline"
