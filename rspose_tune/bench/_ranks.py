@@ -115,8 +115,8 @@ def _run(route: str, trials: int, workers: int, storage: str) -> list[float]:
     clock = _Clock()
     if route == "bundles":
         trainable = tune.with_resources(_bundles_trial, tune.PlacementGroupFactory([{"CPU": 1}] * workers))
-    else:  # the Train controller and workers take the CPUs; the Tune trial itself holds none
-        trainable = tune.with_resources(_train_v2_trial, {"cpu": 0})
+    else:  # the Tune trial holds one CPU (Ray refuses an empty request); Train's workers their own
+        trainable = tune.with_resources(_train_v2_trial, {"cpu": 1})
     tune.Tuner(
         trainable,
         param_space={"workers": workers, "storage": storage},
@@ -135,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     import ray
 
-    ray.init(address="local", num_cpus=args.workers, include_dashboard=False, log_to_driver=False)
+    # One CPU more than the ranks need: the Train V2 route's Tune trial holds one of its own.
+    ray.init(address="local", num_cpus=args.workers + 1, include_dashboard=False, log_to_driver=False)
     times: dict[str, list[float]] = {"bundles": [], "train-v2": []}
     try:
         with tempfile.TemporaryDirectory(prefix="rspose_bench_ranks_") as tmp:
