@@ -1,6 +1,8 @@
 """PNG plots for :mod:`rspose_tune.report` (matplotlib, Agg canvas; pyplot's global state is unused).
 
-- :func:`plot_curves`: every trial's metric per epoch, by final status, ASHA rungs marked.
+- :func:`plot_curves`: every trial's metric per epoch, by final status (confirm-stage and
+  stock-loss baseline trials in their own colours), ASHA rungs marked with their fidelity
+  (Spearman ρ between the rung's metric and the final one, DeepCAVE's bands).
 - :func:`plot_importance`: one bar per hyperparameter (Optuna importance or the fallback).
 - :func:`plot_params`: the metric against each of the six hyperparameters.
 """
@@ -13,7 +15,7 @@ from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
-__all__ = ["STATUS_STYLE", "plot_curves", "plot_importance", "plot_params"]
+__all__ = ["STAGE_STYLE", "STATUS_STYLE", "plot_curves", "plot_importance", "plot_params"]
 
 from rspose_tune.spaces import PARAM_NAMES
 #: Line style of a trial by its final status: (colour, linestyle, linewidth, alpha, legend label).
@@ -23,6 +25,13 @@ STATUS_STYLE = {
     "error": ("tab:red", ":", 1.2, 0.8, "error"),
     "running": ("tab:gray", "-.", 1.0, 0.6, "unfinished"),
 }
+#: Trials of the stages after the search: (colour, linestyle, linewidth, alpha, legend label).
+STAGE_STYLE = {
+    "confirm": ("tab:green", "-", 1.2, 0.8, "confirm (full budget, other seeds)"),
+    "baseline": ("tab:purple", "-", 1.6, 0.9, "baseline (stock loss)"),
+}
+#: Rung line colour by DeepCAVE band of its fidelity ρ.
+_BAND_COLOUR = {"very strong": "tab:green", "strong": "tab:olive", "moderate": "tab:orange", "weak": "tab:red"}
 _DPI = 110
 
 
@@ -48,8 +57,14 @@ def plot_curves(
     max_epochs: int | None,
     rungs: Sequence[int],
     best_trial: str | None = None,
+    fidelity: Sequence = (),
 ) -> None:
-    """Metric per epoch of every trial (``frame``: result rows), coloured by final status."""
+    """Metric per epoch of every trial (``frame``: result rows), coloured by final status.
+
+    ``fidelity``: :class:`rspose_tune.report.RungFidelity` per rung (``rung``, ``rho``, ``band``,
+    ``n``): each rung's label shows ρ and its band, the line is coloured by the band, and a
+    footnote gives the selection-bias caveat.
+    """
     from matplotlib.lines import Line2D
 
     fig = _figure(8.0, 4.8)
@@ -58,27 +73,36 @@ def plot_curves(
     for trial_id, group in frame.groupby("trial_id", sort=True):
         group = group.sort_values("epoch")
         status = str(group["status"].iloc[-1])
-        counts[status] = counts.get(status, 0) + 1
+        stage = group["stage"].iloc[-1] if "stage" in group else None
+        kind = stage if stage in STAGE_STYLE else status
+        counts[kind] = counts.get(kind, 0) + 1
         points = group[group["metric"].notna()]
         if points.empty:
             continue
-        colour, style, width, alpha, _ = STATUS_STYLE.get(status, STATUS_STYLE["running"])
+        colour, style, width, alpha, _ = STAGE_STYLE.get(kind) or STATUS_STYLE.get(status, STATUS_STYLE["running"])
         z = 1 if status == "completed" else 2  # short pruned curves on top, else they hide
         ax.plot(points["epoch"], points["metric"], color=colour, linestyle=style, linewidth=width, alpha=alpha,
                 marker="o" if len(points) < 3 else None, markersize=3, zorder=z)  # fmt: skip
         if status in ("pruned", "error"):
             ax.plot(points["epoch"].iloc[-1], points["metric"].iloc[-1], marker="x" if status == "error" else "o",
                     color=colour, markersize=4, alpha=alpha, linestyle="none", zorder=z)  # fmt: skip
-    handles = [Line2D([], [], color=STATUS_STYLE[s][0], linestyle=STATUS_STYLE[s][1], linewidth=STATUS_STYLE[s][2],
-                      label=f"{STATUS_STYLE[s][4]} ({counts[s]})") for s in STATUS_STYLE if counts.get(s)]  # fmt: skip
+    handles = [Line2D([], [], color=style[0], linestyle=style[1], linewidth=style[2], label=f"{style[4]} ({counts[s]})") for s, style in {**STATUS_STYLE, **STAGE_STYLE}.items()
+               if counts.get(s)]  # fmt: skip
     if best_trial is not None and best_trial in set(frame["trial_id"]):
         best = frame[(frame["trial_id"] == best_trial) & frame["metric"].notna()].sort_values("epoch")
         ax.plot(best["epoch"], best["metric"], color="black", linewidth=2.6, zorder=3)
         handles.append(Line2D([], [], color="black", linewidth=2.6, label=f"best: {best_trial}"))
+    fid = {int(f.rung): f for f in fidelity}
     for rung in rungs:
-        ax.axvline(rung, color="0.45", linestyle=(0, (1, 2)), linewidth=1.0, zorder=0)
-        ax.annotate(f"rung {rung}", (rung, 1.0), xycoords=("data", "axes fraction"), xytext=(2, -10),
-                    textcoords="offset points", fontsize=7, color="0.35")  # fmt: skip
+        f = fid.get(int(rung))
+        colour = _BAND_COLOUR.get(f.band, "0.45") if f is not None else "0.45"
+        ax.axvline(rung, color=colour, linestyle=(0, (1, 2)), linewidth=1.2 if f is not None else 1.0, zorder=0)
+        label = f"rung {rung}"
+        if f is not None:
+            label += f"\nρ={f.rho:.2f} {f.band}\n(n={f.n})" if f.rho is not None else f"\nρ n/a (n={f.n})"
+        ax.annotate(label, (rung, 1.0), xycoords=("data", "axes fraction"), xytext=(2, -10), va="top",
+                    textcoords="offset points", fontsize=7, color=colour if f is not None else "0.35",
+                    bbox=dict(facecolor="white", alpha=0.8, edgecolor="none", pad=1.0), zorder=5)  # fmt: skip
     if rungs:
         handles.append(Line2D([], [], color="0.45", linestyle=(0, (1, 2)), label=f"ASHA rungs {list(rungs)}"))
     if max_epochs:
@@ -92,7 +116,13 @@ def plot_curves(
     ax.grid(True, alpha=0.3)
     if handles:
         ax.legend(handles=handles, fontsize=8, loc="best", framealpha=0.85)
-    fig.tight_layout()
+    if fid:
+        fig.text(0.01, 0.005, "ρ: Spearman(metric at rung, final metric) over the full-budget search trials; "
+                 "bands ≥0.7 very strong, ≥0.4 strong, ≥0.3 moderate, else weak.\nBiased sample: only trials "
+                 "ASHA promoted reach the full budget.", fontsize=6.5, color="0.3", va="bottom")  # fmt: skip
+        fig.tight_layout(rect=(0, 0.06, 1, 1))
+    else:
+        fig.tight_layout()
     _save(fig, path)
 
 

@@ -9,7 +9,7 @@ corrupt visible file. On object stores (``s3://`` ...; any :mod:`pyarrow.fs` fil
 temporary file is moved with ``filesystem.move``; an object upload is all-or-nothing.
 
 Columns (:data:`SCHEMA`): bookkeeping (``run``, ``backbone``, ``trial_id``, ``epoch``,
-``status``, ``error``, ``timestamp``), the six loss hyperparameters (:data:`PARAM_COLUMNS`),
+``status``, ``stage``, ``seed``, ``error``, ``timestamp``), the six loss hyperparameters (:data:`PARAM_COLUMNS`),
 the trainable's metrics (:data:`METRIC_COLUMNS`, ``metric_name``, ``node``, ``gpu_type``) and
 ``raw_metrics``: a JSON object holding the evaluator's own metrics under their MMPose names
 (every numeric result key containing ``/``, e.g. ``coco/AP``); :func:`read_results` can expand
@@ -19,6 +19,11 @@ Conventions:
 
 - **Off components**: a coefficient of 0 (or None) switches its component off; then both that
   coefficient and its delta are **null** (``coeff.isna()`` means off).
+- ``stage`` (:data:`STAGES`): ``search`` (proposed by the searcher, ASHA may stop it),
+  ``confirm`` (a top setting re-run at full budget on a further seed, never stopped early) or
+  ``baseline`` (the base config's stock loss; the six hyperparameters are null). ``seed`` is the
+  trial's training seed. Both come from the trial's config (``stage``/``seed`` keys; absent:
+  ``search`` and the callback's ``seed``). Files of schema version 1 lack both: read as null.
 - Non-finite metric values (NaN, e.g. ``loss_sort`` of an off component) are stored as null.
 - ``status``: ``running`` for every reported result; when a trial ends its last row becomes
   ``completed`` (it reached ``max_epochs``), ``pruned`` (ended earlier: the scheduler stopped
@@ -67,6 +72,7 @@ __all__ = [
     "RAW_PREFIX",
     "SCHEMA",
     "SCHEMA_VERSION",
+    "STAGES",
     "STATUSES",
     "ParquetResultsCallback",
     "build_metadata",
@@ -82,11 +88,13 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: + stage, seed
 #: Key of the rspose_tune JSON in each Parquet file's key-value metadata.
 METADATA_KEY = b"rspose_tune"
 #: Values of the ``status`` column.
 STATUSES = ("running", "pruned", "completed", "error")
+#: Values of the ``stage`` column.
+STAGES = ("search", "confirm", "baseline")
 #: The six loss hyperparameters (null when their component is off).
 PARAM_COLUMNS = PARAM_NAMES  # the six loss hyperparameters, one nullable float column each
 #: Float metrics reported by the trainable (null when missing or not finite).
@@ -104,6 +112,8 @@ SCHEMA = pa.schema(
         pa.field("trial_id", pa.string(), nullable=False),
         pa.field("epoch", pa.int32(), nullable=False),
         pa.field("status", pa.string(), nullable=False),
+        pa.field("stage", pa.string()),  # search / confirm / baseline (null: written before stages existed)
+        pa.field("seed", pa.int64()),  # the trial's training seed
         *(pa.field(name, pa.float64()) for name in PARAM_COLUMNS),
         pa.field("metric_name", pa.string()),
         *(pa.field(name, pa.float64()) for name in METRIC_COLUMNS),
@@ -202,11 +212,14 @@ def make_row(
     error: str | None = None,
     epoch: int | None = None,
     time_attr: str = "epoch",
+    seed: int | None = None,
 ) -> dict[str, Any]:
     """One row of :data:`SCHEMA` from a Ray Tune result and the trial's config.
 
     ``epoch`` defaults to ``result[time_attr]``; ``timestamp`` to Ray's ``result["timestamp"]``
-    (Unix seconds) or now. Hyperparameters come from ``config`` (off component: both null).
+    (Unix seconds) or now. Hyperparameters come from ``config`` (off component: both null; all
+    null for the ``baseline`` stage), as do ``stage`` (default ``search``) and ``seed``
+    (default: the ``seed`` argument).
     """
     if status not in STATUSES:
         raise ValueError(f"`status` is {status!r}, but must be one of {list(STATUSES)}.")
@@ -219,13 +232,21 @@ def make_row(
             )
     if isinstance(epoch, bool) or not isinstance(epoch, (int, float)) or epoch != int(epoch) or epoch < 0:
         raise ValueError(f"`{time_attr}` of trial {trial_id!r} is {epoch!r}, but must be an int >= 0.")
+    stage = config.get("stage") or "search"
+    if stage not in STAGES:
+        raise ValueError(f"The config's `stage` is {stage!r}, but must be one of {list(STAGES)}.")
+    seed = config.get("seed", seed)
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise ValueError(f"The config's `seed` is {seed!r}, but must be an int or None.")
     row: dict[str, Any] = {
         "run": str(run),
         "backbone": str(backbone),
         "trial_id": str(trial_id),
         "epoch": int(epoch),
         "status": status,
-        **_params(config),
+        "stage": stage,
+        "seed": seed,
+        **(_params({}) if stage == "baseline" else _params(config)),
         "metric_name": _str_or_none(result.get("metric_name")),
         **{name: _float_or_none(name, result.get(name)) for name in METRIC_COLUMNS},
         "node": _str_or_none(result.get("node")),
@@ -463,6 +484,7 @@ class ParquetResultsCallback(Callback):
         search_space: Stored as JSON in the file metadata (dataclasses, mappings, lists).
         extra_metadata: More JSON metadata (keys must not clash with the built-in ones).
         time_attr: Result key holding the epoch.
+        seed: The ``seed`` column of trials whose config has no ``seed`` (the run's seed).
     """
 
     def __init__(
@@ -476,8 +498,10 @@ class ParquetResultsCallback(Callback):
         search_space: Any = None,
         extra_metadata: Mapping[str, Any] | None = None,
         time_attr: str = "epoch",
+        seed: int | None = None,
     ) -> None:
         final_status(0, max_epochs, False)  # validates max_epochs
+        self._seed = seed
         self._backbone = backbone
         self._max_epochs = max_epochs
         self._run = run
@@ -496,7 +520,7 @@ class ParquetResultsCallback(Callback):
     # ------------------------------------------------------------ Ray Tune hooks
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         row = make_row(result, trial.config, run=self._run_name(trial), backbone=self._backbone,
-                       trial_id=trial.trial_id, time_attr=self._time_attr)  # fmt: skip
+                       trial_id=trial.trial_id, time_attr=self._time_attr, seed=self._seed)  # fmt: skip
         self._write(trial, row)
         self._last[trial.trial_id] = row
 
@@ -549,7 +573,7 @@ class ParquetResultsCallback(Callback):
             if error is None:
                 return  # ended before its first result, without error: nothing to record
             last = make_row({}, trial.config, run=self._run_name(trial), backbone=self._backbone,
-                            trial_id=trial.trial_id, epoch=0)  # fmt: skip
+                            trial_id=trial.trial_id, epoch=0, seed=self._seed)  # fmt: skip
         row = {**last, "status": final_status(last["epoch"], self._max_epochs, error is not None), "error": error}
         self._write(trial, row)
         fs, _ = self._resolve_target(trial)

@@ -4,7 +4,9 @@
 holds everything that defines the run: the resolved preset (in the preset YAML schema of
 :mod:`rspose_tune.spaces`, with absolute data and weights paths, so it reads the same from any
 working directory), the number of trials, the budget, the seed, the resources per trial, the
-scheduler and sampler settings, the package versions, the git revision, the command line and
+scheduler and sampler settings (TPE options included), the stages after the search (confirm:
+how many settings on which seeds; the stock-loss baseline), the warm-start settings taken from
+earlier runs (resolved when the run started), the package versions, the git revision, the command line and
 the working directory it was started from. ``--resume``, ``python -m rspose_tune.report`` and
 ``python -m rspose_tune.export`` read it; nothing of the run's identity is taken from the flags or
 the environment again.
@@ -170,6 +172,8 @@ def preset_to_yaml(preset: Preset) -> dict[str, Any]:
                          else {"workers": preset.resources.workers})},  # fmt: skip
         "data": data_out,
         "weights": None if preset.weights is None else str(preset.weights),
+        "cost": {"epoch_gpu_hours": preset.cost.epoch_gpu_hours, "source": preset.cost.source},
+        "confirm": {"top": preset.confirm.top, "seeds": preset.confirm.seeds, "baseline": preset.confirm.baseline},
     }
 
 
@@ -193,6 +197,15 @@ class RunSpec:
     scheduler: str
     sampler: str
     n_startup_trials: int
+    # Stages after the search (see rspose_tune.search): the confirm_top best full-budget settings
+    # re-run on each of confirm_seeds; baseline: the stock loss on baseline_seeds.
+    confirm_top: int = 0
+    confirm_seeds: tuple[int, ...] = ()
+    baseline: bool = False
+    baseline_seeds: tuple[int, ...] = ()
+    # Settings enqueued after the preset's known-good ones: {"params": {...}, "source": str}.
+    warm_start: tuple[Mapping[str, Any], ...] = ()
+    tpe_options: Mapping[str, Any] = field(default_factory=dict)
     created_utc: str = ""
     command: tuple[str, ...] = ()
     cwd: str = ""
@@ -223,7 +236,11 @@ class RunSpec:
                           "workers_per_trial": self.workers_per_trial,
                           "dataloader_workers": self.dataloader_workers},  # fmt: skip
             "scheduler": scheduler,
-            "sampler": {"type": self.sampler, "n_startup_trials": self.n_startup_trials, "seed": self.seed},
+            "sampler": {"type": self.sampler, "n_startup_trials": self.n_startup_trials, "seed": self.seed,
+                        "tpe_options": dict(self.tpe_options)},
+            "stages": {"confirm": {"top": self.confirm_top, "seeds": list(self.confirm_seeds)},
+                       "baseline": {"enabled": self.baseline, "seeds": list(self.baseline_seeds)}},
+            "warm_start": [{"source": w["source"], "params": dict(w["params"])} for w in self.warm_start],
             "preset": {"name": self.preset.name, "source": str(self.preset.source), **preset_to_yaml(self.preset)},
             "command": list(self.command),
             "cwd": self.cwd,
@@ -277,6 +294,7 @@ class RunSpec:
             scheduler=get("scheduler.type", str),
             sampler=get("sampler.type", str),
             n_startup_trials=get("sampler.n_startup_trials", int),
+            **_stages(data, where),
             created_utc=str(data.get("created_utc", "")),
             command=tuple(str(a) for a in data.get("command") or ()),
             cwd=str(data.get("cwd", "")),
@@ -284,6 +302,39 @@ class RunSpec:
             versions=dict(data.get("versions") or {}),
             git_revision=str(data.get("git_revision", "unknown")),
         )
+
+
+def _stages(data: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """The optional stage, warm-start and TPE keys (absent in specs written before they existed)."""
+
+    def ints(value: Any, key: str) -> tuple[int, ...]:
+        if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+            raise RunSpecError(f"{where}: `{key}` is {value!r}, but must be a list of integers")
+        return tuple(value)
+
+    stages = data.get("stages") or {}
+    confirm, baseline = stages.get("confirm") or {}, stages.get("baseline") or {}
+    top = confirm.get("top", 0)
+    if isinstance(top, bool) or not isinstance(top, int) or top < 0:
+        raise RunSpecError(f"{where}: `stages.confirm.top` is {top!r}, but must be an integer >= 0")
+    enabled = baseline.get("enabled", False)
+    if not isinstance(enabled, bool):
+        raise RunSpecError(f"{where}: `stages.baseline.enabled` is {enabled!r}, but must be true or false")
+    warm = data.get("warm_start") or []
+    if not isinstance(warm, list) or not all(isinstance(w, Mapping) and isinstance(w.get("source"), str)
+                                             and isinstance(w.get("params"), Mapping) for w in warm):  # fmt: skip
+        raise RunSpecError(f"{where}: `warm_start` must be a list of {{source: str, params: mapping}}")
+    tpe = (data.get("sampler") or {}).get("tpe_options") or {}
+    if not isinstance(tpe, Mapping):
+        raise RunSpecError(f"{where}: `sampler.tpe_options` is {tpe!r}, but must be a mapping")
+    return {
+        "confirm_top": top,
+        "confirm_seeds": ints(confirm.get("seeds", []), "stages.confirm.seeds"),
+        "baseline": enabled,
+        "baseline_seeds": ints(baseline.get("seeds", []), "stages.baseline.seeds"),
+        "warm_start": tuple({"source": w["source"], "params": dict(w["params"])} for w in warm),
+        "tpe_options": dict(tpe),
+    }
 
 
 def utc_now() -> dt.datetime:

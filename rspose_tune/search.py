@@ -204,7 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="Ray Tune progress verbosity")
     parser.epilog = (
         "A run's identity (preset, data root, weights, number of trials, budget, seed, scheduler, sampler, "
-        "resources per trial) is written once to <storage>/<name>/run_spec.yaml; --resume reads it and refuses "
+        "resources per trial, confirm stage, baseline, warm-start settings) is written once to "
+        "<storage>/<name>/run_spec.yaml; --resume reads it and refuses "
         "flags that differ from it. Flags that may change on --resume: " + ", ".join(RESUME_MAY_CHANGE) + ". "
         "Exit status: 0 when some trial completed or was pruned, 1 when none did (one line per distinct "
         "error), 2 for a user error (one 'error:' line)."

@@ -44,6 +44,14 @@ YAML schema (all keys required unless marked optional; unknown keys are errors):
       headbox_file: annotations/mpii_gt_val.mat   # optional; required for dataset mpii (PCKh)
       generated: demo                      # optional; the data is made by a generator (see below)
     weights: checkpoints/x.pth | null      # pretrained backbone; relative: to the working dir
+    cost:                                  # optional: what one trial-epoch costs (--dry-run)
+      epoch_gpu_hours: 0.99                # GPU-hours per epoch of one trial, all its GPUs
+                                           #   together; null = unknown
+      source: "paper: 4.33 days x 2 GPUs / 210 epochs"   # where the number comes from
+    confirm:                               # optional: default confirm stage (--confirm-top ...)
+      top: 2                               # best full-budget settings re-run (0 = no confirm)
+      seeds: 2                             # further training seeds each (>= 2 when top > 0)
+      baseline: true                       # also train the base config's stock loss
 
 Rules for ``params``: values are >= 0; a coefficient of 0 switches its component off, and the
 component's delta is then meaningless and written ``{fixed: null}``. ``allow_off: true`` (only on
@@ -96,6 +104,8 @@ __all__ = [
     "ENV_WEIGHTS",
     "PARAM_NAMES",
     "Budget",
+    "Confirm",
+    "Cost",
     "DataSpec",
     "MissingDataError",
     "ParamSpec",
@@ -132,7 +142,7 @@ _GENERATORS = ("demo",)
 _TOP_KEYS = {
     "description": False, "base_config": True, "dataset": True, "metric": True, "mode": True,
     "params": True, "known_good": False, "budget": True, "resources": True, "data": True,
-    "weights": True,
+    "weights": True, "cost": False, "confirm": False,
 }  # fmt: skip  (key -> required)
 _RANGE_KEYS = {"low": True, "high": True, "log": False, "allow_off": False}
 _FIXED_KEYS = {"fixed": True, "allow_off": False}
@@ -142,6 +152,8 @@ _DATA_KEYS = {
     "root": True, "train_ann": True, "val_ann": True, "train_img": True, "val_img": True,
     "bbox_file": False, "headbox_file": False, "generated": False,
 }  # fmt: skip
+_COST_KEYS = {"epoch_gpu_hours": True, "source": True}
+_CONFIRM_KEYS = {"top": True, "seeds": True, "baseline": True}
 _NONE_WORDS = ("none", "null")
 
 
@@ -236,6 +248,25 @@ class Resources:
 
 
 @dataclass(frozen=True)
+class Cost:
+    """What one epoch of one trial costs, in GPU-hours of all its GPUs together (None: unknown),
+    and where that number comes from. Used by ``--dry-run`` to price a search."""
+
+    epoch_gpu_hours: float | None = None
+    source: str = "unknown (the preset declares no cost)"
+
+
+@dataclass(frozen=True)
+class Confirm:
+    """Default confirm stage: the ``top`` best full-budget settings re-run on ``seeds`` further
+    training seeds (``top`` 0: none); ``baseline``: also train the base config's stock loss."""
+
+    top: int = 0
+    seeds: int = 0
+    baseline: bool = False
+
+
+@dataclass(frozen=True)
 class DataSpec:
     """Where a preset's dataset lives. ``root`` is absolute; the file names are relative to it."""
 
@@ -281,6 +312,8 @@ class Preset:
     data: DataSpec
     weights: Path | None
     description: str = ""
+    cost: Cost = Cost()
+    confirm: Confirm = Confirm()
 
     def validate_paths(self) -> None:
         """Raise :class:`MissingDataError` listing every missing data file, folder or weights.
@@ -532,6 +565,8 @@ def parse_preset(
     budget = _parse_budget(top["budget"], check)
     resources_ = _parse_resources(top["resources"], check)
     data_spec = _parse_data(top["data"], dataset, data_root, check)
+    cost = _parse_cost(top.get("cost"), check)
+    confirm = _parse_confirm(top.get("confirm"), check)
 
     raw_weights = top["weights"]
     if weights is not None:
@@ -555,6 +590,8 @@ def parse_preset(
         data=data_spec,
         weights=weights_path,
         description=description.strip(),
+        cost=cost,
+        confirm=confirm,
     )
 
 
@@ -667,6 +704,29 @@ def _parse_budget(raw: Any, check: _Checker) -> Budget:
             f"validation result, got {grace}",
         )
     return Budget(max_epochs=max_epochs, grace_epochs=grace, reduction_factor=factor, val_interval=interval)
+
+
+def _parse_cost(raw: Any, check: _Checker) -> Cost:
+    if raw is None:
+        return Cost()
+    table = check.mapping(raw, "cost", _COST_KEYS)
+    value = table["epoch_gpu_hours"]
+    hours = None if value is None else check.number(value, "cost.epoch_gpu_hours", minimum=0.0)
+    source = check.string(table["source"], "cost.source")
+    return Cost(epoch_gpu_hours=hours, source=source)
+
+
+def _parse_confirm(raw: Any, check: _Checker) -> Confirm:
+    if raw is None:
+        return Confirm()
+    table = check.mapping(raw, "confirm", _CONFIRM_KEYS)
+    top = check.integer(table["top"], "confirm.top", minimum=0)
+    seeds = check.integer(table["seeds"], "confirm.seeds", minimum=0)
+    baseline = check.boolean(table["baseline"], "confirm.baseline")
+    if top > 0 and seeds < 2:
+        raise check.fail("confirm.seeds", f"must be >= 2 when confirm.top > 0 (a 95 % interval needs two seeds), "
+                                          f"got {seeds}")  # fmt: skip
+    return Confirm(top=top, seeds=seeds, baseline=baseline)
 
 
 def _parse_resources(raw: Any, check: _Checker) -> Resources:

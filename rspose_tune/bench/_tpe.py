@@ -1,6 +1,6 @@
 """Parallel TPE options: independent TPE vs + constant liar vs + multivariate/group (issue 11).
 
-``python -m rspose_tune.bench._tpe [--seeds 30] [--trials 32] [--workers 8]``
+``python -m rspose_tune.bench tpe [--seeds 30] [--trials 32] [--workers 8]``
 
 What it measures: the project's own searcher (:class:`rspose_tune.searcher.PruningAwareOptunaSearch`,
 the define-by-run space of the ``demo`` preset with its on/off switches, the known-good setting
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from rspose_tune.spaces import load_preset
 
-    parser = argparse.ArgumentParser(prog="python -m rspose_tune.bench._tpe", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m rspose_tune.bench tpe", description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, default=30)
     parser.add_argument("--trials", type=int, default=32)
     parser.add_argument("--workers", type=int, default=8)

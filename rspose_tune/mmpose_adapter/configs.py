@@ -280,7 +280,7 @@ def _add_confidence_metric(cfg) -> None:
 
 def build_config(
     preset,
-    params: Mapping[str, Any],
+    params: Mapping[str, Any] | None,
     *,
     work_dir: str | Path | None = None,
     seed: int = 0,
@@ -296,6 +296,9 @@ def build_config(
     Args:
         preset: a :class:`rspose_tune.spaces.Preset` (its base config, data and weights).
         params: the six loss hyperparameters (:data:`LOSS_PARAM_NAMES`); None or 0 = off.
+            ``params=None`` (not a mapping) builds the **stock** config: the base config's own
+            head and loss (``KeypointMSELoss``, ``KLDiscretLoss`` ...) untouched, the baseline
+            the search compares RSPose against; everything else (data, budget, seed) the same.
         work_dir: the Runner's work_dir (the trial's own directory).
         seed: mmengine ``randomness.seed``.
         max_epochs: training length; default the preset's budget. LR milestones scale with it.
@@ -308,7 +311,8 @@ def build_config(
 
     cfg = load_base_config(preset.base_config, Path(preset.source).parent)
     cfg = Config(copy.deepcopy(cfg.to_dict()))  # detach from _base_ bookkeeping
-    apply_rspose_losses(cfg, params)
+    if params is not None:
+        apply_rspose_losses(cfg, params)
     data = preset.data
     set_dataset(
         cfg,
@@ -323,7 +327,8 @@ def build_config(
     if shrink:
         shrink_model(cfg)
     _set_pretrained(cfg, None if (shrink or scratch) else preset.weights)
-    _pack_rotation(cfg)
+    if params is not None:
+        _pack_rotation(cfg)  # only RSPose's Instance Sort reads the rotation
     scale_schedule(cfg, int(max_epochs or preset.budget.max_epochs))
     cfg.train_cfg["val_interval"] = int(val_interval or preset.budget.val_interval)
     for key in ("train_dataloader", "val_dataloader", "test_dataloader"):
@@ -336,7 +341,8 @@ def build_config(
             # Worker processes live for the whole training (mmengine's usual setting);
             # persistent_workers is only valid with num_workers > 0.
             cfg[key]["persistent_workers"] = num_workers > 0
-    _add_keypoint_meta(cfg)
+    if params is not None:
+        _add_keypoint_meta(cfg)  # Instance Sort's OKS sigmas
     _add_confidence_metric(cfg)
     metric = preset.metric
     hooks = cfg.setdefault("default_hooks", {})
@@ -347,5 +353,6 @@ def build_config(
     cfg["randomness"] = dict(seed=int(seed), deterministic=False)
     cfg["work_dir"] = str(work_dir) if work_dir is not None else f"work_dirs/{preset.name}"
     cfg["launcher"] = "none"
-    cfg["rspose_tune"] = dict(preset=preset.name, metric=metric, params=dict(params), seed=int(seed))
+    cfg["rspose_tune"] = dict(preset=preset.name, metric=metric, params=None if params is None else dict(params),
+                              seed=int(seed), stock_loss=params is None)
     return cfg

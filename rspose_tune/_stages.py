@@ -1,0 +1,257 @@
+"""What runs around the search: warm start before it, the confirm stage and the baseline after it.
+
+Wiring for :mod:`rspose_tune.search` (kept here so the CLI module stays wiring only):
+
+- :func:`stage_settings`: ``--confirm-top K --confirm-seeds N --baseline`` (defaults: the preset's
+  ``confirm`` block) resolved to the seeds each stage trains on: the confirm seeds are the N
+  seeds after the run's (``seed + 1 ... seed + N``), never the search's own; the baseline trains
+  on the confirm seeds, or on the run's seed when there is no confirm stage.
+- :func:`resolve_warm_start`: ``--warm-start RUN ...``: the chosen setting of each earlier run
+  (the confirm stage's winner when it has one, else its best full-budget search trial; any
+  backbone, any storage ``--storage`` accepts), moved into this preset's space
+  (:func:`project_setting`), with a ``source`` string the Optuna study records.
+- :func:`stage_configs` and :func:`run_stages`: after the search, the K best distinct settings
+  of completed search trials, each on every confirm seed, plus the stock-loss baseline, as one
+  Ray Tune experiment ``<run>/confirm`` (FIFO: never pruned, full budget). Its rows go to the
+  run's ``trials/`` folder with ``stage`` ``confirm``/``baseline`` and their ``seed``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from rspose_tune.spaces import PARAM_NAMES
+
+__all__ = [
+    "STAGE_EXPERIMENT",
+    "StageError",
+    "project_setting",
+    "resolve_warm_start",
+    "run_stages",
+    "stage_configs",
+    "stage_settings",
+]
+
+#: Ray Tune experiment (folder under the run) of the confirm and baseline trials.
+STAGE_EXPERIMENT = "confirm"
+_COMPONENTS = ("rank", "sort", "inst")
+
+
+class StageError(ValueError):
+    """A bad ``--confirm-*``/``--baseline``/``--warm-start`` flag; one ``error:`` line, exit 2."""
+
+
+def stage_settings(args: argparse.Namespace, preset, seed: int) -> dict[str, Any]:
+    """``confirm_top``, ``confirm_seeds`` (the seeds), ``baseline``, ``baseline_seeds`` from the
+    flags, else the preset's ``confirm`` defaults."""
+    top = preset.confirm.top if args.confirm_top is None else args.confirm_top
+    n = preset.confirm.seeds if args.confirm_seeds is None else args.confirm_seeds
+    baseline = preset.confirm.baseline if args.baseline is None else args.baseline
+    if top > 0 and n < 2:
+        raise StageError(f"--confirm-seeds must be >= 2 when --confirm-top is > 0 (a 95 % interval over seeds "
+                         f"needs two), got {n}")  # fmt: skip
+    if args.confirm_seeds is not None and top == 0:
+        raise StageError(f"--confirm-seeds {args.confirm_seeds} needs --confirm-top >= 1 (preset {preset.name!r} "
+                         "has no confirm stage by default)")  # fmt: skip
+    confirm_seeds = tuple(seed + i for i in range(1, n + 1)) if top > 0 else ()
+    return {"confirm_top": top, "confirm_seeds": confirm_seeds, "baseline": bool(baseline),
+            "baseline_seeds": (confirm_seeds or (seed,)) if baseline else ()}  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------
+# Warm start
+# --------------------------------------------------------------------------------------------
+
+
+def project_setting(params: Mapping[str, Any], space: Mapping[str, Any]) -> tuple[dict[str, float | None], list[str]]:
+    """``params`` (six values; an off component has coefficient None/0) moved into ``space``
+    (:class:`rspose_tune.spaces.ParamSpec` per name): values outside a range are clipped to it,
+    fixed values replace the given ones. Returns the setting and one line per change.
+
+    Raises:
+        StageError: a component is off in ``params`` but ``space`` cannot switch it off.
+    """
+    out: dict[str, float | None] = {}
+    changes = []
+    for c in _COMPONENTS:
+        dname, cname = f"delta_{c}", f"coeff_{c}"
+        dspec, cspec = space[dname], space[cname]
+        coeff = params.get(cname)
+        if coeff is None or coeff == 0:
+            if not cspec.can_be_off:
+                raise StageError(f"component {c!r} is off there, but this preset cannot switch it off "
+                                 f"({cname}: {cspec.describe()})")  # fmt: skip
+            out[cname], out[dname] = 0.0, None
+            continue
+        if cspec.is_fixed and cspec.fixed == 0:
+            out[cname], out[dname] = 0.0, None
+            changes.append(f"{c} switched off (this preset fixes {cname} at 0)")
+            continue
+        for name, spec, value in ((cname, cspec, coeff), (dname, dspec, params.get(dname))):
+            new = _into(spec, value)
+            if value is None or float(new) != float(value):
+                changes.append(f"{name} {value!r} -> {new:g} ({spec.describe()})")
+            out[name] = new
+    return {n: out[n] for n in PARAM_NAMES}, changes
+
+
+def _into(spec, value: float | None) -> float:
+    if spec.is_fixed:
+        return float(spec.fixed)
+    if value is None:  # an on component without a delta: the middle of the range
+        return float((spec.low * spec.high) ** 0.5 if spec.log else (spec.low + spec.high) / 2)
+    return float(min(max(float(value), spec.low), spec.high))
+
+
+def _same(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    def norm(v):
+        return None if v is None or v == 0 else round(float(v), 9)
+
+    return all(norm(a.get(n)) == norm(b.get(n)) for n in PARAM_NAMES)
+
+
+def _run_dir(run: str, storage: str) -> str:
+    """``run`` as given (a path or URI holding ``trials/``), else ``<storage>/<run>``."""
+    from rspose_tune.runspec import exists, join, resolve_storage
+
+    if "://" in run or os.sep in run or run.startswith("."):
+        return resolve_storage(run)
+    local = resolve_storage(run)
+    if exists(join(local, "trials")):
+        return local
+    return join(storage, run)
+
+
+def resolve_warm_start(runs: Sequence[str], storage: str, preset) -> tuple[list[dict[str, Any]], list[str]]:
+    """The chosen setting of each run in ``runs`` (see the module docstring), moved into
+    ``preset``'s space; duplicates of the preset's known-good settings or of each other are
+    dropped. Returns the ``{"params", "source"}`` entries (in ``runs`` order) and notes.
+
+    Raises:
+        StageError: a run cannot be read or has no full-budget trial, or its setting cannot be
+            expressed in this preset's space.
+    """
+    from rspose_tune.report import ReportError, backbone_report, load_runs
+
+    entries: list[dict[str, Any]] = []
+    notes = []
+    for given in runs:
+        run_dir = _run_dir(given, storage)
+        try:
+            (data,) = load_runs(run_dir)
+            backbones = sorted(set(data.frame["backbone"]))
+            report = backbone_report(backbones[0], [data])
+        except (ReportError, OSError, ValueError) as exc:
+            raise StageError(f"--warm-start {given!r}: cannot read run {run_dir!r}: {exc}") from None
+        if report.best_trial is None:
+            raise StageError(f"--warm-start {given!r}: run {run_dir!r} has no trial that reached the full budget")
+        try:
+            params, changes = project_setting(report.params, preset.params)
+        except StageError as exc:
+            raise StageError(f"--warm-start {given!r}: the chosen setting of trial {report.best_trial} "
+                             f"cannot be used: {exc}") from None  # fmt: skip
+        how = (f"confirmed mean {report.confirmed[0].mean:.4g} over {len(report.confirmed[0].by_seed)} seeds"
+               if report.confirmed else f"{report.metric_name} {report.metric:.4g}")  # fmt: skip
+        source = f"{run_dir} trial {report.best_trial} ({report.backbone}, {how})"
+        if changes:
+            source += "; moved into this space: " + ", ".join(changes)
+        if any(_same(params, k) for k in preset.known_good) or any(_same(params, e["params"]) for e in entries):
+            notes.append(f"--warm-start {given!r}: its setting is already queued (known-good or another run); skipped")
+            continue
+        entries.append({"params": params, "source": source})
+        notes.append(f"--warm-start: enqueued {source}")
+    return entries, notes
+
+
+# --------------------------------------------------------------------------------------------
+# Confirm stage and baseline
+# --------------------------------------------------------------------------------------------
+
+
+def stage_configs(spec, rows) -> tuple[list[dict[str, Any]], list[str]]:
+    """Trial configs of the confirm stage and the baseline, from the run's result ``rows``.
+
+    Confirm: the ``spec.confirm_top`` best distinct settings of completed search trials (best
+    first), each with every confirm seed; then the baseline on ``spec.baseline_seeds``.
+    """
+    from rspose_tune.report import summarize_trials, top_settings
+
+    notes = []
+    configs: list[dict[str, Any]] = []
+    if spec.confirm_top > 0:
+        search = rows[rows["stage"].fillna("search") == "search"] if "stage" in rows else rows
+        trials = summarize_trials(search) if not search.empty else None
+        top = top_settings(trials, spec.preset.mode, spec.confirm_top) if trials is not None else []
+        if len(top) < spec.confirm_top:
+            notes.append(f"confirm stage: {len(top)} distinct full-budget setting(s) to confirm, fewer than "
+                         f"--confirm-top {spec.confirm_top}")  # fmt: skip
+        for _, trial in (top.iterrows() if len(top) else []):
+            params = {n: (None if trial[n] is None or trial[n] != trial[n] else float(trial[n])) for n in PARAM_NAMES}
+            for c in _COMPONENTS:
+                if params[f"coeff_{c}"] is None:
+                    params[f"coeff_{c}"] = 0.0
+            for seed in spec.confirm_seeds:
+                configs.append({**params, "stage": "confirm", "seed": int(seed), "confirms": str(trial["trial_id"])})
+    if spec.baseline:
+        for seed in spec.baseline_seeds:
+            configs.append({**{n: None for n in PARAM_NAMES}, "stage": "baseline", "seed": int(seed), "confirms": None})
+    return configs, notes
+
+
+def run_stages(p, args: argparse.Namespace, make_trainable, callbacks: Sequence[Any], reporter) -> list:
+    """Run (or, on ``--resume``, continue) the confirm/baseline experiment of the run ``p``.
+
+    ``make_trainable()`` gives the same trainable (with resources) as the search's; rows are
+    written by ``callbacks`` (a :class:`rspose_tune.results.ParquetResultsCallback` into the
+    run's ``trials/``). Returns Ray's result grid (empty list when there is nothing to run).
+    """
+    from ray import tune
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    from rspose_tune.results import read_results
+    from rspose_tune.runspec import exists, join
+
+    spec = p.spec
+    where = join(p.run_dir, STAGE_EXPERIMENT)
+    trainable = make_trainable()
+    if exists(join(where, "tuner.pkl")):
+        print(f"confirm stage: continuing {where}")
+        tuner = tune.Tuner.restore(where, trainable=trainable, resume_unfinished=True, resume_errored=True)
+        return list(tuner.fit())
+    configs, notes = stage_configs(spec, read_results(join(p.run_dir, "trials")))
+    for note in notes:
+        print(note)
+    if not configs:
+        return []
+    n_confirm = sum(c["stage"] == "confirm" for c in configs)
+    print(f"confirm stage: {n_confirm} confirm trial(s) (top {spec.confirm_top} on seeds {list(spec.confirm_seeds)}), "
+          f"{len(configs) - n_confirm} baseline trial(s) with the stock loss, {p.max_epochs} epochs each, never "
+          f"pruned; in {where}")  # fmt: skip
+    # Each trial's config is one preset point; the domains list the points' values so Ray accepts them.
+    keys = [*PARAM_NAMES, "stage", "seed", "confirms"]
+    space = {k: tune.choice(list(dict.fromkeys(c[k] for c in configs))) for k in keys}
+    search_alg = BasicVariantGenerator(points_to_evaluate=configs, max_concurrent=args.max_concurrent or 8)
+    tuner = tune.Tuner(
+        trainable,
+        param_space=space,
+        tune_config=tune.TuneConfig(search_alg=search_alg, num_samples=len(configs),
+                                    trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),  # fmt: skip
+        run_config=tune.RunConfig(
+            name=STAGE_EXPERIMENT,
+            storage_path=p.run_dir,
+            callbacks=list(callbacks),
+            progress_reporter=reporter,
+            verbose=args.verbose,
+            failure_config=tune.FailureConfig(max_failures=2),
+            sync_config=tune.SyncConfig(sync_artifacts=True),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+        ),
+    )
+    return list(tuner.fit())
+
+
+def _trial_name(trial) -> str:
+    return f"trial_{trial.trial_id}"
