@@ -1,0 +1,151 @@
+"""``python -m rspose_tune.replay``: the command line (see :mod:`rspose_tune.replay`)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from typing import NoReturn
+
+__all__ = ["build_parser", "main"]
+
+
+class _Parser(argparse.ArgumentParser):
+    """Bad flags give one ``error:`` line (naming the flag and the rule) and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def _int_at_least(flag: str, low: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} must be an integer >= {low}, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{flag} must be an integer >= {low}, got {value}")
+        return value
+
+    return parse
+
+
+def _float_above(flag: str, low: float, *, strict: bool):
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} must be a number, got {text!r}") from None
+        if not (value > low if strict else value >= low) or value != value or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"{flag} must be a finite number {'>' if strict else '>='} {low:g}, got {text}")
+        return value
+
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from rspose_tune.replay._simulator import POLICIES
+
+    parser = _Parser(
+        prog="python -m rspose_tune.replay",
+        description=(
+            "Replay search policies (the project's Optuna searcher and Ray's ASHA scheduler) on recorded full "
+            "learning curves, on a simulated clock with W workers, over many search seeds; no Ray cluster, no "
+            "training. `python -m rspose_tune.replay make-table --help`: record a table."
+        ),
+    )
+    parser.add_argument(
+        "tables", nargs="*", metavar="RUN_OR_TABLE",
+        help="replay table .parquet files or run folders (<storage>/<name>, or its trials/); "
+             "several are merged (same backbone and budget). Default: the shipped demo table",
+    )  # fmt: skip
+    parser.add_argument("--backbone", default=None,
+                        help="preset (name or YAML) giving the search space, mode, ASHA budget and known-good "
+                             "settings, instead of the table's metadata")  # fmt: skip
+    parser.add_argument("--policies", nargs="+", choices=list(POLICIES), default=list(POLICIES),
+                        help=f"policies to replay (default: all of {list(POLICIES)})")  # fmt: skip
+    parser.add_argument("--seeds", type=_int_at_least("--seeds", 1), default=20,
+                        help="search seeds per policy (default 20)")
+    parser.add_argument("--first-seed", type=_int_at_least("--first-seed", 0), default=0,
+                        help="seeds are first-seed, first-seed+1, ... (default 0)")
+    parser.add_argument("--budget-epochs", type=_int_at_least("--budget-epochs", 0), default=None,
+                        help="epochs each replay may train in all (default: one full training per recorded "
+                             "setting, the cost of training every setting of the table once)")
+    parser.add_argument("--workers", "-W", type=_int_at_least("--workers", 1), default=4,
+                        help="trials running at once (default 4)")
+    parser.add_argument("--grace-epochs", type=_int_at_least("--grace-epochs", 1), default=None,
+                        help="ASHA grace period (default: the table's / preset's budget)")
+    parser.add_argument("--reduction-factor", type=_float_above("--reduction-factor", 1, strict=True), default=None,
+                        help="ASHA reduction factor, > 1 (default: the table's / preset's budget)")
+    parser.add_argument("--n-startup-trials", type=_int_at_least("--n-startup-trials", 0), default=10,
+                        help="TPE's random start-up trials (default 10)")
+    parser.add_argument("--known-good", action="store_true",
+                        help="ask the known-good settings first, as the live search does (default: no, so "
+                             "policies are compared from scratch)")  # fmt: skip
+    parser.add_argument("--target", type=_float_above("--target", 0, strict=False), default=0.01,
+                        help="regret to reach, in metric units (default 0.01)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["make-table"]:
+        from rspose_tune.replay._make_table import main as make_table
+
+        return make_table(argv[1:])
+    args = build_parser().parse_args(argv)
+
+    import optuna
+
+    from rspose_tune.replay._make_table import DEMO_TABLE
+    from rspose_tune.replay._simulator import POLICIES, ReplaySettings, replay
+    from rspose_tune.replay._summary import format_report, summarize
+    from rspose_tune.replay._table import TableError, load_table
+    from rspose_tune.spaces import SearchSpaceError, load_preset
+
+    t0 = time.perf_counter()
+    try:
+        preset = None if args.backbone is None else load_preset(args.backbone)
+        table = load_table(args.tables or [DEMO_TABLE], preset=preset)
+    except (SearchSpaceError, TableError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    grace, grace_from = args.grace_epochs, "--grace-epochs"
+    if grace is None:
+        grace, grace_from = table.budget.get("grace_epochs", 1), f"{table.source}: the recorded budget's grace_epochs"
+    factor, factor_from = args.reduction_factor, "--reduction-factor"
+    if factor is None:
+        factor, factor_from = table.budget.get("reduction_factor", 3), f"{table.source}: the recorded budget's reduction_factor"
+    budget = args.budget_epochs if args.budget_epochs is not None else len(table.settings) * table.max_epochs
+    if isinstance(grace, bool) or not isinstance(grace, int) or not 1 <= grace <= table.max_epochs:
+        print(f"error: {grace_from} is {grace!r}, but must be an integer in [1, {table.max_epochs}] "
+              f"(the table's max_epochs)", file=sys.stderr)  # fmt: skip
+        return 2
+    if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not factor > 1:
+        print(f"error: {factor_from} is {factor!r}, but must be a number > 1", file=sys.stderr)
+        return 2
+    settings = ReplaySettings(budget_epochs=budget, workers=args.workers, grace_epochs=grace,
+                              reduction_factor=factor, n_startup_trials=args.n_startup_trials,
+                              known_good=args.known_good)  # fmt: skip
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+    previous = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # one "trial finished" line per simulated trial otherwise
+    logging.getLogger("ray.tune.schedulers").setLevel(logging.ERROR)
+    try:
+        summaries = []
+        for name in args.policies:
+            traces = [replay(table, POLICIES[name], seed, settings) for seed in seeds]
+            summaries.append(summarize(table, traces, budget, args.target))
+    finally:
+        optuna.logging.set_verbosity(previous)
+    header = (
+        f"rspose_tune replay: {len(args.policies)} policies x {len(seeds)} search seeds ({seeds[0]}..{seeds[-1]}), "
+        f"W={settings.workers} workers, budget {budget} epochs, ASHA grace {settings.grace_epochs} / reduction "
+        f"factor {settings.reduction_factor:g}, TPE start-up {settings.n_startup_trials} trials, known-good "
+        f"{'first' if settings.known_good else 'not used'}"
+    )
+    print(format_report(table, summaries, header=header, target=args.target))
+    print(f"\n(replayed in {time.perf_counter() - t0:.1f} s)")
+    return 0

@@ -1,0 +1,285 @@
+"""``python -m rspose_tune.replay make-table``: record full learning curves for a replay table.
+
+Trains every setting of a space-filling design (:func:`design_settings`) for the full budget on
+each training seed, one after the other in this process, with the same config the live trainable
+builds (:func:`trainables.mmpose_trainable.prepare_trial_config`) and the same per-epoch report
+(:class:`trainables.mmpose_trainable.TuneReportHook`, without checkpoints), so every row is what a
+live search would have written to its ``trials/*.parquet`` (columns of
+:data:`rspose_tune.results.SCHEMA`; ``status`` ``completed`` on the last epoch).
+
+Resumable: each finished curve is written at once to ``<work dir>/curves/<trial_id>.parquet``
+(atomically); a restarted command skips the curves that are there and, when all are done, writes
+the table (one Parquet file) with how and when it was made in its file metadata
+(:func:`rspose_tune.results.read_metadata`: key ``table``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import os
+import platform
+import sys
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rspose_tune.spaces import PARAM_NAMES
+
+__all__ = ["DEMO_TABLE", "design_settings", "main", "trial_id_of"]
+
+#: The shipped demo table (package data).
+DEMO_TABLE = Path(__file__).resolve().parent / "data" / "demo_curves.parquet"
+
+#: Design: how many settings of each on/off pattern (sort on, inst on), per 64 settings.
+_PATTERN_SHARE = {(True, True): 32, (False, True): 12, (True, False): 12, (False, False): 8}
+
+
+def _unit_to_value(spec: Any, u: float) -> float:
+    if spec.is_fixed:
+        return spec.fixed
+    low, high = float(spec.low), float(spec.high)
+    if spec.log:
+        return float(math.exp(math.log(low) + u * (math.log(high) - math.log(low))))
+    return float(low + u * (high - low))
+
+
+def _maximin_lhs(n: int, d: int, rng: np.random.Generator, candidates: int = 200) -> np.ndarray:
+    """A Latin hypercube of ``n`` points in ``[0, 1]^d``: the best of ``candidates`` by minimum distance."""
+    best, best_score = None, -1.0
+    for _ in range(candidates):
+        cut = (np.argsort(rng.random((d, n)), axis=1).T + rng.random((n, d))) / n
+        if n > 1:
+            diff = cut[:, None, :] - cut[None, :, :]
+            dist = np.sqrt((diff**2).sum(-1)) + np.eye(n) * 1e9
+            score = float(dist.min())
+        else:
+            score = 0.0
+        if score > best_score:
+            best, best_score = cut, score
+    return best  # type: ignore[return-value]
+
+
+def design_settings(preset: Any, n_settings: int = 64, seed: int = 0) -> list[dict[str, float | None]]:
+    """A space-filling design over the preset's six parameters, components switched off included.
+
+    The settings are split over the on/off patterns of the components that may be off
+    (:data:`_PATTERN_SHARE`: half with all on, the rest with sort and/or inst off) and within each
+    pattern form a maximin Latin hypercube over the searched (log where the preset says so)
+    dimensions that are on. The preset's first ``known_good`` setting replaces the first all-on
+    point. Off components: coefficient 0.0, delta None (as the searcher suggests them).
+    """
+    if isinstance(n_settings, bool) or not isinstance(n_settings, int) or n_settings < 1:
+        raise ValueError(f"`n_settings` is {n_settings!r}, but must be an int >= 1.")
+    params = preset.params
+    switchable = {c: params[f"coeff_{c}"].can_be_off for c in ("sort", "inst")}
+    patterns = [p for p in _PATTERN_SHARE if all(on or switchable[c] for c, on in zip(("sort", "inst"), p))]
+    if params["coeff_rank"].can_be_off:
+        raise ValueError("design_settings expects the rank component to be always on (as the demo preset).")
+    total = sum(_PATTERN_SHARE[p] for p in patterns)
+    counts = {p: _PATTERN_SHARE[p] * n_settings // total for p in patterns}
+    counts[patterns[0]] += n_settings - sum(counts.values())
+    rng = np.random.default_rng(seed)
+    out: list[dict[str, float | None]] = []
+    for pattern in patterns:
+        on = {"rank": True, "sort": pattern[0], "inst": pattern[1]}
+        dims = [n for n in PARAM_NAMES if on[n.split("_", 1)[1]] and not params[n].is_fixed]
+        points = _maximin_lhs(counts[pattern], len(dims), rng) if counts[pattern] else np.zeros((0, len(dims)))
+        for row in points:
+            setting: dict[str, float | None] = {}
+            for name in PARAM_NAMES:
+                comp = name.split("_", 1)[1]
+                if not on[comp]:
+                    setting[name] = 0.0 if name.startswith("coeff_") else None
+                elif name in dims:
+                    setting[name] = round(_unit_to_value(params[name], float(row[dims.index(name)])), 4)
+                else:
+                    setting[name] = params[name].fixed
+            out.append(setting)
+    if preset.known_good and out:
+        out[0] = {k: (0.0 if v is None and k.startswith("coeff_") else v) for k, v in preset.known_good[0].items()}
+    return out
+
+
+def trial_id_of(index: int, seed: int) -> str:
+    """Trial id of setting ``index`` trained on ``seed``: ``s017-seed1``."""
+    return f"s{index:03d}-seed{seed}"
+
+
+def _train_curve(preset: Any, setting: Mapping[str, Any], seed: int, trial_id: str, work: Path,
+                 max_epochs: int) -> list[dict[str, Any]]:  # fmt: skip
+    from mmengine.runner import Runner
+
+    from trainables.mmpose_trainable import TuneReportHook, prepare_trial_config
+
+    results: list[dict[str, Any]] = []
+    trial_dir = work / "trials" / trial_id
+    cfg = prepare_trial_config(preset, dict(setting), trial_dir, seed=seed, max_epochs=max_epochs)
+    cfg.experiment_name = f"{trial_id}-{uuid.uuid4().hex[:8]}"
+    runner = Runner.from_cfg(cfg)
+    runner.register_hook(TuneReportHook(preset.metric, trial_id, report=lambda r, _c: results.append(dict(r)),
+                                        checkpoint=False))  # fmt: skip
+    runner.train()
+    return results
+
+
+def _write_parquet(rows: list[dict[str, Any]], path: Path, metadata: Mapping[str, Any]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from rspose_tune.results import METADATA_KEY, SCHEMA
+
+    table = pa.Table.from_pylist(rows, schema=SCHEMA)
+    table = table.replace_schema_metadata({METADATA_KEY: json.dumps(metadata).encode()})
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        pq.write_table(table, tmp, compression="zstd")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from rspose_tune.replay._cli import _Parser
+
+    parser = _Parser(
+        prog="python -m rspose_tune.replay make-table",
+        description="Record full learning curves of a space-filling design of settings (a replay table).",
+    )
+    parser.add_argument("--backbone", default="demo", help="preset name or YAML path (default: demo)")
+    parser.add_argument("--out", default=str(DEMO_TABLE), help=f"table file to write (default: {DEMO_TABLE})")
+    parser.add_argument("--work-dir", default="results/replay_table", help="curves so far (resume) and trial dirs")
+    parser.add_argument("--settings", type=int, default=64, help="number of settings (default 64)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="training seeds (default 0 1)")
+    parser.add_argument("--design-seed", type=int, default=0, help="seed of the space-filling design")
+    parser.add_argument("--epochs", type=int, default=None, help="epochs per curve (default: the preset's budget)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--n-train", type=int, default=None, help="demo data: training images (default: the demo's)")
+    parser.add_argument("--n-val", type=int, default=None, help="demo data: validation images (default: the demo's)")
+    parser.add_argument("--limit", type=int, default=None, help="train at most this many curves now (timing)")
+    parser.add_argument("--partial", action="store_true",
+                        help="write the table from the curves finished so far (metadata says which are missing)")
+    args = parser.parse_args(argv)
+
+    from rspose_tune.spaces import MissingDataError, SearchSpaceError, load_preset
+
+    for flag, value, low in (("--settings", args.settings, 1), ("--threads", args.threads, 1),
+                             ("--epochs", args.epochs, 1), ("--n-train", args.n_train, 1),
+                             ("--n-val", args.n_val, 1), ("--limit", args.limit, 0)):  # fmt: skip
+        if value is not None and value < low:
+            parser.error(f"{flag} must be >= {low}, got {value}")
+    work = Path(args.work_dir).expanduser().absolute()
+    data_root = None
+    demo_sizes = {k: v for k, v in (("n_train", args.n_train), ("n_val", args.n_val)) if v is not None}
+    if demo_sizes:
+        data_root = str(work / "data")
+    try:
+        preset = load_preset(args.backbone, data_root=data_root)
+    except SearchSpaceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if preset.data.generated == "demo":
+        from rspose_tune.demo_data import DemoDataError, generate_demo_dataset
+
+        try:
+            generate_demo_dataset(preset.data.root, **demo_sizes)
+        except DemoDataError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    elif demo_sizes:
+        print("error: --n-train/--n-val only apply to a preset with generated demo data", file=sys.stderr)
+        return 2
+    try:
+        preset.validate_paths()
+    except MissingDataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    max_epochs = args.epochs or preset.budget.max_epochs
+    try:
+        settings = design_settings(preset, args.settings, seed=args.design_seed)
+    except ValueError as exc:
+        print(f"error: --backbone {args.backbone}: {exc}", file=sys.stderr)
+        return 2
+    (work / "curves").mkdir(parents=True, exist_ok=True)
+    design = {"backbone": preset.name, "max_epochs": max_epochs, "demo_data": demo_sizes, "settings": settings}
+    design_file = work / "design.json"
+    if design_file.is_file():
+        if json.loads(design_file.read_text()) != json.loads(json.dumps(design)):
+            print(f"error: --work-dir {work} holds curves of another design (backbone, --epochs, --settings, "
+                  f"--design-seed, --n-train/--n-val differ from {design_file}); use a new --work-dir",
+                  file=sys.stderr)  # fmt: skip
+            return 2
+    else:
+        design_file.write_text(json.dumps(design, indent=1))
+    from rspose_tune.results import build_metadata, make_row
+
+    jobs = [(i, s) for s in args.seeds for i in range(len(settings))]  # seed 0 of all first
+    done = 0
+    for index, seed in jobs:
+        tid = trial_id_of(index, seed)
+        path = work / "curves" / f"{tid}.parquet"
+        if path.exists():
+            continue
+        if args.limit is not None and done >= args.limit:
+            break
+        t0 = time.monotonic()
+        results = _train_curve(preset, settings[index], seed, tid, work, max_epochs)
+        rows = []
+        for k, result in enumerate(results):
+            status = "completed" if k == len(results) - 1 and result["epoch"] >= max_epochs else "running"
+            rows.append(make_row(result, settings[index], run="replay-table", backbone=preset.name, trial_id=tid,
+                                 status=status))  # fmt: skip
+        _write_parquet(rows, path, {"seed": seed, "setting": index, "total_s": time.monotonic() - t0})
+        done += 1
+        last = results[-1] if results else {}
+        print(f"[{dt.datetime.now():%H:%M:%S}] {tid}: {len(results)} epochs, {preset.metric} "
+              f"{last.get('metric', float('nan')):.4f}, {time.monotonic() - t0:.1f} s", flush=True)  # fmt: skip
+    missing = [trial_id_of(i, s) for i, s in jobs if not (work / "curves" / f"{trial_id_of(i, s)}.parquet").exists()]
+    if missing and not args.partial:
+        print(f"{len(jobs) - len(missing)} of {len(jobs)} curves done; run the same command again to continue.")
+        return 0
+    import pyarrow.parquet as pq
+
+    rows, totals = [], []
+    for index, seed in jobs:
+        if trial_id_of(index, seed) in missing:
+            continue
+        part = pq.read_table(work / "curves" / f"{trial_id_of(index, seed)}.parquet")
+        totals.append(json.loads(part.schema.metadata[b"rspose_tune"])["total_s"])
+        rows.extend(part.to_pylist())
+    how = {
+        "command": "python -m rspose_tune.replay make-table " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "made": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "settings": settings,
+        "design": f"maximin Latin hypercube per on/off pattern {dict((str(k), v) for k, v in _PATTERN_SHARE.items())}"
+        f" (scaled to {args.settings}), design seed {args.design_seed}; setting 0 = the preset's known_good[0]",
+        "seeds": list(args.seeds),
+        "max_epochs": max_epochs,
+        "torch_threads": args.threads,
+        "demo_data": demo_sizes or "preset default",
+        "curve_seconds": {"total": round(sum(totals), 1), "median": round(float(np.median(totals)), 1)},
+        "trained": [min(r["timestamp"] for r in rows).isoformat(timespec="seconds"),
+                    max(r["timestamp"] for r in rows).isoformat(timespec="seconds")],
+        "complete": not missing,
+        "missing_curves": missing,
+        "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cores".strip(),
+    }
+    meta = build_metadata(run="replay-table", backbone=preset.name, max_epochs=max_epochs,
+                          search_space=preset,
+                          extra={"table": how})  # fmt: skip
+    out = Path(args.out).expanduser().absolute()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _write_parquet(rows, out, meta)
+    print(f"wrote {out}: {len(jobs) - len(missing)} curves of {len(settings)} settings x {len(args.seeds)} seeds, "
+          f"{len(rows)} rows, {out.stat().st_size / 1024:.0f} KiB")  # fmt: skip
+    return 0

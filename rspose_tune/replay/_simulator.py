@@ -1,0 +1,264 @@
+"""Replay one search policy on a :class:`~rspose_tune.replay.CurveTable` with a simulated clock.
+
+The decisions are made by the code a live search runs (``rspose_tune.search.run_search``):
+
+- proposals: :class:`rspose_tune.searcher.PruningAwareOptunaSearch` (Optuna's TPESampler with
+  :data:`rspose_tune.searcher.TPE_OPTIONS`; random search is the same searcher with every trial a
+  start-up trial, as ``--sampler random``), wrapped in
+  :class:`rspose_tune.searcher.ResumableConcurrencyLimiter` (Ray's ``ConcurrencyLimiter``);
+- stopping: Ray's :class:`~ray.tune.schedulers.ASHAScheduler` (``time_attr="epoch"``) or
+  :class:`~ray.tune.schedulers.FIFOScheduler` (full budget), called with no Ray cluster: the
+  schedulers only read ``trial.trial_id`` and the result.
+
+Only Ray's trial controller is replaced, by :func:`replay`, which calls the scheduler and the
+searcher in the order ``ray.tune.execution.tune_controller.TuneController`` does for each result:
+``scheduler.on_trial_result``; if it says STOP (or the curve ends), ``scheduler.on_trial_complete``
+then ``search_alg.on_trial_complete`` with that result; otherwise ``search_alg.on_trial_result``.
+
+Simulated clock: ``workers`` trials run at once; a trial's result at its k-th reported epoch
+arrives after the recorded wall seconds of that interval; a free worker at once starts the next
+proposal. Each proposal is answered by the table's nearest recorded setting
+(:meth:`CurveTable.nearest`) and one of its curves (training seeds), drawn from the replay seed.
+The budget is in epochs trained: a replay stops before the first result that would exceed it.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from rspose_tune.replay._table import CurveTable
+
+__all__ = ["POLICIES", "Policy", "ReplaySettings", "Trace", "TrialRecord", "make_scheduler", "make_searcher", "replay",
+           "simulate"]
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A search policy: how settings are proposed and whether ASHA stops trials early."""
+
+    name: str
+    sampler: str  # "tpe" | "random"
+    scheduler: str  # "asha" | "fifo"
+
+
+#: The policies, by CLI name.
+POLICIES = {
+    "asha-tpe": Policy("ASHA+TPE", "tpe", "asha"),
+    "asha-random": Policy("ASHA+random", "random", "asha"),
+    "full-tpe": Policy("full-budget TPE", "tpe", "fifo"),
+    "full-random": Policy("full-budget random", "random", "fifo"),
+}
+
+
+@dataclass(frozen=True)
+class ReplaySettings:
+    """What a replay may spend and the searcher's/scheduler's options.
+
+    Attributes:
+        budget_epochs: Epochs trained, over all trials, before the replay stops (>= 0).
+        workers: Trials running at once (W, >= 1).
+        grace_epochs: ASHA grace period (>= 1, <= the table's max_epochs).
+        reduction_factor: ASHA reduction factor (> 1).
+        n_startup_trials: TPE's random start-up trials.
+        known_good: Ask the table's known-good settings first (as the live search does).
+    """
+
+    budget_epochs: int
+    workers: int = 4
+    grace_epochs: int = 2
+    reduction_factor: float = 3
+    n_startup_trials: int = 10
+    known_good: bool = False
+
+    def check(self, max_epochs: int) -> None:
+        """Raise ``ValueError`` naming the option and the rule when a value is invalid."""
+        rules = [
+            ("budget_epochs", _is_int(self.budget_epochs) and self.budget_epochs >= 0, "an int >= 0"),
+            ("workers", _is_int(self.workers) and self.workers >= 1, "an int >= 1"),
+            ("grace_epochs", _is_int(self.grace_epochs) and 1 <= self.grace_epochs <= max_epochs,
+             f"an int in [1, max_epochs={max_epochs}]"),
+            ("reduction_factor", isinstance(self.reduction_factor, (int, float)) and not isinstance(self.reduction_factor, bool)
+             and math.isfinite(self.reduction_factor) and self.reduction_factor > 1, "a number > 1"),
+            ("n_startup_trials", _is_int(self.n_startup_trials) and self.n_startup_trials >= 0, "an int >= 0"),
+        ]  # fmt: skip
+        for name, ok, rule in rules:
+            if not ok:
+                raise ValueError(f"The value of `{name}` is {getattr(self, name)!r}, but must be {rule}.")
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclass
+class TrialRecord:
+    """One simulated trial."""
+
+    trial_id: str
+    config: dict
+    setting: int  # index of the recorded setting that answered
+    curve: str  # trial id of the recorded curve replayed
+    distance: float
+    exact: bool
+    same_pattern: bool
+    start_s: float
+    end_s: float | None = None
+    last_epoch: int = 0
+    stopped: bool = False  # the scheduler stopped it before the full budget
+
+
+@dataclass
+class Trace:
+    """What one replay did.
+
+    Attributes:
+        trials: Every trial started, in order.
+        events: ``(epochs spent, simulated seconds)`` after each processed result.
+        incumbents: ``(epochs spent, simulated seconds, observed metric, setting index)`` each time
+            a full-budget trial became the best so far (by its observed metric, as a live search
+            reports it).
+        spent_epochs, clock_s: Totals at the end.
+        decisions: ``(trial_id, epoch, metric, decision)`` for every result given to the scheduler.
+    """
+
+    policy: Policy
+    seed: int
+    trials: list[TrialRecord] = field(default_factory=list)
+    events: list[tuple[int, float]] = field(default_factory=list)
+    incumbents: list[tuple[int, float, float, int]] = field(default_factory=list)
+    decisions: list[tuple[str, int, float, str]] = field(default_factory=list)
+    spent_epochs: int = 0
+    clock_s: float = 0.0
+
+
+class _SimTrial:
+    """What Ray's schedulers read of a trial."""
+
+    __slots__ = ("trial_id",)
+
+    def __init__(self, trial_id: str) -> None:
+        self.trial_id = trial_id
+
+
+def make_scheduler(policy: Policy, table: CurveTable, settings: ReplaySettings):
+    """Ray's scheduler for ``policy``, configured as ``rspose_tune.search`` configures it."""
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    if policy.scheduler == "fifo":
+        return FIFOScheduler()
+    return ASHAScheduler(
+        metric="metric",
+        mode=table.mode,
+        time_attr="epoch",
+        max_t=table.max_epochs,
+        grace_period=settings.grace_epochs,
+        reduction_factor=settings.reduction_factor,
+    )
+
+
+def make_searcher(policy: Policy, table: CurveTable, settings: ReplaySettings, seed: int):
+    """The project's searcher (in memory) in its concurrency limiter, as the live search builds it."""
+    from rspose_tune.searcher import TPE_OPTIONS, PruningAwareOptunaSearch, ResumableConcurrencyLimiter
+
+    searcher = PruningAwareOptunaSearch(
+        table.space,
+        max_epochs=table.max_epochs,
+        metric="metric",
+        mode=table.mode,
+        known_good=table.known_good if settings.known_good else (),
+        journal_path=None,
+        seed=seed,
+        # random search = every trial a TPE start-up (random) trial, as `--sampler random`
+        n_startup_trials=2**31 - 1 if policy.sampler == "random" else settings.n_startup_trials,
+        tpe_options=dict(TPE_OPTIONS),  # constant liar, as rspose_tune.search
+    )
+    return ResumableConcurrencyLimiter(searcher, max_concurrent=settings.workers)
+
+
+def replay(table: CurveTable, policy: Policy, seed: int, settings: ReplaySettings) -> Trace:
+    """Replay ``policy`` once (search seed ``seed``) on ``table``; see the module docstring."""
+    settings.check(table.max_epochs)
+    if policy.sampler not in ("tpe", "random") or policy.scheduler not in ("asha", "fifo"):
+        raise ValueError(f"Unknown policy {policy!r}: sampler must be 'tpe' or 'random', scheduler 'asha' or 'fifo'.")
+    scheduler = make_scheduler(policy, table, settings)
+    search_alg = make_searcher(policy, table, settings, seed)
+    return simulate(table, scheduler, search_alg, settings=settings, seed=seed, policy=policy)
+
+
+def simulate(table: CurveTable, scheduler, search_alg, *, settings: ReplaySettings, seed: int,
+             policy: Policy | None = None) -> Trace:  # fmt: skip
+    """Run ``search_alg`` (a Ray ``Searcher``) and ``scheduler`` (a Ray ``TrialScheduler``) on the table.
+
+    This is the part of Ray's trial controller the replay replaces (module docstring); ``seed``
+    draws which curve of a setting each trial replays.
+    """
+    from ray.tune.schedulers import TrialScheduler
+    from ray.tune.search import Searcher
+
+    settings.check(table.max_epochs)
+    rng = np.random.default_rng(seed)
+    trace = Trace(policy=policy or Policy("custom", "custom", "custom"), seed=seed)
+    queue: list[tuple[float, int, int, int]] = []  # (time, sequence, trial number, curve index k)
+    running: dict[int, tuple[_SimTrial, object]] = {}
+    clock, spent, seq = 0.0, 0, 0
+    best: float | None = None
+
+    while True:
+        while len(running) < settings.workers and spent < settings.budget_epochs:
+            number = len(trace.trials)
+            trial = _SimTrial(f"replay{seed}_{number:05d}")
+            config = search_alg.suggest(trial.trial_id)
+            if config is None or config == Searcher.FINISHED:
+                break
+            match = table.nearest(config)
+            curves = table.curves[match.index]
+            curve = curves[int(rng.integers(len(curves)))]
+            scheduler.on_trial_add(None, trial)
+            record = TrialRecord(trial.trial_id, dict(config), match.index, curve.trial_id, match.distance,
+                                 match.exact, match.same_pattern, start_s=clock)  # fmt: skip
+            trace.trials.append(record)
+            running[number] = (trial, curve)
+            heapq.heappush(queue, (clock + curve.seconds[0], seq, number, 0))
+            seq += 1
+        if not queue:
+            break
+        when, _, number, k = heapq.heappop(queue)
+        trial, curve = running[number]
+        epoch = curve.epochs[k]
+        step = epoch - (curve.epochs[k - 1] if k else 0)
+        if spent + step > settings.budget_epochs:
+            break
+        clock, spent = when, spent + step
+        trace.events.append((spent, clock))
+        record = trace.trials[number]
+        record.last_epoch = epoch
+        result = {"epoch": epoch, "metric": curve.metric[k], "trial_id": trial.trial_id, "training_iteration": k + 1}
+        decision = scheduler.on_trial_result(None, trial, result)
+        trace.decisions.append((trial.trial_id, epoch, curve.metric[k], decision))
+        last = k == len(curve.epochs) - 1
+        if decision == TrialScheduler.STOP or last:
+            if decision != TrialScheduler.STOP:
+                search_alg.on_trial_result(trial.trial_id, result)  # the trial then ends by itself
+            scheduler.on_trial_complete(None, trial, result)
+            search_alg.on_trial_complete(trial.trial_id, result=result)
+            del running[number]
+            record.end_s, record.stopped = clock, epoch < table.max_epochs
+            if epoch >= table.max_epochs and (best is None or table.better(curve.metric[k], best)):
+                best = curve.metric[k]
+                trace.incumbents.append((spent, clock, best, record.setting))
+        else:
+            search_alg.on_trial_result(trial.trial_id, result)
+            heapq.heappush(queue, (clock + curve.seconds[k + 1], seq, number, k + 1))
+            seq += 1
+    trace.spent_epochs, trace.clock_s = spent, clock
+    return trace
+
+
+def replay_many(table: CurveTable, policy: Policy, seeds: Sequence[int], settings: ReplaySettings) -> list[Trace]:
+    """:func:`replay` for each seed."""
+    return [replay(table, policy, seed, settings) for seed in seeds]

@@ -1,0 +1,546 @@
+"""rspose_tune.replay: tables, the simulated controller, the policies, the summary and the CLI.
+
+Most tests use small synthetic tables (known best setting, curves whose order never changes);
+the shipped demo table is checked for its contents; a slow test runs the same fixed sequence of
+trials through a real Ray Tune controller and through the replay and compares ASHA's decisions.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from rspose_tune.replay import (
+    DEMO_TABLE,
+    POLICIES,
+    CurveTable,
+    ReplaySettings,
+    TableError,
+    checkpoints,
+    design_settings,
+    incumbent_at,
+    load_table,
+    replay,
+    summarize,
+    table_from_frame,
+)
+from rspose_tune.replay._cli import main
+from rspose_tune.replay._simulator import make_scheduler, simulate
+from rspose_tune.spaces import PARAM_NAMES
+
+SPACE = {
+    "delta_rank": {"low": 0.1, "high": 1.0, "log": False, "fixed": None, "allow_off": False},
+    "coeff_rank": {"low": None, "high": None, "log": False, "fixed": 1.0, "allow_off": False},
+    "delta_sort": {"low": 0.1, "high": 3.0, "log": True, "fixed": None, "allow_off": False},
+    "coeff_sort": {"low": 0.1, "high": 4.0, "log": True, "fixed": None, "allow_off": True},
+    "delta_inst": {"low": 0.25, "high": 5.0, "log": True, "fixed": None, "allow_off": False},
+    "coeff_inst": {"low": 0.05, "high": 3.0, "log": True, "fixed": None, "allow_off": True},
+}
+#: The same space with every component always on (fewer, larger cells: random search hits each often).
+SPACE_ON = {n: {**s, "allow_off": False} for n, s in SPACE.items()}
+MAX_EPOCHS = 4
+
+
+def _setting(dr, ds=None, cs=0.0, di=None, ci=0.0):
+    return {"delta_rank": dr, "coeff_rank": 1.0, "delta_sort": ds, "coeff_sort": cs, "delta_inst": di, "coeff_inst": ci}
+
+
+def _curve_rows(trial_id, setting, final, *, max_epochs=MAX_EPOCHS, seconds=1.0, status_last="completed"):
+    rows = []
+    for e in range(1, max_epochs + 1):
+        rows.append({
+            "trial_id": trial_id, "epoch": e, "status": status_last if e == max_epochs else "running",
+            **{n: (None if setting[n] in (None, 0.0) else setting[n]) for n in PARAM_NAMES},
+            "metric": final * (1 - 0.5**e) / (1 - 0.5**max_epochs), "wall_s": seconds * e,
+        })  # fmt: skip
+    return rows
+
+
+def _frame(values, settings, *, seeds=2, noise=0.002, max_epochs=MAX_EPOCHS):
+    rows = []
+    for i, (value, setting) in enumerate(zip(values, settings)):
+        for s in range(seeds):
+            rows += _curve_rows(f"s{i:02d}-seed{s}", setting, value + noise * (s - 0.5), max_epochs=max_epochs,
+                                seconds=1.0 + 0.1 * i)  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def _grid_settings(all_on=True):
+    out = [_setting(dr, ds, cs, di, ci) for dr in (0.2, 0.8) for ds in (0.3, 2.0) for cs in (0.3, 3.0)
+           for di, ci in ((0.5, 0.1), (3.0, 2.0))]  # fmt: skip
+    if not all_on:
+        out += [_setting(0.3, di=1.0, ci=0.5), _setting(0.7, ds=1.0, cs=1.0), _setting(0.5)]
+    return out
+
+
+@pytest.fixture
+def known_table() -> CurveTable:
+    """16 settings, all components on; setting 11 is the best (0.9), the others 0.3-0.7."""
+    settings = _grid_settings()
+    values = list(np.linspace(0.3, 0.7, len(settings)))
+    values[11] = 0.9
+    return table_from_frame(_frame(values, settings), source="synthetic", max_epochs=MAX_EPOCHS, mode="max",
+                            space=SPACE_ON, budget={"grace_epochs": 1, "reduction_factor": 2})  # fmt: skip
+
+
+@pytest.fixture
+def mixed_table() -> CurveTable:
+    """19 settings including components switched off (the space allows it)."""
+    settings = _grid_settings(all_on=False)
+    values = list(np.linspace(0.3, 0.7, len(settings)))
+    return table_from_frame(_frame(values, settings), source="mixed", max_epochs=MAX_EPOCHS, mode="max", space=SPACE)
+
+
+# ------------------------------------------------------------------------------------- tables
+
+
+def test_table_groups_seeds_into_settings(known_table):
+    assert len(known_table.settings) == 16
+    assert all(len(c) == 2 for c in known_table.curves)
+    assert known_table.best_index == 11
+    assert known_table.best_value == pytest.approx(0.9)
+    curve = known_table.curves[0][0]
+    assert curve.epochs == (1, 2, 3, 4)
+    assert curve.seconds == pytest.approx((1.0, 1.0, 1.0, 1.0))
+    assert known_table.regret(0.8) == pytest.approx(0.1)
+
+
+def test_table_ignores_trials_short_of_the_budget_and_errors():
+    rows = _curve_rows("full", _setting(0.5, 1.0, 1.0, 1.0, 1.0), 0.6)
+    rows += _curve_rows("pruned", _setting(0.2, 1.0, 1.0, 1.0, 1.0), 0.7, max_epochs=2, status_last="pruned")
+    rows += [{**r, "status": "error"} for r in _curve_rows("err", _setting(0.9, 1.0, 1.0, 1.0, 1.0), 0.8)]
+    table = table_from_frame(pd.DataFrame(rows), source="t", max_epochs=4, mode="max", space=SPACE)
+    assert [c[0].trial_id for c in table.curves] == ["full"]
+    assert table.skipped_trials == 1  # the pruned one; error rows are dropped before grouping
+
+
+def test_wall_clock_restart_counts_the_new_segment():
+    rows = _curve_rows("t", _setting(0.5, 1.0, 1.0, 1.0, 1.0), 0.6)
+    for r, w in zip(rows, (2.0, 4.0, 1.5, 3.5)):  # resumed after epoch 2: its clock restarted
+        r["wall_s"] = w
+    table = table_from_frame(pd.DataFrame(rows), source="t", max_epochs=4, mode="max", space=SPACE)
+    assert table.curves[0][0].seconds == pytest.approx((2.0, 2.0, 1.5, 2.0))
+
+
+@pytest.mark.parametrize("column", ["metric", "wall_s", "delta_inst", "trial_id"])
+def test_missing_column_is_named(column):
+    frame = pd.DataFrame(_curve_rows("t", _setting(0.5, 1.0, 1.0, 1.0, 1.0), 0.6)).drop(columns=[column])
+    with pytest.raises(TableError, match=rf"missing column\(s\) \['{column}'\]"):
+        table_from_frame(frame, source="t", max_epochs=4, mode="max", space=SPACE)
+
+
+def test_no_full_curve_and_bad_values_are_errors():
+    rows = _curve_rows("t", _setting(0.5, 1.0, 1.0, 1.0, 1.0), 0.6)
+    with pytest.raises(TableError, match="no setting has a full-budget"):
+        table_from_frame(pd.DataFrame(rows), source="t", max_epochs=10, mode="max", space=SPACE)
+    with pytest.raises(TableError, match="mode"):
+        table_from_frame(pd.DataFrame(rows), source="t", max_epochs=4, mode="maximize", space=SPACE)
+    with pytest.raises(TableError, match="search space"):
+        table_from_frame(pd.DataFrame(rows), source="t", max_epochs=4, mode="max", space={"delta_rank": {}})
+    rows[1]["wall_s"] = float("nan")
+    with pytest.raises(TableError, match=r"trial 't' has wall_s \[1.0, nan"):
+        table_from_frame(pd.DataFrame(rows), source="t", max_epochs=4, mode="max", space=SPACE)
+
+
+def test_min_mode_best_and_regret():
+    settings = _grid_settings()[:3]
+    table = table_from_frame(_frame([0.5, 0.2, 0.4], settings), source="t", max_epochs=4, mode="min", space=SPACE)
+    assert table.best_index == 1
+    assert table.regret(table.value(0)) == pytest.approx(0.3)
+    assert table.better(0.1, 0.2) and not table.better(0.3, 0.2)
+
+
+def test_nearest_exact_pattern_and_fallback(mixed_table):
+    for i, setting in enumerate(mixed_table.settings):
+        match = mixed_table.nearest(setting)
+        assert (match.index, match.exact, match.same_pattern) == (i, True, True)
+    near = dict(mixed_table.settings[0], delta_rank=0.25)  # 0.2 -> 0.25: nearest is still setting 0
+    match = mixed_table.nearest(near)
+    assert match.index == 0 and not match.exact and match.distance == pytest.approx(0.05 / 0.9)
+    only_sort_off = _setting(0.35, di=1.0, ci=0.5)  # pattern (rank, inst) is recorded once
+    assert mixed_table.settings[mixed_table.nearest(only_sort_off).index]["coeff_sort"] == 0.0
+    mixed_table.settings.pop(16), mixed_table.curves.pop(16)  # drop the sort-off setting
+    mixed_table.__post_init__()
+    match = mixed_table.nearest(only_sort_off)
+    assert not match.same_pattern and not match.exact
+
+
+# ------------------------------------------------------------------------------------- replay
+
+
+@pytest.mark.parametrize("policy", list(POLICIES))
+@pytest.mark.parametrize("seed", [0, 1])
+def test_every_policy_with_enough_budget_finds_the_best(known_table, policy, seed):
+    settings = ReplaySettings(budget_epochs=60 * MAX_EPOCHS, workers=2, grace_epochs=1, reduction_factor=2)
+    trace = replay(known_table, POLICIES[policy], seed, settings)
+    assert incumbent_at(trace, trace.spent_epochs)[1] == known_table.best_index
+    summary = summarize(known_table, [trace], settings.budget_epochs, target=0.01)
+    assert summary.rows[-1]["regret"][0] == pytest.approx(0.0)
+    assert summary.reached == 1
+
+
+@pytest.mark.parametrize("policy", list(POLICIES))
+@pytest.mark.parametrize("budget", [0, MAX_EPOCHS - 1, 2 * MAX_EPOCHS - 1])
+def test_a_policy_without_budget_finds_nothing(known_table, policy, budget):
+    """Too few epochs for any trial to reach the full budget (4 workers share them)."""
+    settings = ReplaySettings(budget_epochs=budget, workers=4, grace_epochs=1, reduction_factor=2)
+    trace = replay(known_table, POLICIES[policy], 0, settings)
+    assert trace.incumbents == [] and trace.spent_epochs <= budget
+    if budget == 0:
+        assert trace.trials == [] and trace.events == []
+    summary = summarize(known_table, [trace], budget, target=0.01)
+    assert summary.rows[-1]["found"] == 0 and math.isinf(summary.rows[-1]["regret"][0])
+    assert summary.reached == 0
+
+
+def _fingerprint(trace):
+    return ([(t.config, t.setting, t.curve, t.last_epoch, t.start_s, t.end_s) for t in trace.trials],
+            trace.decisions, trace.incumbents, trace.events)  # fmt: skip
+
+
+@pytest.mark.parametrize("policy", ["asha-tpe", "full-random"])
+def test_same_seed_same_replay(mixed_table, policy):
+    settings = ReplaySettings(budget_epochs=30 * MAX_EPOCHS, workers=3, grace_epochs=1, reduction_factor=2)
+    first = replay(mixed_table, POLICIES[policy], 7, settings)
+    np.random.seed(123)  # Ray's ASHA draws its bracket from numpy's global RNG: must not matter
+    again = replay(mixed_table, POLICIES[policy], 7, settings)
+    other = replay(mixed_table, POLICIES[policy], 8, settings)
+    assert _fingerprint(first) == _fingerprint(again)
+    assert _fingerprint(first)[0] != _fingerprint(other)[0]
+
+
+def test_budget_and_workers_bound_the_replay(known_table):
+    one = replay(known_table, POLICIES["full-random"], 0, ReplaySettings(budget_epochs=5 * MAX_EPOCHS, workers=1))
+    assert len(one.trials) == 5 and one.spent_epochs == 20
+    assert all(b.start_s == pytest.approx(a.end_s) for a, b in zip(one.trials, one.trials[1:]))  # sequential
+    many = replay(known_table, POLICIES["full-random"], 0, ReplaySettings(budget_epochs=5 * MAX_EPOCHS, workers=5))
+    assert [t.start_s for t in many.trials[:5]] == [0.0] * 5
+    assert all(t.start_s > 0 for t in many.trials[5:]) and many.spent_epochs == 20
+    assert many.clock_s < one.clock_s / 3  # five at once
+
+
+def test_asha_stops_early_and_tpe_differs_from_random_after_startup(known_table):
+    settings = ReplaySettings(budget_epochs=40 * MAX_EPOCHS, workers=1, grace_epochs=1, reduction_factor=2,
+                              n_startup_trials=4)  # fmt: skip
+    asha = replay(known_table, POLICIES["asha-tpe"], 0, settings)
+    assert any(t.stopped for t in asha.trials)
+    assert all(t.last_epoch in (1, 2, MAX_EPOCHS) for t in asha.trials)  # ASHA rungs 1, 2 (then the end)
+    tpe = replay(known_table, POLICIES["full-tpe"], 0, settings)
+    rnd = replay(known_table, POLICIES["full-random"], 0, settings)
+    assert [t.config for t in tpe.trials[:4]] == [t.config for t in rnd.trials[:4]]  # same random start-up
+    assert [t.config for t in tpe.trials[4:]] != [t.config for t in rnd.trials[4:]]
+
+
+def test_only_full_budget_trials_are_found():
+    """Curves that fall with training: a stopped trial's early metric beats every final one."""
+    settings = _grid_settings()
+    rows = []
+    for i, setting in enumerate(settings):
+        for r in _curve_rows(f"s{i:02d}", setting, 0.3 + 0.02 * i):
+            rows.append({**r, "metric": (0.3 + 0.02 * i) * (1 + 2 * 0.5 ** r["epoch"])})
+    table = table_from_frame(pd.DataFrame(rows), source="falling", max_epochs=MAX_EPOCHS, mode="max", space=SPACE_ON)
+    rs = ReplaySettings(budget_epochs=30 * MAX_EPOCHS, workers=4, grace_epochs=1, reduction_factor=2)
+    trace = replay(table, POLICIES["asha-random"], 0, rs)
+    assert any(t.stopped for t in trace.trials) and trace.incumbents
+    for _, clock, metric, setting in trace.incumbents:
+        ends = [t for t in trace.trials if t.end_s == clock and t.setting == setting]
+        assert ends and all(t.last_epoch == MAX_EPOCHS and not t.stopped for t in ends)
+        assert metric == pytest.approx(table.curves[setting][0].metric[-1])
+
+
+def test_known_good_is_asked_first(known_table):
+    known_table.known_good = [dict(known_table.settings[3])]
+    settings = ReplaySettings(budget_epochs=3 * MAX_EPOCHS, workers=1, known_good=True)
+    trace = replay(known_table, POLICIES["full-tpe"], 0, settings)
+    assert trace.trials[0].setting == 3 and trace.trials[0].exact
+    without = replay(known_table, POLICIES["full-tpe"], 0, ReplaySettings(budget_epochs=3 * MAX_EPOCHS, workers=1))
+    assert not without.trials[0].exact
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("budget_epochs", -1), ("workers", 0), ("grace_epochs", 0), ("grace_epochs", MAX_EPOCHS + 1),
+     ("reduction_factor", 1), ("n_startup_trials", -1), ("workers", 2.0)],
+)  # fmt: skip
+def test_settings_are_checked(known_table, field, value):
+    settings = ReplaySettings(**{"budget_epochs": 10, field: value})
+    with pytest.raises(ValueError, match=f"`{field}` is {value!r}"):
+        replay(known_table, POLICIES["asha-tpe"], 0, settings)
+
+
+class _FixedSearcher:
+    """Proposes a fixed list of configs (then FINISHED); for feeding the same trials to two controllers."""
+
+    @staticmethod
+    def make(configs):
+        from ray.tune.search import Searcher
+
+        class FixedSearcher(Searcher):
+            def __init__(self):
+                super().__init__(metric="metric", mode="max")
+                self.configs = [dict(c) for c in configs]
+                self.given = 0
+
+            def suggest(self, trial_id):
+                if self.given >= len(self.configs):
+                    return Searcher.FINISHED
+                self.given += 1
+                return dict(self.configs[self.given - 1])
+
+            def on_trial_complete(self, trial_id, result=None, error=False):
+                pass
+
+        return FixedSearcher()
+
+
+def _stairs_table():
+    """Constant curves over 4 epochs (values known), one curve per setting."""
+    values = [0.5, 0.4, 0.6, 0.45, 0.7, 0.3, 0.55, 0.65]
+    settings = [_setting(0.1 + 0.1 * i, 1.0, 1.0, 1.0, 1.0) for i in range(len(values))]
+    rows = []
+    for i, (v, s) in enumerate(zip(values, settings)):
+        for r in _curve_rows(f"t{i}", s, v):
+            rows.append({**r, "metric": v + 0.01 * r["epoch"] * (i % 3 - 1)})  # order changes with epochs
+    return table_from_frame(pd.DataFrame(rows), source="stairs", max_epochs=4, mode="max", space=SPACE), settings
+
+
+def test_replayed_asha_decides_as_asha_is_defined():
+    """Sequential trials, grace 1, rf 2 (rungs 1, 2; 4 = the end): stop when below the rung's median."""
+    table, settings = _stairs_table()
+    rs = ReplaySettings(budget_epochs=1000, workers=1, grace_epochs=1, reduction_factor=2)
+    trace = simulate(table, make_scheduler(POLICIES["asha-tpe"], table, rs), _FixedSearcher.make(settings),
+                     settings=rs, seed=0)  # fmt: skip
+    rungs: dict[int, list[float]] = {1: [], 2: []}
+    expected = []
+    for i in range(len(settings)):
+        curve = table.curves[i][0]
+        stop = 4
+        for e in (1, 2):
+            value = curve.metric[e - 1]
+            if rungs[e] and value < np.percentile(rungs[e], 50):
+                rungs[e].append(value)
+                stop = e
+                break
+            rungs[e].append(value)
+        expected.append(stop)
+    assert [t.last_epoch for t in trace.trials] == expected
+    assert 1 in expected and 2 in expected and 4 in expected  # the example exercises every outcome
+
+
+@pytest.mark.slow
+def test_replayed_asha_matches_live_ray_scheduler(local_ray, tmp_path):
+    """The same trials (configs, curves, order: W=1) through Ray's real controller and the replay."""
+    from ray import tune
+    from ray.tune.search import ConcurrencyLimiter
+
+    table, settings = _stairs_table()
+    configs = [{**s, "curve": list(table.curves[i][0].metric)} for i, s in enumerate(settings)]
+
+    def trainable(config):
+        for epoch, metric in enumerate(config["curve"], start=1):
+            tune.report({"epoch": epoch, "metric": metric})
+
+    def asha(rs):
+        return make_scheduler(POLICIES["asha-tpe"], table, rs)
+
+    for grace, factor in ((1, 2), (2, 2), (1, 3)):
+        rs = ReplaySettings(budget_epochs=1000, workers=1, grace_epochs=grace, reduction_factor=factor)
+        trace = simulate(table, asha(rs), _FixedSearcher.make(configs), settings=rs, seed=0)
+        grid = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(search_alg=ConcurrencyLimiter(_FixedSearcher.make(configs), max_concurrent=1),
+                                        scheduler=asha(rs), num_samples=len(configs)),
+            run_config=tune.RunConfig(storage_path=str(tmp_path), name=f"live-{grace}-{factor}", verbose=0),
+        ).fit()  # fmt: skip
+        live = {r.config["delta_rank"]: r.metrics["epoch"] for r in grid}
+        replayed = {t.config["delta_rank"]: t.last_epoch for t in trace.trials}
+        assert replayed == live, (grace, factor)
+        assert set(live.values()) != {4}, "the example must make ASHA stop some trials"
+
+
+# ------------------------------------------------------------------------------------- summary
+
+
+def test_checkpoints():
+    assert checkpoints(10, 400) == [10, 20, 50, 100, 200, 400]
+    assert checkpoints(10, 100) == [10, 20, 50, 100]
+    assert checkpoints(10, 5) == [5]
+    assert checkpoints(10, 0) == [0]
+
+
+def test_summary_quartiles_over_seeds(known_table):
+    settings = ReplaySettings(budget_epochs=10 * MAX_EPOCHS, workers=2, grace_epochs=1, reduction_factor=2)
+    traces = [replay(known_table, POLICIES["full-random"], s, settings) for s in range(5)]
+    summary = summarize(known_table, traces, settings.budget_epochs, target=0.01)
+    finals = sorted(incumbent_at(t, settings.budget_epochs)[0] for t in traces)
+    assert summary.rows[-1]["best"][0] == pytest.approx(finals[2])
+    assert summary.rows[-1]["best"][1] == pytest.approx(np.percentile(finals, 25))
+    assert summary.trials >= 10 and summary.stopped_share == 0
+    assert 0 <= summary.exact_share < 0.1  # random proposals are (almost) never a recorded setting
+
+
+# ------------------------------------------------------------------------------------- parquet + CLI
+
+
+def _write_run(tmp_path, frame, *, with_space=True):
+    """Rows as a live search writes them (results.write_row) under <run>/trials/."""
+    from rspose_tune.results import build_metadata, make_row, write_row
+    from rspose_tune.spaces import load_preset
+
+    preset = load_preset("demo")
+    meta = build_metadata(run="r", backbone="demo", max_epochs=MAX_EPOCHS,
+                          search_space=preset if with_space else None)  # fmt: skip
+    run = tmp_path / "run"
+    for rec in frame.to_dict("records"):
+        config = {n: (0.0 if rec[n] is None and n.startswith("coeff_") else rec[n]) for n in PARAM_NAMES}
+        row = make_row({"epoch": rec["epoch"], "metric": rec["metric"], "wall_s": rec["wall_s"]}, config,
+                       run="r", backbone="demo", trial_id=rec["trial_id"], status=rec["status"])  # fmt: skip
+        write_row(row, run / "trials", metadata=meta)
+    return run
+
+
+def test_reads_a_live_run_folder(tmp_path):
+    frame = _frame([0.5, 0.6, 0.7], _grid_settings()[:3])
+    run = _write_run(tmp_path, frame)
+    table = load_table([run])
+    assert len(table.settings) == 3 and table.n_curves == 6 and table.mode == "max"
+    assert table.space["delta_sort"]["log"] is True  # the demo preset's space, from the metadata
+    assert table.budget["grace_epochs"] == 2 and table.metric_name == "coco/AP"
+    assert len(table.known_good) == 1
+    both = load_table([run, run / "trials"])
+    assert both.n_curves == 12 and len(both.settings) == 3
+
+
+def test_cli_replays_a_run_and_prints_every_policy(tmp_path, capsys):
+    run = _write_run(tmp_path, _frame([0.5, 0.6, 0.7, 0.4], _grid_settings()[:4]))
+    assert main([str(run), "--seeds", "3", "--budget-epochs", "40", "-W", "2", "--grace-epochs", "1"]) == 0
+    out = capsys.readouterr().out
+    for policy in POLICIES.values():
+        assert f"\n{policy.name}\n" in out
+    assert "3 search seeds (0..2), W=2 workers, budget 40 epochs, ASHA grace 1 / reduction factor 3" in out
+    assert "4 settings, 8 full 4-epoch curves" in out
+    assert "nearest" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--workers", "0"], "error: argument --workers/-W: --workers must be an integer >= 1, got 0"),
+        (["--reduction-factor", "1"], "--reduction-factor must be a finite number > 1"),
+        (["--policies", "bohb"], "argument --policies: invalid choice: 'bohb'"),
+        (["/nonexistent/table.parquet"], "error: /nonexistent/table.parquet: no such file or folder"),
+        (["--grace-epochs", "11"], "error: --grace-epochs is 11, but must be an integer in [1, 10] (the table's max_epochs)"),
+        (["--backbone", "nope"], "error: "),
+    ],
+)  # fmt: skip
+def test_cli_bad_input_is_one_error_line(argv, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        code = main(argv)
+        raise SystemExit(code)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0]
+
+
+def test_cli_table_without_space_needs_a_preset(tmp_path, capsys):
+    run = _write_run(tmp_path, _frame([0.5, 0.6], _grid_settings()[:2]), with_space=False)
+    assert main([str(run)]) == 2
+    assert "pass --backbone PRESET" in capsys.readouterr().err
+    assert main([str(run), "--backbone", "demo", "--seeds", "1", "--budget-epochs", "8"]) == 0
+
+
+def test_cli_rejects_a_table_without_needed_columns(tmp_path, capsys):
+    path = tmp_path / "t.parquet"
+    pd.DataFrame({"trial_id": ["a"], "epoch": [1]}).to_parquet(path)
+    assert main([str(path), "--backbone", "demo"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {path}") and "metric" in err
+
+
+# ------------------------------------------------------------------------------------- demo table
+
+
+def test_design_is_space_filling_with_components_off():
+    from rspose_tune.spaces import load_preset
+
+    preset = load_preset("demo")
+    settings = design_settings(preset, 64, seed=0)
+    assert len(settings) == 64 and settings == design_settings(preset, 64, seed=0)
+    assert settings[0] == dict(preset.known_good[0])
+    patterns = {(s["coeff_sort"] > 0, s["coeff_inst"] > 0) for s in settings}
+    assert patterns == {(True, True), (True, False), (False, True), (False, False)}
+    assert len({json.dumps(s, sort_keys=True) for s in settings}) == 64
+    for s in settings:
+        for name in PARAM_NAMES:
+            spec, value = preset.params[name], s[name]
+            off = name.startswith("delta_") and s[name.replace("delta_", "coeff_")] == 0
+            if off or (name.startswith("coeff_") and value == 0.0):
+                assert (value is None) if off else True
+                continue
+            assert spec.contains(value), (name, value)
+    ranks = np.array([s["delta_rank"] for s in settings])  # a Latin hypercube per pattern covers each range
+    assert ranks.min() < 0.2 and ranks.max() > 0.9
+    with pytest.raises(ValueError, match="n_settings"):
+        design_settings(preset, 0)
+
+
+def test_shipped_demo_table():
+    from rspose_tune.results import read_metadata
+
+    assert DEMO_TABLE.is_file(), "run `python -m rspose_tune.replay make-table` (README: Offline replay)"
+    table = load_table([DEMO_TABLE])
+    assert len(table.settings) >= 64 and all(len(c) == 2 for c in table.curves)
+    assert table.max_epochs == 10 and all(c.epochs == tuple(range(1, 11)) for cs in table.curves for c in cs)
+    assert {(s["coeff_sort"] > 0, s["coeff_inst"] > 0) for s in table.settings} == {
+        (True, True), (True, False), (False, True), (False, False)}
+    meta = read_metadata(DEMO_TABLE)
+    assert meta["git_revision"] and meta["table"]["made"] and meta["table"]["command"].startswith("python -m")
+    assert DEMO_TABLE.stat().st_size < 512 * 1024
+
+
+def test_cli_default_is_the_demo_table(capsys):
+    assert main(["--seeds", "2", "--budget-epochs", "60", "--policies", "asha-tpe", "full-random"]) == 0
+    out = capsys.readouterr().out
+    assert str(DEMO_TABLE) in out and "ASHA+TPE" in out and "full-budget random" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [(["--settings", "0"], "error: --settings must be >= 1, got 0"),
+     (["--epochs", "x"], "error: argument --epochs: invalid int value: 'x'"),
+     (["--backbone", "no-such-preset"], "error: "),
+     (["--backbone", "vit-b", "--n-train", "8"], "error: --n-train/--n-val only apply to a preset with generated demo data")],
+)  # fmt: skip
+def test_make_table_bad_input_is_one_error_line(tmp_path, argv, message, capsys):
+    from rspose_tune.replay._make_table import main as make_table
+
+    with pytest.raises(SystemExit) as exc:
+        raise SystemExit(make_table([*argv, "--out", str(tmp_path / "t.parquet"), "--work-dir", str(tmp_path / "w")]))
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+    assert not (tmp_path / "t.parquet").exists()
+
+
+@pytest.mark.slow
+def test_make_table_trains_and_resumes(tmp_path, capsys):
+    from rspose_tune.replay._make_table import main as make_table
+    from rspose_tune.results import read_metadata
+
+    out, work = tmp_path / "t.parquet", tmp_path / "work"
+    argv = ["--out", str(out), "--work-dir", str(work), "--settings", "2", "--seeds", "0", "--epochs", "2",
+            "--n-train", "16", "--n-val", "8"]  # fmt: skip
+    assert make_table([*argv, "--limit", "1"]) == 0
+    assert not out.exists() and len(list((work / "curves").glob("*.parquet"))) == 1
+    assert make_table(argv) == 0  # resumes: trains only the second curve
+    log = capsys.readouterr().out
+    assert log.count("s000-seed0:") == 1 and log.count("s001-seed0:") == 1
+    table = load_table([out])
+    assert len(table.settings) == 2 and table.max_epochs == 2
+    assert read_metadata(out)["table"]["demo_data"] == {"n_train": 16, "n_val": 8}
+    assert make_table([*argv, "--design-seed", "1"]) == 2  # another design in the same work dir
+    assert "holds curves of another design" in capsys.readouterr().err
