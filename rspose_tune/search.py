@@ -57,30 +57,25 @@ class SearchError(RuntimeError):
     """A problem with the user's flags or environment, reported as one line, exit code 2."""
 
 
-def _positive_int(flag: str):
+def _int_at_least(flag: str, minimum: int):
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{flag} must be an integer >= 1, got {text!r}") from None
-        if value < 1:
-            raise argparse.ArgumentTypeError(f"{flag} must be an integer >= 1, got {value}")
+            raise argparse.ArgumentTypeError(f"{flag} must be an integer >= {minimum}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{flag} must be an integer >= {minimum}, got {value}")
         return value
 
     return parse
+
+
+def _positive_int(flag: str):
+    return _int_at_least(flag, 1)
 
 
 def _non_negative_int(flag: str):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{flag} must be an integer >= 0, got {text!r}") from None
-        if value < 0:
-            raise argparse.ArgumentTypeError(f"{flag} must be an integer >= 0, got {value}")
-        return value
-
-    return parse
+    return _int_at_least(flag, 0)
 
 
 def _non_negative_float(flag: str):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import subprocess
@@ -75,7 +76,12 @@ def test_search_cli_runs_reports_and_exports(tmp_path, demo_data):
     assert f"wrote {exported}" in out
     cfg = Config.fromfile(str(exported))
     best = last[last["status"] == "completed"]["metric"].idxmax()
-    assert cfg.model.head.loss.delta_sort == pytest.approx(last.loc[best, "delta_sort"])
+    loss = cfg.model.head.loss
+    if math.isnan(last.loc[best, "delta_sort"]):  # Spatial Sort switched off in the best setting
+        assert loss.coeff_sort == 0
+    else:
+        assert loss.delta_sort == pytest.approx(last.loc[best, "delta_sort"])
+        assert loss.coeff_sort == pytest.approx(last.loc[best, "coeff_sort"])
     assert (run_dir / "report" / "curves.png").stat().st_size > 1000
     assert (run_dir / "run_spec.yaml").is_file() and (run_dir / "finished.json").is_file()
     assert str(demo_data) in cfg.train_dataloader.dataset.data_root  # the run's data, not ./data/...

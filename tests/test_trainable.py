@@ -93,6 +93,7 @@ def test_failed_trial_resumes_from_checkpoint_at_next_epoch(demo_preset, tmp_pat
         run_config=tune.RunConfig(
             storage_path=str(tmp_path / "ray"), name="resume", verbose=0,
             failure_config=tune.FailureConfig(max_failures=1),
+            sync_config=tune.SyncConfig(sync_artifacts=True),  # as the search sets it: trial files to storage
         ),
     )
     result = tuner.fit()[0]
