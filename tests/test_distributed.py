@@ -112,6 +112,18 @@ class KillRankOnce(Hook):
             os.kill(os.getpid(), signal.SIGKILL)
 
 
+class RecordRank0Epochs(Hook):
+    """Appends ``<pid> <epoch index>`` to ``log`` when rank 0 starts an epoch (one line per epoch)."""
+
+    def __init__(self, log: str):
+        self.log = log
+
+    def before_train_epoch(self, runner) -> None:
+        if runner.rank == 0:
+            with open(self.log, "a") as fh:
+                fh.write(f"{os.getpid()} {runner.epoch}\n")
+
+
 def _process_titles() -> dict[int, str]:
     """pid -> command line of this machine's processes (Ray sets ``ray::Class.method`` titles)."""
     titles = {}
@@ -176,9 +188,9 @@ def test_killed_rank_fails_the_trial_over_from_its_checkpoint(demo_preset, tmp_p
 
     from trainables.mmpose_trainable import train_rspose, trial_resources
 
-    marker = str(tmp_path / "killed")
+    marker, log = str(tmp_path / "killed"), str(tmp_path / "epochs.log")
     trainable = tune.with_parameters(train_rspose, preset=demo_preset, max_epochs=3,
-                                     hooks=[KillRankOnce(marker, rank=1, epoch=1)])
+                                     hooks=[KillRankOnce(marker, rank=1, epoch=1), RecordRank0Epochs(log)])
     tuner = tune.Tuner(
         tune.with_resources(trainable, trial_resources(workers=2, cpus=2, gpus=0)),
         param_space=PARAMS,
@@ -192,8 +204,13 @@ def test_killed_rank_fails_the_trial_over_from_its_checkpoint(demo_preset, tmp_p
     result = tuner.fit()[0]
     assert Path(marker).exists(), "rank 1 was never killed"
     assert result.error is None, result.error
-    frame = result.metrics_dataframe  # rows since the last restore: the retry's only
-    assert list(frame["epoch"]) == [2, 3]
-    # The retry started from the checkpoint after epoch 1, not from scratch.
+    # Rank 0's epochs per process: the first attempt trained epochs 0 and 1 (killed in 1); the
+    # retry is a new process that starts at epoch 1 (checkpoint after epoch 0), not from scratch.
+    attempts: dict[str, list[int]] = {}
+    for line in Path(log).read_text().split("\n"):
+        if line:
+            pid, epoch = line.split()
+            attempts.setdefault(pid, []).append(int(epoch))
+    assert list(attempts.values()) == [[0, 1], [1, 2]], attempts
     meta = json.loads((Path(result.path) / "trial.json").read_text())
     assert meta["resumed_from_epoch"] == 1 and meta["world_size"] == 2
