@@ -38,6 +38,7 @@ from rspose_tune.runspec import (
     resolve_storage,
     spec_exists,
 )
+from rspose_tune._flags import int_at_least
 from rspose_tune._resources import ResourceError, check_feasible, plan_ranks, rank_bundle
 from rspose_tune._stages import StageError, resolve_warm_start, stage_settings
 from rspose_tune.spaces import PARAM_NAMES, MissingDataError, SearchSpaceError, list_presets, load_preset
@@ -57,25 +58,12 @@ class SearchError(RuntimeError):
     """A problem with the user's flags or environment, reported as one line, exit code 2."""
 
 
-def _int_at_least(flag: str, minimum: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{flag} must be an integer >= {minimum}, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"{flag} must be an integer >= {minimum}, got {value}")
-        return value
-
-    return parse
-
-
 def _positive_int(flag: str):
-    return _int_at_least(flag, 1)
+    return int_at_least(flag, 1)
 
 
 def _non_negative_int(flag: str):
-    return _int_at_least(flag, 0)
+    return int_at_least(flag, 0)
 
 
 def _non_negative_float(flag: str):
@@ -294,6 +282,21 @@ def _budget(args: argparse.Namespace, preset) -> tuple[int, int, int]:
     return max_epochs, grace, rf
 
 
+def _preset_budget_resources(args: argparse.Namespace):
+    """The preset the flags name, its budget ``(max_epochs, grace, rf)`` and per-trial resources
+    ``(gpus, cpus, workers)``, each flag overriding the preset's value (shared by a start and
+    ``--dry-run``)."""
+    preset = load_preset(args.backbone or DEFAULT_PRESET, search_dir=args.search_dir, data_root=args.data_root,
+                         weights=args.weights)  # fmt: skip
+    gpus = preset.resources.gpus if args.gpus_per_trial is None else args.gpus_per_trial
+    cpus = preset.resources.cpus if args.cpus_per_trial is None else args.cpus_per_trial
+    try:
+        workers = plan_ranks(gpus, cpus, args.workers_per_trial or preset.resources.workers)
+    except ResourceError as exc:
+        raise SearchError(str(exc)) from None
+    return preset, _budget(args, preset), (gpus, cpus, workers)
+
+
 def plan(args: argparse.Namespace, argv: list[str] | None = None) -> Plan:
     """Validate flags, the preset and its files (or read the run spec on ``--resume``).
 
@@ -304,15 +307,7 @@ def plan(args: argparse.Namespace, argv: list[str] | None = None) -> Plan:
     address = args.address or os.environ.get("RAY_ADDRESS") or None
     if args.resume:
         return _plan_resume(args, storage, address)
-    preset = load_preset(args.backbone or DEFAULT_PRESET, search_dir=args.search_dir, data_root=args.data_root,
-                         weights=args.weights)  # fmt: skip
-    max_epochs, grace, rf = _budget(args, preset)
-    gpus = preset.resources.gpus if args.gpus_per_trial is None else args.gpus_per_trial
-    cpus = preset.resources.cpus if args.cpus_per_trial is None else args.cpus_per_trial
-    try:
-        workers = plan_ranks(gpus, cpus, args.workers_per_trial or preset.resources.workers)
-    except ResourceError as exc:
-        raise SearchError(str(exc)) from None
+    preset, (max_epochs, grace, rf), (gpus, cpus, workers) = _preset_budget_resources(args)
     if args.name is not None:
         name = _check_name(args.name)
         if exists(join(storage, name)):
@@ -356,15 +351,7 @@ def dry_run(args: argparse.Namespace) -> int:
         storage = resolve_storage(args.storage)
     except RunSpecError as exc:
         raise SearchError(str(exc)) from None
-    preset = load_preset(args.backbone or DEFAULT_PRESET, search_dir=args.search_dir, data_root=args.data_root,
-                         weights=args.weights)  # fmt: skip
-    max_epochs, grace, rf = _budget(args, preset)
-    gpus = preset.resources.gpus if args.gpus_per_trial is None else args.gpus_per_trial
-    cpus = preset.resources.cpus if args.cpus_per_trial is None else args.cpus_per_trial
-    try:
-        workers = plan_ranks(gpus, cpus, args.workers_per_trial or preset.resources.workers)
-    except ResourceError as exc:
-        raise SearchError(str(exc)) from None
+    preset, (max_epochs, grace, rf), (gpus, cpus, workers) = _preset_budget_resources(args)
     if args.name is not None and exists(join(storage, _check_name(args.name))):
         raise SearchError(f"run {join(storage, args.name)!r} already exists: choose another --name")
     seed = 0 if args.seed is None else args.seed

@@ -9,6 +9,8 @@ import time
 from collections.abc import Sequence
 from typing import NoReturn
 
+from rspose_tune._flags import int_at_least
+
 __all__ = ["build_parser", "main"]
 
 
@@ -17,19 +19,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
-
-
-def _int_at_least(flag: str, low: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{flag} must be an integer >= {low}, got {text!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"{flag} must be an integer >= {low}, got {value}")
-        return value
-
-    return parse
 
 
 def _float_above(flag: str, low: float, *, strict: bool):
@@ -66,20 +55,20 @@ def build_parser() -> argparse.ArgumentParser:
                              "settings, instead of the table's metadata")  # fmt: skip
     parser.add_argument("--policies", nargs="+", choices=list(POLICIES), default=list(POLICIES),
                         help=f"policies to replay (default: all of {list(POLICIES)})")  # fmt: skip
-    parser.add_argument("--seeds", type=_int_at_least("--seeds", 1), default=20,
+    parser.add_argument("--seeds", type=int_at_least("--seeds", 1), default=20,
                         help="search seeds per policy (default 20)")
-    parser.add_argument("--first-seed", type=_int_at_least("--first-seed", 0), default=0,
+    parser.add_argument("--first-seed", type=int_at_least("--first-seed", 0), default=0,
                         help="seeds are first-seed, first-seed+1, ... (default 0)")
-    parser.add_argument("--budget-epochs", type=_int_at_least("--budget-epochs", 0), default=None,
+    parser.add_argument("--budget-epochs", type=int_at_least("--budget-epochs", 0), default=None,
                         help="epochs each replay may train in all (default: one full training per recorded "
                              "setting, the cost of training every setting of the table once)")
-    parser.add_argument("--workers", "-W", type=_int_at_least("--workers", 1), default=4,
+    parser.add_argument("--workers", "-W", type=int_at_least("--workers", 1), default=4,
                         help="trials running at once (default 4)")
-    parser.add_argument("--grace-epochs", type=_int_at_least("--grace-epochs", 1), default=None,
+    parser.add_argument("--grace-epochs", type=int_at_least("--grace-epochs", 1), default=None,
                         help="ASHA grace period (default: the table's / preset's budget)")
     parser.add_argument("--reduction-factor", type=_float_above("--reduction-factor", 1, strict=True), default=None,
                         help="ASHA reduction factor, > 1 (default: the table's / preset's budget)")
-    parser.add_argument("--n-startup-trials", type=_int_at_least("--n-startup-trials", 0), default=10,
+    parser.add_argument("--n-startup-trials", type=int_at_least("--n-startup-trials", 0), default=10,
                         help="TPE's random start-up trials (default 10)")
     parser.add_argument("--known-good", action="store_true",
                         help="ask the known-good settings first, as the live search does (default: no, so "
