@@ -12,6 +12,7 @@ BENCHMARKS = {
     "search": "per-trial start overhead, and ASHA vs full-budget random search on the demo",
     "gpu": "the GPU check: loss and ViTPose-H step RSPose vs MSE, and a trial's rank path, without Ray",
     "ranks": "start of a 2-rank trial: placement-group rank actors vs a Ray Train V2 TorchTrainer",
+    "calibration": "RSPose heads: stock vs calibrated decoding (AP, AR, Spearman), logit-offset robustness, step cost",
     "tpe": "parallel TPE options (independent vs constant liar vs multivariate+group) on a synthetic surface",
 }
 
