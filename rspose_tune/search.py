@@ -576,9 +576,12 @@ def run_search(p: Plan, args: argparse.Namespace, extra_callbacks=(), *, reuse_a
     """Run (or resume) the search of plan ``p``. ``reuse_actors=False`` (a fresh process per
     trial, Ray's default) exists for ``python -m rspose_tune.bench search``'s comparison."""
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-
-    from rspose_tune.searcher import JOURNAL_FILE_NAME, PruningAwareOptunaSearch, ResumableConcurrencyLimiter
+    from rspose_tune.searcher import (
+        JOURNAL_FILE_NAME,
+        PruningAwareOptunaSearch,
+        ResumableConcurrencyLimiter,
+        build_scheduler,
+    )
 
     # Keeping only the last checkpoints forces an experiment snapshot per report; that is intended.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
@@ -599,21 +602,12 @@ def run_search(p: Plan, args: argparse.Namespace, extra_callbacks=(), *, reuse_a
         seed=spec.seed,
         n_startup_trials=spec.n_startup_trials,
         warm_start=spec.warm_start,  # after the known-good settings; each records its source
-        tpe_options=spec.tpe_options,  # constant liar, multivariate + group (searcher.TPE_OPTIONS)
+        tpe_options=spec.tpe_options,  # constant liar, not multivariate (searcher.TPE_OPTIONS)
     )
     max_concurrent = args.max_concurrent or 8
     search_alg = ResumableConcurrencyLimiter(searcher, max_concurrent=max_concurrent)
-    if spec.scheduler == "asha":
-        scheduler = ASHAScheduler(
-            metric="metric",
-            mode=preset.mode,
-            time_attr="epoch",
-            max_t=p.max_epochs,
-            grace_period=p.grace,
-            reduction_factor=p.reduction_factor,
-        )
-    else:
-        scheduler = FIFOScheduler()
+    scheduler = build_scheduler(spec.scheduler, mode=preset.mode, max_epochs=p.max_epochs, grace_epochs=p.grace,
+                                reduction_factor=p.reduction_factor)
     callback = _results_callback(p)
     reporter = tune.CLIReporter(
         metric_columns=["epoch", "metric", "loss"],

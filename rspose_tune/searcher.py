@@ -107,6 +107,7 @@ __all__ = [
     "TPE_OPTIONS",
     "PruningAwareOptunaSearch",
     "ResumableConcurrencyLimiter",
+    "build_scheduler",
     "to_optuna_state",
 ]
 
@@ -156,6 +157,20 @@ class ResumableConcurrencyLimiter(ConcurrencyLimiter):
             self.searcher.on_trial_complete(trial_id, result=result, error=error)
             return
         super().on_trial_complete(trial_id, result=result, error=error)
+
+
+def build_scheduler(kind: str, *, mode: str, max_epochs: int, grace_epochs: int, reduction_factor: int):
+    """The trial scheduler of a search: Ray's ASHA on ``epoch`` (``kind="asha"``) or FIFO, every
+    trial to the full budget (``kind="fifo"``). The live search and the offline replay both use it,
+    so the replay's stop decisions are the live search's."""
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    if kind == "fifo":
+        return FIFOScheduler()
+    if kind != "asha":
+        raise ValueError(f"`kind` is {kind!r}, but must be 'asha' or 'fifo'.")
+    return ASHAScheduler(metric="metric", mode=mode, time_attr="epoch", max_t=max_epochs,
+                         grace_period=grace_epochs, reduction_factor=reduction_factor)
 
 
 def to_optuna_state(last_epoch: int | None, max_epochs: int, error: bool) -> TrialState:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Rendezvous", "open_rendezvous", "process_group", "train_rank"]
+__all__ = ["Rendezvous", "no_report", "open_rendezvous", "process_group", "train_rank"]
 
 #: How long a collective may wait for a missing rank before the process group fails.
 DEFAULT_TIMEOUT_S = 1800.0
@@ -81,7 +81,7 @@ def process_group(rdzv: Rendezvous, rank: int, store=None, device_index: int = 0
         dist.destroy_process_group()
 
 
-def _no_report(result: Mapping[str, Any], checkpoint_dir: str | None) -> None:
+def no_report(result: Mapping[str, Any], checkpoint_dir: str | None) -> None:
     """Ranks other than 0 report nothing (rank 0 speaks for the trial)."""
 
 
@@ -145,7 +145,7 @@ def train_rank(
         cfg.resume, cfg.load_from = True, str(resume_from)
     runner = Runner.from_cfg(cfg)
     if rank != 0:
-        report = _no_report
+        report = no_report
     runner.register_hook(TuneReportHook(metric, trial_id, report=report, checkpoint=rank == 0))
     for hook in hooks:
         runner.register_hook(hook)

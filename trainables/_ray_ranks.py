@@ -32,7 +32,7 @@ from ray.util.placement_group import get_current_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from ._checkpoint import restore_checkpoint
-from ._rank import Rendezvous, open_rendezvous, process_group, train_rank
+from ._rank import Rendezvous, no_report, open_rendezvous, process_group, train_rank
 
 __all__ = ["RankActor", "RankFailedError", "backend_for", "share_node_gpus", "train_ranks", "trial_resources"]
 
@@ -120,13 +120,9 @@ class RankActor:
         with tempfile.TemporaryDirectory(prefix=f"rspose_rank{rank}_") as tmp:
             resume = restore_checkpoint(checkpoint, Path(tmp), trial_id=trial_id) if checkpoint else None
             with process_group(rdzv, rank, device_index=device_index):
-                train_rank(cfg, metric=metric, trial_id=trial_id, report=_unused_report,
+                train_rank(cfg, metric=metric, trial_id=trial_id, report=no_report,
                            resume_from=resume, hooks=hooks, device=device)
         return _where()
-
-
-def _unused_report(result, checkpoint_dir) -> None:
-    raise RuntimeError("only rank 0 reports")  # train_rank never calls it on ranks > 0
 
 
 class _Watcher(threading.Thread):

@@ -15,7 +15,6 @@ the table (one Parquet file) with how and when it was made in its file metadata
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 import math

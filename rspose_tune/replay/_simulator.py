@@ -146,19 +146,11 @@ class _SimTrial:
 
 
 def make_scheduler(policy: Policy, table: CurveTable, settings: ReplaySettings):
-    """Ray's scheduler for ``policy``, configured as ``rspose_tune.search`` configures it."""
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    """Ray's scheduler for ``policy``, built by the live search's own factory."""
+    from rspose_tune.searcher import build_scheduler
 
-    if policy.scheduler == "fifo":
-        return FIFOScheduler()
-    return ASHAScheduler(
-        metric="metric",
-        mode=table.mode,
-        time_attr="epoch",
-        max_t=table.max_epochs,
-        grace_period=settings.grace_epochs,
-        reduction_factor=settings.reduction_factor,
-    )
+    return build_scheduler(policy.scheduler, mode=table.mode, max_epochs=table.max_epochs,
+                           grace_epochs=settings.grace_epochs, reduction_factor=settings.reduction_factor)
 
 
 def make_searcher(policy: Policy, table: CurveTable, settings: ReplaySettings, seed: int):
