@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from rspose_tune.demo_data import generate_demo_dataset, is_complete
-from rspose_tune.spaces import load_preset
+from rspose_tune.spaces import PARAM_NAMES, load_preset
 from trainables.mmpose_trainable import prepare_trial_config
 
 SETTINGS = {
@@ -32,6 +32,36 @@ SETTINGS = {
     "inst_heavy": dict(delta_rank=0.7, coeff_rank=1.0, delta_sort=0.5, coeff_sort=0.5, delta_inst=1.0, coeff_inst=1.5),
     "sort_off": dict(delta_rank=0.25, coeff_rank=1.0, delta_sort=None, coeff_sort=0.0, delta_inst=0.5, coeff_inst=0.1),
 }
+
+
+def ensure_demo_data(preset) -> None:
+    """Generate a demo preset's data once, as the search does (idempotent)."""
+    if getattr(preset.data, "generated", None) == "demo" and not is_complete(preset.data.root):
+        generate_demo_dataset(preset.data.root)
+
+
+def build_runner(preset, params, work_dir: Path, *, seed: int, epochs: int, tag: str,
+                 pos_thr: float | None = None):
+    """An untrained mmengine Runner of one demo run (the trial's own config, validation only at
+    the end): ``params=None`` is the stock loss; ``pos_thr`` sets the Spatial losses' positive
+    threshold (through the preset's parameters when ``pos_thr`` is one of them, else on the
+    config's ``RSPoseLoss``), and the built loss is checked to carry it."""
+    from mmengine.runner import Runner
+
+    if pos_thr is not None and params is None:
+        raise ValueError("`pos_thr` applies to the RSPose losses, not to the stock loss (params=None)")
+    if pos_thr is not None and "pos_thr" in PARAM_NAMES:
+        params = {**params, "pos_thr": float(pos_thr)}
+    cfg = prepare_trial_config(preset, params, Path(work_dir), seed=seed, max_epochs=epochs, val_interval=epochs)
+    if pos_thr is not None and cfg.model.head.loss.get("pos_thr") != float(pos_thr):
+        cfg.model.head.loss["pos_thr"] = float(pos_thr)  # TRANSITIONAL: until configs.py carries params.pos_thr
+    # one MessageHub/visualizer per run (mmengine shares instances by name, and names by second)
+    cfg["experiment_name"] = f"{tag}_{Path(work_dir).name}"
+    cfg.visualizer["name"] = f"vis_{tag}_{Path(work_dir).name}"
+    runner = Runner.from_cfg(cfg)
+    if pos_thr is not None and getattr(runner.model.head.loss_module, "pos_thr", None) != float(pos_thr):
+        raise RuntimeError(f"the built loss has pos_thr={runner.model.head.loss_module.pos_thr!r}, not {pos_thr!r}")
+    return runner
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,14 +73,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from rspose_tune.mmpose_adapter import setup_mmpose
     setup_mmpose()
-    from mmengine.runner import Runner
     from mmpose.models.heads import HeatmapHead
 
     import rspose_tune.mmpose_adapter.heads as H
 
     preset = load_preset("demo")
-    if not is_complete(preset.data.root):  # the demo data, generated once (as the search does)
-        generate_demo_dataset(preset.data.root)
+    ensure_demo_data(preset)
     rows = []
     unknown = sorted(set(args.settings.split(",")) - set(SETTINGS))
     if unknown:
@@ -58,9 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.settings.split(","):
         params = SETTINGS[name]
         tmp = Path(tempfile.mkdtemp(prefix=f"calib_{name}_"))
-        cfg = prepare_trial_config(preset, params, Path(tmp), seed=0, max_epochs=args.epochs, val_interval=args.epochs)
-        cfg.visualizer["name"] = f"vis_{name}"
-        runner = Runner.from_cfg(cfg)
+        runner = build_runner(preset, params, tmp, seed=0, epochs=args.epochs, tag=f"calib_{name}")
         head = runner.model.head
         # record the last epoch's peaks (for the z-score alternative); the min/max is the head's own
         peaks = []
