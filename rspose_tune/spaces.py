@@ -21,16 +21,17 @@ YAML schema (all keys required unless marked optional; unknown keys are errors):
     metric: coco/AP                        # coco, coco-format: coco/...; crowdpose:
                                            # crowdpose/...; mpii: PCK or PCK@0.1
     mode: max | min
-    params:                                # all six RSPose hyperparameters, each either
+    params:                                # the RSPose loss hyperparameters (PARAM_NAMES), each
       delta_rank: {low: 0.1, high: 1.0, log: false}    # a range (log optional, default false;
       coeff_rank: {fixed: 1.0}                         #   log needs low > 0), or a fixed value
       delta_sort: {low: 0.1, high: 3.0, log: true}
       coeff_sort: {low: 0.1, high: 4.0, log: true, allow_off: true}
       delta_inst: {low: 0.25, high: 5.0, log: true}
       coeff_inst: {low: 0.05, high: 3.0, log: true, allow_off: true}
+      pos_thr: {fixed: 0.0}                # optional (it has a default); or {low, high, log}
     known_good:                            # optional list: settings the searcher tries first
       - {delta_rank: 0.4, coeff_rank: 1.0, delta_sort: 1.5, coeff_sort: 2.0,
-         delta_inst: 3.0, coeff_inst: 0.25}
+         delta_inst: 3.0, coeff_inst: 0.25}            # pos_thr omitted: its default (0)
     budget: {max_epochs: 210, grace_epochs: 10, reduction_factor: 3, val_interval: 10}
     resources: {gpus: 1, cpus: 4}          # per trial (optional workers: N ranks share them)
     data:
@@ -53,11 +54,17 @@ YAML schema (all keys required unless marked optional; unknown keys are errors):
       seeds: 2                             # further training seeds each (>= 2 when top > 0)
       baseline: true                       # also train the base config's stock loss
 
-Rules for ``params``: values are >= 0; a coefficient of 0 switches its component off, and the
-component's delta is then meaningless and written ``{fixed: null}``. ``allow_off: true`` (only on
+Rules for ``params`` (:data:`LOSS_PARAMS` is the one definition of the names, their kinds and
+defaults): values are >= 0; a coefficient of 0 switches its component off, and the component's
+delta is then meaningless and written ``{fixed: null}``. ``allow_off: true`` (only on
 ``coeff_*``) lets the searcher also switch the component off. Rank and sort must not both be able
-to be off (the heatmap would get no loss). Every ``known_good`` entry names all six values and
-must lie inside the space; ``null`` (or 0) for a coefficient means off, and then its delta is null.
+to be off (the heatmap would get no loss). ``pos_thr`` (the positives of Spatial Rank and Spatial
+Sort are the labels above it, see :mod:`rspose_tune.mmpose_adapter.losses`) lies in [0, 1). A
+parameter with a default (``pos_thr``: 0, every non-zero label, the paper's support) may be left
+out of ``params`` (then it is fixed at its default) and out of ``known_good`` entries (then the
+entry has the default, which must lie in the space). Every ``known_good`` entry names all the
+other values and must lie inside the space; ``null`` (or 0) for a coefficient means off, and then
+its delta is null.
 
 Overrides (highest first): keyword arguments of :func:`load_preset` (the CLI's ``--data-root``
 and ``--weights``), then the environment, then the YAML:
@@ -102,6 +109,8 @@ __all__ = [
     "DATASETS",
     "ENV_DATA_ROOT",
     "ENV_WEIGHTS",
+    "COMPONENTS",
+    "LOSS_PARAMS",
     "PARAM_NAMES",
     "Budget",
     "Confirm",
@@ -112,19 +121,92 @@ __all__ = [
     "Preset",
     "Resources",
     "SearchSpaceError",
+    "LossParam",
+    "component_names",
+    "fill_defaults",
     "list_presets",
     "load_preset",
+    "loss_param",
     "parse_preset",
 ]
 
 ENV_DATA_ROOT = "RSPOSE_TUNE_DATA_ROOT"
 ENV_WEIGHTS = "RSPOSE_TUNE_WEIGHTS"
 
-#: The six RSPose hyperparameters, in Table E.8 order.
-PARAM_NAMES = ("delta_rank", "coeff_rank", "delta_sort", "coeff_sort", "delta_inst", "coeff_inst")
-_COMPONENTS = (("rank", "delta_rank", "coeff_rank"), ("sort", "delta_sort", "coeff_sort"),
-               ("inst", "delta_inst", "coeff_inst"))  # fmt: skip
-_DELTA_OF = {coeff: delta for _, delta, coeff in _COMPONENTS}
+
+
+@dataclass(frozen=True)
+class LossParam:
+    """One RSPose loss hyperparameter: the one definition every module reads.
+
+    Attributes:
+        name: Its name in presets, configs, Parquet columns, run specs and reports.
+        kind: ``delta`` (a step smoothing, > 0 when searched), ``coeff`` (a component's
+            coefficient, 0 = off) or ``threshold`` (in [0, 1): ``pos_thr``).
+        component: ``rank``, ``sort`` or ``inst`` for a delta or coefficient (the two are off
+            together); None for a parameter that belongs to no component.
+        target: Where the MMPose config takes it: ``loss`` (a keyword of ``RSPoseLoss``,
+            ``model.head.loss``) or ``head`` (of the RSPose head).
+        default: The value of files, run specs, replay tables and presets written without it;
+            None: it must always be given.
+        label: Its name in the report's table.
+    """
+
+    name: str
+    kind: str
+    component: str | None
+    target: str
+    default: float | None = None
+    label: str = ""
+
+
+#: The RSPose loss hyperparameters: the six of Table E.8 (in its order), then the positive
+#: threshold of Spatial Rank and Spatial Sort (default 0: every non-zero label, the paper's).
+LOSS_PARAMS = (
+    LossParam("delta_rank", "delta", "rank", "loss"),
+    LossParam("coeff_rank", "coeff", "rank", "loss"),
+    LossParam("delta_sort", "delta", "sort", "loss"),
+    LossParam("coeff_sort", "coeff", "sort", "loss"),
+    LossParam("delta_inst", "delta", "inst", "head"),
+    LossParam("coeff_inst", "coeff", "inst", "head"),
+    LossParam("pos_thr", "threshold", None, "loss", default=0.0, label="Pos. thr"),
+)
+#: Their names: the preset's searched loss hyperparameters, one Parquet column each.
+PARAM_NAMES = tuple(p.name for p in LOSS_PARAMS)
+#: The loss components; component ``c`` has ``delta_<c>`` and ``coeff_<c>``.
+COMPONENTS = tuple(dict.fromkeys(p.component for p in LOSS_PARAMS if p.component))
+_BY_NAME = MappingProxyType({p.name: p for p in LOSS_PARAMS})
+
+
+def loss_param(name: str) -> LossParam:
+    """The :class:`LossParam` called ``name`` (KeyError naming the valid names otherwise)."""
+    try:
+        return _BY_NAME[name]
+    except KeyError:
+        raise KeyError(f"{name!r} is not a loss hyperparameter; valid: {list(PARAM_NAMES)}") from None
+
+
+def component_names(component: str) -> tuple[str, str]:
+    """``(delta, coeff)`` names of a component (``rank``, ``sort``, ``inst``)."""
+    delta = next(p.name for p in LOSS_PARAMS if p.component == component and p.kind == "delta")
+    coeff = next(p.name for p in LOSS_PARAMS if p.component == component and p.kind == "coeff")
+    return delta, coeff
+
+
+def fill_defaults(values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` with every parameter that has a default and is missing (or None) set to it.
+
+    How settings written before a parameter existed (Parquet rows, run specs, replay tables,
+    known-good entries) read: ``pos_thr`` absent means the default, 0. Other keys are kept.
+    """
+    out = dict(values)
+    for p in LOSS_PARAMS:
+        if p.default is not None and out.get(p.name) is None:
+            out[p.name] = p.default
+    return out
+
+
+_COMPONENTS = tuple((c, *component_names(c)) for c in COMPONENTS)
 
 #: Supported ``dataset`` values and the metrics each one's evaluator reports.
 DATASETS = ("coco", "crowdpose", "mpii", "coco-format")
@@ -195,7 +277,7 @@ class ParamSpec:
 
     @property
     def is_coefficient(self) -> bool:
-        return self.name.startswith("coeff_")
+        return loss_param(self.name).kind == "coeff"
 
     @property
     def can_be_off(self) -> bool:
@@ -595,11 +677,27 @@ def parse_preset(
     )
 
 
+def _required(names: Iterable[str]) -> dict[str, bool]:
+    """Key -> required for a table of loss hyperparameters: those with a default may be omitted."""
+    return {name: loss_param(name).default is None for name in names}
+
+
+def _check_value(param: LossParam, value: float, key: str, check: _Checker) -> float:
+    """Kind-specific rules on one value (the common ``>= 0, finite`` is already checked)."""
+    if param.kind == "threshold" and value >= 1:
+        raise check.fail(key, f"must be < 1 (labels peak at 1, so nothing would be a positive), got {value:g}")
+    return value
+
+
 def _parse_params(raw: Any, check: _Checker) -> dict[str, ParamSpec]:
-    table = check.mapping(raw, "params", {name: True for name in PARAM_NAMES})
+    table = check.mapping(raw, "params", _required(PARAM_NAMES))
     specs: dict[str, ParamSpec] = {}
-    for name in PARAM_NAMES:
+    for param in LOSS_PARAMS:
+        name = param.name
         key = f"params.{name}"
+        if name not in table:  # only parameters with a default may be missing
+            specs[name] = ParamSpec(name=name, fixed=param.default)
+            continue
         entry = table[name]
         if not isinstance(entry, dict):
             raise check.fail(key, f"must be a mapping {{low, high, log}} or {{fixed}}, got {_show(entry)}")
@@ -610,28 +708,32 @@ def _parse_params(raw: Any, check: _Checker) -> dict[str, ParamSpec]:
                 raise check.fail(f"{key}.allow_off", "only applies to a range; a fixed coefficient of 0 is off")
             value = entry["fixed"]
             if value is None:
-                if name.startswith("coeff_"):
-                    raise check.fail(f"{key}.fixed", "must be a number (0 switches the component off), got None")
+                if param.kind != "delta":
+                    rule = "0 switches the component off" if param.kind == "coeff" else "null is only for an off delta"
+                    raise check.fail(f"{key}.fixed", f"must be a number ({rule}), got None")
                 specs[name] = ParamSpec(name=name, fixed=None)
             else:
-                specs[name] = ParamSpec(name=name, fixed=check.number(value, f"{key}.fixed", minimum=0.0))
+                number = check.number(value, f"{key}.fixed", minimum=0.0)
+                specs[name] = ParamSpec(name=name, fixed=_check_value(param, number, f"{key}.fixed", check))
             continue
         check.mapping(entry, key, _RANGE_KEYS)
         low = check.number(entry["low"], f"{key}.low", minimum=0.0)
         high = check.number(entry["high"], f"{key}.high", minimum=0.0)
+        _check_value(param, high, f"{key}.high", check)
         log = check.boolean(entry.get("log", False), f"{key}.log")
         allow_off = check.boolean(entry.get("allow_off", False), f"{key}.allow_off")
         if low > high:
             raise check.fail(key, f"must have low <= high, got low={low:g} > high={high:g}")
         if log and low <= 0:
             raise check.fail(f"{key}.low", f"must be > 0 with log: true, got {low:g}")
-        if allow_off and not name.startswith("coeff_"):
+        if allow_off and param.kind != "coeff":
+            where = (f"put it on `params.{component_names(param.component)[1]}`" if param.component
+                     else f"`{name}` belongs to no component and is never off")  # fmt: skip
             raise check.fail(
                 f"{key}.allow_off",
-                f"only applies to coefficients (a component is off when its coeff_* is 0); "
-                f"put it on `params.coeff_{name.split('_', 1)[1]}`",
+                f"only applies to coefficients (a component is off when its coeff_* is 0); {where}",
             )
-        if not name.startswith("coeff_") and low == 0:
+        if param.kind == "delta" and low == 0:
             raise check.fail(f"{key}.low", f"must be > 0 for a delta (the margin of a ranking loss), got {low:g}")
         specs[name] = ParamSpec(name=name, low=low, high=high, log=log, allow_off=allow_off)
     for component, delta, coeff in _COMPONENTS:
@@ -662,7 +764,7 @@ def _parse_known_good(raw: Any, params: Mapping[str, ParamSpec], check: _Checker
     out = []
     for i, entry in enumerate(raw):
         key = f"known_good[{i}]"
-        check.mapping(entry, key, {name: True for name in PARAM_NAMES})
+        check.mapping(entry, key, _required(PARAM_NAMES))
         setting: dict[str, float | None] = {}
         for _, delta, coeff in _COMPONENTS:
             c_value = entry[coeff]
@@ -677,12 +779,19 @@ def _parse_known_good(raw: Any, params: Mapping[str, ParamSpec], check: _Checker
                     raise check.fail(f"{key}.{delta}", f"must be a number because `{coeff}` is {c:g} (on), got None")
                 d = check.number(d_value, f"{key}.{delta}", minimum=0.0)
             setting[delta], setting[coeff] = d, c
-        for name in PARAM_NAMES:
+        for param in LOSS_PARAMS:
+            if param.component is None:
+                value = entry.get(param.name)
+                setting[param.name] = (param.default if value is None
+                                       else check.number(value, f"{key}.{param.name}", minimum=0.0))  # fmt: skip
+        for param in LOSS_PARAMS:
+            name = param.name
             spec, value = params[name], setting[name]
-            if name.startswith("delta_") and setting[name.replace("delta_", "coeff_")] == 0:
+            if param.kind == "delta" and setting[component_names(param.component)[1]] == 0:
                 continue  # an off component's delta is meaningless
             if not spec.contains(value):
-                raise check.fail(f"{key}.{name}", f"is {value!r}, outside its search space {spec.describe()!r}")
+                omitted = " (its default: the entry does not name it)" if name not in entry else ""
+                raise check.fail(f"{key}.{name}", f"is {value!r}{omitted}, outside its search space {spec.describe()!r}")
         out.append(MappingProxyType({name: setting[name] for name in PARAM_NAMES}))
     return tuple(out)
 

@@ -189,21 +189,23 @@ def test_simcc_loss_matches_pure_functions_per_axis_with_normalised_labels():
     torch.testing.assert_close(out["loss_sort"], 0.5 * (parts[0][1] + parts[1][1]) / 2)
 
 
-def test_simcc_default_pos_thr_selects_three_sigma():
-    """The SimCC default positives are the bins within 3 sigma, like the heatmap codecs' support."""
+def test_simcc_default_pos_thr_selects_every_non_zero_bin():
+    """The SimCC default positives are every non-zero bin (label > 0, the paper's support), not the
+    3-sigma window that ``exp(-4.5)`` gives (tests/test_positives.py counts every codec)."""
     from mmpose.codecs import SimCCLabel
 
-    from rspose_tune.mmpose_adapter.losses import SIMCC_POS_THR
+    from rspose_tune.mmpose_adapter.losses import POS_THR, SIMCC_POS_THR, positives
 
+    assert POS_THR == SIMCC_POS_THR == 0.0
     codec = SimCCLabel(input_size=(192, 256), sigma=6.0, simcc_split_ratio=2.0)
     enc = codec.encode(np.array([[[50.0, 100.0]]]), np.ones((1, 1)))
-    label = enc["keypoint_x_labels"][0, 0]  # (384,), centre at bin 100
-    assert math.isclose(label.max(), 1 / (6.0 * math.sqrt(2 * math.pi)), rel_tol=1e-6)
-    label = label / label.max()
-    pos = np.nonzero(label > SIMCC_POS_THR)[0]
-    assert (pos.min(), pos.max()) == (100 - 17, 100 + 17)  # |x - mu| < 3 sigma = 18 bins
-    # pos_thr=0 would instead take everything down to float32 underflow, about 14 sigma each side
-    assert (label > 0).sum() > 4 * len(pos)
+    label = torch.from_numpy(enc["keypoint_x_labels"])  # (1, 1, 384), centre at bin 100
+    assert math.isclose(float(label.max()), 1 / (6.0 * math.sqrt(2 * math.pi)), rel_tol=1e-6)
+    (pos,) = positives((label,))
+    assert int(pos.sum()) == int((label > 0).sum()) == 171  # down to float32 underflow, ~14 sigma
+    (disc,) = positives((label,), math.exp(-4.5))
+    idx = torch.nonzero(disc[0])[:, 0]
+    assert (int(idx.min()), int(idx.max())) == (100 - 17, 100 + 17)  # |x - mu| < 3 sigma = 18 bins
 
 
 @pytest.mark.parametrize(
@@ -263,6 +265,8 @@ def test_each_loss_argument_changes_the_output(change, key):
         (dict(coeff_sort=float("nan")), "`coeff_sort` is nan"),
         (dict(pos_thr=float("nan")), "`pos_thr` is nan"),
         (dict(pos_thr="0.1"), "`pos_thr` is '0.1'"),
+        (dict(pos_thr=-0.1), r"`pos_thr` is -0.1.*0 <= pos_thr < 1"),
+        (dict(pos_thr=1.0), r"`pos_thr` is 1.0.*0 <= pos_thr < 1"),
         (dict(delta_rank=None), "`delta_rank` is None.*only with `coeff_rank=0`"),
         (dict(delta_sort=None, coeff_rank=0.0), "`delta_sort` is None"),
         (dict(coeff_rank=True), "`coeff_rank` is True"),

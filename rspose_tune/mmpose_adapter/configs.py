@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from rspose_tune.spaces import PARAM_NAMES
+from rspose_tune.spaces import LOSS_PARAMS, PARAM_NAMES, fill_defaults
 
 __all__ = [
     "LOSS_PARAM_NAMES",
@@ -32,7 +32,8 @@ __all__ = [
     "shrink_model",
 ]
 
-#: The six RSPose hyperparameters, in Table E.8 order. A coefficient of 0 switches a component off.
+#: The RSPose loss hyperparameters (:data:`rspose_tune.spaces.PARAM_NAMES`). A coefficient of 0
+#: switches a component off.
 LOSS_PARAM_NAMES = PARAM_NAMES
 
 #: Stock MMPose heads and the RSPose head that replaces each (registered by ``setup_mmpose``).
@@ -80,6 +81,7 @@ def _check_params(params: Mapping[str, Any]) -> dict[str, float]:
     if unknown:
         raise ConfigBuildError(f"unknown loss parameter(s) {unknown}; valid: {list(LOSS_PARAM_NAMES)}")
     out: dict[str, float] = {}
+    params = fill_defaults(params)  # a parameter with a default (pos_thr) given as None or not at all
     for name in LOSS_PARAM_NAMES:
         value = params.get(name)
         if value is None:  # an "off" component's delta, or an off coefficient
@@ -87,6 +89,8 @@ def _check_params(params: Mapping[str, Any]) -> dict[str, float]:
         value = float(value)
         if not math.isfinite(value) or value < 0:
             raise ConfigBuildError(f"loss parameter `{name}` must be finite and >= 0, got {value}")
+        if name == "pos_thr" and value >= 1:
+            raise ConfigBuildError(f"loss parameter `pos_thr` must be < 1 (labels peak at 1), got {value}")
         out[name] = value
     if out["coeff_rank"] == 0 and out["coeff_sort"] == 0:
         raise ConfigBuildError("`coeff_rank` and `coeff_sort` are both 0: the heatmap would get no loss")
@@ -94,7 +98,12 @@ def _check_params(params: Mapping[str, Any]) -> dict[str, float]:
 
 
 def apply_rspose_losses(cfg, params: Mapping[str, Any]) -> None:
-    """Swap ``cfg.model.head`` for its RSPose subclass with the six loss settings (in place)."""
+    """Swap ``cfg.model.head`` for its RSPose subclass with the loss settings (in place).
+
+    Each parameter goes where :data:`rspose_tune.spaces.LOSS_PARAMS` says: ``RSPoseLoss``'s
+    (``model.head.loss``: the rank and sort deltas and coefficients, ``pos_thr``) or the head's
+    (``delta_inst``, ``coeff_inst``).
+    """
     values = _check_params(params)
     head = cfg.model.head
     head_type = head.get("type")
@@ -107,14 +116,9 @@ def apply_rspose_losses(cfg, params: Mapping[str, Any]) -> None:
             f"model.head.type is {head_type!r}; RSPose losses support {sorted(RSPOSE_HEADS)}"
         )
     loss = dict(type="RSPoseLoss")
-    for name in ("delta_rank", "coeff_rank", "delta_sort", "coeff_sort"):
-        loss[name] = values[name]
-    old_loss = head.get("loss") or {}
-    if old_loss.get("type") == "RSPoseLoss" and "pos_thr" in old_loss:
-        loss["pos_thr"] = old_loss["pos_thr"]
+    for param in LOSS_PARAMS:
+        (loss if param.target == "loss" else head)[param.name] = values[param.name]
     head["loss"] = loss
-    head["delta_inst"] = values["delta_inst"]
-    head["coeff_inst"] = values["coeff_inst"]
 
 
 def scale_schedule(cfg, max_epochs: int) -> None:
@@ -295,7 +299,8 @@ def build_config(
 
     Args:
         preset: a :class:`rspose_tune.spaces.Preset` (its base config, data and weights).
-        params: the six loss hyperparameters (:data:`LOSS_PARAM_NAMES`); None or 0 = off.
+        params: the loss hyperparameters (:data:`LOSS_PARAM_NAMES`); None or 0 = off (``pos_thr``
+            None or missing: its default).
             ``params=None`` (not a mapping) builds the **stock** config: the base config's own
             head and loss (``KeypointMSELoss``, ``KLDiscretLoss`` ...) untouched, the baseline
             the search compares RSPose against; everything else (data, budget, seed) the same.

@@ -17,20 +17,17 @@ from mmpose.registry import MODELS
 from torch import Tensor, nn
 
 from rspose_tune import losses as _pure
+from rspose_tune.spaces import loss_param
 
-__all__ = ["HEATMAP_POS_THR", "SIMCC_POS_THR", "RSPoseLoss", "check_component", "flatten_groups"]
+__all__ = ["HEATMAP_POS_THR", "POS_THR", "SIMCC_POS_THR", "RSPoseLoss", "check_component", "flatten_groups",
+           "positives", "ranking_labels"]
 
-#: Default positive threshold for SimCC, in units of each group's label maximum (labels are
-#: divided by their per-group maximum first, see :class:`RSPoseLoss`). ``exp(-4.5)`` is the value
-#: of a Gaussian at 3 sigma, so the SimCC positives are exactly the bins within 3 sigma of the
-#: keypoint: the same support MMPose's heatmap codecs (``MSRAHeatmap``, ``UDPHeatmap``) give
-#: their Gaussians, which they truncate at radius 3 sigma (where ``pos_thr=0`` then selects it).
-SIMCC_POS_THR = math.exp(-4.5)
-
-#: Default positive threshold for 2D heatmaps: every pixel with a non-zero label. MMPose's
-#: heatmap codecs truncate their Gaussians at 3 sigma, so these are the pixels within 3 sigma.
-HEATMAP_POS_THR = 0.0
-
+#: Default positive threshold, for heatmaps and SimCC alike: every non-zero label is a positive
+#: (the support the RSPose paper's Table 1 imbalance ratios imply). Defined once, as the default
+#: of the ``pos_thr`` loss hyperparameter (:data:`rspose_tune.spaces.LOSS_PARAMS`).
+POS_THR = float(loss_param("pos_thr").default)
+#: Former per-codec defaults, now both :data:`POS_THR` (kept so imports keep working).
+HEATMAP_POS_THR = SIMCC_POS_THR = POS_THR
 
 _DEFAULT_DELTA = 1.0
 
@@ -95,24 +92,66 @@ def flatten_groups(
     return logits, labels, weights
 
 
+def ranking_labels(target: Tensor, *, simcc: bool) -> Tensor:
+    """(G, M) labels as the loss ranks them and compares with ``pos_thr``, from (B, K, *S) targets.
+
+    Heatmap labels are used as the codec gives them (MMPose's heatmap Gaussians peak at 1 at
+    their centre); SimCC labels are divided by their per-group maximum, so that they also peak at
+    1 (with ``normalize=True`` MMPose's SimCC labels peak at ``1 / (sigma sqrt(2 pi))``).
+    """
+    labels = target.reshape(target.shape[0] * target.shape[1], -1)
+    if simcc:
+        labels = labels / labels.amax(dim=1, keepdim=True).clamp_min(torch.finfo(labels.dtype).tiny)
+    return labels
+
+
+def positives(target: Tensor | Sequence[Tensor], pos_thr: float = POS_THR) -> Tensor | tuple[Tensor, ...]:
+    """The positives :class:`RSPoseLoss` ranks: ``ranking_labels(...) > pos_thr``, per group.
+
+    ``target`` is a heatmap target (B, K, H, W) or SimCC targets ``(gt_x, gt_y)``; returns a
+    (B*K, H*W) boolean mask, or one (B*K, W_axis) mask per SimCC axis.
+    """
+    if isinstance(target, Tensor):
+        return ranking_labels(target, simcc=False) > pos_thr
+    return tuple(ranking_labels(t, simcc=True) > pos_thr for t in target)
+
+
 @MODELS.register_module()
 class RSPoseLoss(nn.Module):
     """RSPose Spatial Rank + Spatial Sort loss for heatmaps (B, K, H, W) and SimCC vectors.
 
     Every (instance, keypoint) heatmap is one ranking group of H*W logits whose labels are the
-    target heatmap: label > ``pos_thr`` are positives. Spatial Rank pushes every positive above
+    target heatmap: labels > ``pos_thr`` are positives. Spatial Rank pushes every positive above
     every negative (an average-precision style error), Spatial Sort orders the positives by their
     label value. For SimCC, each axis gives its own groups, (B*K, Wx) and (B*K, Wy); the result
     is the mean of the two axes.
 
-    SimCC labels are untruncated Gaussians, non-zero until float32 underflows them about 14 sigma
-    from the keypoint (so ``pos_thr=0`` would make ~170 of 384 bins positive for sigma=6), and
-    with MMPose's ``normalize=True`` they peak at ``1 / (sigma * sqrt(2 pi))``, not 1. They are therefore divided
-    by their per-group maximum before ranking, so that SimCC labels lie in [0, 1] like heatmap
-    labels, and the default ``pos_thr`` for SimCC is :data:`SIMCC_POS_THR` = ``exp(-4.5)``
-    ≈ 0.0111, the Gaussian's value at 3 sigma: positives are the bins within 3 sigma of the
-    keypoint, the support MMPose's heatmap codecs give their (truncated) Gaussians. For heatmaps
-    the labels are used as they are and the default ``pos_thr`` is 0 (every non-zero pixel).
+    **Positives.** ``pos_thr`` has one definition for both codecs: it is compared with the labels
+    after the per-group normalisation of :func:`ranking_labels` (heatmaps as the codec gives them,
+    SimCC divided by the group's maximum; both are Gaussians of peak 1 at the keypoint, which UDP's
+    sub-pixel centre puts between pixels), so a pixel or bin at distance d from the keypoint is a
+    positive when ``exp(-d^2 / (2 sigma^2)) > pos_thr`` and the codec gave it a
+    non-zero label. The default, :data:`POS_THR` = 0, takes every non-zero label. What that selects
+    is each codec's truncation, not a disc: MMPose's ``UDPHeatmap`` and ``MSRAHeatmap`` write the
+    Gaussian into a square of ``2*3*sigma+1`` pixels a side (``arange(2*3*sigma+1)``), every
+    pixel of it > 0, corners included (UDP's corner labels go down to 1.45e-6 at sigma 1.5);
+    ``SimCCLabel`` does not truncate, its float32 labels underflow to 0 about 85 bins from the
+    keypoint at sigma 6. Positives per keypoint, measured on MMPose's own codecs (keypoints
+    inside the map, ``tests/test_positives.py``; UDP varies with the sub-pixel offset):
+
+    ======================================  ======  =================  ===============  =========
+    codec (sigma)                           > 0     > exp(-4.5) (3σ)   > exp(-2) (2σ)   > 0.5
+    ======================================  ======  =================  ===============  =========
+    UDPHeatmap (1.5; the CPU demo)          100     61-69              26-32            8-12
+    MSRAHeatmap (1.5)                       100     69                 25               9
+    UDPHeatmap (2; ViTPose)                 169     108-116            47-52            16-21
+    MSRAHeatmap (2; HRNet)                  169     109                45               21
+    SimCCLabel (6, per axis: 384 x, 512 y)  171     35                 23               15
+    ======================================  ======  =================  ===============  =========
+
+    So ``pos_thr = 0`` gives a (2*3*sigma+1)^2 square for the heatmap codecs and ~171 bins per
+    SimCC axis; ``exp(-4.5)`` ≈ 0.0111 gives the disc within 3 sigma. ``pos_thr`` must lie in
+    [0, 1): at 1 or more nothing is a positive.
 
     Note:
         - B: batch size (instances), K: keypoints, H, W: heatmap height and width,
@@ -130,9 +169,9 @@ class RSPoseLoss(nn.Module):
         delta_sort (float, optional): Smoothing of the Spatial Sort step function (>= 0; 0 is the
             hard step). May be None only when ``coeff_sort`` is 0.
         coeff_sort (float): Coefficient of ``loss_sort`` (>= 0). 0 switches it off.
-        pos_thr (float, optional): Labels above it are positives, in label units for heatmaps
-            and in units of the per-group label maximum for SimCC. ``None`` (default) picks
-            :data:`HEATMAP_POS_THR` (0) for heatmaps and :data:`SIMCC_POS_THR` for SimCC.
+        pos_thr (float): Labels above it are positives, after the per-group normalisation of
+            :func:`ranking_labels` (see "Positives" above); in [0, 1). Defaults to
+            :data:`POS_THR` (0: every non-zero label) for heatmaps and SimCC; None also means it.
         use_target_weight (bool): Use ``target_weight`` (B, K) as group weights. If False every
             group has weight 1. Defaults to True.
 
@@ -149,19 +188,21 @@ class RSPoseLoss(nn.Module):
         coeff_rank: float = 1.0,
         delta_sort: float | None = 1.5,
         coeff_sort: float = 1.0,
-        pos_thr: float | None = None,
+        pos_thr: float | None = POS_THR,
         use_target_weight: bool = True,
     ) -> None:
         super().__init__()
         delta_rank, coeff_rank = check_component("rank", delta_rank, coeff_rank)
         delta_sort, coeff_sort = check_component("sort", delta_sort, coeff_sort)
-        if pos_thr is not None and not _is_real(pos_thr):
-            raise ValueError(f"The value of `pos_thr` is {pos_thr!r}, but must be None or a finite float")
+        if pos_thr is None:
+            pos_thr = POS_THR
+        if not (_is_real(pos_thr) and 0 <= pos_thr < 1):
+            raise ValueError(f"The value of `pos_thr` is {pos_thr!r}, but must be a finite `0 <= pos_thr < 1`")
         self.delta_rank = delta_rank
         self.coeff_rank = coeff_rank
         self.delta_sort = delta_sort
         self.coeff_sort = coeff_sort
-        self.pos_thr = None if pos_thr is None else float(pos_thr)
+        self.pos_thr = float(pos_thr)
         self.use_target_weight = bool(use_target_weight)
 
     def extra_repr(self) -> str:
@@ -197,7 +238,7 @@ class RSPoseLoss(nn.Module):
                 raise TypeError(
                     f"`target` must be a Tensor when `output` is one (heatmaps), got {type(target).__name__}"
                 )
-            rank, sort = self._groups(output, target, weight, normalise=False)
+            rank, sort = self._groups(output, target, weight, simcc=False)
         else:
             if isinstance(target, Tensor) or len(output) != len(target) or len(output) == 0:
                 raise ValueError(
@@ -205,7 +246,7 @@ class RSPoseLoss(nn.Module):
                     f"{len(output)} outputs and "
                     f"{'a Tensor' if isinstance(target, Tensor) else len(target)} targets"
                 )
-            parts = [self._groups(o, t, weight, normalise=True) for o, t in zip(output, target)]
+            parts = [self._groups(o, t, weight, simcc=True) for o, t in zip(output, target)]
             rank = torch.stack([p[0] for p in parts]).mean()
             sort = torch.stack([p[1] for p in parts]).mean()
         losses: dict[str, Tensor] = {}
@@ -216,20 +257,15 @@ class RSPoseLoss(nn.Module):
         return losses
 
     def _groups(
-        self, output: Tensor, target: Tensor, weight: Tensor | None, *, normalise: bool
+        self, output: Tensor, target: Tensor, weight: Tensor | None, *, simcc: bool
     ) -> tuple[Tensor, Tensor]:
-        logits, labels, weights = flatten_groups(output, target, weight)
-        if normalise:
-            labels = labels / labels.amax(dim=1, keepdim=True).clamp_min(torch.finfo(labels.dtype).tiny)
-            pos_thr = SIMCC_POS_THR if self.pos_thr is None else self.pos_thr
-        else:
-            pos_thr = HEATMAP_POS_THR if self.pos_thr is None else self.pos_thr
+        logits, _, weights = flatten_groups(output, target, weight)
         return _pure.spatial_rank_sort(
             logits,
-            labels,
+            ranking_labels(target, simcc=simcc),
             weights,
             # a switched-off component's delta may be None; its value is then discarded
             delta_rank=_DEFAULT_DELTA if self.delta_rank is None else self.delta_rank,
             delta_sort=_DEFAULT_DELTA if self.delta_sort is None else self.delta_sort,
-            pos_thr=pos_thr,
+            pos_thr=self.pos_thr,
         )
