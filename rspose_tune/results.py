@@ -9,7 +9,8 @@ corrupt visible file. On object stores (``s3://`` ...; any :mod:`pyarrow.fs` fil
 temporary file is moved with ``filesystem.move``; an object upload is all-or-nothing.
 
 Columns (:data:`SCHEMA`): bookkeeping (``run``, ``backbone``, ``trial_id``, ``epoch``,
-``status``, ``stage``, ``seed``, ``error``, ``timestamp``), the six loss hyperparameters (:data:`PARAM_COLUMNS`),
+``status``, ``stage``, ``seed``, ``error``, ``timestamp``), the loss hyperparameters (:data:`PARAM_COLUMNS`:
+the six of Table E.8 and ``pos_thr``),
 the trainable's metrics (:data:`METRIC_COLUMNS`, ``metric_name``, ``node``, ``gpu_type``) and
 ``raw_metrics``: a JSON object holding the evaluator's own metrics under their MMPose names
 (every numeric result key containing ``/``, e.g. ``coco/AP``); :func:`read_results` can expand
@@ -21,9 +22,13 @@ Conventions:
   coefficient and its delta are **null** (``coeff.isna()`` means off).
 - ``stage`` (:data:`STAGES`): ``search`` (proposed by the searcher, ASHA may stop it),
   ``confirm`` (a top setting re-run at full budget on a further seed, never stopped early) or
-  ``baseline`` (the base config's stock loss; the six hyperparameters are null). ``seed`` is the
+  ``baseline`` (the base config's stock loss; the loss hyperparameters are null). ``seed`` is the
   trial's training seed. Both come from the trial's config (``stage``/``seed`` keys; absent:
   ``search`` and the callback's ``seed``). Files of schema version 1 lack both: read as null.
+- ``pos_thr`` (schema version 3) is never null outside the baseline stage (it is not part of a
+  component that can be off); files of schema versions 1 and 2 lack it, and :func:`read_results`
+  reads their rows as its default, 0 (every non-zero label, what those runs trained with), as
+  for every parameter with a default (:func:`rspose_tune.spaces.fill_defaults`).
 - Non-finite metric values (NaN, e.g. ``loss_sort`` of an off component) are stored as null.
 - ``status``: ``running`` for every reported result; when a trial ends its last row becomes
   ``completed`` (it reached ``max_epochs``), ``pruned`` (ended earlier: the scheduler stopped
@@ -62,7 +67,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from ray.tune import Callback
 
-from rspose_tune.spaces import PARAM_NAMES
+from rspose_tune.spaces import COMPONENTS, LOSS_PARAMS, PARAM_NAMES, component_names
 
 __all__ = [
     "METADATA_KEY",
@@ -88,15 +93,15 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2  # 2: + stage, seed
+SCHEMA_VERSION = 3  # 2: + stage, seed; 3: + pos_thr
 #: Key of the rspose_tune JSON in each Parquet file's key-value metadata.
 METADATA_KEY = b"rspose_tune"
 #: Values of the ``status`` column.
 STATUSES = ("running", "pruned", "completed", "error")
 #: Values of the ``stage`` column.
 STAGES = ("search", "confirm", "baseline")
-#: The six loss hyperparameters (null when their component is off).
-PARAM_COLUMNS = PARAM_NAMES  # the six loss hyperparameters, one nullable float column each
+#: The loss hyperparameters (null when their component is off, and all null for a baseline).
+PARAM_COLUMNS = PARAM_NAMES  # one nullable float column each
 #: Float metrics reported by the trainable (null when missing or not finite).
 METRIC_COLUMNS = ("metric", "ar", "loss", "loss_rank", "loss_sort", "loss_inst", "spearman", "wall_s")
 #: Column holding the evaluator's metrics as a JSON object; expanded columns get this prefix.
@@ -127,7 +132,6 @@ SCHEMA = pa.schema(
     ]
 )
 
-_COMPONENTS = ("rank", "sort", "inst")
 _BUILTIN_METADATA_KEYS = ("schema_version", "run", "backbone", "max_epochs", "search_space", "versions", "git_revision")
 _FILE_RE = re.compile(r"^(?P<trial>.+)-e(?P<epoch>\d+)\.parquet$")
 _ERROR_REASON_MAX = 2000
@@ -169,13 +173,20 @@ def _str_or_none(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
-def _params(config: Mapping[str, Any]) -> dict[str, float | None]:
+def _params(config: Mapping[str, Any], *, baseline: bool = False) -> dict[str, float | None]:
+    if baseline:
+        return {name: None for name in PARAM_COLUMNS}
     out: dict[str, float | None] = {}
-    for c in _COMPONENTS:
-        coeff = _float_or_none(f"coeff_{c}", config.get(f"coeff_{c}"))
+    for c in COMPONENTS:
+        delta, coeff_name = component_names(c)
+        coeff = _float_or_none(coeff_name, config.get(coeff_name))
         off = coeff is None or coeff == 0.0
-        out[f"delta_{c}"] = None if off else _float_or_none(f"delta_{c}", config.get(f"delta_{c}"))
-        out[f"coeff_{c}"] = None if off else coeff
+        out[delta] = None if off else _float_or_none(delta, config.get(delta))
+        out[coeff_name] = None if off else coeff
+    for p in LOSS_PARAMS:
+        if p.component is None:
+            value = _float_or_none(p.name, config.get(p.name))
+            out[p.name] = p.default if value is None else value
     return {name: out[name] for name in PARAM_COLUMNS}
 
 
@@ -246,7 +257,7 @@ def make_row(
         "status": status,
         "stage": stage,
         "seed": seed,
-        **(_params({}) if stage == "baseline" else _params(config)),
+        **_params(config, baseline=stage == "baseline"),
         "metric_name": _str_or_none(result.get("metric_name")),
         **{name: _float_or_none(name, result.get(name)) for name in METRIC_COLUMNS},
         "node": _str_or_none(result.get("node")),
@@ -428,12 +439,24 @@ def read_results(
     dataset = pads.dataset(root, schema=SCHEMA, format="parquet", filesystem=fs, ignore_prefixes=[".", "_"])
     frame = dataset.to_table().to_pandas()
     frame = frame.sort_values(["trial_id", "epoch"], kind="stable").reset_index(drop=True)
+    _fill_default_params(frame)
     if expand_raw:
         parsed = [json.loads(v) if isinstance(v, str) else {} for v in frame[RAW_METRICS_COLUMN]]
         names = sorted({k for d in parsed for k in d})
         for name in names:
             frame[RAW_PREFIX + name] = pd.array([d.get(name) for d in parsed], dtype="Float64").astype("float64")
     return frame
+
+
+def _fill_default_params(frame: pd.DataFrame) -> None:
+    """Rows of files written before a parameter with a default existed read as that default
+    (only such files leave it null outside the baseline stage, which has no loss settings)."""
+    if frame.empty:
+        return
+    not_baseline = frame["stage"].fillna("search") != "baseline"
+    for p in LOSS_PARAMS:
+        if p.default is not None:
+            frame.loc[not_baseline & frame[p.name].isna(), p.name] = p.default
 
 
 def read_metadata(path: str | os.PathLike[str], *, filesystem: pafs.FileSystem | None = None) -> dict[str, Any]:

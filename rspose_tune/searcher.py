@@ -11,15 +11,16 @@ next to a full-budget score. :class:`PruningAwareOptunaSearch` instead
   stopped it; TPE ranks pruned trials below all complete ones), ``FAIL`` on errors and for
   trials that ended before reporting any epoch (no evidence about their parameters).
 
-Search space (define-by-run, Optuna ask/tell): each of the six RSPose hyperparameters
-(:data:`PARAM_NAMES`) is a float range (``log`` where asked) or a fixed value. A component whose
+Search space (define-by-run, Optuna ask/tell): each RSPose loss hyperparameter
+(:data:`PARAM_NAMES`) is a float range (``log`` where asked) or a fixed value; one with a default
+(``pos_thr``) may be left out and is then fixed at it. A component whose
 coefficient has ``allow_off`` gets a categorical switch ``<component>_on`` in ``{True, False}``
 (``rank_on``, ``sort_on``, ``inst_on``); only when it is on are its coefficient and delta
 sampled. A coefficient fixed at 0 makes the component always off; a coefficient range starting
 at 0 can also give "off" (then the delta is not sampled). Fixed values are not Optuna
 parameters (the study shows only what was searched).
 
-Suggested configs always hold all six keys. **An off component is ``coeff_<c> = 0.0`` and
+Suggested configs always hold every key of :data:`PARAM_NAMES`. **An off component is ``coeff_<c> = 0.0`` and
 ``delta_<c> = None``** (the delta is meaningless; the results table stores both as null).
 
 Known-good settings are enqueued (``study.enqueue_trial``) and asked one at a time before any
@@ -97,7 +98,7 @@ from optuna.trial import FrozenTrial, TrialState
 from ray.tune.search import ConcurrencyLimiter, Searcher
 
 from rspose_tune._numbers import finite_or_none as _finite
-from rspose_tune.spaces import PARAM_NAMES
+from rspose_tune.spaces import COMPONENTS, LOSS_PARAMS, PARAM_NAMES, component_names
 
 __all__ = [
     "COMPONENTS",
@@ -113,8 +114,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Loss components; component ``c`` has ``delta_<c>`` and ``coeff_<c>`` and switch ``<c>_on``.
-COMPONENTS = ("rank", "sort", "inst")
+# COMPONENTS (from rspose_tune.spaces): component ``c`` has ``delta_<c>``, ``coeff_<c>`` and switch ``<c>_on``.
 #: Conventional file name of the journal inside the run directory.
 JOURNAL_FILE_NAME = "optuna.journal"
 #: Version of the JSON state written by :meth:`PruningAwareOptunaSearch.save`.
@@ -277,18 +277,29 @@ def _parse_space(space: Mapping[str, Any]) -> dict[str, _Dim]:
     unknown = [k for k in space if k not in PARAM_NAMES]
     if unknown:
         raise ValueError(f"`space` has unknown parameters {unknown}; valid names are {list(PARAM_NAMES)}.")
+    space = _with_default_dims(space)
     missing = [k for k in PARAM_NAMES if k not in space]
     if missing:
         raise ValueError(f"`space` is missing {missing}; it must define all of {list(PARAM_NAMES)}.")
     dims = {name: _parse_dim(name, space[name]) for name in PARAM_NAMES}
     for c in COMPONENTS:
-        delta, coeff = dims[f"delta_{c}"], dims[f"coeff_{c}"]
+        delta, coeff = (dims[n] for n in component_names(c))
         if _component_mode(delta, coeff) != "off" and delta.is_fixed and delta.fixed is None:
             raise ValueError(
                 f"`space['delta_{c}']` is fixed at None, but `coeff_{c}` can be non-zero; "
                 "give the delta a value or a range."
             )
     return dims
+
+
+def _with_default_dims(space: Mapping[str, Any]) -> dict[str, Any]:
+    """``space`` with each missing parameter that has a default fixed at it (a space written
+    before the parameter existed: a saved searcher state, a replay table's metadata)."""
+    out = dict(space)
+    for p in LOSS_PARAMS:
+        if p.default is not None and p.name not in out:
+            out[p.name] = {"low": None, "high": None, "log": False, "fixed": p.default, "allow_off": False}
+    return out
 
 
 def _component_mode(delta: _Dim, coeff: _Dim) -> str:
@@ -301,15 +312,22 @@ def _component_mode(delta: _Dim, coeff: _Dim) -> str:
 
 
 def _sample(trial: optuna.Trial, dims: Mapping[str, _Dim]) -> dict[str, float | None]:
-    """Define-by-run sampling of one config (all six keys; off: coeff 0.0, delta None)."""
+    """Define-by-run sampling of one config (every key; off: coeff 0.0, delta None).
+
+    Components first (in :data:`COMPONENTS` order), then the parameters of no component, so a
+    space whose extra parameters are fixed asks Optuna exactly what it asked before they existed.
+    """
     config: dict[str, float | None] = {}
     for c in COMPONENTS:
-        delta, coeff = dims[f"delta_{c}"], dims[f"coeff_{c}"]
+        delta, coeff = (dims[n] for n in component_names(c))
         mode = _component_mode(delta, coeff)
         on = mode == "on" or (mode == "switch" and trial.suggest_categorical(f"{c}_on", (True, False)))
         value = _suggest(trial, coeff) if on else 0.0
         config[coeff.name] = value
         config[delta.name] = _suggest(trial, delta) if value != 0.0 else None  # coeff 0 (range from 0): off
+    for p in LOSS_PARAMS:
+        if p.component is None:
+            config[p.name] = _suggest(trial, dims[p.name])
     return {name: config[name] for name in PARAM_NAMES}
 
 
@@ -332,8 +350,17 @@ def _known_good_params(entry: Mapping[str, Any], i: int, dims: Mapping[str, _Dim
     if unknown:
         raise ValueError(f"{where} has unknown parameters {unknown}; valid names are {list(PARAM_NAMES)}.")
     params: dict[str, Any] = {}
+    for p in LOSS_PARAMS:
+        if p.component is None and p.name in entry:
+            dim = dims[p.name]
+            value = _number(entry[p.name], f"{where}[{p.name!r}]", allow_none=False)
+            if not dim.contains(value):  # type: ignore[arg-type]
+                rule = f"fixed at {dim.fixed!r}" if dim.is_fixed else f"in [{dim.low}, {dim.high}]"
+                raise ValueError(f"{where}[{p.name!r}] is {value!r}, but must be {rule}.")
+            if not dim.is_fixed:
+                params[p.name] = value
     for c in COMPONENTS:
-        delta, coeff = dims[f"delta_{c}"], dims[f"coeff_{c}"]
+        delta, coeff = (dims[n] for n in component_names(c))
         mode = _component_mode(delta, coeff)
         if coeff.name in entry and entry[coeff.name] in (None, 0):
             if mode == "on" and not coeff.is_fixed and coeff.low == 0:
@@ -419,14 +446,15 @@ class PruningAwareOptunaSearch(Searcher):
     See the module docstring for the semantics (pruning, off components, resume).
 
     Args:
-        space: ``{name: spec}`` for all six :data:`PARAM_NAMES`; a spec is a mapping or an object
+        space: ``{name: spec}`` for every :data:`PARAM_NAMES` (one with a default may be left out:
+            fixed at it); a spec is a mapping or an object
             (e.g. :class:`rspose_tune.spaces.ParamSpec`) with ``low``, ``high`` (a range; both
             None: fixed), ``log``, ``fixed`` (the value when fixed) and ``allow_off``.
         max_epochs: The full budget; only trials reaching it are COMPLETE.
         metric: Result key to optimise (``None``: taken from ``tune.TuneConfig``).
         mode: ``"max"`` or ``"min"`` (``None``: taken from ``tune.TuneConfig``).
         known_good: Settings tried first, in order (``None``/0 coefficient: component off).
-        warm_start: Settings tried right after ``known_good``: ``{"params": {six values},
+        warm_start: Settings tried right after ``known_good``: ``{"params": {the values},
             "source": str}``; the Optuna trial records ``source`` (user attribute
             ``rspose:warm_start``). The values must lie in ``space``.
         tpe_options: ``TPESampler`` keyword arguments (default :data:`TPE_OPTIONS`); e.g.
@@ -702,6 +730,9 @@ class PruningAwareOptunaSearch(Searcher):
             )
         ours = {"study_name": self._study_name, "max_epochs": self._max_epochs, "time_attr": self._time_attr,
                 "space": {n: d.to_json() for n, d in self._dims.items()}}  # fmt: skip
+        saved_space = state.get("space")
+        if isinstance(saved_space, Mapping):  # saved before a parameter with a default existed
+            state = {**state, "space": {n: _parse_dim(n, d).to_json() for n, d in _with_default_dims(saved_space).items()}}
         for key, mine in ours.items():
             if state[key] != mine:
                 raise ValueError(

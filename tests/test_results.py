@@ -142,6 +142,28 @@ def test_write_read_roundtrip_with_metadata(tmp_path):
     assert json.loads(pq.read_schema(single).metadata[METADATA_KEY]) == got
 
 
+def test_pos_thr_column_is_written_and_schema_v2_files_read_as_its_default(tmp_path):
+    assert R.SCHEMA_VERSION == 3 and SCHEMA.field("pos_thr").type == pa.float64()
+    new = tmp_path / "v3"
+    write_row(row("t1", 1, config={**CONFIG, "pos_thr": 0.05}), new, metadata={"schema_version": 3})
+    write_row(row("t0", 1, config=CONFIG), new, metadata={"schema_version": 3})  # no pos_thr: its default
+    assert read_results(new)["pos_thr"].tolist() == [0.0, 0.05]
+
+    # A file as schema version 2 wrote it: no pos_thr column at all.
+    v2 = pa.schema([f for f in SCHEMA if f.name != "pos_thr"])
+    old = tmp_path / "v2"
+    old.mkdir()
+    for trial_id, config in (("search", CONFIG), ("base", {"stage": "baseline", "seed": 0})):
+        r = {k: v for k, v in row(trial_id, 1, config=config).items() if k != "pos_thr"}
+        pq.write_table(pa.Table.from_pylist([r], schema=v2.with_metadata({METADATA_KEY: b'{"schema_version": 2}'})),
+                       old / row_file_name(trial_id, 1))  # fmt: skip
+    assert "pos_thr" not in pq.read_schema(old / row_file_name("search", 1)).names
+    frame = read_results(old).set_index("trial_id")
+    assert frame.loc["search", "pos_thr"] == 0.0  # trained with the default, label > 0
+    assert math.isnan(frame.loc["base", "pos_thr"])  # the stock loss has no loss settings
+    assert list(read_results(old).columns) == SCHEMA.names
+
+
 def test_search_space_dataclasses_and_paths_become_json(tmp_path):
     from dataclasses import dataclass
 

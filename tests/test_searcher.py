@@ -187,11 +187,35 @@ def test_constructor_errors(kwargs, match):
 # --------------------------------------------------------------------------------------------
 
 
+def test_pos_thr_is_searched_like_the_six():
+    space = {**SPACE, "pos_thr": {"low": 1e-6, "high": 0.7, "log": True}}
+    known = [{**KNOWN_GOOD[0], "pos_thr": 1e-6}]
+    searcher = make_searcher(space=space, known_good=known)
+    first = searcher.suggest("t0")
+    assert first == known[0]
+    assert searcher.study.trials[0].params["pos_thr"] == 1e-6
+    values = [searcher.suggest(f"t{i}")["pos_thr"] for i in range(1, 6)]
+    assert all(1e-6 <= v <= 0.7 for v in values) and len(set(values)) == 5
+    with pytest.raises(ValueError, match=r"known_good\[0\]`\['pos_thr'\] is 0.9, but must be in \[1e-06, 0.7\]"):
+        make_searcher(space=space, known_good=[{**KNOWN_GOOD[0], "pos_thr": 0.9}]).suggest("x")
+
+
+def test_state_saved_before_pos_thr_restores_with_its_default(tmp_path):
+    searcher = make_searcher(journal_path=tmp_path / "optuna.journal")
+    searcher.suggest("t0")
+    state = searcher.get_state()
+    del state["space"]["pos_thr"]  # as written by the six-parameter searcher
+    fresh = make_searcher(journal_path=tmp_path / "optuna.journal")
+    fresh.set_state(state)
+    assert fresh.suggest("t1")["pos_thr"] == 0.0
+
+
 def test_known_good_enqueued_first():
     searcher = make_searcher(known_good=KNOWN_GOOD)
     first, second, third = (searcher.suggest(f"t{i}") for i in range(3))
-    assert first == KNOWN_GOOD[0]
-    assert second == {**KNOWN_GOOD[1], "coeff_inst": 0.0, "delta_inst": None}
+    # pos_thr is not in SPACE: fixed at its default (0), and every config names it
+    assert first == {**KNOWN_GOOD[0], "pos_thr": 0.0}
+    assert second == {**KNOWN_GOOD[1], "coeff_inst": 0.0, "delta_inst": None, "pos_thr": 0.0}
     trials = searcher.study.trials
     assert [t.user_attrs.get("rspose:known_good") for t in trials] == [0, 1, None]
     assert trials[1].params["inst_on"] is False and "delta_inst" not in trials[1].params
