@@ -18,11 +18,16 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture()
-def two_node_cluster():
+def two_node_cluster(monkeypatch):
     from ray.cluster_utils import Cluster
 
     # Short paths: Ray's unix sockets live under each node's temp dir (108-byte limit).
-    temps = [Path(tempfile.mkdtemp(prefix="rn", dir="/tmp")) for _ in range(2)]
+    temps = [Path(tempfile.mkdtemp(prefix="rn", dir="/tmp")) for _ in range(3)]
+    # Cluster writes its address file to <Ray's default temp dir>/ray_current_cluster, a folder
+    # that exists only once something has started Ray there. Point that default at a fresh folder
+    # of this test's own, so a fresh machine (empty TMPDIR) behaves like any other.
+    monkeypatch.setenv("RAY_TMPDIR", str(temps[2]))
+    (temps[2] / "ray").mkdir()
     cluster = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 1, "num_gpus": 1, "include_dashboard": False, "temp_dir": str(temps[0])})
     cluster.add_node(num_cpus=1, num_gpus=1, temp_dir=str(temps[1]))
