@@ -6,13 +6,15 @@ placement group (:func:`trainables._ray_ranks.trial_resources`) is built from :f
 
 from __future__ import annotations
 
+from rspose_tune.errors import RSPoseTuneError
+
 import math
 from collections.abc import Iterable, Mapping
 
 __all__ = ["ResourceError", "bundles_that_fit", "check_feasible", "plan_ranks", "rank_bundle"]
 
 
-class ResourceError(ValueError):
+class ResourceError(RSPoseTuneError, ValueError):
     """Per-trial resources that make no sense, or that no node of the cluster can hold."""
 
 

@@ -18,6 +18,8 @@ Wiring for :mod:`rspose_tune.search` (kept here so the CLI module stays wiring o
 
 from __future__ import annotations
 
+from rspose_tune.errors import RSPoseTuneError
+
 import argparse
 import os
 from collections.abc import Mapping, Sequence
@@ -40,7 +42,7 @@ STAGE_EXPERIMENT = "confirm"
 _COMPONENTS = ("rank", "sort", "inst")
 
 
-class StageError(ValueError):
+class StageError(RSPoseTuneError, ValueError):
     """A bad ``--confirm-*``/``--baseline``/``--warm-start`` flag; one ``error:`` line, exit 2."""
 
 

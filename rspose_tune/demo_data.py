@@ -32,6 +32,8 @@ this module is never overwritten.
 
 from __future__ import annotations
 
+from rspose_tune.errors import RSPoseTuneError
+
 import hashlib
 import json
 import os
@@ -99,7 +101,7 @@ _LIMBS = (
 )  # fmt: skip
 
 
-class DemoDataError(RuntimeError):
+class DemoDataError(RSPoseTuneError, RuntimeError):
     """The demo dataset cannot be written (e.g. the target folder holds other data)."""
 
 

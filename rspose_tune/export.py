@@ -34,6 +34,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from rspose_tune.errors import RSPoseTuneError, cli_error
+
 from rspose_tune.report import (
     DEFAULT_STORAGE,
     PARAM_NAMES,
@@ -221,7 +223,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from rspose_tune.mmpose_adapter.configs import ConfigBuildError
     from rspose_tune.runspec import filesystem, is_uri
-    from rspose_tune.spaces import SearchSpaceError
 
     try:
         runs = load_runs(args.storage, args.run)
@@ -242,12 +243,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 dst.write(src.read())
         else:
             path = export_config(trial, run, Path(target), data_root=args.data_root, weights=args.weights)
-    except (ReportError, ConfigBuildError, SearchSpaceError) as exc:
+    except RSPoseTuneError as exc:
         hint = ""
         if isinstance(exc, ConfigBuildError) and "weights" in str(exc) and "--weights none" not in str(exc):
             hint = "\nfix: pass --weights PATH (a local checkpoint) or --weights none (train from scratch)"
-        print(f"error: {exc}{hint}", file=sys.stderr)
-        return 2
+        return cli_error(exc, hint)
     params = ", ".join(f"{n}={'off' if v is None else f'{v:.4g}'}" for n, v in _params(trial).items())
     print(f"{args.backbone}: trial {trial['trial_id']} of run {run.name} ({trial['metric_name']} "
           f"{trial['metric']:.4g}); {params}")  # fmt: skip

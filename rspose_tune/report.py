@@ -68,6 +68,8 @@ Exit status: 0 on success, 2 on bad input (no runs under the storage path, unkno
 
 from __future__ import annotations
 
+from rspose_tune.errors import RSPoseTuneError, cli_error
+
 import argparse
 import contextlib
 import math
@@ -143,7 +145,7 @@ JOURNAL_FILE = "optuna.journal"
 _MIN_METRIC_WORDS = ("loss", "error", "epe", "nme", "mpjpe")
 
 
-class ReportError(ValueError):
+class ReportError(RSPoseTuneError, ValueError):
     """Bad input for the report or export (no runs, unknown run or backbone); CLI exit status 2."""
 
 
@@ -1175,9 +1177,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         runs = load_runs(args.storage, args.run)
         backbones = sorted({b for run in runs for b in run.frame["backbone"]})
         reports = [backbone_report(b, runs) for b in backbones]
-    except ReportError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except RSPoseTuneError as exc:
+        return cli_error(exc)
     table, notes = format_markdown(reports), format_notes(reports)
     print(f"Runs under {args.storage}: {', '.join(r.name for r in runs)}\n")
     print(table)

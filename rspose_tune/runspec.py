@@ -23,6 +23,8 @@ Errors in a spec file (hand edits, a newer format) raise :class:`RunSpecError` n
 
 from __future__ import annotations
 
+from rspose_tune.errors import RSPoseTuneError
+
 import datetime as dt
 import json
 import os
@@ -67,7 +69,7 @@ SPEC_VERSION = 1
 _FORMAT = "rspose_tune.run_spec"
 
 
-class RunSpecError(ValueError):
+class RunSpecError(RSPoseTuneError, ValueError):
     """A run spec is missing, unreadable or invalid; the message names the file and the key."""
 
 

@@ -10,6 +10,8 @@ With no arguments it runs the CPU ``demo`` preset on a local Ray and finishes in
 
 from __future__ import annotations
 
+from rspose_tune.errors import RSPoseTuneError, cli_error
+
 import argparse
 import dataclasses
 import ipaddress
@@ -40,7 +42,7 @@ from rspose_tune.runspec import (
 )
 from rspose_tune._flags import int_at_least
 from rspose_tune._resources import ResourceError, check_feasible, plan_ranks, rank_bundle
-from rspose_tune._stages import StageError, resolve_warm_start, stage_settings
+from rspose_tune._stages import resolve_warm_start, stage_settings
 from rspose_tune.spaces import PARAM_NAMES, MissingDataError, SearchSpaceError, list_presets, load_preset
 
 __all__ = ["SearchError", "build_parser", "main"]
@@ -54,7 +56,7 @@ RESUME_MAY_CHANGE = ("--storage", "--name", "--address", "--max-concurrent", "--
                      "--no-report", "--verbose")  # fmt: skip
 
 
-class SearchError(RuntimeError):
+class SearchError(RSPoseTuneError, RuntimeError):
     """A problem with the user's flags or environment, reported as one line, exit code 2."""
 
 
@@ -733,17 +735,14 @@ def _set_restored_concurrency(tuner, max_concurrent: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from rspose_tune.demo_data import DemoDataError
-
     try:
         if args.dry_run:
             return dry_run(args)
         if args.epoch_gpu_hours is not None:
             raise SearchError("--epoch-gpu-hours prices a search for --dry-run only; add --dry-run or drop it")
         p = plan(args, argv)
-    except (SearchSpaceError, MissingDataError, SearchError, RunSpecError, DemoDataError, StageError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except RSPoseTuneError as exc:
+        return cli_error(exc)
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the classic table shows trial params
     print(
         f"rspose_tune search: preset {p.preset.name!r}, {p.num_trials} trials, {p.max_epochs} epochs max, "
@@ -758,18 +757,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"; stock-loss baseline on seeds {list(spec.baseline_seeds)}" if spec.baseline else "; no baseline")
     try:
         context = start_ray(p, args)
-    except SearchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except RSPoseTuneError as exc:
+        return cli_error(exc)
     _print_dashboard(context)
     try:
         if not args.allow_pending_trials:
             _check_cluster_can_hold_a_trial(p)
         grid = run_search(p, args)
         stage_trials = _stages_after_search(p, args, max(p.num_trials, len(grid)))
-    except SearchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except RSPoseTuneError as exc:
+        return cli_error(exc)
     finally:
         import ray
 

@@ -105,6 +105,8 @@ from typing import Any
 
 import yaml
 
+from rspose_tune.errors import RSPoseTuneError
+
 __all__ = [
     "DATASETS",
     "ENV_DATA_ROOT",
@@ -239,11 +241,11 @@ _CONFIRM_KEYS = {"top": True, "seeds": True, "baseline": True}
 _NONE_WORDS = ("none", "null")
 
 
-class SearchSpaceError(ValueError):
+class SearchSpaceError(RSPoseTuneError, ValueError):
     """A search-space file (or a preset name) is invalid; the message names file, key and rule."""
 
 
-class MissingDataError(FileNotFoundError):
+class MissingDataError(RSPoseTuneError, FileNotFoundError):
     """Files a preset needs (dataset, weights) are missing; raised before any trial starts."""
 
 

@@ -15,6 +15,8 @@ a trial checkpoint
 
 from __future__ import annotations
 
+from rspose_tune.errors import RSPoseTuneError
+
 import contextlib
 import hashlib
 import json
@@ -53,7 +55,7 @@ def _numpy_safe_globals() -> list:
 SAFE_GLOBALS = _numpy_safe_globals()
 
 
-class CheckpointMismatchError(RuntimeError):
+class CheckpointMismatchError(RSPoseTuneError, RuntimeError):
     """A checkpoint directory was not written by this trial (or was modified since)."""
 
 

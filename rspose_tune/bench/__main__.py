@@ -29,8 +29,13 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         print(msg)
         return 0
+    from rspose_tune.errors import RSPoseTuneError, cli_error
+
     module = importlib.import_module(f"rspose_tune.bench._{argv[0]}")
-    return int(module.main(argv[1:]) or 0)
+    try:
+        return int(module.main(argv[1:]) or 0)
+    except RSPoseTuneError as exc:  # a benchmark's bad flag or input: one line, exit 2
+        return cli_error(exc)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,8 @@ No side effects on import; nothing here imports torch or OpenMMLab.
 
 from __future__ import annotations
 
+from rspose_tune.errors import RSPoseTuneError
+
 import dataclasses
 import importlib.metadata as md
 from collections.abc import Callable, Iterable, Mapping
@@ -130,7 +132,7 @@ CHECK_MODULES: dict[str, str] = {
 # fmt: on
 
 
-class BundleError(Exception):
+class BundleError(RSPoseTuneError):
     """The closure cannot be built as declared: printed as one ``error:`` line."""
 
 

@@ -34,6 +34,8 @@ xtcocotools sdist, and prints the bundle's size and the commands to carry and ru
 
 from __future__ import annotations
 
+from rspose_tune.errors import RSPoseTuneError, cli_error
+
 import argparse
 import gc
 import math
@@ -97,7 +99,7 @@ BUNDLE_LIMIT_MIB = 60.0
 GPU_SITE = "/tmp/rspose_site"
 
 
-class _UsageError(Exception):
+class _UsageError(RSPoseTuneError):
     """A bad flag: printed as one ``error:`` line, exit 2."""
 
 
@@ -449,9 +451,8 @@ def main(argv: list[str] | None = None) -> int:
         args = _parse(argv)
         if args.prepare_wheels:
             return prepare_wheels(args.prepare_wheels)
-    except _UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except RSPoseTuneError as exc:  # _UsageError, BundleError
+        return cli_error(exc)
     missing = _missing_modules()
     if missing:
         print(f"error: this Python ({sys.executable}) cannot import {', '.join(missing)}; on a bare GPU machine "

@@ -14,6 +14,8 @@ whose construction raises :class:`MissingMMCVOpsError`. It does nothing when the
 
 from __future__ import annotations
 
+from rspose_tune.errors import RSPoseTuneError
+
 import importlib.util
 import sys
 import types
@@ -26,7 +28,7 @@ SHIM_MODULE_ATTR = "__rspose_tune_shim__"
 SHIMMED_NAMES = ("MultiScaleDeformableAttention",)
 
 
-class MissingMMCVOpsError(RuntimeError):
+class MissingMMCVOpsError(RSPoseTuneError, RuntimeError):
     """Raised when a model needs a compiled ``mmcv.ops`` operator that is not installed."""
 
 

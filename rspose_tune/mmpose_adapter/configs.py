@@ -11,6 +11,8 @@ Config references (``base_config`` in a search-space file):
 
 from __future__ import annotations
 
+from rspose_tune.errors import RSPoseTuneError
+
 import copy
 import math
 from collections.abc import Mapping
@@ -40,7 +42,7 @@ LOSS_PARAM_NAMES = PARAM_NAMES
 RSPOSE_HEADS = {"HeatmapHead": "RSPoseHeatmapHead", "SimCCHead": "RSPoseSimCCHead"}
 
 
-class ConfigBuildError(ValueError):
+class ConfigBuildError(RSPoseTuneError, ValueError):
     """A config cannot be built from the given preset, parameters or paths."""
 
 

@@ -59,6 +59,8 @@ OKS-NMS is the raw peak. The RSPose heads therefore predict from *calibrated* ma
 
 from __future__ import annotations
 
+from rspose_tune.errors import RSPoseTuneError
+
 import functools
 import logging
 from collections.abc import Mapping, Sequence
@@ -195,7 +197,7 @@ def refine_argmax_2d(heatmaps: Tensor, index: Tensor) -> Tensor:
 # --------------------------------------------------------------------------------------------
 
 
-class MissingCalibrationError(RuntimeError):
+class MissingCalibrationError(RSPoseTuneError, RuntimeError):
     """An RSPose head was asked to predict before it gathered any confidence statistics."""
 
 

@@ -91,16 +91,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     from rspose_tune.replay._make_table import DEMO_TABLE
     from rspose_tune.replay._simulator import POLICIES, ReplaySettings, replay
     from rspose_tune.replay._summary import format_report, summarize
-    from rspose_tune.replay._table import TableError, load_table
-    from rspose_tune.spaces import SearchSpaceError, load_preset
+    from rspose_tune.errors import RSPoseTuneError, cli_error
+    from rspose_tune.replay._table import load_table
+    from rspose_tune.spaces import load_preset
 
     t0 = time.perf_counter()
     try:
         preset = None if args.backbone is None else load_preset(args.backbone)
         table = load_table(args.tables or [DEMO_TABLE], preset=preset)
-    except (SearchSpaceError, TableError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except RSPoseTuneError as exc:
+        return cli_error(exc)
     grace, grace_from = args.grace_epochs, "--grace-epochs"
     if grace is None:
         grace, grace_from = table.budget.get("grace_epochs", 1), f"{table.source}: the recorded budget's grace_epochs"

@@ -14,6 +14,8 @@ setting) comes from the file metadata (``search_space``, written by the live sea
 
 from __future__ import annotations
 
+from rspose_tune.errors import RSPoseTuneError
+
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -32,7 +34,7 @@ REQUIRED_COLUMNS = ("trial_id", "epoch", "status", *PARAM_NAMES, "metric", "wall
 _COMPONENTS = ("rank", "sort", "inst")
 
 
-class TableError(ValueError):
+class TableError(RSPoseTuneError, ValueError):
     """A table that cannot be replayed (missing file or columns, no full curves, bad values)."""
 
 
