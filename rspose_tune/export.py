@@ -44,6 +44,7 @@ from rspose_tune.report import (
     backbone_report,
     find_preset,
     load_runs,
+    only_backbone,
     summarize_trials,
 )
 
@@ -80,6 +81,10 @@ def pick_trial(backbone: str, runs: Sequence[RunData], trial_id: str | None = No
         if len(match) > 1:
             raise ReportError(f"--trial {trial_id!r} is in several runs {sorted(match['run'])}; pick one with --run")
         chosen = match.iloc[0]
+        if chosen["status"] == "error":
+            raise ReportError(f"--trial {trial_id!r} of run {chosen['run']!r} failed (status error at epoch "
+                              f"{chosen['last_epoch']}): its setting has no trustworthy metric, nothing exported; "
+                              "the run's report lists the error, pick a completed or pruned trial")  # fmt: skip
         return chosen, by_name[chosen["run"]]
     summary = backbone_report(backbone, runs)  # the report's own selection
     if summary.best_trial is None:
@@ -179,9 +184,7 @@ def _header(trial: pd.Series, run: RunData, preset, out: str, max_epochs: int) -
     from rspose_tune import __version__
 
     params = ", ".join(f"{n}={'off' if v is None else f'{v:.6g}'}" for n, v in _params(trial).items())
-    metric = trial["metric"]
-    missing = metric is None or (isinstance(metric, float) and math.isnan(metric))
-    metric_text = "no metric" if missing else f"{metric:.6g}"
+    metric_text = _metric_text(trial, 6)
     lines = [
         f"RSPose loss setting for {preset.name!r}, exported by rspose_tune {__version__} "
         "(python -m rspose_tune.export).",
@@ -196,6 +199,12 @@ def _header(trial: pd.Series, run: RunData, preset, out: str, max_epochs: int) -
     return "".join(f"# {line}\n" for line in lines) + "\n"
 
 
+def _metric_text(trial: pd.Series, digits: int) -> str:
+    metric = trial["metric"]
+    missing = metric is None or (isinstance(metric, float) and math.isnan(metric))
+    return "no metric" if missing else f"{metric:.{digits}g}"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m rspose_tune.export",
@@ -205,7 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("storage", nargs="?", default=DEFAULT_STORAGE,
                         help="storage root holding <run>/trials/ (or one run directory): a local path or a "
                         "URI pyarrow.fs opens (file://, s3://); default ./results under the working directory")  # fmt: skip
-    parser.add_argument("--backbone", required=True, metavar="NAME", help="backbone (preset name) to export")
+    parser.add_argument("--backbone", metavar="NAME",
+                        help="backbone (preset name) to export (default: the one backbone of the selected runs)")
     parser.add_argument("--run", nargs="+", action="extend", metavar="NAME",
                         help="only these runs (put the storage path before --run)")  # fmt: skip
     parser.add_argument("--trial", metavar="ID", help="export this trial's setting instead of the best")
@@ -226,10 +236,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         runs = load_runs(args.storage, args.run)
-        trial, run = pick_trial(args.backbone, runs, args.trial)
+        backbone = args.backbone or only_backbone(runs)
+        trial, run = pick_trial(backbone, runs, args.trial)
         if args.out is not None and not args.out.endswith(".py"):
             raise ReportError(f"--out must end in .py (an MMPose Python config), got {args.out!r}")
-        target = args.out or f"{run.path.rstrip('/')}/export/{args.backbone}_rspose.py"
+        target = args.out or f"{run.path.rstrip('/')}/export/{backbone}_rspose.py"
         if trial["status"] != "completed":
             print(f"warning: trial {trial['trial_id']!r} is {trial['status']} at epoch {trial['last_epoch']}: its "
                   "setting was not trained to the full budget in the search", file=sys.stderr)  # fmt: skip
@@ -249,8 +260,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             hint = "\nfix: pass --weights PATH (a local checkpoint) or --weights none (train from scratch)"
         return cli_error(exc, hint)
     params = ", ".join(f"{n}={'off' if v is None else f'{v:.4g}'}" for n, v in _params(trial).items())
-    print(f"{args.backbone}: trial {trial['trial_id']} of run {run.name} ({trial['metric_name']} "
-          f"{trial['metric']:.4g}); {params}")  # fmt: skip
+    print(f"{backbone}: trial {trial['trial_id']} of run {run.name} ({trial['metric_name']} "
+          f"{_metric_text(trial, 4)}); {params}")  # fmt: skip
     if is_uri(target):
         print(f"wrote {target}")
         print("train with MMPose's own script: copy it to this machine, then python tools/train.py <the copy>")

@@ -329,6 +329,15 @@ def load_runs(storage: str | os.PathLike[str], runs: Sequence[str] | None = None
     return list(found.values())
 
 
+def only_backbone(runs: Sequence[RunData], flag: str = "--backbone") -> str:
+    """The one backbone of ``runs``; :class:`ReportError` naming ``flag`` when there are several."""
+    found = sorted({b for run in runs for b in run.frame["backbone"]})
+    if len(found) != 1:
+        raise ReportError(f"the runs {[r.name for r in runs]} hold backbones {found}: pass {flag} NAME (one of them) "
+                          "or select runs of one backbone with --run")  # fmt: skip
+    return found[0]
+
+
 # --------------------------------------------------------------------------------------------
 # Pure helpers
 # --------------------------------------------------------------------------------------------
@@ -599,11 +608,19 @@ class ConfirmedSetting:
 
 
 def _by_seed(rows: pd.DataFrame) -> dict[int, float]:
-    out: dict[int, float] = {}
-    for _, r in rows.sort_values("trial_id").iterrows():
-        if r["seed"] is not None and not pd.isna(r["seed"]):
-            out.setdefault(int(r["seed"]), float(r["metric"]))
-    return out
+    """Final metric per training seed. A seed trained more than once (the same setting and seed
+    in several merged runs) counts once, as the mean of its trials (:func:`repeated_seeds` names
+    them for the report's notes): nothing is dropped, and no seed weighs twice in an interval."""
+    seeded = rows[rows["seed"].notna()]
+    return {int(seed): float(group["metric"].astype(float).mean())
+            for seed, group in seeded.groupby("seed", sort=True)}  # fmt: skip
+
+
+def repeated_seeds(rows: pd.DataFrame) -> dict[int, list[str]]:
+    """Seeds with more than one trial among ``rows``: seed -> ``run/trial`` of each."""
+    seeded = rows[rows["seed"].notna()]
+    return {int(seed): sorted(f"{r}/{t}" for r, t in zip(group["run"], group["trial_id"]))
+            for seed, group in seeded.groupby("seed", sort=True) if len(group) > 1}  # fmt: skip
 
 
 def confirmed_settings(trials: pd.DataFrame, mode: str, confidence: float = CONFIDENCE) -> list[ConfirmedSetting]:
@@ -631,10 +648,23 @@ def confirmed_settings(trials: pd.DataFrame, mode: str, confidence: float = CONF
     return out
 
 
+def _completed(trials: pd.DataFrame, stage: str) -> pd.DataFrame:
+    return trials[(_stage(trials) == stage) & (trials["status"] == "completed") & trials["metric"].notna()]
+
+
 def baseline_by_seed(trials: pd.DataFrame) -> dict[int, float]:
     """The completed ``baseline`` (stock loss) trials' final metric per seed."""
-    done = trials[(_stage(trials) == "baseline") & (trials["status"] == "completed") & trials["metric"].notna()]
-    return _by_seed(done)
+    return _by_seed(_completed(trials, "baseline"))
+
+
+def _repeated_seed_notes(trials: pd.DataFrame, confirmed: Sequence[ConfirmedSetting]) -> list[str]:
+    """One note per seed that merged runs trained twice for one setting (or for the baseline)."""
+    done = _completed(trials, "confirm")
+    groups = [(f"confirmed setting of search trial {c.search_trial}", done[done["params_key"].map(lambda k, key=c.params_key: k == key)])
+              for c in confirmed]  # fmt: skip
+    groups.append(("the stock-loss baseline", _completed(trials, "baseline")))
+    return [f"{what}: seed {seed} was trained {len(where)} times ({', '.join(where)}); the mean of them counts "
+            "as that seed's metric" for what, rows in groups for seed, where in repeated_seeds(rows).items()]
 
 
 def fidelity_band(rho: float | None) -> str:
@@ -758,6 +788,15 @@ class BackboneReport:
     baseline_delta: Comparison | None = None
     fidelity: dict[str, list[RungFidelity]] = field(default_factory=dict)  # run -> per rung
     fidelity_notes: list[str] = field(default_factory=list)
+    chosen_by_confirm: bool = False  # the confirm stage's winner is the chosen setting
+
+    @property
+    def chosen_metric(self) -> tuple[float | None, str]:
+        """The chosen setting's metric and what it is: the confirm stage's mean over its seeds when
+        the confirm stage chose, else the best search trial's (optimistic: the best of many)."""
+        if self.chosen_by_confirm and self.confirmed:
+            return self.confirmed[0].mean, f"confirm mean, {len(self.confirmed[0].by_seed)} seeds"
+        return self.metric, "search"
 
     def record(self) -> dict[str, Any]:
         """Flat dict for CSV: params as numbers (empty = off), lists joined by ``;``."""
@@ -806,12 +845,14 @@ def backbone_report(backbone: str, runs: Sequence[RunData]) -> BackboneReport:
         notes.append(f"mode {mode!r} inferred from the metric name {metric_name!r}.")
     best = select_best(trials, mode)
     confirmed = confirmed_settings(trials, mode)
+    chosen_by_confirm = False
     comparison, verdict = None, ""
     if confirmed:
         win = confirmed[0]
         chosen = trials[(trials["trial_id"] == win.search_trial) & (_stage(trials) == "search")]
         if not chosen.empty:  # the confirm stage decides; export takes this search trial's setting
             best = chosen.iloc[0]
+            chosen_by_confirm = True
         if len(confirmed) > 1:
             comparison = paired_difference(win.by_seed, confirmed[1].by_seed)
             if comparison.distinguishable is None:
@@ -824,6 +865,7 @@ def backbone_report(backbone: str, runs: Sequence[RunData]) -> BackboneReport:
         else:
             verdict = "only one setting was confirmed: no runner-up to compare with"
     base = baseline_by_seed(trials)
+    notes += _repeated_seed_notes(trials, confirmed)
     delta = None
     if base and best is not None:
         chosen_by_seed = confirmed[0].by_seed if confirmed else {}
@@ -882,6 +924,7 @@ def backbone_report(backbone: str, runs: Sequence[RunData]) -> BackboneReport:
         baseline_delta=delta,
         fidelity=fidelity,
         fidelity_notes=fidelity_notes,
+        chosen_by_confirm=chosen_by_confirm,
     )
 
 
@@ -916,7 +959,8 @@ def table_rows(reports: Sequence[BackboneReport]) -> list[list[str]]:
             metric = f"{r.metric_name or 'metric'}: –"
         else:
             comps = [_component_cell(r.params, c) for c, _ in COMPONENTS]
-            metric = f"{r.metric_name} {_fmt(r.metric, 4)}"
+            value, source = r.chosen_metric
+            metric = f"{r.metric_name} {_fmt(value, 4)}" + (f" ({source})" if r.chosen_by_confirm else "")
         trials = f"{r.trials}" + (f" ({r.errors} failed)" if r.errors else "")
         trials += f" ({r.running} unfinished)" if r.running else ""
         rows.append([

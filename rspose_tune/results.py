@@ -37,6 +37,10 @@ Conventions:
   that resumed from an older checkpoint) are removed. A trial that ends without any result and
   without error (cancelled while pending) writes no row.
 
+Ray-free: this module imports pyarrow and pandas only (the report, export and replay read
+results without starting Ray); the driver-side Ray Tune callback that writes the rows is
+:class:`rspose_tune.results_callback.ParquetResultsCallback`.
+
 File metadata (key :data:`METADATA_KEY`, JSON; :func:`read_metadata`): schema version, run,
 backbone, budget, the search space, package versions (torch, mmpose, mmengine, ray, optuna,
 pyarrow, ...) and the git revision of the source tree (``"unknown"`` outside git).
@@ -65,7 +69,6 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
-from ray.tune import Callback
 
 from rspose_tune.spaces import COMPONENTS, LOSS_PARAMS, PARAM_NAMES, component_names
 
@@ -79,7 +82,6 @@ __all__ = [
     "SCHEMA_VERSION",
     "STAGES",
     "STATUSES",
-    "ParquetResultsCallback",
     "build_metadata",
     "final_status",
     "git_revision",
@@ -88,6 +90,8 @@ __all__ = [
     "read_metadata",
     "read_results",
     "row_file_name",
+    "row_files",
+    "trial_row_files",
     "write_row",
 ]
 
@@ -409,7 +413,7 @@ def write_row(
     return final
 
 
-def _row_files(fs: pafs.FileSystem, root: str) -> list[pafs.FileInfo]:
+def row_files(fs: pafs.FileSystem, root: str) -> list[pafs.FileInfo]:
     infos = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
     return [i for i in infos if i.type == pafs.FileType.File and not i.base_name.startswith((".", "_"))
             and i.base_name.endswith(".parquet")]  # fmt: skip
@@ -466,7 +470,7 @@ def read_metadata(path: str | os.PathLike[str], *, filesystem: pafs.FileSystem |
     if fs.get_file_info(root).type == pafs.FileType.File:
         target = root
     else:
-        files = sorted(i.path for i in _row_files(fs, root))
+        files = sorted(i.path for i in row_files(fs, root))
         if not files:
             raise FileNotFoundError(f"No Parquet files under {root!r}.")
         target = files[0]
@@ -476,130 +480,12 @@ def read_metadata(path: str | os.PathLike[str], *, filesystem: pafs.FileSystem |
     return json.loads(meta[METADATA_KEY])
 
 
-# --------------------------------------------------------------------------------------------
-# Ray Tune callback
-# --------------------------------------------------------------------------------------------
-
-
-def _error_reason(trial: Any) -> str:
-    """The last line of the trial's latest error (e.g. ``ValueError: boom``)."""
-    text = None
-    error_file = getattr(trial, "error_file", None)
-    if error_file and os.path.isfile(error_file):
-        with open(error_file, encoding="utf-8", errors="replace") as f:
-            text = f.read()
-    if not text:
-        return "unknown error (Ray recorded no error text)"
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[-1][:_ERROR_REASON_MAX] if lines else "unknown error (empty error text)"
-
-
-class ParquetResultsCallback(Callback):
-    """Driver-side Ray Tune callback writing every result as a row (see the module docstring).
-
-    Args:
-        backbone: Value of the ``backbone`` column (the preset name).
-        max_epochs: Full budget; a trial ending at or beyond it is ``completed``.
-        run: Value of the ``run`` column; ``None``: the Ray experiment's directory name.
-        root: Dataset folder (local path or URI); ``None``: ``<storage>/<run name>/trials`` of
-            the Ray experiment, on the experiment's own filesystem.
-        filesystem: A :mod:`pyarrow.fs` filesystem for ``root`` (otherwise inferred).
-        search_space: Stored as JSON in the file metadata (dataclasses, mappings, lists).
-        extra_metadata: More JSON metadata (keys must not clash with the built-in ones).
-        time_attr: Result key holding the epoch.
-        seed: The ``seed`` column of trials whose config has no ``seed`` (the run's seed).
-    """
-
-    def __init__(
-        self,
-        *,
-        backbone: str,
-        max_epochs: int,
-        run: str | None = None,
-        root: str | os.PathLike[str] | None = None,
-        filesystem: pafs.FileSystem | None = None,
-        search_space: Any = None,
-        extra_metadata: Mapping[str, Any] | None = None,
-        time_attr: str = "epoch",
-        seed: int | None = None,
-    ) -> None:
-        final_status(0, max_epochs, False)  # validates max_epochs
-        self._seed = seed
-        self._backbone = backbone
-        self._max_epochs = max_epochs
-        self._run = run
-        self._root = None if root is None else os.fspath(root)
-        self._filesystem = filesystem
-        self._search_space = _jsonable(search_space)
-        self._extra = _jsonable(dict(extra_metadata), "extra_metadata") if extra_metadata else None
-        clash = sorted(set(self._extra or ()) & set(_BUILTIN_METADATA_KEYS))
-        if clash:
-            raise ValueError(f"`extra_metadata` keys {clash} clash with the built-in keys {list(_BUILTIN_METADATA_KEYS)}.")
-        self._time_attr = time_attr
-        self._target: tuple[pafs.FileSystem, str] | None = None
-        self._metadata: dict[str, Any] | None = None
-        self._last: dict[str, dict[str, Any]] = {}  # trial id -> last row written this session
-
-    # ------------------------------------------------------------ Ray Tune hooks
-    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        row = make_row(result, trial.config, run=self._run_name(trial), backbone=self._backbone,
-                       trial_id=trial.trial_id, time_attr=self._time_attr, seed=self._seed)  # fmt: skip
-        self._write(trial, row)
-        self._last[trial.trial_id] = row
-
-    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._finalize(trial, error=None)
-
-    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._finalize(trial, error=_error_reason(trial))
-
-    # ------------------------------------------------------------ internals
-    def _run_name(self, trial: Any) -> str:
-        if self._run is None:
-            self._run = trial.storage.experiment_dir_name
-        return self._run
-
-    def _resolve_target(self, trial: Any) -> tuple[pafs.FileSystem, str]:
-        if self._target is None:
-            if self._root is not None:
-                self._target = _resolve(self._root, self._filesystem)
-            else:
-                storage = trial.storage
-                self._target = (storage.storage_filesystem, f"{storage.experiment_fs_path.rstrip('/')}/trials")
-        return self._target
-
-    def _write(self, trial: Any, row: Mapping[str, Any]) -> None:
-        fs, root = self._resolve_target(trial)
-        if self._metadata is None:
-            self._metadata = build_metadata(run=self._run_name(trial), backbone=self._backbone,
-                                            max_epochs=self._max_epochs, search_space=self._search_space,
-                                            extra=self._extra)  # fmt: skip
-        write_row(row, root, filesystem=fs, metadata=self._metadata)
-
-    def _trial_files(self, trial: Any) -> dict[int, str]:
-        fs, root = self._resolve_target(trial)
-        prefix = row_file_name(trial.trial_id, 0).rsplit("-e", 1)[0]
-        out = {}
-        for info in _row_files(fs, root):
-            match = _FILE_RE.match(info.base_name)
-            if match and match["trial"] == prefix:
-                out[int(match["epoch"])] = info.path
-        return out
-
-    def _finalize(self, trial: Any, error: str | None) -> None:
-        files = self._trial_files(trial)
-        last = self._last.pop(trial.trial_id, None)
-        if last is None and files:  # e.g. after a driver restart: read the last row back
-            fs, _ = self._resolve_target(trial)
-            last = pq.read_table(files[max(files)], filesystem=fs).to_pylist()[0]
-        if last is None:
-            if error is None:
-                return  # ended before its first result, without error: nothing to record
-            last = make_row({}, trial.config, run=self._run_name(trial), backbone=self._backbone,
-                            trial_id=trial.trial_id, epoch=0, seed=self._seed)  # fmt: skip
-        row = {**last, "status": final_status(last["epoch"], self._max_epochs, error is not None), "error": error}
-        self._write(trial, row)
-        fs, _ = self._resolve_target(trial)
-        for epoch, path in files.items():
-            if epoch > row["epoch"]:  # rows of an abandoned attempt (resumed from an older checkpoint)
-                fs.delete_file(path)
+def trial_row_files(fs: pafs.FileSystem, root: str, trial_id: str) -> dict[int, str]:
+    """The row files of one trial under ``root``: epoch -> path."""
+    prefix = row_file_name(trial_id, 0).rsplit("-e", 1)[0]
+    out = {}
+    for info in row_files(fs, root):
+        match = _FILE_RE.match(info.base_name)
+        if match and match["trial"] == prefix:
+            out[int(match["epoch"])] = info.path
+    return out

@@ -41,9 +41,10 @@ from rspose_tune.runspec import (
     spec_exists,
 )
 from rspose_tune._flags import int_at_least
+from rspose_tune._ray_compat import check_ray_version, restored_search_alg, use_classic_progress_table
 from rspose_tune._resources import ResourceError, check_feasible, plan_ranks, rank_bundle
 from rspose_tune._stages import resolve_warm_start, stage_settings
-from rspose_tune.spaces import PARAM_NAMES, MissingDataError, SearchSpaceError, list_presets, load_preset
+from rspose_tune.spaces import PARAM_NAMES, MissingDataError, SearchSpaceError, budget_problem, list_presets, load_preset
 
 __all__ = ["SearchError", "build_parser", "main"]
 
@@ -277,11 +278,22 @@ def _budget(args: argparse.Namespace, preset) -> tuple[int, int, int]:
     max_epochs = args.max_epochs or budget.max_epochs
     grace = args.grace_epochs or min(budget.grace_epochs, max_epochs)
     rf = args.reduction_factor or budget.reduction_factor
-    if rf < 2:
+    # The preset's own budget rules (spaces.budget_problem), naming the flag that broke them.
+    problem = budget_problem(max_epochs, grace, rf, budget.val_interval)
+    if problem is None:
+        return max_epochs, grace, rf
+    field, _ = problem
+    if field == "reduction_factor":
         raise SearchError(f"--reduction-factor must be >= 2, got {rf}")
-    if grace > max_epochs:
+    if field == "grace_epochs" and grace > max_epochs:
         raise SearchError(f"--grace-epochs ({grace}) must not exceed --max-epochs ({max_epochs})")
-    return max_epochs, grace, rf
+    source = f"preset {preset.name!r} ({preset.source})"
+    if field == "val_interval":
+        raise SearchError(f"--max-epochs {max_epochs} is below the validation interval {budget.val_interval} of "
+                          f"{source}: no trial would ever be validated")  # fmt: skip
+    given = "--grace-epochs" if args.grace_epochs else "the grace period min(budget.grace_epochs, --max-epochs)"
+    raise SearchError(f"{given} ({grace}) must be a multiple of the validation interval {budget.val_interval} of "
+                      f"{source}: ASHA's rungs (grace x reduction factor^k) must fall on epochs that are validated")
 
 
 def _preset_budget_resources(args: argparse.Namespace):
@@ -664,16 +676,18 @@ def _make_trainable(p: Plan):
     return tune.with_resources(trainable, trial_resources(p.workers, p.cpus, p.gpus))
 
 
-def _results_callback(p: Plan, root: str | None = None):
-    """The Parquet writer of the run's rows (``root``: the run's ``trials/``, for the confirm stage)."""
-    from rspose_tune.results import ParquetResultsCallback
+def _results_callback(p: Plan, *, nested: bool = False):
+    """The Parquet writer of the run's rows into ``<run>/trials/``, found from each trial's
+    experiment (``nested``: the confirm stage's ``<run>/confirm``), never a path fixed now: a
+    resumed run that moved writes where it is now."""
+    from rspose_tune.results_callback import ParquetResultsCallback
 
     preset = p.preset
     return ParquetResultsCallback(
         backbone=preset.name,
         max_epochs=p.max_epochs,
         run=p.name,
-        root=root,
+        nested=nested,
         search_space=preset,
         seed=p.spec.seed,  # the `seed` column of search trials (confirm trials carry their own)
         extra_metadata={
@@ -695,8 +709,13 @@ def run_confirm_stage(p: Plan, args: argparse.Namespace) -> list:
 
     reporter = tune.CLIReporter(metric_columns=["epoch", "metric", "loss"],
                                 parameter_columns=["stage", "seed", *PARAM_NAMES], max_report_frequency=15)  # fmt: skip
-    return run_stages(p, args, lambda: _make_trainable(p), [_results_callback(p, join(p.run_dir, "trials"))],
-                      reporter)  # fmt: skip
+    return run_stages(p, args, lambda: _make_trainable(p), _stage_callbacks(p), reporter)
+
+
+def _stage_callbacks(p: Plan) -> list:
+    """The confirm experiment's callbacks (pickled into ``<run>/confirm/tuner.pkl``): its rows go
+    to ``<run>/trials/`` of wherever the run is when they are written."""
+    return [_results_callback(p, nested=True)]
 
 
 def _stages_after_search(p: Plan, args: argparse.Namespace, num_trials: int) -> int | None:
@@ -721,11 +740,11 @@ def _set_restored_concurrency(tuner, max_concurrent: int) -> None:
     """Apply this start's ``--max-concurrent`` to a restored run.
 
     ``Tuner.restore`` takes the search algorithm from ``tuner.pkl`` with the limit of the first
-    start and has no argument to change it; Ray 2.60 keeps it at ``tuner._local_tuner``.
+    start and has no argument to change it (:func:`rspose_tune._ray_compat.restored_search_alg`).
     """
     from rspose_tune.searcher import ResumableConcurrencyLimiter
 
-    search_alg = tuner._local_tuner._tune_config.search_alg
+    search_alg = restored_search_alg(tuner)
     if not isinstance(search_alg, ResumableConcurrencyLimiter):
         raise SearchError(f"--resume: the run's search algorithm is a {type(search_alg).__name__}, not the "
                           "ResumableConcurrencyLimiter this rspose_tune writes; it was started by another version")  # fmt: skip
@@ -741,9 +760,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.epoch_gpu_hours is not None:
             raise SearchError("--epoch-gpu-hours prices a search for --dry-run only; add --dry-run or drop it")
         p = plan(args, argv)
+        check_ray_version()  # the private Ray APIs of rspose_tune._ray_compat
     except RSPoseTuneError as exc:
         return cli_error(exc)
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the classic table shows trial params
+    use_classic_progress_table()  # it shows trial params
     print(
         f"rspose_tune search: preset {p.preset.name!r}, {p.num_trials} trials, {p.max_epochs} epochs max, "
         f"ASHA grace {p.grace} / rf {p.reduction_factor}, {p.gpus:g} GPU + {p.cpus:g} CPU per trial "

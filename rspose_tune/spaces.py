@@ -124,6 +124,7 @@ __all__ = [
     "Resources",
     "SearchSpaceError",
     "LossParam",
+    "budget_problem",
     "component_names",
     "fill_defaults",
     "list_presets",
@@ -724,8 +725,9 @@ def _parse_params(raw: Any, check: _Checker) -> dict[str, ParamSpec]:
         _check_value(param, high, f"{key}.high", check)
         log = check.boolean(entry.get("log", False), f"{key}.log")
         allow_off = check.boolean(entry.get("allow_off", False), f"{key}.allow_off")
-        if low > high:
-            raise check.fail(key, f"must have low <= high, got low={low:g} > high={high:g}")
+        if low >= high:  # the searcher's rule too: one value is {fixed: X}
+            raise check.fail(key, f"must have low < high (for a single value write {{fixed: {low:g}}}), "
+                                  f"got low={low:g}, high={high:g}")  # fmt: skip
         if log and low <= 0:
             raise check.fail(f"{key}.low", f"must be > 0 with log: true, got {low:g}")
         if allow_off and param.kind != "coeff":
@@ -798,22 +800,31 @@ def _parse_known_good(raw: Any, params: Mapping[str, ParamSpec], check: _Checker
     return tuple(out)
 
 
+def budget_problem(max_epochs: int, grace_epochs: int, reduction_factor: int, val_interval: int) -> tuple[str, str] | None:
+    """The first rule an ASHA budget breaks, as ``(field, rule)``, else None: the one check of a
+    preset's ``budget`` and of the search's ``--max-epochs``/``--grace-epochs``/``--reduction-factor``
+    (integers >= 1 are checked by the caller)."""
+    if reduction_factor < 2:
+        return "reduction_factor", f"must be >= 2, got {reduction_factor}"
+    if grace_epochs > max_epochs:
+        return "grace_epochs", f"must be <= max_epochs ({max_epochs}), got {grace_epochs}"
+    if val_interval > max_epochs:
+        return "val_interval", f"must be <= max_epochs ({max_epochs}), got {val_interval}"
+    if grace_epochs % val_interval:
+        return "grace_epochs", (f"must be a multiple of val_interval ({val_interval}) so the first ASHA rung has a "
+                                f"validation result, got {grace_epochs}")  # fmt: skip
+    return None
+
+
 def _parse_budget(raw: Any, check: _Checker) -> Budget:
     table = check.mapping(raw, "budget", _BUDGET_KEYS)
     max_epochs = check.integer(table["max_epochs"], "budget.max_epochs", minimum=1)
     grace = check.integer(table["grace_epochs"], "budget.grace_epochs", minimum=1)
     factor = check.integer(table["reduction_factor"], "budget.reduction_factor", minimum=2)
     interval = check.integer(table["val_interval"], "budget.val_interval", minimum=1)
-    if grace > max_epochs:
-        raise check.fail("budget.grace_epochs", f"must be <= max_epochs ({max_epochs}), got {grace}")
-    if interval > max_epochs:
-        raise check.fail("budget.val_interval", f"must be <= max_epochs ({max_epochs}), got {interval}")
-    if grace % interval:
-        raise check.fail(
-            "budget.grace_epochs",
-            f"must be a multiple of val_interval ({interval}) so the first ASHA rung has a "
-            f"validation result, got {grace}",
-        )
+    problem = budget_problem(max_epochs, grace, factor, interval)
+    if problem is not None:
+        raise check.fail(f"budget.{problem[0]}", problem[1])
     return Budget(max_epochs=max_epochs, grace_epochs=grace, reduction_factor=factor, val_interval=interval)
 
 

@@ -377,3 +377,40 @@ def _mmengine_checkpoint_globals() -> list:
     from mmengine.logging.history_buffer import HistoryBuffer
 
     return [HistoryBuffer, np.mean, np.max, np.min, getattr]
+
+
+_RANK = r"""
+import datetime, sys
+import torch, torch.distributed as dist
+from rspose_tune.mmpose_adapter import setup_mmpose
+setup_mmpose()
+from rspose_tune.mmpose_adapter.heads import _CalibrationMixin
+
+class Head(_CalibrationMixin, torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self._init_calibration(1, 3)
+
+rank, store = int(sys.argv[1]), sys.argv[2]
+dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2,
+                        timeout=datetime.timedelta(seconds=20))
+head = Head()
+peaks = torch.zeros(1, 0, 3) if rank == 0 else torch.tensor([[[1.0, 2.0, 3.0], [-1.0, 5.0, 0.0]]])
+head._gather_peak_statistics(peaks)  # rank 0's batch is empty: it must still join the all-reduce
+head._gather_peak_statistics(torch.zeros(1, 0, 3))  # every batch empty: nothing changes
+print("RANGE", head.peak_min.tolist(), head.peak_max.tolist(), flush=True)
+dist.destroy_process_group()
+"""
+
+
+def test_an_empty_batch_on_one_rank_still_joins_the_all_reduce(tmp_path):
+    """Two real gloo ranks: before the fix rank 0 returned early and rank 1 waited in all_reduce."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    store = tmp_path / "store"
+    procs = [subprocess.Popen([sys.executable, "-c", _RANK, str(rank), str(store)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=env) for rank in (0, 1)]  # fmt: skip
+    outs = [p.communicate(timeout=240) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-2000:]
+        # both ranks fold in rank 1's range; the all-empty step leaves it as it was
+        assert "RANGE [[-1.0, 2.0, 0.0]] [[1.0, 5.0, 3.0]]" in out

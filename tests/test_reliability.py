@@ -73,7 +73,8 @@ class PoisonWeights(Hook):
 def _tune(preset, tmp_path, name, hooks, param_space, max_failures):
     from ray import tune
 
-    from rspose_tune.results import ParquetResultsCallback, read_results
+    from rspose_tune.results import read_results
+    from rspose_tune.results_callback import ParquetResultsCallback
     from trainables.mmpose_trainable import train_rspose
 
     trainable = tune.with_parameters(train_rspose, preset=preset, max_epochs=3, hooks=hooks)

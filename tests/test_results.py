@@ -19,7 +19,6 @@ from rspose_tune.results import (
     METADATA_KEY,
     PARAM_COLUMNS,
     SCHEMA,
-    ParquetResultsCallback,
     final_status,
     make_row,
     read_metadata,
@@ -27,6 +26,7 @@ from rspose_tune.results import (
     row_file_name,
     write_row,
 )
+from rspose_tune.results_callback import ParquetResultsCallback
 
 MAX_T = 4
 CONFIG = {"delta_rank": 0.4, "coeff_rank": 1.0, "delta_sort": 1.5, "coeff_sort": 2.0, "delta_inst": 3.0, "coeff_inst": 0.25}

@@ -38,6 +38,7 @@ from typing import Any
 
 from mmengine.hooks import Hook
 
+from rspose_tune._ray_compat import trial_working_directory
 from rspose_tune.spaces import PARAM_NAMES
 
 from ._checkpoint import checkpoint_epoch, restore_checkpoint
@@ -122,7 +123,7 @@ def train_rspose(
     trial_id = context.get_trial_id() or "local"
     # The folder Ray's artifact syncing uploads from (not get_trial_dir(): for a trial's first
     # actor Ray 2.60 returns the driver's staging folder, which only the driver node syncs).
-    trial_dir = Path(context.get_storage().trial_working_directory)
+    trial_dir = Path(trial_working_directory(context))
     bundles = context.get_trial_resources().bundles
     seed = int(config.get("seed", seed))  # confirm-stage trials carry their own seed
     stock = config.get("stage") == "baseline"

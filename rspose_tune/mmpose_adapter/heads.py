@@ -59,6 +59,8 @@ OKS-NMS is the raw peak. The RSPose heads therefore predict from *calibrated* ma
 
 from __future__ import annotations
 
+import math
+
 from rspose_tune.errors import RSPoseTuneError
 
 import functools
@@ -382,12 +384,17 @@ class _CalibrationMixin:
                 f"peaks must have shape (A, B, K) = ({self.peak_min.shape[0]}, B, {self.peak_min.shape[1]}), "
                 f"got {tuple(peaks.shape)}"
             )
+        # one all-reduce (MAX) of (-min, max): every data-parallel rank folds in the same range. A
+        # rank with an empty batch still joins it (with MAX's identity, -inf), or the others would
+        # wait for it forever.
         if peaks.shape[1] == 0:
-            return
-        # one all-reduce (MAX) of (-min, max): every data-parallel rank folds in the same range
-        extremes = torch.stack([-peaks.amin(dim=1), peaks.amax(dim=1)])
+            extremes = peaks.new_full((2, peaks.shape[0], peaks.shape[2]), -math.inf)
+        else:
+            extremes = torch.stack([-peaks.amin(dim=1), peaks.amax(dim=1)])
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             dist.all_reduce(extremes, op=dist.ReduceOp.MAX)
+        if torch.isneginf(extremes).all():
+            return  # no rank had a peak this step
         batch_min, batch_max = -extremes[0], extremes[1]
         epoch = _training_epoch()
         window = ("epoch", epoch) if epoch is not None else ("head", id(self))
