@@ -7,6 +7,7 @@ refuses a Ray these functions were not written against.
 
 - :func:`trial_location`: a trial's experiment folder and filesystem (``Trial.storage``, a
   ``StorageContext``: developer API).
+- :func:`trial_storage`: a running trial's folder in the run's storage (developer API).
 - :func:`trial_working_directory`: the folder Ray's artifact syncing uploads from
   (``TrainContext.get_storage()``: developer API).
 - :func:`restored_search_alg`: the search algorithm of a ``Tuner.restore`` d tuner
@@ -31,6 +32,7 @@ __all__ = [
     "check_ray_version",
     "restored_search_alg",
     "trial_location",
+    "trial_storage",
     "trial_working_directory",
     "use_classic_progress_table",
 ]
@@ -68,6 +70,13 @@ def trial_working_directory(context: Any) -> str:
     ``tune.get_context()`` of a running trial. (``get_trial_dir()`` is the driver's staging folder
     for a trial's first actor in Ray 2.60, which only the driver node syncs.)"""
     return context.get_storage().trial_working_directory
+
+
+def trial_storage(context: Any) -> tuple[Any, str]:
+    """``(pyarrow filesystem, the trial's folder on it)`` in the run's storage, from the
+    ``tune.get_context()`` of a running trial (what every attempt of the trial shares)."""
+    storage = context.get_storage()
+    return storage.storage_filesystem, storage.trial_fs_path
 
 
 def restored_search_alg(tuner: Any) -> Any:

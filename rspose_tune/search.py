@@ -718,14 +718,21 @@ def _stage_callbacks(p: Plan) -> list:
     return [_results_callback(p, nested=True)]
 
 
+def _run_rows(p: Plan):
+    """The run's Parquet rows, or None when no trial has reported yet (no ``trials/`` folder)."""
+    from rspose_tune.results import read_results
+
+    trials = join(p.run_dir, "trials")
+    return read_results(trials) if exists(trials) else None
+
+
 def _stages_after_search(p: Plan, args: argparse.Namespace, num_trials: int) -> int | None:
     """Run the confirm stage once every search trial finished; the number of its trials (None:
     the run has no stages, or the search is unfinished)."""
-    from rspose_tune.results import read_results
-
     if not (p.spec.confirm_top or p.spec.baseline):
         return None
-    if trial_outcomes(_search_rows(read_results(join(p.run_dir, "trials"))), num_trials)["unfinished"]:
+    rows = _run_rows(p)
+    if rows is None or trial_outcomes(_search_rows(rows), num_trials)["unfinished"]:
         print("confirm stage: waits until every search trial finished (--resume the run)")
         return None
     return len(run_confirm_stage(p, args))
@@ -792,9 +799,12 @@ def main(argv: list[str] | None = None) -> int:
 
         if p.address is None:
             ray.shutdown()
-    from rspose_tune.results import read_results
-
-    rows = read_results(join(p.run_dir, "trials"))
+    resume = f"python -m rspose_tune.search --resume --name {p.name} --storage {p.storage}"
+    rows = _run_rows(p)
+    if rows is None:  # e.g. stopped (Ctrl-C) before the first validation: nothing to report yet
+        print(f"error: run {p.name!r} stopped before any trial reported a result (no {join(p.run_dir, 'trials')}); "
+              f"continue it with `{resume}`", file=sys.stderr)  # fmt: skip
+        return 1
     outcome = trial_outcomes(_search_rows(rows), max(p.num_trials, len(grid)))
     print(f"search finished: {len(grid)} trials: {outcome['completed']} completed, {outcome['pruned']} pruned, "
           f"{outcome['errored']} errored, {outcome['unfinished']} unfinished; results in {join(p.run_dir, 'trials')}")  # fmt: skip
@@ -810,8 +820,7 @@ def main(argv: list[str] | None = None) -> int:
     if outcome["unfinished"] == 0:
         mark_finished(p.run_dir, {k: v for k, v in outcome.items() if k != "errors"})
     else:
-        print(f"the run is unfinished: continue it with `python -m rspose_tune.search --resume --name {p.name} "
-              f"--storage {p.storage}`")  # fmt: skip
+        print(f"the run is unfinished: continue it with `{resume}`")
     if outcome["completed"] + outcome["pruned"] == 0:
         print(f"error: no trial of run {p.name!r} completed or was pruned", file=sys.stderr)
         return 1

@@ -168,3 +168,90 @@ def test_two_rank_data_parallel_trial_on_cpu_gloo_with_dataloader_workers(demo_p
     assert frame["loss"].notna().all() and result.checkpoint is not None
     assert list(frame["world_size"]) == [2, 2]
     assert all(len(nodes.split(",")) == 2 for nodes in frame["nodes"])
+
+
+def _fake_trial_context(monkeypatch, tmp_path, checkpoint):
+    """tune.get_context()/get_checkpoint() of a 1-rank trial, and a train_rank that only records."""
+    from types import SimpleNamespace
+
+    import pyarrow.fs as pafs
+    from ray import tune
+
+    import trainables._rank as rank_module
+    import trainables.mmpose_trainable as mt
+
+    storage = SimpleNamespace(trial_working_directory=str(tmp_path / "work"), trial_fs_path=str(tmp_path / "store"),
+                              storage_filesystem=pafs.LocalFileSystem())  # fmt: skip
+    context = SimpleNamespace(get_trial_id=lambda: "t1", get_storage=lambda: storage,
+                              get_trial_resources=lambda: SimpleNamespace(bundles=[{"CPU": 1}]))  # fmt: skip
+    seen = {}
+    monkeypatch.setattr(tune, "get_context", lambda: context)
+    monkeypatch.setattr(tune, "get_checkpoint", lambda: checkpoint)
+    monkeypatch.setattr(mt, "_ensure_generated_data", lambda preset: None)
+    monkeypatch.setattr(mt, "prepare_trial_config", lambda *a, meta, **k: seen.setdefault("meta", meta))
+    monkeypatch.setattr(rank_module, "train_rank",
+                        lambda cfg, *, resume_from, **k: seen.setdefault("resume", Path(resume_from).read_bytes()))
+    return seen
+
+
+def test_resume_downloads_the_checkpoint_once(tmp_path, monkeypatch):
+    """Before: the resumed epoch and the checkpoint file were two downloads of a remote checkpoint."""
+    from types import SimpleNamespace
+
+    from ray import tune
+
+    from trainables._checkpoint import CHECKPOINT_FILE, write_manifest
+    from trainables.mmpose_trainable import train_rspose
+
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / CHECKPOINT_FILE).write_bytes(b"weights")
+    write_manifest(ckpt, trial_id="t1", epoch=4)
+
+    class CountingCheckpoint(tune.Checkpoint):
+        downloads = 0
+
+        def as_directory(self):
+            CountingCheckpoint.downloads += 1
+            return super().as_directory()
+
+    seen = _fake_trial_context(monkeypatch, tmp_path, CountingCheckpoint.from_directory(str(ckpt)))
+    train_rspose(dict(PARAMS), preset=SimpleNamespace(metric="coco/AP"))
+    assert CountingCheckpoint.downloads == 1
+    assert seen["meta"]["resumed_from_epoch"] == 4 and seen["resume"] == b"weights"
+
+
+@pytest.mark.slow
+def test_a_diverged_trial_is_not_trained_again_by_the_failure_policy(demo_preset, tmp_path, local_ray):
+    """The search's policy (FailureConfig(max_failures=2)): before, both retries trained again."""
+    from ray import tune
+
+    from trainables.mmpose_trainable import DIVERGED_FILE, train_rspose
+
+    log = str(tmp_path / "epochs.log")
+    trainable = tune.with_parameters(train_rspose, preset=demo_preset, max_epochs=3,
+                                     hooks=[RecordEpochs(log), NanAtEpoch(1)])  # fmt: skip
+    tuner = tune.Tuner(
+        tune.with_resources(trainable, {"cpu": 1}),
+        param_space=PARAMS,
+        tune_config=tune.TuneConfig(num_samples=1, metric="metric", mode="max"),
+        run_config=tune.RunConfig(storage_path=str(tmp_path / "ray"), name="nan", verbose=0,
+                                  failure_config=tune.FailureConfig(max_failures=2)),  # fmt: skip
+    )
+    result = tuner.fit()[0]
+    assert result.error is not None and "non-finite" in str(result.error)
+    assert "a diverged trial is not retried" in str(result.error)  # the retries refused at once
+    assert Path(log).read_text().split() == ["0", "1"]  # trained once: epoch 0, diverged in epoch 1
+    assert (Path(result.path) / DIVERGED_FILE).is_file()
+
+
+class NanAtEpoch(Hook):
+    """Makes the loss NaN from epoch ``epoch`` (0-based) on: weights poisoned before each iteration."""
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def before_train_iter(self, runner, batch_idx, data_batch=None) -> None:
+        if runner.epoch >= self.epoch:
+            for param in runner.model.parameters():
+                param.data.fill_(float("nan"))

@@ -31,7 +31,7 @@ __all__ = [
     "MANIFEST_FILE",
     "CheckpointMismatchError",
     "SAFE_GLOBALS",
-    "checkpoint_epoch",
+    "fetch_checkpoint",
     "restore_checkpoint",
     "safe_checkpoint_loading",
     "strip_unsafe_state",
@@ -133,18 +133,24 @@ def restore_checkpoint(checkpoint, dest_dir: Path, *, trial_id: str) -> Path:
     The manifest is verified before the file is copied, so nothing from another trial is loaded.
     Returns the path of the local checkpoint file.
     """
+    with checkpoint.as_directory() as ckpt_dir:
+        return _copy_verified(Path(ckpt_dir), Path(dest_dir), trial_id)
+
+
+def _copy_verified(ckpt_dir: Path, dest_dir: Path, trial_id: str) -> Path:
     import shutil
 
-    dest = Path(dest_dir) / CHECKPOINT_FILE
-    with checkpoint.as_directory() as ckpt_dir:
-        verify_checkpoint_dir(Path(ckpt_dir), trial_id=trial_id)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(Path(ckpt_dir) / CHECKPOINT_FILE, dest)
+    verify_checkpoint_dir(ckpt_dir, trial_id=trial_id)
+    dest = dest_dir / CHECKPOINT_FILE
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(ckpt_dir / CHECKPOINT_FILE, dest)
     return dest
 
 
-def checkpoint_epoch(checkpoint) -> int | None:
-    """The epoch a ``ray.tune.Checkpoint`` of a trial was taken after (from its manifest)."""
+def fetch_checkpoint(checkpoint, dest_dir: Path, *, trial_id: str) -> tuple[Path, int | None]:
+    """:func:`restore_checkpoint` plus the epoch the checkpoint was taken after (its manifest's),
+    from one download of the checkpoint."""
     with checkpoint.as_directory() as ckpt_dir:
         manifest = Path(ckpt_dir) / MANIFEST_FILE
-        return int(json.loads(manifest.read_text())["epoch"]) if manifest.is_file() else None
+        epoch = int(json.loads(manifest.read_text())["epoch"]) if manifest.is_file() else None
+        return _copy_verified(Path(ckpt_dir), Path(dest_dir), trial_id), epoch

@@ -154,7 +154,7 @@ class _Watcher(threading.Thread):
 
 
 def train_ranks(cfg, *, bundles: Sequence[Mapping[str, float]], metric: str, trial_id: str, report,
-                checkpoint, hooks: Sequence[Any] = ()) -> None:
+                checkpoint, resume_from: Path | None = None, hooks: Sequence[Any] = ()) -> None:
     """Train ``cfg`` on ``len(bundles)`` ranks (this process is rank 0).
 
     Every report carries ``nodes``: where each rank runs, in rank order.
@@ -164,6 +164,7 @@ def train_ranks(cfg, *, bundles: Sequence[Mapping[str, float]], metric: str, tri
         bundles: the trial's placement-group bundles, one per rank.
         report: rank 0's report function (``tune_report`` in a trial).
         checkpoint: the trial's ``ray.tune.Checkpoint`` to resume from, or None.
+        resume_from: rank 0's local copy of ``checkpoint``, when the caller fetched it already.
         hooks: extra mmengine hooks for every rank (pickled to the other ranks).
     """
     world_size = len(bundles)
@@ -201,7 +202,9 @@ def train_ranks(cfg, *, bundles: Sequence[Mapping[str, float]], metric: str, tri
         watcher = _Watcher(refs, done)
         watcher.start()
         with tempfile.TemporaryDirectory(prefix="rspose_rank0_") as tmp:
-            resume = restore_checkpoint(checkpoint, Path(tmp), trial_id=trial_id) if checkpoint else None
+            resume = resume_from
+            if resume is None and checkpoint is not None:
+                resume = restore_checkpoint(checkpoint, Path(tmp), trial_id=trial_id)
             with process_group(rdzv, 0, store=store, device_index=devices[0][1]):
                 try:
                     train_rank(cfg, metric=metric, trial_id=trial_id, report=report_with_nodes,

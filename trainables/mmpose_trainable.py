@@ -36,18 +36,22 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import pyarrow.fs as pafs
 from mmengine.hooks import Hook
 
-from rspose_tune._ray_compat import trial_working_directory
+from rspose_tune._ray_compat import trial_storage, trial_working_directory
+from rspose_tune.losses import NonFiniteError
 from rspose_tune.spaces import PARAM_NAMES
 
-from ._checkpoint import checkpoint_epoch, restore_checkpoint
+from ._checkpoint import fetch_checkpoint
 from ._hooks import LOSS_KEYS, LossDivergedError, TuneReportHook
 
-__all__ = ["LOSS_KEYS", "LossDivergedError", "TuneReportHook", "prepare_trial_config", "train_rspose",
+__all__ = ["DIVERGED_FILE", "LOSS_KEYS", "LossDivergedError", "TuneReportHook", "prepare_trial_config", "train_rspose",
            "trial_resources"]
 
 RESOLVED_CONFIG = "resolved_config.py"
+#: Written into the trial's storage folder when its loss diverged; later attempts refuse to train.
+DIVERGED_FILE = "diverged.json"
 TRIAL_META = "trial.json"
 
 
@@ -129,32 +133,63 @@ def train_rspose(
     stock = config.get("stage") == "baseline"
     params = None if stock else {k: config.get(k) for k in PARAM_NAMES}
     checkpoint = tune.get_checkpoint()  # ASHA promotion, a retry after a failure, --resume
+    storage_fs, trial_fs_path = trial_storage(context)
+    refuse_after_divergence(storage_fs, trial_fs_path)  # a diverged trial is never trained again
     _ensure_generated_data(preset)
-    cfg = prepare_trial_config(
-        preset,
-        params,
-        trial_dir,
-        seed=seed,
-        # This attempt's facts, synced to storage with the trial's files: where it (re)started.
-        meta={"world_size": len(bundles), "resumed_from_epoch": checkpoint_epoch(checkpoint) if checkpoint else None},
-        max_epochs=max_epochs,
-        val_interval=val_interval,
-        batch_size=batch_size,
-        num_workers=num_workers,
-        shrink=shrink,
-        scratch=scratch,
-    )
     from ._ray_ranks import backend_for, train_ranks
 
-    if len(bundles) > 1:
-        train_ranks(cfg, bundles=bundles, metric=preset.metric, trial_id=trial_id, report=tune_report,
-                    checkpoint=checkpoint, hooks=hooks)
-        return
-    # One rank: the Runner runs right here (no extra process to start; see docs/ARCHITECTURE.md).
+    # The checkpoint is fetched once (rank 0's copy; other ranks fetch their own on their nodes),
+    # and its manifest says which epoch this attempt resumes from.
     with tempfile.TemporaryDirectory(prefix="rspose_resume_") as tmp:
-        resume = restore_checkpoint(checkpoint, Path(tmp), trial_id=trial_id) if checkpoint else None
-        train_rank(cfg, metric=preset.metric, trial_id=trial_id, report=tune_report, resume_from=resume,
-                   hooks=hooks, device=backend_for(bundles)[1])
+        resume, resumed_epoch = (fetch_checkpoint(checkpoint, Path(tmp), trial_id=trial_id) if checkpoint
+                                 else (None, None))  # fmt: skip
+        cfg = prepare_trial_config(
+            preset,
+            params,
+            trial_dir,
+            seed=seed,
+            # This attempt's facts, synced to storage with the trial's files: where it (re)started.
+            meta={"world_size": len(bundles), "resumed_from_epoch": resumed_epoch},
+            max_epochs=max_epochs,
+            val_interval=val_interval,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            shrink=shrink,
+            scratch=scratch,
+        )
+        try:
+            if len(bundles) > 1:
+                train_ranks(cfg, bundles=bundles, metric=preset.metric, trial_id=trial_id, report=tune_report,
+                            checkpoint=checkpoint, resume_from=resume, hooks=hooks)
+            else:  # one rank: the Runner runs right here (no extra process to start; docs/ARCHITECTURE.md)
+                train_rank(cfg, metric=preset.metric, trial_id=trial_id, report=tune_report, resume_from=resume,
+                           hooks=hooks, device=backend_for(bundles)[1])
+        except (LossDivergedError, NonFiniteError) as exc:  # the loss, or the logits it got, not finite
+            record_divergence(storage_fs, trial_fs_path, f"{type(exc).__name__}: {exc}")
+            raise
+
+
+def refuse_after_divergence(fs, trial_fs_path: str) -> None:
+    """Raise :class:`LossDivergedError` again, before any training, when an earlier attempt of this
+    trial diverged (its :data:`DIVERGED_FILE` in the trial's storage folder).
+
+    Tune's ``FailureConfig`` retries every error and ``--resume`` restarts errored trials
+    (``resume_errored``); a divergence is a property of the setting, not a transient failure, so
+    such a retry ends at once with the first attempt's reason instead of training again.
+    """
+    path = f"{trial_fs_path.rstrip('/')}/{DIVERGED_FILE}"
+    if fs.get_file_info(path).type != pafs.FileType.File:
+        return
+    with fs.open_input_stream(path) as f:
+        reason = json.loads(f.read().decode())["reason"]
+    raise LossDivergedError(f"an earlier attempt of this trial diverged, and a diverged trial is not retried: {reason}")
+
+
+def record_divergence(fs, trial_fs_path: str, reason: str) -> None:
+    """Write :data:`DIVERGED_FILE` (JSON ``{"reason": ...}``) into the trial's storage folder."""
+    fs.create_dir(trial_fs_path, recursive=True)
+    with fs.open_output_stream(f"{trial_fs_path.rstrip('/')}/{DIVERGED_FILE}") as f:
+        f.write(json.dumps({"reason": reason}).encode())
 
 
 def trial_resources(workers: int, cpus: float, gpus: float):

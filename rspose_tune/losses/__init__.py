@@ -5,6 +5,6 @@
 - :func:`instance_sort` - Instance Sort: instance confidences sorted by keypoint similarity.
 """
 
-from ._rank_sort import instance_sort, spatial_rank_sort
+from ._rank_sort import NonFiniteError, instance_sort, spatial_rank_sort
 
-__all__ = ["instance_sort", "spatial_rank_sort"]
+__all__ = ["NonFiniteError", "instance_sort", "spatial_rank_sort"]

@@ -53,6 +53,10 @@ def _check_delta(name: str, value: object) -> float:
     return value
 
 
+class NonFiniteError(ValueError):
+    """A loss input (logits, scores, labels, weights) holds NaN or inf: in training, the model diverged."""
+
+
 def _check_finite(name: str, tensor: Tensor) -> None:
     # A finite sum proves every entry finite (NaN and inf propagate) in one cheap reduction;
     # only when it is not (or overflows) are the entries checked one by one.
@@ -61,7 +65,7 @@ def _check_finite(name: str, tensor: Tensor) -> None:
     finite = torch.isfinite(tensor)
     if not bool(finite.all()):
         bad = int((~finite).sum())
-        raise ValueError(
+        raise NonFiniteError(
             f"`{name}` contains {bad} non-finite value(s) (NaN or inf); every entry must be finite"
         )
 
