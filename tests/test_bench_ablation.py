@@ -68,7 +68,8 @@ def test_ablation_smoke_prints_every_row_and_numbers_that_recompute(tmp_path):
         assert len(run["predictions"]) == n_val_anns
         by_hand = _localization_by_hand(run["predictions"], data["val_ann"])
         for m in ("KS", "PCK", "px_err"):
-            assert run[m] == pytest.approx(by_hand[m], rel=1e-9, abs=1e-12), (run["row"], m)
+            # (the bench uses the dataset's float32 sigmas, as CocoMetric does)
+            assert run[m] == pytest.approx(by_hand[m], rel=1e-6, abs=1e-9), (run["row"], m)
         assert all(0 <= run[m] <= 1 for m in ("AP", "AR", "AP_const", "KS", "PCK"))
     # the printed cells are the mean ± 95 % t half-width of the per-seed values
     for line, key in zip(body, [r["key"] for r in data["rows"]]):

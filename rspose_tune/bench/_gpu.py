@@ -38,6 +38,7 @@ from rspose_tune.errors import RSPoseTuneError, cli_error
 
 import argparse
 import gc
+import json
 import math
 import os
 import platform
@@ -50,7 +51,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["BUNDLE", "main"]
+__all__ = ["main", "preflight"]
 
 TARGET_STEP_RATIO = 1.02
 TARGET_MEMORY_RATIO = 1.01
@@ -64,52 +65,41 @@ PROFILES: dict[str, dict[str, int]] = {
     "cpu": {"loss_batch": 16, "batch_size": 4, "embed_dims": 64, "num_layers": 2, "num_heads": 2,
             "repeats": 3, "warmup": 1, "demo_train": 48, "demo_val": 16},
 }
-#: Modules the check imports that a bare machine may lack; each named in one error line if missing.
-NEEDED_MODULES = ("numpy", "cv2", "scipy", "matplotlib", "PIL", "yaml", "rich", "mmengine", "mmcv", "mmpose",
-                  "mmpretrain", "mmdet", "xtcocotools", "pycocotools", "shapely", "pkg_resources")
-
-#: What the bare GPU machine lacks, as ``(distribution, how)``: ``wheel`` is a cp312 manylinux or
-#: pure-Python wheel from the registry; ``sdist`` is built there (``xtcocotools``: no cp312 wheel).
-#: Versions come from requirements/lock.txt and build.txt. The machine's image already has torch, numpy, scipy,
-#: opencv-python-headless, matplotlib, pillow, pyyaml, rich, packaging, setuptools, cython.
-BUNDLE: tuple[tuple[str, str], ...] = (
-    ("mmengine", "wheel"),
-    ("mmcv-lite", "wheel"),
-    ("mmpose", "wheel"),
-    ("mmpretrain", "wheel"),
-    ("mmdet", "wheel"),
-    ("addict", "wheel"),  # mmengine
-    ("yapf", "wheel"),  # mmengine
-    ("platformdirs", "wheel"),  # yapf
-    ("termcolor", "wheel"),  # mmengine
-    ("json-tricks", "wheel"),  # mmpose
-    ("munkres", "wheel"),  # mmpose
-    ("terminaltables", "wheel"),  # mmdet
-    ("pycocotools", "wheel"),  # mmdet (cp312 manylinux)
-    ("shapely", "wheel"),  # mmpose/mmdet (cp312 manylinux)
-    ("modelindex", "wheel"),  # mmpretrain
-    ("model-index", "wheel"),  # modelindex
-    ("ordered-set", "wheel"),  # model-index
-    ("importlib-metadata", "wheel"),  # mmpretrain
-    ("lazy-importer", "wheel"),  # importlib-metadata
-    ("setuptools", "wheel"),  # mmengine's Config imports pkg_resources (gone in setuptools 81)
-    ("xtcocotools", "sdist"),  # mmpose; no cp312 wheel: built there (Cython, numpy, a compiler)
-)
-BUNDLE_LIMIT_MIB = 60.0
-GPU_SITE = "/tmp/rspose_site"
+#: Default of ``--pg-timeout``: how long the 1-rank process group (and its TCPStore) may wait in a
+#: collective before it fails (trainables._rank's own default, 1800 s, would eat a GPU loan).
+PG_TIMEOUT_S = 60.0
+#: Default of ``--deadline`` per device: past it the check prints where it was, writes what it has
+#: and exits 3 (0 = none). The CUDA run is sized to a short GPU loan; the CPU variant has none.
+DEADLINE_S = {"cuda": 420.0, "cpu": 0.0}
+#: mmengine imports a scope's ``registry`` module inside ``try/except`` and turns any failure into
+#: "X is not in the registry" (a KeyError far from its cause). The check imports these scopes'
+#: registries, and every location those registries would import lazily, up front, where an import
+#: error shows its cause; plus the modules it runs itself.
+REGISTRY_SCOPES = ("mmpose", "mmpretrain")
+DEEP_IMPORTS = ("mmengine.runner", "mmcv.transforms", "mmpretrain.models", "mmpretrain.datasets", "mmdet.utils",
+                "xtcocotools.coco", "pycocotools.coco", "rspose_tune.bench._losses", "rspose_tune.bench._step",
+                "rspose_tune.demo_data", "rspose_tune.spaces", "trainables._rank", "trainables.mmpose_trainable")
+JSON_NAME = "gpu_check.json"
+LOG_NAME = "gpu_check.log"
 
 
 class _UsageError(RSPoseTuneError):
-    """A bad flag: printed as one ``error:`` line, exit 2."""
+    """A bad flag or environment: printed as one ``error:`` line, exit 2."""
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    def error(self, message: str):  # one `error:` line, no usage block
+        raise _UsageError(message)
 
 
 # --------------------------------------------------------------------------------------------
 # Arguments
 # --------------------------------------------------------------------------------------------
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m rspose_tune.bench gpu", description=__doc__.split("\n")[0])
+    p = _ArgumentParser(prog="python -m rspose_tune.bench gpu", description=__doc__.split("\n")[0])
     p.add_argument("--device", choices=("cuda", "cpu"), default=None,
-                   help="cuda (ViTPose-H, batch 64) or cpu (small variant); default: cuda if available")
+                   help="cuda (ViTPose-H, batch 64; refused without a visible GPU) or cpu (small variant); "
+                        "default: cuda if one is visible, else the CPU variant, said in one line")
     p.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {list(PARTS)} (default: all)")
     p.add_argument("--loss-batch", type=int, help="(a) instances per loss batch (cuda 64, cpu 16)")
     p.add_argument("--batch-size", type=int, help="(b) instances per training step (cuda 64, cpu 4)")
@@ -123,32 +113,73 @@ def _parser() -> argparse.ArgumentParser:
                    "in a temporary folder instead (cuda 0 = the preset's full demo data, cpu 48)")
     p.add_argument("--demo-val", type=int, help="(c) validation images of that generated dataset (cpu 16)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--pg-timeout", type=float, default=PG_TIMEOUT_S, metavar="S",
+                   help=f"(c) seconds a collective or the rendezvous may wait before the process group fails "
+                        f"(default {PG_TIMEOUT_S:.0f})")
+    p.add_argument("--deadline", type=float, metavar="S",
+                   help="exit 3 after S seconds, printing every thread's stack and keeping what --out has "
+                        f"(default: cuda {DEADLINE_S['cuda']:.0f}, cpu none; 0 = none)")
+    p.add_argument("--out", metavar="DIR", help=f"write {JSON_NAME} (the figures, rewritten after each part) and "
+                   f"{LOG_NAME} (everything printed) into DIR, e.g. $OUT on the device machine")
     p.add_argument("--prepare-wheels", metavar="DIR",
-                   help="download the GPU machine's wheel bundle into DIR (networked machine), print its size, exit")
+                   help="derive the GPU machine's wheel bundle and write it into DIR (networked machine; replaced "
+                        "whole), print what it holds and why, exit")
+    p.add_argument("--python312", metavar="PATH", help="with --prepare-wheels or --rehearse: the CPython 3.12 that "
+                   "builds the xtcocotools wheel / the rehearsal venv (default: python3.12 on PATH, else pyenv's)")
+    p.add_argument("--rehearse", action="store_true",
+                   help="rehearse the GPU machine on this CPU machine: a python3.12 venv holding only the declared "
+                        "packages, the bundle prepared and installed as the README says, then --device cpu; exit")
+    p.add_argument("--rehearse-dir", metavar="DIR", help="with --rehearse: work (and keep everything) in DIR "
+                   "instead of a temporary folder that is removed")
     return p
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
-    p = _parser()
-    args = p.parse_args(argv)
-    if args.prepare_wheels:
+    """Flags only; nothing imported (torch may be missing: the preflight names it)."""
+    args = _parser().parse_args(argv)
+    modes = [f for f, on in (("--prepare-wheels", args.prepare_wheels), ("--rehearse", args.rehearse)) if on]
+    if len(modes) > 1:
+        raise _UsageError(f"{' and '.join(modes)} exclude each other")
+    if args.rehearse_dir and not args.rehearse:
+        raise _UsageError("--rehearse-dir needs --rehearse")
+    if args.python312 and not modes:
+        raise _UsageError("--python312 needs --prepare-wheels or --rehearse")
+    if modes:
         return args
+    parts = [s.strip() for s in args.parts.split(",") if s.strip()]
+    if not parts or any(s not in PARTS for s in parts):
+        raise _UsageError(f"--parts must be a comma-separated subset of {list(PARTS)}, got {args.parts!r}")
+    args.parts = [s for s in PARTS if s in parts]
+    if not (args.pg_timeout > 0 and math.isfinite(args.pg_timeout)):
+        raise _UsageError(f"--pg-timeout must be a number of seconds > 0, got {args.pg_timeout}")
+    if args.deadline is not None and not (args.deadline >= 0 and math.isfinite(args.deadline)):
+        raise _UsageError(f"--deadline must be a number of seconds >= 0 (0 = none), got {args.deadline}")
+    if args.out is not None:
+        out = Path(args.out)
+        if out.exists() and not out.is_dir():
+            raise _UsageError(f"--out {args.out}: exists and is not a folder")
+    return args
+
+
+def _resolve_device(args: argparse.Namespace) -> None:
+    """Pick the device (torch is importable by now) and fill the profile's defaults; check sizes."""
     import torch
 
     if args.device is None:
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
+        args.device_note = "" if args.device == "cuda" else "no CUDA device visible: running the CPU variant"
+    else:
+        args.device_note = ""
     if args.device == "cuda" and not torch.cuda.is_available():
         raise _UsageError(
             f"--device cuda was given, but torch.cuda.is_available() is False (torch {torch.__version__}, "
             f"CUDA build {torch.version.cuda}); use --device cpu"
         )
-    parts = [s.strip() for s in args.parts.split(",") if s.strip()]
-    if not parts or any(s not in PARTS for s in parts):
-        raise _UsageError(f"--parts must be a comma-separated subset of {list(PARTS)}, got {args.parts!r}")
-    args.parts = [s for s in PARTS if s in parts]
     for key, value in PROFILES[args.device].items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    if args.deadline is None:
+        args.deadline = DEADLINE_S[args.device]
     for key in ("loss_batch", "batch_size", "embed_dims", "num_layers", "num_heads", "repeats"):
         if getattr(args, key) < 1:
             raise _UsageError(f"--{key.replace('_', '-')} must be >= 1, got {getattr(args, key)}")
@@ -160,7 +191,67 @@ def _parse(argv: list[str]) -> argparse.Namespace:
         raise _UsageError("--data-root and --demo-train > 0 exclude each other (--demo-train 0 uses --data-root)")
     if args.embed_dims % args.num_heads:
         raise _UsageError(f"--embed-dims ({args.embed_dims}) must be divisible by --num-heads ({args.num_heads})")
-    return args
+
+
+# --------------------------------------------------------------------------------------------
+# Preflight: every module the check needs, named at once
+# --------------------------------------------------------------------------------------------
+def preflight() -> list[str]:
+    """What this Python cannot import, as readable items; empty when the check can run.
+
+    First every top-level module of the bundle's closure (found or not, nothing imported), then
+    the registries and modules that mmengine would import lazily and swallow (:data:`DEEP_IMPORTS`).
+    """
+    import importlib
+    import importlib.util
+
+    from rspose_tune.bench._bundle import CHECK_MODULES, MACHINE_PACKAGES
+
+    problems: list[str] = []
+    missing = []
+    for module, dist in CHECK_MODULES.items():
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            missing.append(module)
+            where = "the machine's" if dist in MACHINE_PACKAGES else "in the bundle"
+            problems.append(f"{module} ({dist}, {where})")
+    if "torch" in missing or "setuptools" in missing:
+        return problems  # nothing below imports without them
+    if sys.version_info >= (3, 12):
+        # mmengine's Runner (collect_env) imports distutils, which Python 3.12 removed; importing
+        # setuptools puts its copy in place as `distutils` (3.11, this project's Python, has its own).
+        import setuptools  # noqa: F401
+    deep: list[str] = []
+    try:
+        from rspose_tune.mmpose_adapter import setup_mmpose
+
+        setup_mmpose()  # the mmcv.ops shim, mmpose.models, rspose_tune's registrations
+        from mmengine.registry import Registry
+
+        for scope in REGISTRY_SCOPES:
+            deep.append(f"{scope}.registry")
+            registry_module = importlib.import_module(f"{scope}.registry")
+            deep += sorted({loc for v in vars(registry_module).values() if isinstance(v, Registry)
+                            for loc in v._locations})
+    except Exception as exc:  # noqa: BLE001 - reported as an import problem, with its cause
+        problems.append(_import_problem("rspose_tune.mmpose_adapter.setup_mmpose()", exc, missing))
+    for name in (*deep, *DEEP_IMPORTS):
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # noqa: BLE001
+            problems.append(_import_problem(name, exc, missing))
+    return list(dict.fromkeys(p for p in problems if p))
+
+
+def _import_problem(name: str, exc: BaseException, missing: list[str]) -> str:
+    if isinstance(exc, ModuleNotFoundError) and exc.name:
+        if exc.name.split(".")[0] in missing:
+            return ""  # already named
+        return f"{name} (No module named {exc.name!r})"
+    return f"{name} ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
 
 
 # --------------------------------------------------------------------------------------------
@@ -319,7 +410,7 @@ def run_rank(args: argparse.Namespace) -> dict[str, Any]:
                 generate_demo_dataset(preset.data.root)
         data_s = time.perf_counter() - t0
         cfg = prepare_trial_config(preset, params, Path(tmp) / "trial", seed=args.seed, max_epochs=1)
-        rdzv, store = open_rendezvous("127.0.0.1", 1, backend)
+        rdzv, store = open_rendezvous("127.0.0.1", 1, backend, timeout_s=args.pg_timeout)
         with process_group(rdzv, 0, store=store):
             train_rank(cfg, metric=preset.metric, trial_id="gpu-check", report=report, device=args.device)
         wall = time.perf_counter() - t0
@@ -328,6 +419,7 @@ def run_rank(args: argparse.Namespace) -> dict[str, Any]:
     result, files = reports[-1]
     return {
         "backend": backend,
+        "pg_timeout_s": rdzv.timeout_s,
         "metric_name": preset.metric,
         "metric": float(result["metric"]),
         "epoch": int(result["epoch"]),
@@ -341,57 +433,6 @@ def run_rank(args: argparse.Namespace) -> dict[str, Any]:
         "data": f"{preset.data.root}" + (f" (generated: {args.demo_train} train / {args.demo_val} val images)"
                                           if args.demo_train else ""),
     }
-
-
-# --------------------------------------------------------------------------------------------
-# The wheel bundle for the bare GPU machine
-# --------------------------------------------------------------------------------------------
-def _locked_versions() -> dict[str, str]:
-    pins = {}
-    for lock in (Path(__file__).resolve().parents[2] / "requirements" / f for f in ("lock.txt", "build.txt")):
-        if not lock.is_file():
-            raise _UsageError(f"--prepare-wheels needs the repository's {lock} (run it from a checkout)")
-        for line in lock.read_text().splitlines():
-            line = line.split("#", 1)[0].strip()
-            if "==" in line:
-                name, version = line.split("==", 1)
-                pins[name.strip().lower().replace("_", "-")] = version.strip()
-    pins.setdefault("xtcocotools", "1.14.3")  # built from source by setup.sh, not in the lock
-    return pins
-
-
-def prepare_wheels(dest: str) -> int:
-    """Download the bundle into ``dest`` (pip download, cp312 manylinux / sdist); print its size."""
-    pins = _locked_versions()
-    missing = [name for name, _ in BUNDLE if name not in pins]
-    if missing:
-        raise _UsageError(f"requirements/lock.txt pins no version for {missing}")
-    out = Path(dest).absolute()
-    out.mkdir(parents=True, exist_ok=True)
-    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "download", "-q", "--no-deps", "-d", str(out)]
-    platform_args = ["--python-version", "3.12", "--implementation", "cp", "--only-binary=:all:"]
-    for plat in ("manylinux2014_x86_64", "manylinux_2_17_x86_64", "manylinux_2_28_x86_64"):
-        platform_args += ["--platform", plat]
-    wheels = [f"{name}=={pins[name]}" for name, how in BUNDLE if how == "wheel"]
-    sdists = [f"{name}=={pins[name]}" for name, how in BUNDLE if how == "sdist"]
-    print(f"downloading {len(wheels)} wheels (cp312, manylinux x86_64 or pure Python) into {out} ...", flush=True)
-    subprocess.run([*pip, *platform_args, *wheels], check=True)
-    print(f"downloading {len(sdists)} sdist(s): {', '.join(sdists)} ...", flush=True)
-    # --no-build-isolation: pip reads the sdist's metadata with this venv's setuptools/Cython/numpy.
-    subprocess.run([*pip, "--no-binary=:all:", "--no-build-isolation", *sdists], check=True)
-    files = sorted(p for p in out.iterdir() if p.is_file())
-    total = sum(p.stat().st_size for p in files)
-    for p in files:
-        print(f"  {p.stat().st_size / 2**20:7.2f} MiB  {p.name}")
-    ok = total / 2**20 <= BUNDLE_LIMIT_MIB
-    print(f"total {total / 2**20:.2f} MiB in {len(files)} files (limit {BUNDLE_LIMIT_MIB:.0f} MiB: {'ok' if ok else 'TOO BIG'})")
-    rel = os.path.relpath(out)
-    print(
-        "\non the GPU machine (Python 3.12 with torch; carry this folder with the checkout), from the repo root:\n"
-        f"  python3 -m pip install -q --no-index --no-deps --no-build-isolation --target {GPU_SITE} {rel}/* && "
-        f"PYTHONPATH={GPU_SITE} python3 -m rspose_tune.bench gpu"
-    )
-    return 0 if ok else 1
 
 
 # --------------------------------------------------------------------------------------------
@@ -445,36 +486,184 @@ def _summary(args: argparse.Namespace, results: dict[str, Any], errors: dict[str
     return ok
 
 
+class _Tee:
+    """A text stream that writes to the original stream and to the log file (both flushed per write)."""
+
+    def __init__(self, stream, log):
+        self._stream, self._log = stream, log
+
+    def write(self, text: str) -> int:
+        self._stream.write(text)
+        self._stream.flush()
+        self._log.write(text)
+        self._log.flush()
+        return len(text)
+
+    def flush(self) -> None:
+        self._stream.flush()
+        self._log.flush()
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, float) and not math.isfinite(x):
+        return str(x)
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    return x
+
+
+class _Record:
+    """``--out DIR``: the log (a tee of stdout and stderr) and the JSON, rewritten whole after each step."""
+
+    def __init__(self, out: str | None, argv: list[str]):
+        self.dir = Path(out).absolute() if out else None
+        self.data: dict[str, Any] = {"argv": ["python", "-m", "rspose_tune.bench", "gpu", *argv],
+                                     "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                                     "finished": False, "status": "starting", "log": LOG_NAME,
+                                     "results": {}, "errors": {}}
+        self.log = None
+        self._saved = None
+
+    def open(self) -> None:
+        if self.dir is None:
+            return
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self.log = (self.dir / LOG_NAME).open("w", encoding="utf-8")
+            self.write()
+        except OSError as exc:
+            raise _UsageError(f"--out {self.dir}: cannot write there ({exc.strerror or exc})") from None
+        self._saved = (sys.stdout, sys.stderr)
+        sys.stdout, sys.stderr = _Tee(sys.stdout, self.log), _Tee(sys.stderr, self.log)
+
+    def update(self, **kw: Any) -> None:
+        self.data.update(kw)
+        self.write()
+
+    def write(self) -> None:
+        if self.dir is None:
+            return
+        tmp = self.dir / f".{JSON_NAME}.tmp"
+        tmp.write_text(json.dumps(_jsonable(self.data), indent=1) + "\n")
+        os.replace(tmp, self.dir / JSON_NAME)
+
+    def close(self) -> None:
+        if self._saved:
+            sys.stdout, sys.stderr = self._saved
+            self._saved = None
+        if self.log:
+            self.log.close()
+            self.log = None
+
+
+def _arm_deadline(seconds: float, record: _Record) -> Callable[[], None]:
+    """After ``seconds``: print every thread's stack, mark the JSON, exit 3. Returns the disarm function.
+
+    A Python timer thread does it (it needs the GIL; collectives and CUDA waits release it);
+    faulthandler's C watchdog, 30 s later, exits even if the interpreter is wedged.
+    """
+    import faulthandler
+    import threading
+
+    if seconds <= 0:
+        return lambda: None
+
+    def fire() -> None:
+        print(f"\nerror: --deadline {seconds:.0f} s reached; the stacks of every thread follow; exit 3", file=sys.stderr,
+              flush=True)
+        faulthandler.dump_traceback(file=sys.__stderr__, all_threads=True)
+        if record.log:
+            record.log.flush()
+            faulthandler.dump_traceback(file=record.log, all_threads=True)
+        record.update(status=f"deadline: stopped after {seconds:.0f} s")
+        os._exit(3)
+
+    timer = threading.Timer(seconds, fire)
+    timer.daemon = True
+    timer.start()
+    faulthandler.dump_traceback_later(seconds + 30, exit=True, file=sys.__stderr__)
+
+    def disarm() -> None:
+        timer.cancel()
+        faulthandler.cancel_dump_traceback_later()
+
+    return disarm
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    for stream in (sys.stdout, sys.stderr):  # each line out as soon as printed, also into a pipe
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(line_buffering=True)
     try:
         args = _parse(argv)
         if args.prepare_wheels:
-            return prepare_wheels(args.prepare_wheels)
+            from rspose_tune.bench import _bundle
+
+            try:
+                return _bundle.prepare(args.prepare_wheels, python312=args.python312)
+            except _bundle.BundleError as exc:
+                raise _UsageError(str(exc)) from None
+        if args.rehearse:
+            from rspose_tune.bench import _rehearse
+
+            return _rehearse.rehearse(workdir=args.rehearse_dir, python312=args.python312)
+        record = _Record(args.out, argv)
+        record.open()
     except RSPoseTuneError as exc:  # _UsageError, BundleError
         return cli_error(exc)
-    missing = _missing_modules()
-    if missing:
-        print(f"error: this Python ({sys.executable}) cannot import {', '.join(missing)}; on a bare GPU machine "
-              "install the wheel bundle first (README \"GPU check\"; python -m rspose_tune.bench gpu "
-              "--prepare-wheels DIR on a networked machine)", file=sys.stderr)
+    try:
+        return _check(args, record)
+    finally:
+        record.close()
+
+
+def _check(args: argparse.Namespace, record: _Record) -> int:
+    t_pre = time.perf_counter()
+    problems = preflight()
+    if problems:
+        record.update(status="preflight failed", preflight=problems)
+        print(f"error: this Python ({sys.executable}, {platform.python_version()}) cannot import: "
+              f"{'; '.join(problems)}. On the bare GPU machine install the wheel bundle first (README \"GPU check\": "
+              "python3 tools/gpu_install.py gpu_wheels SITE, then PYTHONPATH=SITE)", file=sys.stderr)
         return 2
-    if sys.version_info >= (3, 12):
-        # mmengine's Runner (collect_env) imports distutils, which Python 3.12 removed; importing
-        # setuptools puts its copy in place as `distutils` (3.11, this project's Python, has its own).
-        import setuptools  # noqa: F401
+    try:
+        _resolve_device(args)
+    except _UsageError as exc:
+        record.update(status="bad flags", error=str(exc))
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     import torch
 
-    from rspose_tune.mmpose_adapter import setup_mmpose
+    from rspose_tune.bench._bundle import MACHINE_PACKAGES
 
-    setup_mmpose()
+    if args.device_note:
+        print(args.device_note, flush=True)
+    disarm = _arm_deadline(args.deadline, record)
     if args.device == "cuda":
         props = torch.cuda.get_device_properties(0)
-        device = f"{torch.cuda.get_device_name(0)} ({props.total_memory / 2**30:.0f} GiB), CUDA {torch.version.cuda}"
+        name = torch.cuda.get_device_name(0)
+        device = f"{name} ({props.total_memory / 2**30:.0f} GiB), CUDA {torch.version.cuda}"
     else:
+        name = "cpu"
         device = f"cpu ({torch.get_num_threads()} torch threads, {os.cpu_count()} CPUs)"
+    versions = _versions(("torch", "torchvision", "numpy", "mmengine", "mmcv-lite", "mmpose", "mmpretrain", "mmdet",
+                          "xtcocotools", "setuptools"))
+    differ = [f"{d} {v} (declared {MACHINE_PACKAGES[d]})" for d, v in versions.items()
+              if MACHINE_PACKAGES.get(d) and v and v.split("+")[0] != MACHINE_PACKAGES[d]]
     print(f"device: {device}; torch {torch.__version__}; Python {platform.python_version()}; "
-          f"parts {','.join(args.parts)}", flush=True)
+          f"parts {','.join(args.parts)}; preflight {time.perf_counter() - t_pre:.1f} s", flush=True)
+    if differ:
+        print(f"note: this machine differs from the declared package list: {', '.join(differ)}", flush=True)
+    record.update(status="running", device=args.device, device_name=name, device_detail=device,
+                  device_note=args.device_note, python=platform.python_version(), versions=versions,
+                  pg_timeout_s=args.pg_timeout, deadline_s=args.deadline,
+                  profile={k: getattr(args, k) for k in PROFILES[args.device]})
     start = time.perf_counter()
     results: dict[str, Any] = {}
     errors: dict[str, str] = {}
@@ -489,19 +678,32 @@ def main(argv: list[str] | None = None) -> int:
 
             traceback.print_exc()
             errors[part] = f"{type(exc).__name__}: {exc}"
+            record.update(errors=errors)
             continue
         finally:
             _free_cuda()  # the part's models and optimizer state are garbage now
-        _print_part(part, results[part], args, time.perf_counter() - t0)
+        results[part]["part_wall_s"] = time.perf_counter() - t0
+        _print_part(part, results[part], args, results[part]["part_wall_s"])
+        record.update(results=results)
     ok = _summary(args, results, errors)
-    print(f"total wall time {time.perf_counter() - start:.1f} s")
+    wall = time.perf_counter() - start
+    print(f"total wall time {wall:.1f} s")
+    disarm()
+    record.update(finished=True, status="ok" if ok else "failed", ok=ok, wall_s=wall, ray_imported="ray" in sys.modules,
+                  targets_checked=args.device == "cuda")
     return 0 if ok else 1
 
 
-def _missing_modules() -> list[str]:
-    import importlib.util
+def _versions(names) -> dict[str, str | None]:
+    import importlib.metadata as md
 
-    return [m for m in NEEDED_MODULES if importlib.util.find_spec(m) is None]
+    out: dict[str, str | None] = {}
+    for n in names:
+        try:
+            out[n] = md.version(n)
+        except md.PackageNotFoundError:
+            out[n] = None
+    return out
 
 
 def _print_part(part: str, r: dict[str, Any], args: argparse.Namespace, wall: float) -> None:
@@ -527,5 +729,5 @@ def _print_part(part: str, r: dict[str, Any], args: argparse.Namespace, wall: fl
     else:
         print(f"(c) trainables._rank: 1-rank {r['backend']} process group, demo preset, 1 epoch on {args.device}: "
               f"{r['metric_name']} {r['metric']:.4f} after epoch {r['epoch']}, loss {r['loss']:.4f}, world_size "
-              f"{r['world_size']}, gpu_type {r['gpu_type']}, {r['reports']} report(s), checkpoint "
+              f"{r['world_size']}, gpu_type {r['gpu_type']}, process-group timeout {r['pg_timeout_s']:.0f} s, {r['reports']} report(s), checkpoint "
               f"{r['checkpoint_files']}; {r['wall_s']:.1f} s ({r['data_s']:.1f} s of it data); data {r['data']}")

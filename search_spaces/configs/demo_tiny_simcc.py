@@ -8,7 +8,7 @@
 # is 0.75 input pixels, the same fraction of the crop as MMPose's 3 pixels of 192. Keeping the
 # bins and sigma is what makes the positive supports the paper's: label > 0 (every non-zero
 # bin, ~170 per axis until float32 underflow, paper Table 1's N/P ~1.2 for x and ~2 for y),
-# label > exp(-4.5) (3 sigma, 37 bins) and label > 0.5 (15 bins), so the SimCC default
+# label > exp(-4.5) (within 3 sigma, 35 bins) and label > 0.5 (15 bins), so the SimCC default
 # `pos_thr` can be measured on CPU (`python -m rspose_tune.bench ablation --preset demo-simcc`).
 #
 # Head: the backbone's stride-2 features (32 channels, 24x32) -> 1x1 conv to 17 keypoints ->
