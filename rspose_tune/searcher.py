@@ -142,9 +142,20 @@ class ResumableConcurrencyLimiter(ConcurrencyLimiter):
     Ray's limiter keeps its live trials only in memory (its searcher checkpoint holds the inner
     searcher's state alone), so after a driver restart it neither counts the trials Ray resumes
     against the limit nor passes their ``on_trial_complete`` on: the inner searcher would never
-    learn how a resumed trial ended (its Optuna trial stays RUNNING). This subclass adopts a trial
-    it does not know on its first result and forwards the completion of trials it never saw.
+    learn how a resumed trial ended (its Optuna trial stays RUNNING). This subclass counts the
+    trials that were unfinished in the restored searcher state from the restore on (Ray resumes
+    them), adopts any other trial it does not know on its first result, and forwards the completion
+    of trials it never saw.
     """
+
+    def restore(self, checkpoint_path: str) -> None:
+        super().restore(checkpoint_path)
+        adopt = getattr(self.searcher, "unfinished_trial_ids", None)
+        if self._limit_concurrency and not self.batch and adopt is not None:
+            for trial_id in adopt():
+                if trial_id not in self.live_trials:  # resumed by Ray: it holds a slot before its first result
+                    self.live_trials.add(trial_id)
+                    self.num_unfinished_live_trials += 1
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if self._limit_concurrency and not self.batch and trial_id not in self.live_trials:
@@ -653,6 +664,11 @@ class PruningAwareOptunaSearch(Searcher):
         fs, remote = pafs.FileSystem.from_uri(self._journal_path)
         with open(self._journal_local, "rb") as src, fs.open_output_stream(remote) as dst:
             shutil.copyfileobj(src, dst, length=1 << 20)
+
+    def unfinished_trial_ids(self) -> list[str]:
+        """Ray trials this searcher suggested that have not finished (after a restore: those that
+        were running when the state was saved; Ray resumes them)."""
+        return sorted(tid for tid, r in self._records.items() if r.state in (_RUNNING, _INTERRUPTED))
 
     def get_state(self) -> dict[str, Any]:
         """The explicit, JSON-serialisable state (version :data:`STATE_VERSION`)."""

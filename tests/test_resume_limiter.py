@@ -33,3 +33,23 @@ def test_resumed_trials_reach_the_searcher_and_count_against_the_limit():
     limiter.on_trial_complete("never-seen", None, error=True)  # ended before any result after the restart
     assert ("complete", "resumed", False) in inner.calls and ("complete", "never-seen", True) in inner.calls
     assert limiter.suggest("third") == {"x": 1.0}  # "resumed" finished: its slot is free
+
+
+def test_trials_running_at_the_snapshot_count_from_the_restore_not_from_their_first_result(tmp_path):
+    """Before: a resumed trial held no slot until its first result, so a restored driver started
+    new trials beyond --max-concurrent while the resumed ones were still starting."""
+    from test_searcher import make_searcher  # the search's own PruningAwareOptunaSearch
+
+    journal = str(tmp_path / "optuna.journal")
+    first = ResumableConcurrencyLimiter(make_searcher(journal_path=journal), max_concurrent=2)
+    assert first.suggest("a") is not None and first.suggest("b") is not None
+    first.on_trial_result("a", {"epoch": 1, "metric": 0.3})
+    state = tmp_path / "searcher-state"
+    first.save(str(state))  # the experiment snapshot; then the driver dies with a and b running
+
+    restored = ResumableConcurrencyLimiter(make_searcher(journal_path=journal), max_concurrent=2)
+    restored.restore(str(state))  # what Tuner.restore does with the snapshot
+    assert sorted(restored.live_trials) == ["a", "b"]
+    assert restored.suggest("c") is None  # a and b resume: the limit is reached already
+    restored.on_trial_complete("b", {"epoch": 1, "metric": 0.2})
+    assert restored.suggest("c") is not None
