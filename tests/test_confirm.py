@@ -368,3 +368,62 @@ def test_resume_refuses_changed_stage_flags(flags, message):
     assert [c for c in resume_conflicts(_spec(), args) if message in c]
     same = build_parser().parse_args(["--resume", "--confirm-top", "2", "--confirm-seeds", "2", "--baseline"])
     assert resume_conflicts(_spec(), same) == []
+
+
+# ------------------------------------------------------------------------------ issue 17
+
+
+def _hand_run(name: str, rows: pd.DataFrame) -> "rep.RunData":
+    frame = pd.DataFrame([{**{k: t[k] for k in ("backbone", "trial_id", "status", "stage", "seed", "metric_name",
+                                                  "metric", *PARAM_NAMES)},
+                           "run": name, "epoch": 10, "ar": None, "spearman": None, "wall_s": 10.0, "world_size": None}
+                          for _, t in rows.iterrows()])  # fmt: skip
+    return rep.RunData(name, f"/nowhere/{name}", frame, {},
+                       rep.RunSettings(mode="max", gpus=0.0, cpus=1.0, max_epochs=10, grace_epochs=2,
+                                       reduction_factor=3))  # fmt: skip
+
+
+def test_the_metric_column_shows_the_confirm_mean_when_the_confirm_stage_chose():
+    """Before: the table showed s2's search metric 0.74, the optimistic number."""
+    r = rep.backbone_report("demo", [_hand_run("r", HAND)])
+    assert r.best_trial == "s2" and r.chosen_by_confirm
+    metric_cell = rep.table_rows([r])[0][4]
+    assert metric_cell == "coco/AP 0.71 (confirm mean, 3 seeds)"
+    search_only = rep.backbone_report("demo", [_hand_run("r", HAND[HAND["stage"] == "search"])])
+    assert rep.table_rows([search_only])[0][4] == "coco/AP 0.75"  # no confirm stage: the search's best
+
+
+def test_merged_runs_keep_every_seed_of_a_setting():
+    """Before: seed 1 of setting B from the second run was dropped silently (setdefault)."""
+    again = _trials([("d4", "confirm", 1, B, 0.75, "completed"), ("s9", "search", 0, B, 0.70, "completed")])
+    r = rep.backbone_report("demo", [_hand_run("r", HAND), _hand_run("r2", again)])
+    win = r.confirmed[0]
+    assert win.by_seed == pytest.approx({1: (0.71 + 0.75) / 2, 2: 0.70, 3: 0.72})
+    assert any("seed 1 was trained 2 times (r/c4, r2/d4)" in note for note in r.notes)
+
+
+def test_a_resumed_confirm_stage_writes_rows_where_the_run_is_now(tmp_path):
+    """Before: the confirm tuner pickled the callback with the old absolute <run>/trials path."""
+    import pickle
+    from types import SimpleNamespace
+
+    import pyarrow.fs as pafs
+
+    from rspose_tune import search
+    from rspose_tune.results import read_results
+
+    preset = load_preset("demo")
+    old, new = tmp_path / "old" / "run", tmp_path / "new" / "run"
+    p = SimpleNamespace(preset=preset, max_epochs=3, grace=1, reduction_factor=3, cpus=1.0, gpus=0.0, workers=1,
+                        name="run", run_dir=str(old), spec=SimpleNamespace(seed=0))  # fmt: skip
+    callbacks = pickle.loads(pickle.dumps(search._stage_callbacks(p)))  # as in <run>/confirm/tuner.pkl
+    storage = SimpleNamespace(storage_filesystem=pafs.LocalFileSystem(), experiment_fs_path=str(new / "confirm"),
+                              experiment_dir_name="confirm")  # the restored experiment, moved  # fmt: skip
+    config = {**{n: 0.5 for n in PARAM_NAMES}, "stage": "confirm", "seed": 1}
+    trial = SimpleNamespace(trial_id="c1", config=config, storage=storage, error_file=None)
+    for cb in callbacks:
+        cb.on_trial_result(iteration=1, trials=[trial], trial=trial, result={"epoch": 3, "metric": 0.5})
+        cb.on_trial_complete(iteration=2, trials=[trial], trial=trial)
+    rows = read_results(new / "trials")
+    assert list(rows["status"]) == ["completed"] and list(rows["stage"]) == ["confirm"]
+    assert not old.exists()

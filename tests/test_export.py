@@ -161,3 +161,32 @@ def test_exported_demo_config_trains_with_mmpose_tools_train(storage, tmp_path):
     )  # fmt: skip
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     assert list(work.glob("best_coco_AP_epoch_1.pth")), sorted(p.name for p in work.iterdir())
+
+
+# --------------------------------------------------------------------------------------------
+# Issue 17
+# --------------------------------------------------------------------------------------------
+
+
+def test_export_infers_the_backbone_of_a_storage_with_one(tmp_path, capsys, storage):
+    write_run(tmp_path / "one", "r", [trial("a", KNOWN_GOOD, [0.1, 0.2, 0.5], "completed")], backbone="demo",
+              gpus=0.0, max_epochs=3)  # fmt: skip
+    assert ex.main([str(tmp_path / "one")]) == 0
+    assert (tmp_path / "one" / "r" / "export" / "demo_rspose.py").is_file()
+    capsys.readouterr()
+    assert ex.main([str(storage)]) == 2  # two backbones: the flag is needed, and the error says so
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and "hold backbones ['demo', 'vit-b']: pass --backbone NAME" in err
+
+
+def test_export_of_an_errored_trial_is_refused_and_writes_nothing(tmp_path, capsys):
+    """Before: the file was written, then formatting the trial's None metric raised a TypeError."""
+    write_run(tmp_path, "r", [
+        trial("ok", KNOWN_GOOD, [0.1, 0.2, 0.5], "completed"),
+        trial("boom", OTHER, [], "error", error="ValueError: boom"),
+    ], backbone="demo", gpus=0.0, max_epochs=3)  # fmt: skip
+    out = tmp_path / "boom.py"
+    assert ex.main([str(tmp_path), "--trial", "boom", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and "--trial 'boom' of run 'r' failed (status error" in err
+    assert not out.exists() and not (tmp_path / "r" / "export").exists()

@@ -433,3 +433,13 @@ def test_end_to_end_with_ray_tune_and_asha(local_ray, tmp_path):
     meta = read_metadata(tmp_path / "e2e")
     assert meta["run"] == "e2e" and meta["search_space"] == {"delta_rank": deltas}
     assert read_results(tmp_path / "e2e").shape == frame.shape
+
+
+def test_importing_results_does_not_import_ray():
+    """Issue 17: the report, export and replay read Parquet without Ray (0.65-1.45 s) on the path."""
+    import subprocess
+    import sys
+
+    code = "import sys, rspose_tune.results; assert 'ray' not in sys.modules, sorted(m for m in sys.modules if m.startswith('ray'))[:5]"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]

@@ -212,3 +212,51 @@ def test_trial_outcomes_counts_last_rows_and_one_line_per_error():
     out = search.trial_outcomes(rows, num_trials=7)
     assert (out["completed"], out["pruned"], out["errored"], out["unfinished"]) == (1, 1, 3, 2)
     assert out["errors"] == ["error: 1 trial failed: KeyError: 'x'", "error: 2 trials failed: ValueError: boom"]
+
+
+# --------------------------------------------------------------------------------------------
+# Issue 17: rules checked once, before Ray; a stop before the first row
+# --------------------------------------------------------------------------------------------
+
+
+def test_a_range_with_low_equal_high_fails_at_the_preset_check_before_ray(demo_preset, tmp_path, capsys):
+    """Before: the preset check let it through and the searcher refused it after Ray started,
+    with a traceback, leaving a run folder that blocked reusing --name."""
+    import ray
+    import yaml
+
+    data = yaml.safe_load(demo_preset.source.read_text())
+    data["params"]["delta_rank"] = {"low": 0.5, "high": 0.5}
+    preset = tmp_path / "flat.yaml"
+    preset.write_text(yaml.safe_dump(data))
+    code, err = _run(["--backbone", str(preset), "--data-root", str(demo_preset.data.root), "--storage",
+                      str(tmp_path / "out"), "--name", "r"], capsys)  # fmt: skip
+    assert code == 2 and err.count("error:") == 1 and "Traceback" not in err
+    assert "`params.delta_rank` must have low < high" in err and str(preset) in err
+    assert not (tmp_path / "out" / "r").exists() and not ray.is_initialized()
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--grace-epochs", "15"], "--grace-epochs (15) must be a multiple of the validation interval 10"),
+    (["--max-epochs", "5"], "--max-epochs 5 is below the validation interval 10"),
+    (["--max-epochs", "25"], None),  # grace 10, val_interval 10: fine
+])  # fmt: skip
+def test_budget_flags_obey_the_presets_val_interval_rule(flags, message, tmp_path, capsys):
+    """vit-b validates every 10 epochs; before, --grace-epochs 15 was accepted (rungs at 15, 45 ...)."""
+    code, err = _run(["--backbone", "vit-b", "--dry-run", "--storage", str(tmp_path), *flags], capsys)
+    if message is None:
+        assert code == 0, err
+    else:
+        assert code == 2 and message in err and err.count("error:") == 1
+
+
+def test_a_search_stopped_before_its_first_row_says_how_to_resume(demo_preset, tmp_path, capsys, monkeypatch):
+    """Before: read_results raised FileNotFoundError on the missing trials/ (a traceback)."""
+    monkeypatch.setattr(search, "start_ray", lambda p, args: None)  # Ctrl-C before any trial reported:
+    monkeypatch.setattr(search, "_check_cluster_can_hold_a_trial", lambda p: None)
+    monkeypatch.setattr(search, "run_search", lambda p, args: [])  # Tune returns, nothing was written
+    code, err = _run(["--data-root", str(demo_preset.data.root), "--storage", str(tmp_path), "--name", "r",
+                      "--cpus-per-trial", "1"], capsys)  # fmt: skip
+    assert code == 1 and err.count("error:") == 1
+    assert "stopped before any trial reported a result" in err
+    assert f"python -m rspose_tune.search --resume --name r --storage {tmp_path}" in err
