@@ -4,7 +4,7 @@ Pure helpers (:func:`asha_levels`, :func:`search_epochs`) plus :func:`format_pla
 starts Ray, reads the dataset or writes a file.
 
 The ASHA model (Ray's asynchronous successive halving, ``time_attr`` epochs): rungs at
-``grace × rf^k`` below ``max_epochs``. Every trial reaches the first rung; of the trials that
+``grace × rf^k`` below ``max_epochs`` (:func:`rspose_tune._asha.asha_rungs`). Every trial reaches the first rung; of the trials that
 reach a rung, ideally ``1/rf`` are promoted to the next one, so about ``n / rf^k`` trials reach
 rung ``k`` and ``n / rf^K`` the full budget (at least one: the first trial to reach a rung is
 always promoted, there is nothing to compare it with yet). **Expected epochs** =
@@ -17,6 +17,8 @@ promotion lets early trials through more easily, so real searches land between t
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from rspose_tune._asha import asha_rungs
 
 __all__ = ["DryRunPlan", "asha_levels", "format_plan", "search_epochs"]
 
@@ -33,10 +35,7 @@ def asha_levels(num_trials: int, max_epochs: int, grace: int, reduction_factor: 
         return [(max_epochs, float(num_trials))]
     if reduction_factor < 2 or grace < 1:
         raise ValueError(f"`reduction_factor` is {reduction_factor} and `grace` {grace}, but must be >= 2 and >= 1.")
-    rungs, rung = [], grace
-    while rung < max_epochs:
-        rungs.append(rung)
-        rung *= reduction_factor
+    rungs = asha_rungs(max_epochs, grace, reduction_factor)  # where Ray's ASHAScheduler puts them
     return [(epoch, min(float(num_trials), max(1.0, num_trials / reduction_factor**k)))
             for k, epoch in enumerate([*rungs, max_epochs])]  # fmt: skip
 

@@ -12,6 +12,8 @@ refuses a Ray these functions were not written against.
   (``TrainContext.get_storage()``: developer API).
 - :func:`restored_search_alg`: the search algorithm of a ``Tuner.restore`` d tuner
   (``tuner._local_tuner._tune_config``: private).
+- :func:`asha_milestones`: where Ray's ``ASHAScheduler`` puts its rungs (``_brackets``: private;
+  tests only, to check :func:`rspose_tune._asha.asha_rungs`).
 - :func:`use_classic_progress_table`: the pre-2.7 progress table, which shows trial parameters
   (``RAY_AIR_NEW_OUTPUT=0``: an undocumented switch).
 
@@ -29,6 +31,7 @@ from rspose_tune.errors import RSPoseTuneError
 __all__ = [
     "TESTED_RAY",
     "RayVersionError",
+    "asha_milestones",
     "check_ray_version",
     "restored_search_alg",
     "trial_location",
@@ -82,6 +85,12 @@ def trial_storage(context: Any) -> tuple[Any, str]:
 def restored_search_alg(tuner: Any) -> Any:
     """The search algorithm a ``Tuner.restore`` d tuner unpickled from ``tuner.pkl``."""
     return tuner._local_tuner._tune_config.search_alg
+
+
+def asha_milestones(scheduler: Any) -> list[float]:
+    """The milestones (epochs) of an ``ASHAScheduler``'s first bracket, ascending (``_brackets``,
+    ``_rungs``: private); the authority :func:`rspose_tune._asha.asha_rungs` is tested against."""
+    return sorted(milestone for milestone, _ in scheduler._brackets[0]._rungs)
 
 
 def use_classic_progress_table() -> None:

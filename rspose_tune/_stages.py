@@ -214,7 +214,7 @@ def run_stages(p, args: argparse.Namespace, make_trainable, callbacks: Sequence[
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     from rspose_tune.results import read_results
-    from rspose_tune.runspec import exists, join
+    from rspose_tune.runspec import exists, join, trial_dir_name
 
     spec = p.spec
     where = join(p.run_dir, STAGE_EXPERIMENT)
@@ -240,7 +240,7 @@ def run_stages(p, args: argparse.Namespace, make_trainable, callbacks: Sequence[
         trainable,
         param_space=space,
         tune_config=tune.TuneConfig(search_alg=search_alg, num_samples=len(configs),
-                                    trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),  # fmt: skip
+                                    trial_name_creator=trial_dir_name, trial_dirname_creator=trial_dir_name),  # fmt: skip
         run_config=tune.RunConfig(
             name=STAGE_EXPERIMENT,
             storage_path=p.run_dir,
@@ -253,7 +253,3 @@ def run_stages(p, args: argparse.Namespace, make_trainable, callbacks: Sequence[
         ),
     )
     return list(tuner.fit())
-
-
-def _trial_name(trial) -> str:
-    return f"trial_{trial.trial_id}"

@@ -68,6 +68,8 @@ Exit status: 0 on success, 2 on bad input (no runs under the storage path, unkno
 
 from __future__ import annotations
 
+from rspose_tune._asha import asha_rungs
+from rspose_tune.runspec import JOURNAL_FILE
 from rspose_tune.errors import RSPoseTuneError, cli_error
 
 import argparse
@@ -141,7 +143,6 @@ PED_ANOVA_TOP_TRIALS = 5
 #: z of the runner-up noise band: gap <= NOISE_Z * sqrt(2) * sigma is "within noise".
 NOISE_Z = 1.96
 OFF = "–"
-JOURNAL_FILE = "optuna.journal"
 _MIN_METRIC_WORDS = ("loss", "error", "epe", "nme", "mpjpe")
 
 
@@ -360,17 +361,6 @@ def trial_wall_seconds(wall_s: Sequence[float | None]) -> float:
             total += prev
         prev = value
     return total + (prev or 0.0)
-
-
-def asha_rungs(max_epochs: int | None, grace_epochs: int | None, reduction_factor: int | None) -> list[int]:
-    """ASHA milestones ``grace × rf^k`` below ``max_epochs`` (empty when the budget is unknown)."""
-    if not max_epochs or not grace_epochs or not reduction_factor or reduction_factor < 2:
-        return []
-    out, rung = [], grace_epochs
-    while rung < max_epochs:
-        out.append(int(rung))
-        rung *= reduction_factor
-    return out
 
 
 def _params_key(row: Mapping[str, Any]) -> tuple:

@@ -42,6 +42,7 @@ from rspose_tune.spaces import PARAM_NAMES, Preset, SearchSpaceError, parse_pres
 
 __all__ = [
     "FINISHED_FILE",
+    "JOURNAL_FILE",
     "SPEC_FILE",
     "SPEC_VERSION",
     "RunSpec",
@@ -58,6 +59,7 @@ __all__ = [
     "preset_to_yaml",
     "read_spec",
     "resolve_storage",
+    "trial_dir_name",
     "write_spec",
 ]
 
@@ -65,8 +67,16 @@ __all__ = [
 SPEC_FILE = "run_spec.yaml"
 #: Written when a run's search ended with every trial finished.
 FINISHED_FILE = "finished.json"
+#: The run's Optuna study (``<run>/optuna.journal``): the searcher writes it, the report reads it.
+JOURNAL_FILE = "optuna.journal"
 SPEC_VERSION = 1
 _FORMAT = "rspose_tune.run_spec"
+
+
+def trial_dir_name(trial) -> str:
+    """A Ray Tune trial's name and folder in every experiment of a run: ``trial_<id>``
+    (``TuneConfig(trial_name_creator=..., trial_dirname_creator=...)``)."""
+    return f"trial_{trial.trial_id}"
 
 
 class RunSpecError(RSPoseTuneError, ValueError):

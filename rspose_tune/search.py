@@ -39,6 +39,7 @@ from rspose_tune.runspec import (
     read_spec,
     resolve_storage,
     spec_exists,
+    trial_dir_name,
 )
 from rspose_tune._flags import int_at_least
 from rspose_tune._ray_compat import check_ray_version, restored_search_alg, use_classic_progress_table
@@ -329,7 +330,7 @@ def plan(args: argparse.Namespace, argv: list[str] | None = None) -> Plan:
                               "choose another --name (without --name every start gets a new one)")  # fmt: skip
     else:
         name = _new_run_name(storage, preset.name)
-    from rspose_tune.searcher import TPE_OPTIONS
+    from rspose_tune.searcher import TPE_OPTIONS, startup_trials
 
     seed = 0 if args.seed is None else args.seed
     stages = stage_settings(args, preset, seed)
@@ -345,7 +346,7 @@ def plan(args: argparse.Namespace, argv: list[str] | None = None) -> Plan:
         workers_per_trial=workers, dataloader_workers=args.num_workers, scheduler=args.scheduler or "asha",
         sampler=sampler,
         # TPE samples at random until it has n_startup_trials finished trials.
-        n_startup_trials=num_trials if sampler == "random" else min(10, max(2, num_trials // 3)),
+        n_startup_trials=startup_trials(num_trials, sampler),
         warm_start=tuple(warm), tpe_options=dict(TPE_OPTIONS), **stages,
         **provenance(argv),
     )  # fmt: skip
@@ -582,10 +583,6 @@ def _check_cluster_can_hold_a_trial(p: Plan) -> None:
         raise SearchError(str(exc)) from None
 
 
-def _trial_name(trial) -> str:
-    return f"trial_{trial.trial_id}"
-
-
 def run_search(p: Plan, args: argparse.Namespace, extra_callbacks=(), *, reuse_actors: bool = True):
     """Run (or resume) the search of plan ``p``. ``reuse_actors=False`` (a fresh process per
     trial, Ray's default) exists for ``python -m rspose_tune.bench search``'s comparison."""
@@ -649,8 +646,8 @@ def run_search(p: Plan, args: argparse.Namespace, extra_callbacks=(), *, reuse_a
         search_alg=search_alg,
         scheduler=scheduler,
         num_samples=p.num_trials,
-        trial_name_creator=_trial_name,
-        trial_dirname_creator=_trial_name,
+        trial_name_creator=trial_dir_name,
+        trial_dirname_creator=trial_dir_name,
         # A finished or stopped trial's process runs the next trial: torch and MMPose stay
         # imported (bench search: per-trial start overhead). Not for data-parallel trials: rank 0
         # sets its visible GPUs before CUDA starts, which needs a fresh process.

@@ -98,6 +98,7 @@ from optuna.trial import FrozenTrial, TrialState
 from ray.tune.search import ConcurrencyLimiter, Searcher
 
 from rspose_tune._numbers import finite_or_none as _finite
+from rspose_tune.runspec import JOURNAL_FILE
 from rspose_tune.spaces import COMPONENTS, LOSS_PARAMS, PARAM_NAMES, component_names
 
 __all__ = [
@@ -115,8 +116,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 # COMPONENTS (from rspose_tune.spaces): component ``c`` has ``delta_<c>``, ``coeff_<c>`` and switch ``<c>_on``.
-#: Conventional file name of the journal inside the run directory.
-JOURNAL_FILE_NAME = "optuna.journal"
+#: Conventional file name of the journal inside the run directory (defined by the run layout).
+JOURNAL_FILE_NAME = JOURNAL_FILE
 #: Version of the JSON state written by :meth:`PruningAwareOptunaSearch.save`.
 STATE_VERSION = 1
 _STATE_FORMAT = "rspose_tune.PruningAwareOptunaSearch"
@@ -168,6 +169,15 @@ class ResumableConcurrencyLimiter(ConcurrencyLimiter):
             self.searcher.on_trial_complete(trial_id, result=result, error=error)
             return
         super().on_trial_complete(trial_id, result=result, error=error)
+
+
+def startup_trials(num_trials: int, sampler: str = "tpe") -> int:
+    """TPE's random start-up trials in a search of ``num_trials`` trials: a third of them, at least
+    2 and at most 10 (``sampler="random"``: all of them). The live search records it in the run
+    spec; the offline replay and ``bench tpe`` call this too, so they run what the search runs."""
+    if sampler == "random":
+        return num_trials
+    return min(10, max(2, num_trials // 3))
 
 
 def build_scheduler(kind: str, *, mode: str, max_epochs: int, grace_epochs: int, reduction_factor: int):

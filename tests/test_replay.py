@@ -544,3 +544,16 @@ def test_make_table_trains_and_resumes(tmp_path, capsys):
     assert read_metadata(out)["table"]["demo_data"] == {"n_train": 16, "n_val": 8}
     assert make_table([*argv, "--design-seed", "1"]) == 2  # another design in the same work dir
     assert "holds curves of another design" in capsys.readouterr().err
+
+
+def test_replay_runs_the_searchs_tpe_start_up_count(capsys, tmp_path):
+    """Issue 17: the search runs startup_trials(n) = min(10, max(2, n // 3)) random trials; the
+    replay ran 10 whatever the search size."""
+    from rspose_tune import search
+    from rspose_tune.searcher import startup_trials
+
+    args = search.build_parser().parse_args(["--num-trials", "8", "--storage", str(tmp_path)])
+    assert main(["--seeds", "1", "--budget-epochs", "20", "--policies", "asha-tpe", "--num-trials", "8"]) == 0
+    assert f"TPE start-up {startup_trials(8)} trials" in capsys.readouterr().out
+    assert startup_trials(8) == 2 and startup_trials(64) == 10 and startup_trials(8, "random") == 8
+    assert search.DEFAULT_TRIALS["demo"] == 8 and args.num_trials == 8  # the demo search's own size

@@ -72,12 +72,12 @@ def _unit(c: dict, space) -> np.ndarray:
 
 def run_once(options: dict, seed: int, trials: int, workers: int, preset, known_good: bool = False) -> tuple[float, float]:
     """(noise-free value of the observed incumbent, mean distance of a proposal to the running ones)."""
-    from rspose_tune.searcher import PruningAwareOptunaSearch
+    from rspose_tune.searcher import PruningAwareOptunaSearch, startup_trials
 
     searcher = PruningAwareOptunaSearch(
         preset.params, max_epochs=1, metric="metric", mode="max", known_good=preset.known_good if known_good else (),
         seed=seed,
-        n_startup_trials=min(10, max(2, trials // 3)), tpe_options=options,
+        n_startup_trials=startup_trials(trials), tpe_options=options,
     )  # fmt: skip
     rng = np.random.default_rng(seed)
     running: list[tuple[float, str, dict]] = []

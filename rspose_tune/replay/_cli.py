@@ -68,8 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="ASHA grace period (default: the table's / preset's budget)")
     parser.add_argument("--reduction-factor", type=_float_above("--reduction-factor", 1, strict=True), default=None,
                         help="ASHA reduction factor, > 1 (default: the table's / preset's budget)")
-    parser.add_argument("--n-startup-trials", type=int_at_least("--n-startup-trials", 0), default=10,
-                        help="TPE's random start-up trials (default 10)")
+    parser.add_argument("--num-trials", type=int_at_least("--num-trials", 1), default=None,
+                        help="trials of the live search the replay stands for: it sets TPE's start-up trials "
+                             "as the search sets them (default: the table's number of settings)")  # fmt: skip
+    parser.add_argument("--n-startup-trials", type=int_at_least("--n-startup-trials", 0), default=None,
+                        help="TPE's random start-up trials (default: the search's rule for --num-trials, "
+                             "rspose_tune.searcher.startup_trials)")  # fmt: skip
     parser.add_argument("--known-good", action="store_true",
                         help="ask the known-good settings first, as the live search does (default: no, so "
                              "policies are compared from scratch)")  # fmt: skip
@@ -93,6 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from rspose_tune.replay._summary import format_report, summarize
     from rspose_tune.errors import RSPoseTuneError, cli_error
     from rspose_tune.replay._table import load_table
+    from rspose_tune.searcher import startup_trials
     from rspose_tune.spaces import load_preset
 
     t0 = time.perf_counter()
@@ -108,6 +113,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if factor is None:
         factor, factor_from = table.budget.get("reduction_factor", 3), f"{table.source}: the recorded budget's reduction_factor"
     budget = args.budget_epochs if args.budget_epochs is not None else len(table.settings) * table.max_epochs
+    startup = args.n_startup_trials
+    if startup is None:  # what the live search runs (its run spec records the same number)
+        startup = startup_trials(args.num_trials or len(table.settings))
     if isinstance(grace, bool) or not isinstance(grace, int) or not 1 <= grace <= table.max_epochs:
         print(f"error: {grace_from} is {grace!r}, but must be an integer in [1, {table.max_epochs}] "
               f"(the table's max_epochs)", file=sys.stderr)  # fmt: skip
@@ -116,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {factor_from} is {factor!r}, but must be a number > 1", file=sys.stderr)
         return 2
     settings = ReplaySettings(budget_epochs=budget, workers=args.workers, grace_epochs=grace,
-                              reduction_factor=factor, n_startup_trials=args.n_startup_trials,
+                              reduction_factor=factor, n_startup_trials=startup,
                               known_good=args.known_good)  # fmt: skip
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     previous = optuna.logging.get_verbosity()

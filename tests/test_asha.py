@@ -1,0 +1,23 @@
+"""Issue 17: the ASHA rungs the report, --dry-run and plots use are where Ray's ASHAScheduler puts them."""
+
+from __future__ import annotations
+
+import itertools
+
+from ray.tune.schedulers import ASHAScheduler
+
+from rspose_tune._asha import asha_rungs
+from rspose_tune._ray_compat import asha_milestones
+
+
+def test_rungs_equal_rays_milestones_below_the_budget():
+    for max_t, grace, rf in itertools.product((1, 2, 3, 9, 10, 26, 27, 81, 210, 243, 300), (1, 2, 3, 5, 10), (2, 3, 4)):
+        if grace > max_t:
+            continue
+        ray = ASHAScheduler(time_attr="epoch", metric="metric", mode="max", max_t=max_t, grace_period=grace,
+                            reduction_factor=rf)  # fmt: skip
+        assert asha_rungs(max_t, grace, rf) == [m for m in asha_milestones(ray) if m < max_t], (max_t, grace, rf)
+
+
+def test_unknown_budget_has_no_rungs():
+    assert asha_rungs(None, 1, 3) == asha_rungs(9, None, 3) == asha_rungs(9, 1, None) == []
