@@ -69,6 +69,8 @@ class DryRunPlan:
     cost_source: str
     warm_start: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
+    params: tuple[tuple[str, str], ...] = ()  # (name, ParamSpec.describe()) per loss hyperparameter
+    known_good: tuple[dict, ...] = ()  # the settings tried first
 
 
 def _hours(epochs: float, per_epoch: float | None) -> str:
@@ -91,6 +93,11 @@ def format_plan(plan: DryRunPlan) -> str:
         "ASHA levels (epoch: expected trials reaching it, ideal 1/rf promotion):" if p.scheduler == "asha"
         else "every trial runs the full budget (fifo):",
     ]  # fmt: skip
+    space = ["loss hyperparameters: " + "; ".join(f"{name} {text}" for name, text in p.params)] if p.params else []
+    for i, setting in enumerate(p.known_good):
+        shown = ", ".join(f"{k}={'off' if v is None else f'{v:g}'}" for k, v in setting.items())
+        space.append(f"known-good {i} (tried first): {shown}")
+    lines[3:3] = space
     for i, (epoch, n) in enumerate(levels):
         kind = "full budget" if i == len(levels) - 1 else f"rung {i}"
         lines.append(f"  {kind:>11} at epoch {epoch:>4}: ~{n:.1f} trial(s)")

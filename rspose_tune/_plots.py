@@ -4,7 +4,7 @@
   stock-loss baseline trials in their own colours), ASHA rungs marked with their fidelity
   (Spearman ρ between the rung's metric and the final one, DeepCAVE's bands).
 - :func:`plot_importance`: one bar per hyperparameter (Optuna importance or the fallback).
-- :func:`plot_params`: the metric against each of the six hyperparameters.
+- :func:`plot_params`: the metric against each loss hyperparameter (:data:`PARAM_NAMES`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pandas as pd
 
 __all__ = ["STAGE_STYLE", "STATUS_STYLE", "plot_curves", "plot_importance", "plot_params"]
 
-from rspose_tune.spaces import PARAM_NAMES
+from rspose_tune.spaces import PARAM_NAMES, loss_param
 #: Line style of a trial by its final status: (colour, linestyle, linewidth, alpha, legend label).
 STATUS_STYLE = {
     "completed": ("tab:blue", "-", 1.6, 0.9, "completed (full budget)"),
@@ -160,7 +160,8 @@ def plot_params(
     ranges: Mapping[str, tuple[float, float] | None] | None = None,
     max_epochs: int | None = None,
 ) -> None:
-    """Six panels: each trial's last metric against each hyperparameter.
+    """One panel per loss hyperparameter (:data:`PARAM_NAMES`, 4 a row): each trial's last metric
+    against it.
 
     ``trials``: one row per trial (:func:`rspose_tune.report.summarize_trials`). Completed
     trials are filled, pruned/unfinished ones hollow; the colour is the epoch the metric comes
@@ -174,7 +175,9 @@ def plot_params(
     from matplotlib.colors import Normalize
     from matplotlib.lines import Line2D
 
-    fig = _figure(11.0, 6.6)
+    cols = 4
+    rows = -(-len(PARAM_NAMES) // cols)
+    fig = _figure(13.5, 3.3 * rows)
     log_params, ranges = dict(log_params or {}), dict(ranges or {})
     shown = trials[trials["metric"].notna()]
     epochs = shown["last_epoch"].astype(float)
@@ -184,10 +187,10 @@ def plot_params(
     done = (shown["status"] == "completed").to_numpy()
     axes = []
     for i, name in enumerate(PARAM_NAMES):
-        ax = fig.add_subplot(2, 3, i + 1)
+        ax = fig.add_subplot(rows, cols, i + 1)
         axes.append(ax)
         x_all = trials[name].astype(float)
-        if name.startswith("coeff_"):
+        if loss_param(name).kind == "coeff":
             x_all = x_all.fillna(0.0)
         x = x_all[shown.index]
         ok = x.notna().to_numpy()
@@ -212,12 +215,12 @@ def plot_params(
             title += f" (fixed {values.pop():g})"
         if off:
             title += f" ({off} off, not shown)"
-        if name.startswith("coeff_") and (x_all == 0).any():
+        if loss_param(name).kind == "coeff" and (x_all == 0).any():
             title += " (0 = off)"
         ax.set_title(title, fontsize=9)
         ax.grid(True, alpha=0.3)
         ax.tick_params(labelsize=8)
-        if i % 3 == 0:
+        if i % cols == 0:
             ax.set_ylabel(metric_name, fontsize=9)
     handles = []
     if done.any():

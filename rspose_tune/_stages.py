@@ -25,7 +25,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from rspose_tune.spaces import PARAM_NAMES
+from rspose_tune.spaces import COMPONENTS, LOSS_PARAMS, PARAM_NAMES, component_names, fill_defaults
 
 __all__ = [
     "STAGE_EXPERIMENT",
@@ -39,7 +39,6 @@ __all__ = [
 
 #: Ray Tune experiment (folder under the run) of the confirm and baseline trials.
 STAGE_EXPERIMENT = "confirm"
-_COMPONENTS = ("rank", "sort", "inst")
 
 
 class StageError(RSPoseTuneError, ValueError):
@@ -69,7 +68,8 @@ def stage_settings(args: argparse.Namespace, preset, seed: int) -> dict[str, Any
 
 
 def project_setting(params: Mapping[str, Any], space: Mapping[str, Any]) -> tuple[dict[str, float | None], list[str]]:
-    """``params`` (six values; an off component has coefficient None/0) moved into ``space``
+    """``params`` (the loss values; an off component has coefficient None/0; a parameter with a
+    default, missing or None, is its default) moved into ``space``
     (:class:`rspose_tune.spaces.ParamSpec` per name): values outside a range are clipped to it,
     fixed values replace the given ones. Returns the setting and one line per change.
 
@@ -78,8 +78,16 @@ def project_setting(params: Mapping[str, Any], space: Mapping[str, Any]) -> tupl
     """
     out: dict[str, float | None] = {}
     changes = []
-    for c in _COMPONENTS:
-        dname, cname = f"delta_{c}", f"coeff_{c}"
+    params = fill_defaults(params)
+    for p in LOSS_PARAMS:
+        if p.component is None:
+            spec, value = space[p.name], params[p.name]
+            new = _into(spec, value)
+            if value is None or float(new) != float(value):
+                changes.append(f"{p.name} {value!r} -> {new:g} ({spec.describe()})")
+            out[p.name] = new
+    for c in COMPONENTS:
+        dname, cname = component_names(c)
         dspec, cspec = space[dname], space[cname]
         coeff = params.get(cname)
         if coeff is None or coeff == 0:
@@ -112,6 +120,7 @@ def _same(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
     def norm(v):
         return None if v is None or v == 0 else round(float(v), 9)
 
+    a, b = fill_defaults(a), fill_defaults(b)
     return all(norm(a.get(n)) == norm(b.get(n)) for n in PARAM_NAMES)
 
 
@@ -192,9 +201,10 @@ def stage_configs(spec, rows) -> tuple[list[dict[str, Any]], list[str]]:
                          f"--confirm-top {spec.confirm_top}")  # fmt: skip
         for _, trial in (top.iterrows() if len(top) else []):
             params = {n: (None if trial[n] is None or trial[n] != trial[n] else float(trial[n])) for n in PARAM_NAMES}
-            for c in _COMPONENTS:
-                if params[f"coeff_{c}"] is None:
-                    params[f"coeff_{c}"] = 0.0
+            params = fill_defaults(params)
+            for c in COMPONENTS:
+                if params[component_names(c)[1]] is None:
+                    params[component_names(c)[1]] = 0.0
             for seed in spec.confirm_seeds:
                 configs.append({**params, "stage": "confirm", "seed": int(seed), "confirms": str(trial["trial_id"])})
     if spec.baseline:

@@ -90,7 +90,7 @@ import pyarrow.fs as pafs
 
 from rspose_tune import DEFAULT_STORAGE
 from rspose_tune._numbers import finite_or_none as _number
-from rspose_tune.spaces import PARAM_NAMES
+from rspose_tune.spaces import LOSS_PARAMS, PARAM_NAMES, component_names, loss_param
 
 __all__ = [
     "CONFIDENCE",
@@ -134,8 +134,10 @@ __all__ = [
 ]
 
 #: Storage root used by ``rspose_tune.search`` when none is given: ``results/`` in the repository.
-#: The six loss hyperparameters, in Table E.8 order.
+#: The loss components and their Table E.8 labels (one "δ / c" column each).
 COMPONENTS = (("rank", "S. Rank"), ("sort", "S. Sort"), ("inst", "Ins. Sort"))
+#: The loss hyperparameters of no component (``pos_thr``): one column each, after the components.
+_PLAIN_PARAMS = tuple(p for p in LOSS_PARAMS if p.component is None)
 #: Fewest COMPLETE Optuna trials for which Optuna's PED-ANOVA importance is computed.
 MIN_COMPLETED_FOR_OPTUNA = 8
 #: PED-ANOVA compares the top trials with all: target_quantile = this / n, within [0.1, 0.5].
@@ -930,14 +932,15 @@ def _fmt_hours(value: float | None) -> str:
 
 
 def _component_cell(params: Mapping[str, float | None], component: str) -> str:
-    coeff = params.get(f"coeff_{component}")
+    delta, coeff_name = component_names(component)
+    coeff = params.get(coeff_name)
     if coeff is None or coeff == 0:
         return OFF
-    return f"{_fmt(params.get(f'delta_{component}'))} / {_fmt(coeff)}"
+    return f"{_fmt(params.get(delta))} / {_fmt(coeff)}"
 
 
-TABLE_HEADER = ("Backbone", "S. Rank δ / c", "S. Sort δ / c", "Ins. Sort δ / c", "Metric", "AR", "Spearman",
-                "Trials", "Pruned", "GPU-h", "Full-budget GPU-h", "CPU-h", "Runner-up")  # fmt: skip
+TABLE_HEADER = ("Backbone", *(f"{label} δ / c" for _, label in COMPONENTS), *(p.label or p.name for p in _PLAIN_PARAMS),
+                "Metric", "AR", "Spearman", "Trials", "Pruned", "GPU-h", "Full-budget GPU-h", "CPU-h", "Runner-up")  # fmt: skip
 
 
 def table_rows(reports: Sequence[BackboneReport]) -> list[list[str]]:
@@ -945,10 +948,11 @@ def table_rows(reports: Sequence[BackboneReport]) -> list[list[str]]:
     rows = []
     for r in reports:
         if r.best_trial is None:
-            comps = ["(no completed trial)", "", ""]
+            comps = ["(no completed trial)"] + [""] * (len(COMPONENTS) + len(_PLAIN_PARAMS) - 1)
             metric = f"{r.metric_name or 'metric'}: –"
         else:
             comps = [_component_cell(r.params, c) for c, _ in COMPONENTS]
+            comps += [_fmt(r.params.get(p.name)) for p in _PLAIN_PARAMS]
             value, source = r.chosen_metric
             metric = f"{r.metric_name} {_fmt(value, 4)}" + (f" ({source})" if r.chosen_by_confirm else "")
         trials = f"{r.trials}" + (f" ({r.errors} failed)" if r.errors else "")
@@ -996,7 +1000,8 @@ def _trust_lines(r: BackboneReport) -> list[str]:
                      "seeds; the search run that picked each setting is left out, its metric is optimistic):")  # fmt: skip
         for i, c in enumerate(r.confirmed):
             interval = "no interval (1 seed)" if c.low is None else f"[{_fmt(c.low, 4)}, {_fmt(c.high, 4)}]"
-            comps = ", ".join(f"{label} {_component_cell(c.params, comp)}" for comp, label in COMPONENTS)
+            comps = ", ".join([*(f"{label} {_component_cell(c.params, comp)}" for comp, label in COMPONENTS),
+                               *(f"{p.name} {_fmt(c.params.get(p.name))}" for p in _PLAIN_PARAMS)])  # fmt: skip
             lines.append(f"    {'winner   ' if i == 0 else 'runner-up' if i == 1 else '         '} "
                          f"{_fmt(c.mean, 4)} {interval} on seeds {sorted(c.by_seed)} (search {c.search_trial}: "
                          f"{_fmt(c.search_metric, 4)}); {comps}")  # fmt: skip
@@ -1057,7 +1062,7 @@ def spearman_importance(frame: pd.DataFrame) -> tuple[dict[str, float], int | No
     out = {}
     for name in PARAM_NAMES:
         x = at[name].astype(float)
-        if name.startswith("coeff_"):
+        if loss_param(name).kind == "coeff":
             x = x.fillna(0.0)
         keep = x.notna().to_numpy()
         xs, ys = x.to_numpy()[keep], at["metric"].astype(float).to_numpy()[keep]

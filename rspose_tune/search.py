@@ -1,4 +1,4 @@
-"""``python -m rspose_tune.search``: Optuna TPE + ASHA over the six RSPose loss settings on Ray.
+"""``python -m rspose_tune.search``: Optuna TPE + ASHA over the RSPose loss settings on Ray.
 
 Wiring only: the preset (:mod:`rspose_tune.spaces`), the trainable
 (:mod:`trainables.mmpose_trainable`), the searcher (:mod:`rspose_tune.searcher`), the Parquet
@@ -96,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m rspose_tune.search",
         description=(
-            "Tune the six RSPose loss hyperparameters of an MMPose model: Optuna TPE proposes, "
+            "Tune the RSPose loss hyperparameters of an MMPose model: Optuna TPE proposes, "
             "ASHA stops weak trials early, Ray runs trials in parallel (locally or on a cluster). "
             "Results go to <storage>/<name>/trials/ (Parquet); the report and the exported best "
             "config are printed at the end."
@@ -394,6 +394,8 @@ def dry_run(args: argparse.Namespace) -> int:
         workers=workers, confirm_top=stages["confirm_top"], confirm_seeds=stages["confirm_seeds"],
         baseline_seeds=stages["baseline_seeds"], epoch_gpu_hours=per_epoch, cost_source=source,
         warm_start=tuple(warm), notes=tuple(notes),
+        params=tuple((n, preset.params[n].describe()) for n in PARAM_NAMES),
+        known_good=tuple(dict(k) for k in preset.known_good),
     )), end="")  # fmt: skip
     return 0
 

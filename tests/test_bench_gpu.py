@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import re
 import subprocess
 import sys
@@ -13,28 +15,34 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 # Run the check with the packages the bare GPU machine lacks made unimportable (a meta-path
-# finder that refuses them), and list every attempt to import one.
+# finder that refuses them, and RSPOSE_TEST_BLOCK's too), and list every attempt to import one.
+# RSPOSE_TEST_MODULES=FILE: at exit, write {module: __file__} of everything imported to FILE.
 BLOCKED = ("ray", "optuna", "optuna_dashboard", "moto")
 RUN_BLOCKED = f"""
-import atexit, importlib.abc, sys
-BLOCKED = {BLOCKED!r}
+import atexit, importlib.abc, json, os, sys
+BLOCKED = {BLOCKED!r} + tuple(filter(None, os.environ.get("RSPOSE_TEST_BLOCK", "").split(",")))
 attempts = []
 class _Block(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in BLOCKED:
+        if any(name == b or name.startswith(b + ".") for b in BLOCKED):
             attempts.append(name)
-            raise ModuleNotFoundError(f"No module named {{name!r}} (blocked: not on the GPU machine)")
+            raise ModuleNotFoundError(f"No module named {{name!r}} (blocked: not on the GPU machine)", name=name)
         return None
 sys.meta_path.insert(0, _Block())
 atexit.register(lambda: print("BLOCKED-IMPORT-ATTEMPTS:", sorted(set(attempts))))
+def _modules():
+    if os.environ.get("RSPOSE_TEST_MODULES"):
+        files = {{n: getattr(m, "__file__", None) for n, m in list(sys.modules.items()) if m is not None}}
+        open(os.environ["RSPOSE_TEST_MODULES"], "w").write(json.dumps(files))
+atexit.register(_modules)
 from rspose_tune.bench.__main__ import main
 sys.exit(main(sys.argv[1:]))
 """
 
 
-def _run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+def _run(*args: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", RUN_BLOCKED, *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout, check=False)
+                          timeout=timeout, check=False, env={**os.environ, **(env or {})})
 
 
 def _row(out: str, label: str) -> list[str]:
@@ -44,11 +52,32 @@ def _row(out: str, label: str) -> list[str]:
 
 
 @pytest.mark.slow
-def test_cpu_check_runs_all_parts_without_ray():
-    proc = _run("gpu", "--device", "cpu")
+def test_cpu_check_runs_all_parts_without_ray(tmp_path):
+    import torch
+
+    from test_gpu_bundle import uncovered
+
+    from rspose_tune.bench import _bundle
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible: the default device would be cuda")
+    modules = tmp_path / "modules.json"
+    # no --device, no GPU: the CPU variant, said in one line
+    proc = _run("gpu", "--out", str(tmp_path / "out"), env={"RSPOSE_TEST_MODULES": str(modules)})
     out = proc.stdout
     assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{out[-4000:]}\nstderr:\n{proc.stderr[-4000:]}"
+    assert out.count("no CUDA device visible: running the CPU variant") == 1
     assert "BLOCKED-IMPORT-ATTEMPTS: []" in out
+    # every module the whole run imported belongs to the bundle or the machine's declared packages
+    assert uncovered(json.loads(modules.read_text()), _bundle.derive()) == []
+    # --out: the figures as JSON, and the log of everything printed
+    result = json.loads((tmp_path / "out" / "gpu_check.json").read_text())
+    assert result["finished"] and result["ok"] and result["status"] == "ok" and not result["ray_imported"]
+    assert result["device"] == "cpu" and result["device_note"].startswith("no CUDA device visible")
+    assert sorted(result["results"]) == ["losses", "rank", "step"]
+    assert result["results"]["rank"]["pg_timeout_s"] == 60.0 and result["results"]["rank"]["backend"] == "gloo"
+    log = (tmp_path / "out" / "gpu_check.log").read_text()
+    assert "=== GPU check summary ===" in log and "(c) trainables._rank" in log
     assert "ray imported: no" in out
     assert "=== GPU check summary ===" in out
     for part in ("(a) loss fwd+bwd on cpu", "(b) train step", "(c) trainables._rank: 1-rank gloo"):
@@ -80,6 +109,12 @@ def test_import_is_light_and_ray_free():
         (["--device", "cpu", "--repeats", "0"], "--repeats must be >= 1"),
         (["--device", "cpu", "--embed-dims", "10", "--num-heads", "3"], "must be divisible"),
         (["--device", "cpu", "--demo-train", "8", "--data-root", "/tmp/x"], "exclude each other"),
+        (["--pg-timeout", "0"], "--pg-timeout must be a number of seconds > 0"),
+        (["--deadline", "-1"], "--deadline must be a number of seconds >= 0"),
+        (["--out", __file__], "exists and is not a folder"),
+        (["--device", "tpu"], "argument --device: invalid choice"),
+        (["--rehearse", "--prepare-wheels", "x"], "--prepare-wheels and --rehearse exclude each other"),
+        (["--python312", "/usr/bin/python3"], "--python312 needs --prepare-wheels or --rehearse"),
     ],
 )
 def test_bad_flags_give_one_error_line(args, message):
@@ -99,9 +134,26 @@ def test_cuda_without_a_gpu_is_a_usage_error():
     assert proc.returncode == 2 and proc.stderr.startswith("error: --device cuda"), proc.stderr
 
 
-def test_bundle_versions_come_from_the_lock():
-    from rspose_tune.bench import _gpu
+def test_preflight_names_every_missing_module_in_one_line(tmp_path):
+    """Modules mmengine's registry would swallow (issue 15: einops, mat4py) and a deep one, all at once."""
+    proc = _run("gpu", "--device", "cpu", "--out", str(tmp_path / "out"),
+                env={"RSPOSE_TEST_BLOCK": "einops,mat4py,six,mmpretrain.datasets"})
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 2 and len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    for name in ("einops (einops, the machine's)", "mat4py (mat4py, in the bundle)", "six (six, the machine's)",
+                 "mmpretrain.datasets"):
+        assert name in errors[0], (name, errors[0])
+    assert "tools/gpu_install.py" in errors[0]
+    result = json.loads((tmp_path / "out" / "gpu_check.json").read_text())
+    assert result["status"] == "preflight failed" and not result["finished"] and len(result["preflight"]) >= 4
 
-    pins = _gpu._locked_versions()
-    assert {name for name, _ in _gpu.BUNDLE} <= set(pins)
-    assert dict(_gpu.BUNDLE)["xtcocotools"] == "sdist"
+
+@pytest.mark.slow
+def test_deadline_stops_the_check_and_keeps_what_it_has(tmp_path):
+    proc = _run("gpu", "--device", "cpu", "--parts", "losses,step", "--deadline", "2", "--out", str(tmp_path / "o"),
+                timeout=300)
+    assert proc.returncode == 3, proc.stderr[-3000:]
+    assert "error: --deadline 2 s reached" in proc.stderr and "Thread " in proc.stderr
+    result = json.loads((tmp_path / "o" / "gpu_check.json").read_text())
+    assert result["status"] == "deadline: stopped after 2 s" and not result["finished"]
+    assert "error: --deadline 2 s reached" in (tmp_path / "o" / "gpu_check.log").read_text()

@@ -150,7 +150,8 @@ def test_project_setting_clips_fixes_and_refuses():
     space = load_preset("demo").params
     got, changes = project_setting({**KG, "delta_rank": 1.7, "coeff_rank": 2.0, "coeff_inst": 9.0}, space)
     assert got["delta_rank"] == 1.0 and got["coeff_rank"] == 1.0 and got["coeff_inst"] == 3.0
-    assert len(changes) == 3 and any("coeff_rank 2.0 -> 1" in c for c in changes)
+    assert len(changes) == 4 and any("coeff_rank 2.0 -> 1" in c for c in changes)
+    assert got["pos_thr"] == 1e-6 and "pos_thr 0.0 -> 1e-06 ([1e-06, 0.7] log)" in changes  # KG has none: 0
     off, _ = project_setting(C, space)
     assert off["coeff_inst"] == 0.0 and off["delta_inst"] is None
     with pytest.raises(StageError, match="cannot switch it off"):
@@ -179,10 +180,11 @@ def test_searcher_enqueues_warm_start_after_known_good_and_records_the_source():
     from rspose_tune.searcher import TPE_OPTIONS, PruningAwareOptunaSearch
 
     space = load_preset("demo").params
-    searcher = PruningAwareOptunaSearch(space, max_epochs=3, metric="metric", mode="max", known_good=[KG],
-                                        warm_start=[{"params": B, "source": "/runs/x trial t1"}])  # fmt: skip
+    kg, b = {**KG, "pos_thr": 1e-6}, {**B, "pos_thr": 0.01}  # the demo searches pos_thr
+    searcher = PruningAwareOptunaSearch(space, max_epochs=3, metric="metric", mode="max", known_good=[kg],
+                                        warm_start=[{"params": b, "source": "/runs/x trial t1"}])  # fmt: skip
     first, second, third = (searcher.suggest(f"t{i}") for i in range(3))
-    assert first == KG and second == B and third != B
+    assert first == kg and second == b and third != b
     trials = searcher.study.trials
     assert trials[0].user_attrs["rspose:known_good"] == 0 and "rspose:warm_start" not in trials[0].user_attrs
     assert trials[1].user_attrs["rspose:warm_start"] == "/runs/x trial t1"

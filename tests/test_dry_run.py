@@ -93,6 +93,9 @@ def test_dry_run_demo_with_missing_generated_data_is_a_note(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "note: the demo data is not at" in out.stdout and not (tmp_path / "nodata").exists()
     assert "total expected 0.0 GPU-h" in out.stdout
+    # the searched loss hyperparameters, pos_thr among them, and the known-good setting
+    assert "; pos_thr [1e-06, 0.7] log\n" in out.stdout
+    assert "known-good 0 (tried first): delta_rank=0.4," in out.stdout and "pos_thr=1e-06\n" in out.stdout
 
 
 @pytest.mark.parametrize(("args", "message"), [

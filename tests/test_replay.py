@@ -54,7 +54,8 @@ def _curve_rows(trial_id, setting, final, *, max_epochs=MAX_EPOCHS, seconds=1.0,
     for e in range(1, max_epochs + 1):
         rows.append({
             "trial_id": trial_id, "epoch": e, "status": status_last if e == max_epochs else "running",
-            **{n: (None if setting[n] in (None, 0.0) else setting[n]) for n in PARAM_NAMES},
+            # the six only: a table written before pos_thr existed (read as its default)
+            **{n: (None if setting[n] in (None, 0.0) else setting[n]) for n in setting},
             "metric": final * (1 - 0.5**e) / (1 - 0.5**max_epochs), "wall_s": seconds * e,
         })  # fmt: skip
     return rows
@@ -396,7 +397,7 @@ def _write_run(tmp_path, frame, *, with_space=True):
                           search_space=preset if with_space else None)  # fmt: skip
     run = tmp_path / "run"
     for rec in frame.to_dict("records"):
-        config = {n: (0.0 if rec[n] is None and n.startswith("coeff_") else rec[n]) for n in PARAM_NAMES}
+        config = {n: (0.0 if rec[n] is None and n.startswith("coeff_") else rec[n]) for n in PARAM_NAMES if n in rec}
         row = make_row({"epoch": rec["epoch"], "metric": rec["metric"], "wall_s": rec["wall_s"]}, config,
                        run="r", backbone="demo", trial_id=rec["trial_id"], status=rec["status"])  # fmt: skip
         write_row(row, run / "trials", metadata=meta)
@@ -477,7 +478,7 @@ def test_design_is_space_filling_with_components_off():
     for s in settings:
         for name in PARAM_NAMES:
             spec, value = preset.params[name], s[name]
-            off = name.startswith("delta_") and s[name.replace("delta_", "coeff_")] == 0
+            off = name.startswith("delta_") and s[name.replace("delta_", "coeff_")] == 0  # pos_thr: never off
             if off or (name.startswith("coeff_") and value == 0.0):
                 assert (value is None) if off else True
                 continue

@@ -189,14 +189,14 @@ def test_spearman_importance_uses_the_most_reported_epoch():
     rows = []
     for i, delta in enumerate([0.1, 0.2, 0.3, 0.4, 0.5]):
         params = {**KNOWN_GOOD, "delta_rank": delta, "coeff_sort": None if i == 0 else 2.0,
-                  "delta_sort": None if i == 0 else 1.5}  # fmt: skip
+                  "delta_sort": None if i == 0 else 1.5, "pos_thr": 0.0}  # fmt: skip
         rows.append({"run": "r", "trial_id": f"t{i}", "epoch": 1, "metric": delta, **params})
         if i < 2:
             rows.append({"run": "r", "trial_id": f"t{i}", "epoch": 3, "metric": 1 - delta, **params})
     values, epoch, n = rep.spearman_importance(pd.DataFrame(rows))
     assert epoch == 1 and n == 5
     assert values["delta_rank"] == pytest.approx(1.0)
-    assert math.isnan(values["coeff_rank"])  # fixed
+    assert math.isnan(values["coeff_rank"]) and math.isnan(values["pos_thr"])  # fixed
     assert math.isnan(values["delta_sort"])  # constant where on; off rows left out
     assert values["coeff_sort"] == pytest.approx(abs(pd.Series([0, 2, 2, 2, 2.0]).rank().corr(pd.Series(range(5)))))
 
@@ -257,12 +257,13 @@ def test_table_cells_like_table_e8(storage):
     demo = next(line for line in lines if line.startswith("| demo"))
     vitb = next(line for line in lines if line.startswith("| vit-b"))
     cells = [c.strip() for c in vitb.strip("|").split("|")]
-    assert cells[1:4] == ["0.4 / 1.0", rep.OFF, "3.0 / 0.25"]
-    assert cells[4] == "coco/AP 0.8" and cells[7] == "7 (1 failed)" and cells[8] == "2"
-    assert cells[9] == f"{(300 + 900 + 840 + 900 + 900 + 100) * 2 / 3600:.2f}"
+    assert cells[1:5] == ["0.4 / 1.0", rep.OFF, "3.0 / 0.25", "0.0"]  # pos_thr: its default, 0
+    assert lines[0].split("|")[5].strip() == "Pos. thr"
+    assert cells[5] == "coco/AP 0.8" and cells[8] == "7 (1 failed)" and cells[9] == "2"
+    assert cells[10] == f"{(300 + 900 + 840 + 900 + 900 + 100) * 2 / 3600:.2f}"
     demo_cells = [c.strip() for c in demo.strip("|").split("|")]
-    assert demo_cells[1:4] == ["0.4 / 1.0", "1.5 / 2.0", rep.OFF] and demo_cells[9] == "0.00"
-    assert demo_cells[11] == f"{(36 + 30 + 9) / 3600:.2f}" and demo_cells[12] == "noise unknown"
+    assert demo_cells[1:5] == ["0.4 / 1.0", "1.5 / 2.0", rep.OFF, "0.0"] and demo_cells[10] == "0.00"
+    assert demo_cells[12] == f"{(36 + 30 + 9) / 3600:.2f}" and demo_cells[13] == "noise unknown"
     notes = rep.format_notes(reports)
     assert "CPU-only trials: 0 GPU-h" in notes and "seed noise unknown" in notes
 

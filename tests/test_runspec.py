@@ -58,3 +58,17 @@ def test_storage_resolution(tmp_path, monkeypatch):
     assert runspec.join("s3://b/p", "run", "trials") == "s3://b/p/run/trials"
     with pytest.raises(runspec.RunSpecError, match="--storage 'file://relative'"):
         runspec.resolve_storage("file://relative")
+
+
+def test_spec_written_before_pos_thr_reads_it_as_the_default(tmp_path):
+    """A run spec of the six-parameter version: its preset and known-good settings have no pos_thr."""
+    spec = _spec(load_preset("vit-b", data_root=str(tmp_path / "data"), weights="none"), tmp_path)
+    data = spec.to_dict()
+    del data["preset"]["params"]["pos_thr"]
+    for entry in data["preset"]["known_good"]:
+        del entry["pos_thr"]
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "run_spec.yaml").write_text(yaml.safe_dump(data))
+    old = runspec.read_spec(str(tmp_path / "r"))
+    assert old.preset.params["pos_thr"].describe() == "fixed 0" and old.preset.known_good[0]["pos_thr"] == 0.0
+    assert old == spec  # the same run: pos_thr 0 is what it trained with

@@ -82,6 +82,19 @@ def test_search_cli_runs_reports_and_exports(tmp_path, demo_data):
     else:
         assert loss.delta_sort == pytest.approx(last.loc[best, "delta_sort"])
         assert loss.coeff_sort == pytest.approx(last.loc[best, "coeff_sort"])
+    # pos_thr, searched by the demo preset (log range 1e-6 .. 0.7), goes everywhere the six go:
+    assert rows["pos_thr"].notna().all() and rows["pos_thr"].between(1e-6, 0.7).all()  # the Parquet column
+    assert first["pos_thr"] == 1e-6 and last["pos_thr"].nunique() >= 2  # known-good's, then sampled ones
+    assert all("pos_thr" in t.params for t in study_trials if t.user_attrs.get("rspose:known_good") is None)
+    assert meta["search_space"]["params"]["pos_thr"] == {"name": "pos_thr", "low": 1e-6, "high": 0.7, "log": True,
+                                                         "fixed": None, "allow_off": False}  # fmt: skip
+    from rspose_tune.report import _fmt
+
+    header = next(line for line in out.splitlines() if line.startswith("| Backbone |"))
+    demo_row = next(line for line in out.splitlines() if line.startswith("| demo "))
+    column = [c.strip() for c in header.strip("|").split("|")].index("Pos. thr")  # the report column
+    assert [c.strip() for c in demo_row.strip("|").split("|")][column] == _fmt(last.loc[best, "pos_thr"])
+    assert loss.pos_thr == pytest.approx(last.loc[best, "pos_thr"])  # the exported config's loss
     assert (run_dir / "report" / "curves.png").stat().st_size > 1000
     assert (run_dir / "run_spec.yaml").is_file() and (run_dir / "finished.json").is_file()
     assert str(demo_data) in cfg.train_dataloader.dataset.data_root  # the run's data, not ./data/...

@@ -256,6 +256,12 @@ BAD = [
     pytest.param(edit("delta_inst: 3.0, coeff_inst: 0.25}", "delta_inst: null, coeff_inst: 0.25}"), r"`known_good\[0\].delta_inst` must be a number because `coeff_inst` is 0.25", id="known-good-missing-delta"),
     pytest.param(edit("coeff_sort: 2.0,", ""), r"`known_good\[0\]` is missing required key\(s\) \['coeff_sort'\]", id="known-good-missing-key"),
     pytest.param(edit("coeff_rank: 1.0, delta_sort", "coeff_rank: 2.0, delta_sort"), r"`known_good\[0\].coeff_rank` is 2.0, outside its search space 'fixed 1'", id="known-good-fixed-mismatch"),
+    pytest.param(edit("coeff_inst: {low: 0.05, high: 3.0, log: true, allow_off: true}\nknown_good", "coeff_inst: {low: 0.05, high: 3.0, log: true, allow_off: true}\n  pos_thr: {fixed: 1.0}\nknown_good"), r"`params.pos_thr.fixed` must be < 1 \(labels peak at 1, so nothing would be a positive\), got 1", id="pos-thr-fixed-1"),
+    pytest.param(edit("coeff_inst: {low: 0.05, high: 3.0, log: true, allow_off: true}\nknown_good", "coeff_inst: {low: 0.05, high: 3.0, log: true, allow_off: true}\n  pos_thr: {low: 0.1, high: 1.5}\nknown_good"), r"`params.pos_thr.high` must be < 1 \(labels peak at 1", id="pos-thr-high-above-1"),
+    pytest.param(edit("coeff_inst: {low: 0.05, high: 3.0, log: true, allow_off: true}\nknown_good", "coeff_inst: {low: 0.05, high: 3.0, log: true, allow_off: true}\n  pos_thr: {fixed: -0.1}\nknown_good"), r"`params.pos_thr.fixed` must be >= 0, got -0.1", id="pos-thr-negative"),
+    pytest.param(edit("coeff_inst: {low: 0.05, high: 3.0, log: true, allow_off: true}\nknown_good", "coeff_inst: {low: 0.05, high: 3.0, log: true, allow_off: true}\n  pos_thr: {fixed: null}\nknown_good"), r"`params.pos_thr.fixed` must be a number \(null is only for an off delta\)", id="pos-thr-null"),
+    pytest.param(edit("coeff_inst: {low: 0.05, high: 3.0, log: true, allow_off: true}\nknown_good", "coeff_inst: {low: 0.05, high: 3.0, log: true, allow_off: true}\n  pos_thr: {low: 0.001, high: 0.5, log: true, allow_off: true}\nknown_good"), r"`params.pos_thr.allow_off` only applies to coefficients.*`pos_thr` belongs to no component", id="pos-thr-allow-off"),
+    pytest.param(edit("coeff_inst: {low: 0.05, high: 3.0, log: true, allow_off: true}\nknown_good", "coeff_inst: {low: 0.05, high: 3.0, log: true, allow_off: true}\n  pos_thr: {low: 0.001, high: 0.5, log: true}\nknown_good"), r"`known_good\[0\].pos_thr` is 0.0 \(its default: the entry does not name it\), outside its search space '\[0.001, 0.5\] log'", id="known-good-pos-thr-default-outside"),
     pytest.param(edit("known_good:\n", "known_good: {}\nx:\n"), r"unknown key\(s\) \['x'\]", id="unknown-after-known-good"),
     pytest.param(edit("mode: max", "mode: max\nmode: min"), r"not valid YAML: .*duplicate key 'mode'", id="duplicate-key"),
     pytest.param("params: [unclosed", r"not valid YAML", id="invalid-yaml"),
@@ -274,6 +280,19 @@ def test_invalid_file_raises_clear_error(tmp_path, text, match):
 def test_template_itself_is_valid(tmp_path):
     preset = load_preset(write(tmp_path, VALID), env={})
     assert preset.name == "mine" and preset.description == "a test preset"
+    # pos_thr is not named: fixed at its default (0, every non-zero label), also in known_good
+    assert preset.params["pos_thr"].describe() == "fixed 0" and preset.known_good[0]["pos_thr"] == 0.0
+    assert list(preset.params) == list(PARAM_NAMES) and list(preset.known_good[0]) == list(PARAM_NAMES)
+
+
+def test_pos_thr_searched_with_a_known_good_value(tmp_path):
+    text = edit("coeff_inst: {low: 0.05, high: 3.0, log: true, allow_off: true}\nknown_good",
+                "coeff_inst: {low: 0.05, high: 3.0, log: true, allow_off: true}\n  pos_thr: {low: 1.0e-4, high: 0.7, log: true}\nknown_good")
+    text = edit("coeff_inst: 0.25}", "coeff_inst: 0.25, pos_thr: 0.011}", text)
+    preset = load_preset(write(tmp_path, text), env={})
+    spec = preset.params["pos_thr"]
+    assert (spec.low, spec.high, spec.log, spec.is_coefficient) == (1e-4, 0.7, True, False)
+    assert preset.known_good[0]["pos_thr"] == 0.011
     assert preset.known_good[0]["coeff_inst"] == 0.25
 
 

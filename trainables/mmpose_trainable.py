@@ -19,11 +19,12 @@ into its working directory (``get_storage().trial_working_directory``, node-loca
 artifact syncing (``SyncConfig(sync_artifacts=True)``, set by the search) uploads it to
 ``<storage>/<run>/trial_<id>/`` with every checkpoint, whichever node ran the trial.
 
-``config`` (what the searcher proposes) holds the six loss hyperparameters
-(``delta_rank, coeff_rank, delta_sort, coeff_sort, delta_inst, coeff_inst``; coefficient 0 or
-None = component off), and for the confirm stage optionally ``seed`` (this trial's training
+``config`` (what the searcher proposes) holds the loss hyperparameters
+(:data:`rspose_tune.spaces.PARAM_NAMES`: ``delta_rank, coeff_rank, delta_sort, coeff_sort,
+delta_inst, coeff_inst, pos_thr``; coefficient 0 or None = component off; ``pos_thr`` missing or
+None = its default), and for the confirm stage optionally ``seed`` (this trial's training
 seed, replacing the run's) and ``stage``: ``"baseline"`` trains the base config's stock loss
-(the six values are then ignored). On start the trial resumes from ``tune.get_checkpoint()`` if there is one
+(the loss values are then ignored). On start the trial resumes from ``tune.get_checkpoint()`` if there is one
 (ASHA promotion, retries after a failure, ``--resume``).
 """
 
@@ -109,7 +110,7 @@ def train_rspose(
     """Ray Tune function trainable (see module docstring).
 
     Args:
-        config: the six loss hyperparameters (from the searcher); confirm-stage trials also
+        config: the loss hyperparameters (from the searcher); confirm-stage trials also
             carry ``seed`` and ``stage`` (``"baseline"``: stock loss).
         preset: the :class:`rspose_tune.spaces.Preset` being searched.
         seed: training seed (saved beside the trial's results).

@@ -154,6 +154,12 @@ def _parse(argv: list[str]) -> argparse.Namespace:
         raise _UsageError(f"--pg-timeout must be a number of seconds > 0, got {args.pg_timeout}")
     if args.deadline is not None and not (args.deadline >= 0 and math.isfinite(args.deadline)):
         raise _UsageError(f"--deadline must be a number of seconds >= 0 (0 = none), got {args.deadline}")
+    for key in ("loss_batch", "batch_size", "embed_dims", "num_layers", "num_heads", "repeats", "warmup"):
+        value = getattr(args, key)
+        if value is not None and value < 1:  # warmup: AdamW creates its state in the first step
+            raise _UsageError(f"--{key.replace('_', '-')} must be >= 1, got {value}")
+    if args.device is not None:  # the profile is known: check the combinations now, before any import
+        _fill_profile(args, args.device)
     if args.out is not None:
         out = Path(args.out)
         if out.exists() and not out.is_dir():
@@ -175,16 +181,16 @@ def _resolve_device(args: argparse.Namespace) -> None:
             f"--device cuda was given, but torch.cuda.is_available() is False (torch {torch.__version__}, "
             f"CUDA build {torch.version.cuda}); use --device cpu"
         )
-    for key, value in PROFILES[args.device].items():
+    _fill_profile(args, args.device)
+
+
+def _fill_profile(args: argparse.Namespace, device: str) -> None:
+    """The device profile's values for flags not given; then the checks that need all of them."""
+    for key, value in PROFILES[device].items():
         if getattr(args, key) is None:
             setattr(args, key, value)
     if args.deadline is None:
-        args.deadline = DEADLINE_S[args.device]
-    for key in ("loss_batch", "batch_size", "embed_dims", "num_layers", "num_heads", "repeats"):
-        if getattr(args, key) < 1:
-            raise _UsageError(f"--{key.replace('_', '-')} must be >= 1, got {getattr(args, key)}")
-    if args.warmup < 1:  # AdamW creates its state in the first step; memory is read after it
-        raise _UsageError(f"--warmup must be >= 1, got {args.warmup}")
+        args.deadline = DEADLINE_S[device]
     if args.demo_train < 0 or args.demo_val < 0 or (args.demo_train and args.demo_val < 1):
         raise _UsageError(f"--demo-train must be >= 0 and --demo-val >= 1 with it, got {args.demo_train}, {args.demo_val}")
     if args.demo_train and args.data_root:
@@ -197,18 +203,22 @@ def _resolve_device(args: argparse.Namespace) -> None:
 # Preflight: every module the check needs, named at once
 # --------------------------------------------------------------------------------------------
 def preflight() -> list[str]:
-    """What this Python cannot import, as readable items; empty when the check can run.
+    """What this Python cannot import, as readable items; empty when the check can run."""
+    problems, missing = missing_modules()
+    return problems + deep_import_problems(missing)
 
-    First every top-level module of the bundle's closure (found or not, nothing imported), then
-    the registries and modules that mmengine would import lazily and swallow (:data:`DEEP_IMPORTS`).
+
+def missing_modules() -> tuple[list[str], list[str]]:
+    """Every top-level module of the bundle's closure that cannot be found (nothing is imported).
+
+    Returns ``(readable items, module names)``.
     """
-    import importlib
     import importlib.util
 
     from rspose_tune.bench._bundle import CHECK_MODULES, MACHINE_PACKAGES
 
     problems: list[str] = []
-    missing = []
+    missing: list[str] = []
     for module, dist in CHECK_MODULES.items():
         try:
             found = importlib.util.find_spec(module) is not None
@@ -218,12 +228,23 @@ def preflight() -> list[str]:
             missing.append(module)
             where = "the machine's" if dist in MACHINE_PACKAGES else "in the bundle"
             problems.append(f"{module} ({dist}, {where})")
+    return problems, missing
+
+
+def deep_import_problems(missing: list[str]) -> list[str]:
+    """Import the registries and modules that mmengine would import lazily and swallow (:data:`DEEP_IMPORTS`).
+
+    Failures caused by a module already in ``missing`` are not repeated.
+    """
+    import importlib
+
     if "torch" in missing or "setuptools" in missing:
-        return problems  # nothing below imports without them
+        return []  # nothing below imports without them
     if sys.version_info >= (3, 12):
         # mmengine's Runner (collect_env) imports distutils, which Python 3.12 removed; importing
         # setuptools puts its copy in place as `distutils` (3.11, this project's Python, has its own).
         import setuptools  # noqa: F401
+    problems: list[str] = []
     deep: list[str] = []
     try:
         from rspose_tune.mmpose_adapter import setup_mmpose
@@ -625,18 +646,20 @@ def main(argv: list[str] | None = None) -> int:
 
 def _check(args: argparse.Namespace, record: _Record) -> int:
     t_pre = time.perf_counter()
-    problems = preflight()
+    problems, missing = missing_modules()
+    if "torch" not in missing:
+        try:
+            _resolve_device(args)  # imports torch only: a bad --device fails before the slow imports
+        except _UsageError as exc:
+            record.update(status="bad flags", error=str(exc))
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    problems += deep_import_problems(missing)
     if problems:
         record.update(status="preflight failed", preflight=problems)
         print(f"error: this Python ({sys.executable}, {platform.python_version()}) cannot import: "
               f"{'; '.join(problems)}. On the bare GPU machine install the wheel bundle first (README \"GPU check\": "
               "python3 tools/gpu_install.py gpu_wheels SITE, then PYTHONPATH=SITE)", file=sys.stderr)
-        return 2
-    try:
-        _resolve_device(args)
-    except _UsageError as exc:
-        record.update(status="bad flags", error=str(exc))
-        print(f"error: {exc}", file=sys.stderr)
         return 2
     import torch
 

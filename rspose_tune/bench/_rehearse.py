@@ -37,7 +37,7 @@ __all__ = ["MACHINE_CONSTRAINTS", "machine_requirements", "rehearse"]
 #: Versions of what pip brings along for the machine packages, where the declared list implies them
 #: (a package that would pull in an undeclared one cannot be the version that machine has).
 MACHINE_CONSTRAINTS: dict[str, str] = {
-    "python-dateutil": "<4",  # 4.0 requires tzdata, which the declared list lacks (matplotlib needs dateutil)
+    "python-dateutil": "<3",  # 3.0 and 4.0 require tzdata, which the declared list lacks (matplotlib needs it)
 }
 
 
@@ -155,8 +155,9 @@ def _rehearse(steps: _Steps, work: Path, py312: str, entries, pins, report: dict
     mpy = str(machine / "bin" / "python")
     constraints = work / "machine-constraints.txt"
     constraints.write_text("".join(f"{k}{v}\n" for k, v in MACHINE_CONSTRAINTS.items()))
-    steps.run("machine", [mpy, "-m", "pip", "--disable-pip-version-check", "install", "-q", "-c", str(constraints),
-                          *reqs], env=_clean_env())
+    # --no-compile: no .pyc at install time (Python writes them on first import); the same packages
+    steps.run("machine", [mpy, "-m", "pip", "--disable-pip-version-check", "install", "-q", "--no-compile",
+                          "-c", str(constraints), *reqs], env=_clean_env())
     listed = json.loads(subprocess.run([mpy, "-m", "pip", "--disable-pip-version-check", "list", "--format=json"],
                                        capture_output=True, text=True, check=True).stdout)
     held = {_bundle.canonical(p["name"]): p["version"] for p in listed}

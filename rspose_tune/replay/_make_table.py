@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from rspose_tune.spaces import PARAM_NAMES
+from rspose_tune.spaces import PARAM_NAMES, loss_param
 
 __all__ = ["DEMO_TABLE", "design_settings", "main", "trial_id_of"]
 
@@ -66,7 +66,7 @@ def _maximin_lhs(n: int, d: int, rng: np.random.Generator, candidates: int = 200
 
 
 def design_settings(preset: Any, n_settings: int = 64, seed: int = 0) -> list[dict[str, float | None]]:
-    """A space-filling design over the preset's six parameters, components switched off included.
+    """A space-filling design over the preset's loss parameters, components switched off included.
 
     The settings are split over the on/off patterns of the components that may be off
     (:data:`_PATTERN_SHARE`: half with all on, the rest with sort and/or inst off) and within each
@@ -88,22 +88,27 @@ def design_settings(preset: Any, n_settings: int = 64, seed: int = 0) -> list[di
     out: list[dict[str, float | None]] = []
     for pattern in patterns:
         on = {"rank": True, "sort": pattern[0], "inst": pattern[1]}
-        dims = [n for n in PARAM_NAMES if on[n.split("_", 1)[1]] and not params[n].is_fixed]
+        live = [n for n in PARAM_NAMES if loss_param(n).component is None or on[loss_param(n).component]]
+        dims = [n for n in live if not params[n].is_fixed]
         points = _maximin_lhs(counts[pattern], len(dims), rng) if counts[pattern] else np.zeros((0, len(dims)))
         for row in points:
             setting: dict[str, float | None] = {}
             for name in PARAM_NAMES:
-                comp = name.split("_", 1)[1]
-                if not on[comp]:
-                    setting[name] = 0.0 if name.startswith("coeff_") else None
+                if name not in live:  # a switched-off component
+                    setting[name] = 0.0 if loss_param(name).kind == "coeff" else None
                 elif name in dims:
-                    setting[name] = round(_unit_to_value(params[name], float(row[dims.index(name)])), 4)
+                    setting[name] = _rounded(_unit_to_value(params[name], float(row[dims.index(name)])))
                 else:
                     setting[name] = params[name].fixed
             out.append(setting)
     if preset.known_good and out:
-        out[0] = {k: (0.0 if v is None and k.startswith("coeff_") else v) for k, v in preset.known_good[0].items()}
+        out[0] = {k: (0.0 if v is None and loss_param(k).kind == "coeff" else v) for k, v in preset.known_good[0].items()}
     return out
+
+
+def _rounded(value: float) -> float:
+    """4 decimals (3 significant digits below 0.01, where a log range such as pos_thr's lives)."""
+    return round(value, 4) if abs(value) >= 0.01 else float(f"{value:.3g}")
 
 
 def trial_id_of(index: int, seed: int) -> str:

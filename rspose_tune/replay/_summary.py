@@ -10,6 +10,7 @@ import numpy as np
 
 from rspose_tune.replay._simulator import Trace
 from rspose_tune.replay._table import CurveTable
+from rspose_tune.spaces import loss_param
 
 __all__ = ["PolicySummary", "checkpoints", "format_report", "incumbent_at", "summarize", "time_at"]
 
@@ -150,7 +151,7 @@ def format_report(table: CurveTable, summaries: Sequence[PolicySummary], *, head
     """The text the CLI prints."""
     m = table.metric_name
     best = table.settings[table.best_index]
-    shown = ", ".join(f"{k}={'off' if v is None else f'{v:g}'}" for k, v in best.items() if not k.startswith("coeff_") or v != 0)
+    shown = ", ".join(f"{k}={'off' if v is None else f'{v:g}'}" for k, v in best.items() if loss_param(k).kind != "coeff" or v != 0)
     lines = [
         header,
         f"table: {table.source}",

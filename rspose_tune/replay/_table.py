@@ -4,8 +4,11 @@ Rows are those of :data:`rspose_tune.results.SCHEMA` (a live run's ``trials/*.pa
 folder, or one table file such as the shipped demo table). The replay needs the columns
 :data:`REQUIRED_COLUMNS`. A *curve* is one trial that reached the full budget (a row with
 ``epoch == max_epochs`` and ``status`` not ``error``): its metric at every reported epoch and
-the wall time of each report interval. A *setting* is one combination of the six parameters;
-trials with the same setting (e.g. training seeds) give it several curves.
+the wall time of each report interval. A *setting* is one combination of the loss parameters
+(:data:`rspose_tune.spaces.PARAM_NAMES`); trials with the same setting (e.g. training seeds) give
+it several curves. A parameter with a default (``pos_thr``) may be absent from a table written
+before it existed: its column, its search-space entry and its known-good values then read as the
+default (the shipped demo table was recorded with ``pos_thr`` fixed at 0).
 
 The search space (to turn a proposal into a point in the unit cube and find the nearest recorded
 setting) comes from the file metadata (``search_space``, written by the live search and by
@@ -25,13 +28,13 @@ from typing import Any
 
 import numpy as np
 
-from rspose_tune.spaces import PARAM_NAMES
+from rspose_tune.spaces import COMPONENTS, LOSS_PARAMS, PARAM_NAMES, component_names, fill_defaults, loss_param
 
 __all__ = ["REQUIRED_COLUMNS", "Curve", "CurveTable", "TableError", "Match", "load_table", "table_from_frame"]
 
-#: Columns the replay reads.
-REQUIRED_COLUMNS = ("trial_id", "epoch", "status", *PARAM_NAMES, "metric", "wall_s")
-_COMPONENTS = ("rank", "sort", "inst")
+#: Columns the replay reads (a parameter with a default may be missing: read as the default).
+REQUIRED_COLUMNS = ("trial_id", "epoch", "status", *(p.name for p in LOSS_PARAMS if p.default is None), "metric",
+                    "wall_s")  # fmt: skip
 
 
 class TableError(RSPoseTuneError, ValueError):
@@ -71,11 +74,11 @@ class CurveTable:
 
     Attributes:
         source: Where the table was read from (for messages).
-        settings: One dict of the six parameters per setting (off component: coeff 0.0, delta None).
+        settings: One dict of the loss parameters per setting (off component: coeff 0.0, delta None).
         curves: For each setting, its curves (one per training seed / repeated trial).
         max_epochs: The full budget.
         mode: ``max`` or ``min``.
-        space: ``{name: {low, high, log, fixed, allow_off}}`` for the six parameters.
+        space: ``{name: {low, high, log, fixed, allow_off}}`` for the loss parameters (PARAM_NAMES).
         known_good: The search's known-good settings (from the metadata; may be empty).
         budget: ``{grace_epochs, reduction_factor}`` recorded with the table (may be empty).
         metric_name: The metric's evaluator name (e.g. ``coco/AP``), for output.
@@ -151,13 +154,15 @@ class CurveTable:
         return Match(index=int(idx[k]), distance=distance, exact=same and distance < 1e-9, same_pattern=same)
 
 
-def _is_off(config: Mapping[str, Any], component: str) -> bool:
-    coeff = config.get(f"coeff_{component}")
+def _is_off(config: Mapping[str, Any], component: str | None) -> bool:
+    if component is None:  # a parameter of no component is never off
+        return False
+    coeff = config.get(component_names(component)[1])
     return coeff is None or (isinstance(coeff, float) and math.isnan(coeff)) or coeff == 0
 
 
 def _pattern(config: Mapping[str, Any]) -> tuple[bool, ...]:
-    return tuple(not _is_off(config, c) for c in _COMPONENTS)
+    return tuple(not _is_off(config, c) for c in COMPONENTS)
 
 
 def _unit_point(config: Mapping[str, Any], space: Mapping[str, Mapping[str, Any]]) -> list[float]:
@@ -167,10 +172,11 @@ def _unit_point(config: Mapping[str, Any], space: Mapping[str, Mapping[str, Any]
         spec = space[name]
         if spec.get("low") is None:
             continue  # fixed: not a dimension
-        if _is_off(config, name.split("_", 1)[1]):
+        if _is_off(config, loss_param(name).component):
             out.append(float("nan"))
             continue
-        value, low, high = float(config[name]), float(spec["low"]), float(spec["high"])
+        value = fill_defaults(config)[name]
+        value, low, high = float(value), float(spec["low"]), float(spec["high"])
         if spec.get("log"):
             value, low, high = (math.log(max(v, 1e-300)) for v in (value, low, high))
         out.append((value - low) / (high - low))
@@ -215,6 +221,9 @@ def table_from_frame(
             f"{source}: missing column(s) {missing}; a replay table needs {list(REQUIRED_COLUMNS)} "
             "(rows as written by rspose_tune.results)."
         )
+    frame = frame.assign(**{p.name: p.default for p in LOSS_PARAMS if p.default is not None and p.name not in frame})
+    space = _with_defaults(space)
+    known_good = [fill_defaults(k) for k in known_good]
     _check_space(space, source)
     frame = frame[frame["status"] != "error"]
     if max_epochs is None:
@@ -244,16 +253,25 @@ def table_from_frame(
         groups.setdefault(keys.pop(), []).append(curve)
     settings = []
     for key in groups:
-        setting = dict(zip(PARAM_NAMES, key))
-        for c in _COMPONENTS:
-            if setting[f"coeff_{c}"] is None:
-                setting[f"coeff_{c}"] = 0.0
+        setting = fill_defaults(dict(zip(PARAM_NAMES, key)))
+        for c in COMPONENTS:
+            if setting[component_names(c)[1]] is None:
+                setting[component_names(c)[1]] = 0.0
         settings.append(setting)
     return CurveTable(
         source=source, settings=settings, curves=list(groups.values()), max_epochs=int(max_epochs), mode=mode,
         space={n: dict(space[n]) for n in PARAM_NAMES}, known_good=[dict(k) for k in known_good],
         budget=dict(budget or {}), metric_name=metric_name, skipped_trials=skipped,
     )  # fmt: skip
+
+
+def _with_defaults(space: Any) -> Any:
+    """A space written before a parameter with a default existed: that parameter fixed at it."""
+    if not isinstance(space, Mapping):
+        return space
+    missing = {p.name: {"low": None, "high": None, "log": False, "fixed": p.default, "allow_off": False}
+               for p in LOSS_PARAMS if p.default is not None and p.name not in space}  # fmt: skip
+    return {**space, **missing}
 
 
 def _check_space(space: Any, source: str) -> None:

@@ -65,9 +65,10 @@ backend_args = dict(backend='local')
 randomness = dict(seed=0)
 
 # codec settings
-# UDP heatmaps (as ViTPose): Gaussians truncated at 3 sigma, so RSPose's ranking losses see
-# positives and negatives (MSRAHeatmap with unbiased=True has no zero pixel at all), and
-# sub-pixel DARK-UDP decoding.
+# UDP heatmaps (as ViTPose): Gaussians truncated to a (2*3*sigma+1)^2 square (10x10 = 100
+# non-zero pixels at sigma 1.5, corners down to 1.45e-6; not a 3-sigma disc), so RSPose's ranking
+# losses see positives and negatives (MSRAHeatmap with unbiased=True has no zero pixel at all),
+# and sub-pixel DARK-UDP decoding. Which of them are positives: the loss's pos_thr (demo.yaml).
 codec = dict(
     type='UDPHeatmap',
     input_size=(48, 64),
