@@ -389,10 +389,11 @@ def test_the_metric_column_shows_the_confirm_mean_when_the_confirm_stage_chose()
     """Before: the table showed s2's search metric 0.74, the optimistic number."""
     r = rep.backbone_report("demo", [_hand_run("r", HAND)])
     assert r.best_trial == "s2" and r.chosen_by_confirm
-    metric_cell = rep.table_rows([r])[0][4]
+    column = rep.TABLE_HEADER.index("Metric")
+    metric_cell = rep.table_rows([r])[0][column]
     assert metric_cell == "coco/AP 0.71 (confirm mean, 3 seeds)"
     search_only = rep.backbone_report("demo", [_hand_run("r", HAND[HAND["stage"] == "search"])])
-    assert rep.table_rows([search_only])[0][4] == "coco/AP 0.75"  # no confirm stage: the search's best
+    assert rep.table_rows([search_only])[0][column] == "coco/AP 0.75"  # no confirm stage: the search's best
 
 
 def test_merged_runs_keep_every_seed_of_a_setting():
