@@ -1043,16 +1043,14 @@ class Importance:
     label: str  # x-axis label
 
 
-def _ranks(values: np.ndarray) -> np.ndarray:
-    return pd.Series(values).rank(method="average").to_numpy()
-
-
 def spearman_importance(frame: pd.DataFrame) -> tuple[dict[str, float], int | None, int]:
     """|Spearman ρ| of each parameter vs ``metric`` at the epoch most trials reported.
 
     Ties go to the later epoch. Off coefficients count as 0; off deltas are left out. Fewer
     than 3 points or a constant parameter gives NaN. Returns (values, epoch, number of trials).
     """
+    from scipy import stats
+
     rows = frame[frame["metric"].notna()]
     if rows.empty:
         return {n: math.nan for n in PARAM_NAMES}, None, 0
@@ -1069,7 +1067,7 @@ def spearman_importance(frame: pd.DataFrame) -> tuple[dict[str, float], int | No
         if len(xs) < 3 or np.ptp(xs) == 0 or np.ptp(ys) == 0:
             out[name] = math.nan
             continue
-        out[name] = float(abs(np.corrcoef(_ranks(xs), _ranks(ys))[0, 1]))
+        out[name] = float(abs(stats.spearmanr(xs, ys).statistic))
     return out, epoch, len(at)
 
 

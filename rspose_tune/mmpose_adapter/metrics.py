@@ -13,9 +13,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import functools
+
 import numpy as np
+import torch
 from mmengine.evaluator import BaseMetric
 from mmpose.registry import METRICS
+
+from rspose_tune.mmpose_adapter.heads import BBOX_AREA_FACTOR, keypoint_similarity
 
 __all__ = ["ConfidenceOKSCorrelation", "instance_confidence", "oks", "spearman"]
 
@@ -38,9 +43,10 @@ def oks(pred_xy: np.ndarray, gt_xyv: np.ndarray, area: float, sigmas: np.ndarray
     visible = gt_xyv[:, 2] > 0
     if not visible.any():
         return float("nan")
-    d2 = ((pred_xy[visible] - gt_xyv[visible, :2]) ** 2).sum(axis=1)
-    var = (2.0 * sigmas[visible]) ** 2
-    return float(np.exp(-d2 / var / (area + np.spacing(1)) / 2.0).mean())
+    as_tensor = functools.partial(torch.as_tensor, dtype=torch.float64)
+    ks = keypoint_similarity(as_tensor(pred_xy[visible][None]), as_tensor(gt_xyv[visible, :2][None]),
+                             as_tensor([area]), as_tensor(sigmas[visible]))  # the heads' KS, one formula
+    return float(ks.mean())
 
 
 def instance_confidence(keypoint_scores: np.ndarray, score_thr: float = 0.2) -> float:
@@ -92,7 +98,7 @@ class ConfidenceOKSCorrelation(BaseMetric):
                 area = float(ann["area"])
             else:
                 _, _, w, h = ann["bbox"]
-                area = 0.53 * float(w) * float(h)
+                area = BBOX_AREA_FACTOR * float(w) * float(h)
             pred = sample["pred_instances"]
             pred_xy = np.asarray(pred["keypoints"], dtype=float)[0]
             scores = np.asarray(pred["keypoint_scores"], dtype=float)[0]
