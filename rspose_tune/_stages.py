@@ -25,7 +25,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from rspose_tune.spaces import COMPONENTS, LOSS_PARAMS, PARAM_NAMES, component_names, fill_defaults
+from rspose_tune.spaces import COMPONENTS, LOSS_PARAMS, PARAM_NAMES, component_names, fill_defaults, is_off
 
 __all__ = [
     "STAGE_EXPERIMENT",
@@ -90,7 +90,7 @@ def project_setting(params: Mapping[str, Any], space: Mapping[str, Any]) -> tupl
         dname, cname = component_names(c)
         dspec, cspec = space[dname], space[cname]
         coeff = params.get(cname)
-        if coeff is None or coeff == 0:
+        if is_off(coeff):
             if not cspec.can_be_off:
                 raise StageError(f"component {c!r} is off there, but this preset cannot switch it off "
                                  f"({cname}: {cspec.describe()})")  # fmt: skip

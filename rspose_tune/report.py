@@ -90,7 +90,8 @@ import pyarrow.fs as pafs
 
 from rspose_tune import DEFAULT_STORAGE
 from rspose_tune._numbers import finite_or_none as _number
-from rspose_tune.spaces import LOSS_PARAMS, PARAM_NAMES, component_names, loss_param
+from rspose_tune.spaces import COMPONENT_LABELS, LOSS_PARAMS, PARAM_NAMES, component_names, is_off, loss_param
+from rspose_tune.spaces import COMPONENTS as _SPACE_COMPONENTS
 
 __all__ = [
     "CONFIDENCE",
@@ -135,7 +136,7 @@ __all__ = [
 
 #: Storage root used by ``rspose_tune.search`` when none is given: ``results/`` in the repository.
 #: The loss components and their Table E.8 labels (one "δ / c" column each).
-COMPONENTS = (("rank", "S. Rank"), ("sort", "S. Sort"), ("inst", "Ins. Sort"))
+COMPONENTS = tuple((c, COMPONENT_LABELS[c]) for c in _SPACE_COMPONENTS)  # (component, its column head)
 #: The loss hyperparameters of no component (``pos_thr``): one column each, after the components.
 _PLAIN_PARAMS = tuple(p for p in LOSS_PARAMS if p.component is None)
 #: Fewest COMPLETE Optuna trials for which Optuna's PED-ANOVA importance is computed.
@@ -934,7 +935,7 @@ def _fmt_hours(value: float | None) -> str:
 def _component_cell(params: Mapping[str, float | None], component: str) -> str:
     delta, coeff_name = component_names(component)
     coeff = params.get(coeff_name)
-    if coeff is None or coeff == 0:
+    if is_off(coeff):
         return OFF
     return f"{_fmt(params.get(delta))} / {_fmt(coeff)}"
 

@@ -70,7 +70,7 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from rspose_tune.spaces import COMPONENTS, LOSS_PARAMS, PARAM_NAMES, component_names
+from rspose_tune.spaces import COMPONENTS, LOSS_PARAMS, PARAM_NAMES, component_names, is_off
 
 __all__ = [
     "METADATA_KEY",
@@ -184,7 +184,7 @@ def _params(config: Mapping[str, Any], *, baseline: bool = False) -> dict[str, f
     for c in COMPONENTS:
         delta, coeff_name = component_names(c)
         coeff = _float_or_none(coeff_name, config.get(coeff_name))
-        off = coeff is None or coeff == 0.0
+        off = is_off(coeff)
         out[delta] = None if off else _float_or_none(delta, config.get(delta))
         out[coeff_name] = None if off else coeff
     for p in LOSS_PARAMS:

@@ -126,6 +126,8 @@ __all__ = [
     "LossParam",
     "budget_problem",
     "component_names",
+    "is_off",
+    "COMPONENT_LABELS",
     "fill_defaults",
     "list_presets",
     "load_preset",
@@ -194,6 +196,16 @@ def component_names(component: str) -> tuple[str, str]:
     delta = next(p.name for p in LOSS_PARAMS if p.component == component and p.kind == "delta")
     coeff = next(p.name for p in LOSS_PARAMS if p.component == component and p.kind == "coeff")
     return delta, coeff
+
+
+def is_off(coeff: Any) -> bool:
+    """Whether a coefficient switches its component off: 0, None, or NaN (a Parquet null read
+    into a float column). The one definition of "off"; everything else calls it."""
+    return coeff is None or (isinstance(coeff, float) and math.isnan(coeff)) or coeff == 0
+
+
+#: The report's name of each component (Table E.8's column heads), in :data:`COMPONENTS` order.
+COMPONENT_LABELS = MappingProxyType({"rank": "S. Rank", "sort": "S. Sort", "inst": "Ins. Sort"})
 
 
 def fill_defaults(values: Mapping[str, Any]) -> dict[str, Any]:

@@ -42,6 +42,7 @@ from typing import NoReturn
 import numpy as np
 
 from rspose_tune._flags import int_at_least
+from rspose_tune.spaces import COMPONENTS
 
 PRESETS = ("demo", "demo-simcc")
 #: Loss rows, in the paper's Table 6 order: name -> (label, components kept on).
@@ -120,7 +121,7 @@ def row_params(known_good: dict, loss: str) -> dict | None:
         return None
     keep = LOSSES[loss][1]
     params = dict(known_good)
-    for c in ("rank", "sort", "inst"):
+    for c in COMPONENTS:
         if c not in keep:
             params[f"coeff_{c}"], params[f"delta_{c}"] = 0.0, None
         elif not params.get(f"coeff_{c}"):

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from rspose_tune.spaces import COMPONENTS, LOSS_PARAMS, PARAM_NAMES, component_names, fill_defaults, loss_param
+from rspose_tune.spaces import COMPONENTS, LOSS_PARAMS, PARAM_NAMES, component_names, fill_defaults, is_off, loss_param
 
 __all__ = ["REQUIRED_COLUMNS", "Curve", "CurveTable", "TableError", "Match", "load_table", "table_from_frame"]
 
@@ -158,7 +158,7 @@ def _is_off(config: Mapping[str, Any], component: str | None) -> bool:
     if component is None:  # a parameter of no component is never off
         return False
     coeff = config.get(component_names(component)[1])
-    return coeff is None or (isinstance(coeff, float) and math.isnan(coeff)) or coeff == 0
+    return is_off(coeff)
 
 
 def _pattern(config: Mapping[str, Any]) -> tuple[bool, ...]:
