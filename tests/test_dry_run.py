@@ -77,15 +77,16 @@ def test_dry_run_vit_h_without_data_prints_the_cost_and_writes_nothing(tmp_path)
 
 
 def test_dry_run_epoch_gpu_hours_flag_and_confirm_flags(tmp_path):
-    out = _dry(tmp_path, "--dry-run", "--backbone", "vit-b", "--num-trials", "9", "--max-epochs", "27",
-               "--grace-epochs", "3", "--reduction-factor", "3", "--epoch-gpu-hours", "0.5", "--confirm-top", "3",
+    # vit-b validates every 10 epochs: the grace period is a multiple of it (issue 17)
+    out = _dry(tmp_path, "--dry-run", "--backbone", "vit-b", "--num-trials", "9", "--max-epochs", "270",
+               "--grace-epochs", "30", "--reduction-factor", "3", "--epoch-gpu-hours", "0.5", "--confirm-top", "3",
                "--confirm-seeds", "4", "--no-baseline")  # fmt: skip
     assert out.returncode == 0, out.stderr
-    # levels 3 (9), 9 (3), 27 (1): 27 + 18 + 18 = 63 epochs
-    assert "expected ~63, worst case 243" in out.stdout
-    assert "seeds [1, 2, 3, 4] x 27 epochs = 324 epochs" in out.stdout and "baseline: off" in out.stdout
+    # levels 30 (9), 90 (3), 270 (1): 270 + 180 + 180 = 630 epochs
+    assert "expected ~630, worst case 2,430" in out.stdout
+    assert "seeds [1, 2, 3, 4] x 270 epochs = 3,240 epochs" in out.stdout and "baseline: off" in out.stdout
     assert "GPU-hours at 0.5 GPU-h per trial-epoch (--epoch-gpu-hours)" in out.stdout
-    assert "search expected 31.5 GPU-h" in out.stdout
+    assert "search expected 315.0 GPU-h" in out.stdout
 
 
 def test_dry_run_demo_with_missing_generated_data_is_a_note(tmp_path):
