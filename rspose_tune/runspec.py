@@ -33,10 +33,11 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Optional, Union
 
 import pyarrow.fs as pafs
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError
 
 from rspose_tune.spaces import PARAM_NAMES, Preset, SearchSpaceError, parse_preset
 
@@ -263,6 +264,8 @@ class RunSpec:
 
     @classmethod
     def from_dict(cls, data: Any, where: str) -> RunSpec:
+        """Validate a parsed ``run_spec.yaml`` (:class:`_SpecFile`, pydantic) and build the spec;
+        :class:`RunSpecError` names ``where`` and the key path of the first broken rule."""
         if not isinstance(data, Mapping):
             raise RunSpecError(f"{where}: must be a mapping, got {type(data).__name__}")
         if data.get("format") != _FORMAT:
@@ -270,18 +273,11 @@ class RunSpec:
         if data.get("version") != SPEC_VERSION:
             raise RunSpecError(f"{where}: `version` is {data.get('version')!r}, but this rspose_tune reads "
                                f"version {SPEC_VERSION}")  # fmt: skip
-
-        def get(path: str, kind: type | tuple[type, ...]) -> Any:
-            node: Any = data
-            for key in path.split("."):
-                if not isinstance(node, Mapping) or key not in node:
-                    raise RunSpecError(f"{where}: key `{path}` is missing")
-                node = node[key]
-            if isinstance(node, bool) and kind is not bool or not isinstance(node, kind):
-                raise RunSpecError(f"{where}: `{path}` is {node!r}, but must be a {getattr(kind, '__name__', kind)}")
-            return node
-
-        preset_raw = dict(get("preset", Mapping))
+        try:
+            f = _SpecFile.model_validate(data)
+        except ValidationError as exc:
+            raise RunSpecError(f"{where}: {_first_problem(exc)}") from None
+        preset_raw = dict(f.preset)
         name, source = preset_raw.pop("name", None), preset_raw.pop("source", None)
         if not isinstance(name, str) or not isinstance(source, str):
             raise RunSpecError(f"{where}: `preset.name` and `preset.source` must be strings")
@@ -289,64 +285,102 @@ class RunSpec:
             preset = parse_preset(preset_raw, name=name, source=source)
         except SearchSpaceError as exc:
             raise RunSpecError(f"{where}: `preset` is invalid: {exc}") from exc
-        number = (int, float)
+        stages = f.stages or _Stages()
+        confirm, baseline = stages.confirm or _Confirm(), stages.baseline or _Baseline()
         return cls(
-            run=get("run", str),
-            storage=get("storage", str),
-            preset=preset,
-            num_trials=get("num_trials", int),
-            seed=get("seed", int),
-            max_epochs=get("budget.max_epochs", int),
-            grace_epochs=get("budget.grace_epochs", int),
-            reduction_factor=get("budget.reduction_factor", int),
-            gpus_per_trial=float(get("resources.gpus_per_trial", number)),
-            cpus_per_trial=float(get("resources.cpus_per_trial", number)),
-            workers_per_trial=get("resources.workers_per_trial", int),
-            dataloader_workers=get("resources.dataloader_workers", (int, type(None))),
-            scheduler=get("scheduler.type", str),
-            sampler=get("sampler.type", str),
-            n_startup_trials=get("sampler.n_startup_trials", int),
-            **_stages(data, where),
-            created_utc=str(data.get("created_utc", "")),
-            command=tuple(str(a) for a in data.get("command") or ()),
-            cwd=str(data.get("cwd", "")),
-            host=str(data.get("host", "")),
-            versions=dict(data.get("versions") or {}),
-            git_revision=str(data.get("git_revision", "unknown")),
-        )
+            run=f.run, storage=f.storage, preset=preset, num_trials=f.num_trials, seed=f.seed,
+            max_epochs=f.budget.max_epochs, grace_epochs=f.budget.grace_epochs,
+            reduction_factor=f.budget.reduction_factor, gpus_per_trial=float(f.resources.gpus_per_trial),
+            cpus_per_trial=float(f.resources.cpus_per_trial), workers_per_trial=f.resources.workers_per_trial,
+            dataloader_workers=f.resources.dataloader_workers, scheduler=f.scheduler.type, sampler=f.sampler.type,
+            n_startup_trials=f.sampler.n_startup_trials, confirm_top=confirm.top, confirm_seeds=tuple(confirm.seeds),
+            baseline=baseline.enabled, baseline_seeds=tuple(baseline.seeds),
+            warm_start=tuple({"source": w.source, "params": dict(w.params)} for w in f.warm_start or ()),
+            tpe_options=dict(f.sampler.tpe_options or {}), created_utc=str(f.created_utc or ""),
+            command=tuple(str(a) for a in f.command or ()), cwd=str(f.cwd or ""), host=str(f.host or ""),
+            versions=dict(f.versions or {}), git_revision=str(f.git_revision or "unknown"),
+        )  # fmt: skip
 
 
-def _stages(data: Mapping[str, Any], where: str) -> dict[str, Any]:
-    """The optional stage, warm-start and TPE keys (absent in specs written before they existed)."""
+# The file format of run_spec.yaml (what RunSpec.to_dict writes), validated by pydantic: strict
+# types (YAML's 3 is not "3"), keys written by later versions ignored, optional sections default.
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
 
-    def ints(value: Any, key: str) -> tuple[int, ...]:
-        if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-            raise RunSpecError(f"{where}: `{key}` is {value!r}, but must be a list of integers")
-        return tuple(value)
 
-    stages = data.get("stages") or {}
-    confirm, baseline = stages.get("confirm") or {}, stages.get("baseline") or {}
-    top = confirm.get("top", 0)
-    if isinstance(top, bool) or not isinstance(top, int) or top < 0:
-        raise RunSpecError(f"{where}: `stages.confirm.top` is {top!r}, but must be an integer >= 0")
-    enabled = baseline.get("enabled", False)
-    if not isinstance(enabled, bool):
-        raise RunSpecError(f"{where}: `stages.baseline.enabled` is {enabled!r}, but must be true or false")
-    warm = data.get("warm_start") or []
-    if not isinstance(warm, list) or not all(isinstance(w, Mapping) and isinstance(w.get("source"), str)
-                                             and isinstance(w.get("params"), Mapping) for w in warm):  # fmt: skip
-        raise RunSpecError(f"{where}: `warm_start` must be a list of {{source: str, params: mapping}}")
-    tpe = (data.get("sampler") or {}).get("tpe_options") or {}
-    if not isinstance(tpe, Mapping):
-        raise RunSpecError(f"{where}: `sampler.tpe_options` is {tpe!r}, but must be a mapping")
-    return {
-        "confirm_top": top,
-        "confirm_seeds": ints(confirm.get("seeds", []), "stages.confirm.seeds"),
-        "baseline": enabled,
-        "baseline_seeds": ints(baseline.get("seeds", []), "stages.baseline.seeds"),
-        "warm_start": tuple({"source": w["source"], "params": dict(w["params"])} for w in warm),
-        "tpe_options": dict(tpe),
-    }
+_Number = Union[StrictInt, StrictFloat]
+
+
+class _Budget(_Model):
+    max_epochs: StrictInt
+    grace_epochs: StrictInt
+    reduction_factor: StrictInt
+
+
+class _Resources(_Model):
+    gpus_per_trial: _Number
+    cpus_per_trial: _Number
+    workers_per_trial: StrictInt
+    dataloader_workers: Optional[StrictInt]
+
+
+class _Scheduler(_Model):
+    type: StrictStr
+
+
+class _Sampler(_Model):
+    type: StrictStr
+    n_startup_trials: StrictInt
+    tpe_options: Optional[dict[str, Any]] = None
+
+
+class _Confirm(_Model):
+    top: Annotated[StrictInt, Field(ge=0)] = 0
+    seeds: list[StrictInt] = []
+
+
+class _Baseline(_Model):
+    enabled: StrictBool = False
+    seeds: list[StrictInt] = []
+
+
+class _Stages(_Model):
+    confirm: Optional[_Confirm] = None
+    baseline: Optional[_Baseline] = None
+
+
+class _WarmStart(_Model):
+    source: StrictStr
+    params: dict[str, Any]
+
+
+class _SpecFile(_Model):
+    run: StrictStr
+    storage: StrictStr
+    preset: dict[str, Any]  # validated by spaces.parse_preset
+    num_trials: StrictInt
+    seed: StrictInt
+    budget: _Budget
+    resources: _Resources
+    scheduler: _Scheduler
+    sampler: _Sampler
+    stages: Optional[_Stages] = None  # absent in specs written before stages existed
+    warm_start: Optional[list[_WarmStart]] = None
+    created_utc: Any = ""
+    command: Optional[list[Any]] = None
+    cwd: Any = ""
+    host: Any = ""
+    versions: Optional[dict[str, Any]] = None
+    git_revision: Any = "unknown"
+
+
+def _first_problem(exc: ValidationError) -> str:
+    """pydantic's first error as ``key `a.b` is missing`` or ```a.b` is X: <rule>``."""
+    error = exc.errors(include_url=False)[0]
+    path = ".".join(str(part) for part in error["loc"])
+    if error["type"] == "missing":
+        return f"key `{path}` is missing"
+    return f"`{path}` is {error['input']!r}, but {error['msg'][0].lower()}{error['msg'][1:]}"
 
 
 def utc_now() -> dt.datetime:

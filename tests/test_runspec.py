@@ -35,7 +35,10 @@ def test_every_preset_round_trips_through_the_spec_file(name, tmp_path):
     [
         (lambda d: d.pop("seed"), "key `seed` is missing"),
         (lambda d: d.update(version=99), "`version` is 99, but this rspose_tune reads version 1"),
-        (lambda d: d["budget"].update(max_epochs="3"), "`budget.max_epochs` is '3', but must be a int"),
+        (lambda d: d["budget"].update(max_epochs="3"), "`budget.max_epochs` is '3', but input should be a valid integer"),
+        (lambda d: d["stages"]["confirm"].update(top=-1), "`stages.confirm.top` is -1, but input should be greater than or equal to 0"),
+        (lambda d: d["resources"].pop("workers_per_trial"), "key `resources.workers_per_trial` is missing"),
+        (lambda d: d["warm_start"].append({"source": 3, "params": {}}), "`warm_start.0.source` is 3, but input should be a valid string"),
         (lambda d: d["preset"]["params"]["delta_rank"].update(low=-1), "`preset` is invalid"),
     ],
 )
