@@ -514,7 +514,9 @@ def test_cli_default_is_the_demo_table(capsys):
     [(["--settings", "0"], "error: --settings must be >= 1, got 0"),
      (["--epochs", "x"], "error: argument --epochs: invalid int value: 'x'"),
      (["--backbone", "no-such-preset"], "error: "),
-     (["--backbone", "vit-b", "--n-train", "8"], "error: --n-train/--n-val only apply to a preset with generated demo data")],
+     (["--backbone", "vit-b", "--n-train", "8"], "error: --n-train/--n-val only apply to a preset with generated demo data"),
+     (["--extra-seeds", "1", "--seeds", "0", "1"], "error: --extra-seeds [1] must not repeat a --seeds seed [0, 1]"),
+     (["--extra-top", "0"], "error: --extra-top must be >= 1, got 0")],
 )  # fmt: skip
 def test_make_table_bad_input_is_one_error_line(tmp_path, argv, message, capsys):
     from rspose_tune.replay._make_table import main as make_table
@@ -545,3 +547,50 @@ def test_make_table_trains_and_resumes(tmp_path, capsys):
     assert read_metadata(out)["table"]["demo_data"] == {"n_train": 16, "n_val": 8}
     assert make_table([*argv, "--design-seed", "1"]) == 2  # another design in the same work dir
     assert "holds curves of another design" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_make_table_extra_seeds_go_to_the_best_settings_by_mean(tmp_path, capsys):
+    import pyarrow.parquet as pq
+
+    from rspose_tune.replay._make_table import main as make_table
+    from rspose_tune.results import read_metadata
+
+    out, work = tmp_path / "t.parquet", tmp_path / "work"
+    argv = ["--out", str(out), "--work-dir", str(work), "--settings", "3", "--seeds", "0", "--epochs", "1",
+            "--n-train", "16", "--n-val", "8", "--extra-seeds", "1", "--extra-top", "1"]  # fmt: skip
+    assert make_table([*argv, "--limit", "3"]) == 0  # the 3 seed-0 curves; the extra one is not chosen yet
+    assert not out.exists() and "run the same command again" in capsys.readouterr().out
+    finals = {}
+    for f in (work / "curves").glob("*-seed0.parquet"):
+        rows = pq.read_table(f).to_pylist()
+        finals[int(f.name[1:4])] = max(rows, key=lambda r: r["epoch"])["metric"]
+    best = max(sorted(finals), key=lambda i: finals[i])  # coco/AP: higher is better; ties: lowest index
+    assert make_table(argv) == 0
+    assert [p.name for p in (work / "curves").glob("*-seed1.parquet")] == [f"s{best:03d}-seed1.parquet"]
+    meta = read_metadata(out)["table"]
+    assert meta["extra_seeds"]["settings"] == [best] and meta["complete"]
+    table = load_table([out])
+    assert sorted(len(c) for c in table.curves) == [1, 1, 2]
+
+
+@pytest.mark.parametrize(("mode", "expected"), [("max", [2, 0]), ("min", [1, 0])])
+def test_extra_seeds_choose_the_best_settings_by_mean_final_metric(tmp_path, mode, expected):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from rspose_tune.replay._make_table import _best_settings, trial_id_of
+
+    # setting -> (seed-0 curve, seed-1 curve) of (epoch, metric); only the last epoch counts
+    curves = {0: ([(1, 0.9), (2, 0.5)], [(1, 0.1), (2, 0.5)]),  # mean final 0.5
+              1: ([(1, 0.0), (2, 0.2)], [(1, 0.0), (2, 0.4)]),  # 0.3
+              2: ([(1, 0.0), (2, 0.6)], [(1, 0.0), (2, 0.8)]),  # 0.7
+              3: ([(1, 0.0), (2, float("nan"))], [(1, 0.0), (2, 0.9)])}  # diverged: ranks last
+    (tmp_path / "curves").mkdir()
+    jobs = []
+    for index, per_seed in curves.items():
+        for seed, curve in enumerate(per_seed):
+            jobs.append((index, seed))
+            pq.write_table(pa.Table.from_pylist([{"epoch": e, "metric": m} for e, m in curve]),
+                           tmp_path / "curves" / f"{trial_id_of(index, seed)}.parquet")
+    assert _best_settings(tmp_path, jobs, mode, 2) == expected
