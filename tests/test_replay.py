@@ -501,6 +501,17 @@ def test_shipped_demo_table():
     meta = read_metadata(DEMO_TABLE)
     assert meta["git_revision"] and meta["table"]["made"] and meta["table"]["command"].startswith("python -m")
     assert DEMO_TABLE.stat().st_size < 512 * 1024
+    # recorded before pos_thr existed (issue 19 re-records it): every setting trained with its default
+    import pyarrow.parquet as pq
+
+    assert "pos_thr" not in pq.read_schema(DEMO_TABLE).names and "pos_thr" not in meta["search_space"]["params"]
+    assert table.space["pos_thr"]["fixed"] == 0.0 and {s["pos_thr"] for s in table.settings} == {0.0}
+    assert all(k["pos_thr"] == 0.0 for k in table.known_good)
+
+
+def test_shipped_demo_table_replays_with_todays_demo_preset_that_searches_pos_thr(capsys):
+    assert main(["--backbone", "demo", "--seeds", "1", "--budget-epochs", "40", "--policies", "asha-tpe"]) == 0
+    assert "ASHA+TPE" in capsys.readouterr().out
 
 
 def test_cli_default_is_the_demo_table(capsys):
