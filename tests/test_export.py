@@ -15,7 +15,7 @@ from test_report import KNOWN_GOOD, OTHER, SORT_OFF, trial, write_run
 
 from rspose_tune import export as ex
 
-BEST_DEMO = {**KNOWN_GOOD, "delta_rank": 0.55, "coeff_inst": 0.8}
+BEST_DEMO = {**KNOWN_GOOD, "delta_rank": 0.55, "coeff_inst": 0.8, "pos_thr": 0.05}
 
 
 @pytest.fixture
@@ -56,12 +56,12 @@ def test_demo_export_builds_a_runner_in_a_fresh_process(storage, tmp_path, capsy
         runner = Runner.from_cfg(Config.fromfile({str(path)!r}))
         head = runner.model.head
         loss = head.loss_module
-        print("HEAD", type(head).__name__, type(loss).__name__, loss.delta_rank, head.coeff_inst)
+        print("HEAD", type(head).__name__, type(loss).__name__, loss.delta_rank, head.coeff_inst, loss.pos_thr)
         hook = next(h for h in runner.hooks if type(h).__name__ == "CheckpointHook")
         print("BEST", hook.save_best, hook.rules)
     """, cwd=work)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "HEAD RSPoseHeatmapHead RSPoseLoss 0.55 0.8" in proc.stdout
+    assert "HEAD RSPoseHeatmapHead RSPoseLoss 0.55 0.8 0.05" in proc.stdout  # pos_thr reaches the loss
     assert "BEST ['coco/AP'] ['greater']" in proc.stdout
 
 
@@ -75,6 +75,7 @@ def test_real_preset_export_has_setting_and_full_schedule(storage, tmp_path, cap
     assert head.loss.delta_rank == 0.4 and head.loss.coeff_rank == 1.0
     assert head.loss.coeff_sort == 0.0  # vb_best has Spatial Sort off
     assert head.delta_inst == 3.0 and head.coeff_inst == 0.25
+    assert head.loss.pos_thr == 0.0  # the rows carry none: its default (label > 0)
     assert cfg.train_cfg.max_epochs == 210 and cfg.train_cfg.val_interval == 10  # the base's, not the search's 3
     multistep = next(s for s in cfg.param_scheduler if s.type == "MultiStepLR")
     assert multistep.milestones == [170, 200]

@@ -94,6 +94,24 @@ def test_the_default_and_the_demo_known_good_are_label_above_zero():
     assert min(smallest) > math.exp(-(5.5**2 + 5.5**2) / (2 * 1.5**2)) * 0.99  # the corner's bound, 1.45e-6
 
 
+@pytest.mark.parametrize("name", ["demo", "demo-simcc"])
+def test_demo_presets_known_good_pos_thr_is_label_above_zero_on_their_own_codec(name):
+    """Each CPU demo searches pos_thr on a log range whose low end, its known-good value, selects
+    exactly the non-zero labels of the codec in its base config (the paper's support)."""
+    from mmengine.config import Config
+    from mmpose.registry import KEYPOINT_CODECS
+
+    from rspose_tune.spaces import load_preset
+
+    preset = load_preset(name, env={})
+    thr = preset.known_good[0]["pos_thr"]
+    assert thr == preset.params["pos_thr"].low and preset.params["pos_thr"].log
+    cfg = Config.fromfile(str(preset.source.parent / preset.base_config))
+    (encoder,) = [t.encoder for t in cfg.train_dataloader.dataset.pipeline if t.type == "GenerateTarget"]
+    codec = KEYPOINT_CODECS.build(encoder)  # what training encodes targets with
+    assert _counts(codec, thr, n=100) == _counts(codec, 0.0, n=100)
+
+
 def _head_and_target(pos_thr):
     """The demo preset's real MMPose model built from a config whose loss has ``pos_thr``."""
     from mmpose.codecs import UDPHeatmap

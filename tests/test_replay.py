@@ -501,6 +501,17 @@ def test_shipped_demo_table():
     meta = read_metadata(DEMO_TABLE)
     assert meta["git_revision"] and meta["table"]["made"] and meta["table"]["command"].startswith("python -m")
     assert DEMO_TABLE.stat().st_size < 512 * 1024
+    # recorded before pos_thr existed (issue 19 re-records it): every setting trained with its default
+    import pyarrow.parquet as pq
+
+    assert "pos_thr" not in pq.read_schema(DEMO_TABLE).names and "pos_thr" not in meta["search_space"]["params"]
+    assert table.space["pos_thr"]["fixed"] == 0.0 and {s["pos_thr"] for s in table.settings} == {0.0}
+    assert all(k["pos_thr"] == 0.0 for k in table.known_good)
+
+
+def test_shipped_demo_table_replays_with_todays_demo_preset_that_searches_pos_thr(capsys):
+    assert main(["--backbone", "demo", "--seeds", "1", "--budget-epochs", "40", "--policies", "asha-tpe"]) == 0
+    assert "ASHA+TPE" in capsys.readouterr().out
 
 
 def test_cli_default_is_the_demo_table(capsys):
@@ -514,7 +525,9 @@ def test_cli_default_is_the_demo_table(capsys):
     [(["--settings", "0"], "error: --settings must be >= 1, got 0"),
      (["--epochs", "x"], "error: argument --epochs: invalid int value: 'x'"),
      (["--backbone", "no-such-preset"], "error: "),
-     (["--backbone", "vit-b", "--n-train", "8"], "error: --n-train/--n-val only apply to a preset with generated demo data")],
+     (["--backbone", "vit-b", "--n-train", "8"], "error: --n-train/--n-val only apply to a preset with generated demo data"),
+     (["--extra-seeds", "1", "--seeds", "0", "1"], "error: --extra-seeds [1] must not repeat a --seeds seed [0, 1]"),
+     (["--extra-top", "0"], "error: --extra-top must be >= 1, got 0")],
 )  # fmt: skip
 def test_make_table_bad_input_is_one_error_line(tmp_path, argv, message, capsys):
     from rspose_tune.replay._make_table import main as make_table
@@ -558,3 +571,160 @@ def test_replay_runs_the_searchs_tpe_start_up_count(capsys, tmp_path):
     assert f"TPE start-up {startup_trials(8)} trials" in capsys.readouterr().out
     assert startup_trials(8) == 2 and startup_trials(64) == 10 and startup_trials(8, "random") == 8
     assert search.DEFAULT_TRIALS["demo"] == 8 and args.num_trials == 8  # the demo search's own size
+
+
+@pytest.mark.slow
+def test_make_table_extra_seeds_go_to_the_best_settings_by_mean(tmp_path, capsys):
+    import pyarrow.parquet as pq
+
+    from rspose_tune.replay._make_table import main as make_table
+    from rspose_tune.results import read_metadata
+
+    out, work = tmp_path / "t.parquet", tmp_path / "work"
+    argv = ["--out", str(out), "--work-dir", str(work), "--settings", "3", "--seeds", "0", "--epochs", "1",
+            "--n-train", "16", "--n-val", "8", "--extra-seeds", "1", "--extra-top", "1"]  # fmt: skip
+    assert make_table([*argv, "--limit", "3"]) == 0  # the 3 seed-0 curves; the extra one is not chosen yet
+    assert not out.exists() and "run the same command again" in capsys.readouterr().out
+    finals = {}
+    for f in (work / "curves").glob("*-seed0.parquet"):
+        rows = pq.read_table(f).to_pylist()
+        finals[int(f.name[1:4])] = max(rows, key=lambda r: r["epoch"])["metric"]
+    best = max(sorted(finals), key=lambda i: finals[i])  # coco/AP: higher is better; ties: lowest index
+    assert make_table(argv) == 0
+    assert [p.name for p in (work / "curves").glob("*-seed1.parquet")] == [f"s{best:03d}-seed1.parquet"]
+    meta = read_metadata(out)["table"]
+    assert meta["extra_seeds"]["settings"] == [best] and meta["complete"]
+    table = load_table([out])
+    assert sorted(len(c) for c in table.curves) == [1, 1, 2]
+
+
+@pytest.mark.parametrize(("mode", "expected"), [("max", [2, 0]), ("min", [1, 0])])
+def test_extra_seeds_choose_the_best_settings_by_mean_final_metric(tmp_path, mode, expected):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from rspose_tune.replay._make_table import _best_settings, trial_id_of
+
+    # setting -> (seed-0 curve, seed-1 curve) of (epoch, metric); only the last epoch counts
+    curves = {0: ([(1, 0.9), (2, 0.5)], [(1, 0.1), (2, 0.5)]),  # mean final 0.5
+              1: ([(1, 0.0), (2, 0.2)], [(1, 0.0), (2, 0.4)]),  # 0.3
+              2: ([(1, 0.0), (2, 0.6)], [(1, 0.0), (2, 0.8)]),  # 0.7
+              3: ([(1, 0.0), (2, float("nan"))], [(1, 0.0), (2, 0.9)])}  # diverged: ranks last
+    (tmp_path / "curves").mkdir()
+    jobs = []
+    for index, per_seed in curves.items():
+        for seed, curve in enumerate(per_seed):
+            jobs.append((index, seed))
+            pq.write_table(pa.Table.from_pylist([{"epoch": e, "metric": m} for e, m in curve]),
+                           tmp_path / "curves" / f"{trial_id_of(index, seed)}.parquet")
+    assert _best_settings(tmp_path, jobs, mode, 2) == expected
+
+
+# ------------------------------------------------------------------------------------- confirm stage
+def _seeded_table(finals_by_setting, mode="max"):
+    """One constant-shape curve per (setting, seed) with the given final metric; ids ``sNN-seedK``."""
+    settings = _grid_settings()[: len(finals_by_setting)]
+    rows = []
+    for i, (setting, finals) in enumerate(zip(settings, finals_by_setting)):
+        for seed, final in finals.items():
+            rows += _curve_rows(f"s{i:02d}-seed{seed}", setting, final)
+    return table_from_frame(pd.DataFrame(rows), source="seeded", max_epochs=MAX_EPOCHS, mode=mode, space=SPACE_ON)
+
+
+def _trace_of(table, settings_and_seed, search_seed):
+    """A finished search trace: full-budget trials of these settings, replayed on ``search_seed``."""
+    from rspose_tune.replay._simulator import Trace, TrialRecord
+
+    trace = Trace(policy=POLICIES["full-random"], seed=0, search_seed=search_seed)
+    for n, index in enumerate(settings_and_seed):
+        curve = table.curve_of_seed(index, search_seed)
+        trace.trials.append(TrialRecord(f"t{n}", dict(table.settings[index]), index, curve.trial_id, 0.0, True, True,
+                                        start_s=0.0, end_s=1.0, last_epoch=MAX_EPOCHS))  # fmt: skip
+    return trace
+
+
+def test_seeds_are_read_from_the_rows_or_the_trial_id():
+    rows = _curve_rows("s00-seed3", _setting(0.5, 1.0, 1.0, 1.0, 1.0), 0.6)
+    rows += [{**r, "seed": 7} for r in _curve_rows("t-other", _setting(0.6, 1.0, 1.0, 1.0, 1.0), 0.6)]
+    table = table_from_frame(pd.DataFrame(rows), source="s", max_epochs=MAX_EPOCHS, mode="max", space=SPACE_ON)
+    assert sorted(c[0].seed for c in table.curves) == [3, 7]
+    assert table.common_seeds == []  # no seed every setting has
+
+
+def test_confirm_seeds_follow_the_search_seed_and_wrap_around():
+    from rspose_tune.replay._confirm import confirm_seeds
+
+    table = _seeded_table([{0: 0.5, 1: 0.5, 2: 0.5, 3: 0.5}])
+    assert confirm_seeds(table, 0, 2) == (1, 2)
+    assert confirm_seeds(table, 2, 3) == (3, 0, 1)
+    assert confirm_seeds(table, 3, 9) == (0, 1, 2)
+
+
+def test_confirm_picks_the_best_mean_on_further_seeds_not_the_lucky_search_trial():
+    from scipy import stats
+
+    from rspose_tune.replay._confirm import confirm
+
+    # setting 0 is lucky on seed 0 (the search seed) but worse on average; setting 1 is the table's best
+    table = _seeded_table([{0: 0.90, 1: 0.50, 2: 0.52, 3: 0.48},
+                           {0: 0.70, 1: 0.61, 2: 0.66, 3: 0.60},
+                           {0: 0.60, 1: 0.55, 2: 0.50, 3: 0.55}])  # fmt: skip
+    assert table.best_index == 1
+    trace = _trace_of(table, [2, 0, 1], search_seed=0)
+    out = confirm(table, trace, top=2, seeds=3)
+    assert out.candidates == (0, 1)  # the 2 best search trials by observed metric (0.90, 0.70)
+    assert out.seeds == (1, 2, 3) and out.winner == 1 and out.correct and out.regret == 0
+    assert out.epochs == 2 * 3 * MAX_EPOCHS and out.short == 0
+    diff = np.array([0.61 - 0.50, 0.66 - 0.52, 0.60 - 0.48])  # independent: scipy's paired t-test interval
+    low, high = stats.ttest_rel(diff + 0.0, np.zeros(3)).confidence_interval(0.95)
+    assert out.distinguishable == bool(low > 0 or high < 0)
+    # top 1: only the lucky setting is confirmed, so the confirm stage cannot repair the choice
+    alone = confirm(table, trace, top=1, seeds=3)
+    assert alone.winner == 0 and not alone.correct
+    assert alone.regret == pytest.approx(table.best_value - table.value(0))
+    assert alone.distinguishable is None
+
+
+def test_confirm_counts_candidates_the_table_cannot_confirm_on_every_seed():
+    from rspose_tune.replay._confirm import confirm
+
+    table = _seeded_table([{0: 0.6, 1: 0.6}, {0: 0.7, 1: 0.7, 2: 0.7, 3: 0.7}])
+    out = confirm(table, _trace_of(table, [0, 1], search_seed=0), top=2, seeds=2)
+    assert out.seeds == (1, 2) and out.by_seed == {1: {1: 0.7, 2: 0.7}, 0: {1: 0.6}} and out.short == 1
+    assert out.epochs == 3 * MAX_EPOCHS and out.winner == 1 and out.correct
+
+
+def test_a_replay_searches_on_one_training_seed(known_table):
+    trace = replay(known_table, POLICIES["asha-random"], 3, ReplaySettings(budget_epochs=40, workers=2))
+    assert trace.search_seed in (0, 1)
+    assert {t.curve.rsplit("seed", 1)[1] for t in trace.trials} == {str(trace.search_seed)}
+
+
+def test_cli_confirm_stage_and_json(tmp_path, capsys):
+    rows = []
+    for i, setting in enumerate(_grid_settings()[:4]):
+        for seed in range(4):
+            rows += _curve_rows(f"s{i:02d}-seed{seed}", setting, 0.4 + 0.1 * i + 0.01 * seed)
+    path = tmp_path / "t.parquet"
+    pd.DataFrame(rows).to_parquet(path)
+    out_json = tmp_path / "out" / "replay.json"
+    code = main([str(path), "--backbone", "demo", "--seeds", "3", "--policies", "full-random", "--budget-epochs", "40",
+                 "--confirm-top", "2", "--confirm-seeds", "3", "--json", str(out_json)])  # fmt: skip
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "Confirm stage (--confirm-top 2 --confirm-seeds 3)" in text and "full-budget random" in text
+    data = json.loads(out_json.read_text())
+    (conf,) = data["confirm"]["policies"]
+    assert conf["replays"] == 3 and 0 <= conf["correct"] <= 3
+    assert data["table"]["best_value"] == pytest.approx(0.4 + 0.3 + 0.015)  # setting 3, mean over seeds 0..3
+    assert data["policies"][0]["name"] == "full-budget random" and data["command"].startswith("python -m")
+
+
+@pytest.mark.parametrize(("argv", "message"), [(["--confirm-seeds", "1"], "--confirm-seeds must be an integer >= 2, got 1"),
+                                               (["--confirm-top", "-1"], "--confirm-top must be an integer >= 0, got -1")])
+def test_cli_confirm_flags_are_checked(argv, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from rspose_tune.demo_data import generate_demo_dataset, is_complete
-from rspose_tune.spaces import PARAM_NAMES, load_preset
+from rspose_tune.spaces import load_preset
 from trainables.mmpose_trainable import prepare_trial_config
 
 SETTINGS = {
@@ -44,17 +44,15 @@ def build_runner(preset, params, work_dir: Path, *, seed: int, epochs: int, tag:
                  pos_thr: float | None = None):
     """An untrained mmengine Runner of one demo run (the trial's own config, validation only at
     the end): ``params=None`` is the stock loss; ``pos_thr`` sets the Spatial losses' positive
-    threshold (through the preset's parameters when ``pos_thr`` is one of them, else on the
-    config's ``RSPoseLoss``), and the built loss is checked to carry it."""
+    threshold as a trial does (the loss hyperparameter ``pos_thr`` of ``params``), and the built
+    loss is checked to carry it."""
     from mmengine.runner import Runner
 
-    if pos_thr is not None and params is None:
-        raise ValueError("`pos_thr` applies to the RSPose losses, not to the stock loss (params=None)")
-    if pos_thr is not None and "pos_thr" in PARAM_NAMES:
+    if pos_thr is not None:
+        if params is None:
+            raise ValueError("`pos_thr` applies to the RSPose losses, not to the stock loss (params=None)")
         params = {**params, "pos_thr": float(pos_thr)}
     cfg = prepare_trial_config(preset, params, Path(work_dir), seed=seed, max_epochs=epochs, val_interval=epochs)
-    if pos_thr is not None and cfg.model.head.loss.get("pos_thr") != float(pos_thr):
-        cfg.model.head.loss["pos_thr"] = float(pos_thr)  # TRANSITIONAL: until configs.py carries params.pos_thr
     # one MessageHub/visualizer per run (mmengine shares instances by name, and names by second)
     cfg["experiment_name"] = f"{tag}_{Path(work_dir).name}"
     cfg.visualizer["name"] = f"vis_{tag}_{Path(work_dir).name}"

@@ -25,11 +25,21 @@ baseline measured in the same run on the same inputs (interleaved repeats, media
 
 ``--device cpu`` runs a small variant (narrowed ViT, small batches, few repeats; the CI test)
 whose ratios are printed but not held against the targets (a toy model's step is dominated by
-the loss's fixed cost). Nothing here imports Ray; the summary says so.
+the loss's fixed cost). Without ``--device`` and with no GPU visible it runs that variant and
+says so in one line (``--device cuda`` without a GPU is refused). Nothing here imports Ray; the
+summary says so.
 
-``--prepare-wheels DIR`` (on a networked machine) downloads what the bare GPU machine lacks:
-cp312 manylinux wheels of the pinned OpenMMLab packages and their small dependencies, and the
-xtcocotools sdist, and prints the bundle's size and the commands to carry and run it.
+Cannot mislead, cannot hang: before anything else every module of the bundle's closure is looked
+up, and the registries mmengine would import lazily (and whose failures it swallows) are imported,
+so every missing module is named in one ``error:`` line (exit 2); the process group times out
+after ``--pg-timeout`` (60 s); ``--deadline`` (cuda 270 s) prints every thread's stack and exits
+3; each part prints its figures when it ends, and ``--out DIR`` rewrites ``gpu_check.json`` then
+and keeps ``gpu_check.log``.
+
+``--prepare-wheels DIR`` (on a networked machine) writes the bundle the bare GPU machine needs
+(:mod:`rspose_tune.bench._bundle`: derived from installed metadata, with a prebuilt cp312
+xtcocotools wheel); ``tools/gpu_install.py`` installs it there. ``--rehearse`` runs that whole
+route on this CPU machine (:mod:`rspose_tune.bench._rehearse`).
 """
 
 from __future__ import annotations
@@ -70,7 +80,7 @@ PROFILES: dict[str, dict[str, int]] = {
 PG_TIMEOUT_S = 60.0
 #: Default of ``--deadline`` per device: past it the check prints where it was, writes what it has
 #: and exits 3 (0 = none). The CUDA run is sized to a short GPU loan; the CPU variant has none.
-DEADLINE_S = {"cuda": 420.0, "cpu": 0.0}
+DEADLINE_S = {"cuda": 270.0, "cpu": 0.0}
 #: mmengine imports a scope's ``registry`` module inside ``try/except`` and turns any failure into
 #: "X is not in the registry" (a KeyError far from its cause). The check imports these scopes'
 #: registries, and every location those registries would import lazily, up front, where an import

@@ -772,8 +772,8 @@ class RSPoseSimCCHead(_CalibrationMixin, _InstanceSortMixin, SimCCHead):
     Args:
         *args, **kwargs: Everything :class:`SimCCHead` takes (``in_channels``, ``out_channels``,
             ``input_size``, ``in_featuremap_size``, ``simcc_split_ratio``, ..., ``decoder``).
-        loss (dict): Config of the Spatial loss. Defaults to ``dict(type='RSPoseLoss')`` (SimCC
-            default ``pos_thr``: :data:`rspose_tune.mmpose_adapter.losses.SIMCC_POS_THR`).
+        loss (dict): Config of the Spatial loss. Defaults to ``dict(type='RSPoseLoss')`` (default
+            ``pos_thr``: :data:`rspose_tune.mmpose_adapter.losses.POS_THR`, every non-zero bin).
         delta_inst (float, optional): Smoothing of Instance Sort's step function (>= 0); None
             only with ``coeff_inst=0``. Defaults to 3.0.
         coeff_inst (float): Coefficient of ``loss_inst`` (>= 0); 0 skips Instance Sort entirely.

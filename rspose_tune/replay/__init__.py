@@ -28,6 +28,7 @@ Python use::
 """
 
 from rspose_tune.replay._make_table import DEMO_TABLE, design_settings
+from rspose_tune.replay._confirm import ConfirmOutcome, confirm
 from rspose_tune.replay._simulator import POLICIES, Policy, ReplaySettings, Trace, TrialRecord, replay
 from rspose_tune.replay._summary import PolicySummary, checkpoints, format_report, incumbent_at, summarize
 from rspose_tune.replay._table import REQUIRED_COLUMNS, Curve, CurveTable, Match, TableError, load_table, table_from_frame
@@ -36,6 +37,7 @@ __all__ = [
     "DEMO_TABLE",
     "POLICIES",
     "REQUIRED_COLUMNS",
+    "ConfirmOutcome",
     "Curve",
     "CurveTable",
     "Match",
@@ -46,6 +48,7 @@ __all__ = [
     "Trace",
     "TrialRecord",
     "checkpoints",
+    "confirm",
     "design_settings",
     "format_report",
     "incumbent_at",

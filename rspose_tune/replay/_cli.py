@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
+import math
 import sys
 import time
 from collections.abc import Sequence
@@ -79,6 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
                              "policies are compared from scratch)")  # fmt: skip
     parser.add_argument("--target", type=_float_above("--target", 0, strict=False), default=0.01,
                         help="regret to reach, in metric units (default 0.01)")
+    parser.add_argument("--confirm-top", type=int_at_least("--confirm-top", 0), default=0, metavar="K",
+                        help="after each replayed search, replay the confirm stage: the K best distinct full-budget "
+                             "settings on --confirm-seeds further recorded seeds, as the live search's --confirm-top "
+                             "(default 0: none)")  # fmt: skip
+    parser.add_argument("--confirm-seeds", type=int_at_least("--confirm-seeds", 2), default=2, metavar="N",
+                        help="seeds of the replayed confirm stage, >= 2 (default 2)")
+    parser.add_argument("--json", metavar="PATH", default=None,
+                        help="also write every figure printed (and the settings of the replay) to this JSON file")
     return parser
 
 
@@ -94,8 +104,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from rspose_tune.replay._make_table import DEMO_TABLE
     from rspose_tune.replay._simulator import POLICIES, ReplaySettings, replay
-    from rspose_tune.replay._summary import format_report, summarize
     from rspose_tune.errors import RSPoseTuneError, cli_error
+    from rspose_tune.replay._confirm import confirm
+    from rspose_tune.replay._summary import format_confirm, format_report, summarize, summarize_confirm
     from rspose_tune.replay._table import load_table
     from rspose_tune.searcher import startup_trials
     from rspose_tune.spaces import load_preset
@@ -131,10 +142,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # one "trial finished" line per simulated trial otherwise
     logging.getLogger("ray.tune.schedulers").setLevel(logging.ERROR)
     try:
-        summaries = []
+        summaries, confirmed = [], []
         for name in args.policies:
             traces = [replay(table, POLICIES[name], seed, settings) for seed in seeds]
             summaries.append(summarize(table, traces, budget, args.target))
+            if args.confirm_top:
+                outcomes = [confirm(table, t, args.confirm_top, args.confirm_seeds) for t in traces]
+                confirmed.append(summarize_confirm(table, traces, outcomes))
     finally:
         optuna.logging.set_verbosity(previous)
     header = (
@@ -144,5 +158,50 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{'first' if settings.known_good else 'not used'}"
     )
     print(format_report(table, summaries, header=header, target=args.target))
-    print(f"\n(replayed in {time.perf_counter() - t0:.1f} s)")
+    if confirmed:
+        print(format_confirm(table, confirmed, top=args.confirm_top, seeds=args.confirm_seeds))
+    wall = time.perf_counter() - t0
+    print(f"\n(replayed in {wall:.1f} s)")
+    if args.json:
+        _write_json(args.json, {
+            "command": "python -m rspose_tune.replay " + " ".join(argv), "header": header,
+            "table": {"source": table.source, "settings": len(table.settings), "curves": table.n_curves,
+                      "max_epochs": table.max_epochs, "metric": table.metric_name, "mode": table.mode,
+                      "best_value": table.best_value, "best_setting": table.settings[table.best_index]},
+            "settings": dataclasses.asdict(settings), "search_seeds": seeds, "target": args.target,
+            "policies": [dataclasses.asdict(s) for s in summaries],
+            "confirm": ({"top": args.confirm_top, "seeds": args.confirm_seeds,
+                         "policies": [dataclasses.asdict(c) for c in confirmed]} if confirmed else None),
+            "replayed_s": wall,
+        })  # fmt: skip
     return 0
+
+
+def _finite(value):
+    """JSON has no inf/nan: they become null (a seed that found nothing; a statistic with no data)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _write_json(path: str, payload: dict) -> None:
+    """Write ``payload`` atomically (a temporary file renamed into place)."""
+    import json
+    import os
+    import tempfile
+    from pathlib import Path
+
+    out = Path(path).expanduser().absolute()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(_finite(payload), f, indent=1, allow_nan=False)
+        os.replace(tmp, out)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    print(f"wrote {out}")

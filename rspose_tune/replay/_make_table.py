@@ -133,6 +133,24 @@ def _train_curve(preset: Any, setting: Mapping[str, Any], seed: int, trial_id: s
     return results
 
 
+def _best_settings(work: Path, jobs: Sequence[tuple[int, int]], mode: str, k: int) -> list[int]:
+    """The ``k`` settings with the best mean final metric over their curves of ``jobs``, best first."""
+    import pyarrow.parquet as pq
+
+    finals: dict[int, list[float]] = {}
+    for index, seed in jobs:
+        rows = pq.read_table(work / "curves" / f"{trial_id_of(index, seed)}.parquet", columns=["epoch", "metric"])
+        last = max(rows.to_pylist(), key=lambda r: r["epoch"])
+        finals.setdefault(index, []).append(float(last["metric"]))
+    sign = -1.0 if mode == "max" else 1.0
+
+    def rank(i: int) -> tuple[float, int]:
+        mean = float(np.mean(finals[i]))
+        return (sign * mean if math.isfinite(mean) else math.inf, i)  # a diverged curve ranks last
+
+    return sorted(finals, key=rank)[:k]
+
+
 def _write_parquet(rows: list[dict[str, Any]], path: Path, metadata: Mapping[str, Any]) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -161,6 +179,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--work-dir", default="results/replay_table", help="curves so far (resume) and trial dirs")
     parser.add_argument("--settings", type=int, default=64, help="number of settings (default 64)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="training seeds (default 0 1)")
+    parser.add_argument("--extra-seeds", type=int, nargs="+", default=[],
+                        help="further training seeds for the --extra-top best settings only, trained once every "
+                             "--seeds curve is done (e.g. 2 3: 4 seeds for the best settings, so the replay can "
+                             "hold a confirm stage there)")  # fmt: skip
+    parser.add_argument("--extra-top", type=int, default=16,
+                        help="how many settings get --extra-seeds: the best by their mean over --seeds (default 16)")
     parser.add_argument("--design-seed", type=int, default=0, help="seed of the space-filling design")
     parser.add_argument("--epochs", type=int, default=None, help="epochs per curve (default: the preset's budget)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
@@ -175,9 +199,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     for flag, value, low in (("--settings", args.settings, 1), ("--threads", args.threads, 1),
                              ("--epochs", args.epochs, 1), ("--n-train", args.n_train, 1),
-                             ("--n-val", args.n_val, 1), ("--limit", args.limit, 0)):  # fmt: skip
+                             ("--n-val", args.n_val, 1), ("--limit", args.limit, 0),
+                             ("--extra-top", args.extra_top, 1)):  # fmt: skip
         if value is not None and value < low:
             parser.error(f"{flag} must be >= {low}, got {value}")
+    if set(args.extra_seeds) & set(args.seeds):
+        parser.error(f"--extra-seeds {args.extra_seeds} must not repeat a --seeds seed {args.seeds}")
     work = Path(args.work_dir).expanduser().absolute()
     data_root = None
     demo_sizes = {k: v for k, v in (("n_train", args.n_train), ("n_val", args.n_val)) if v is not None}
@@ -229,7 +256,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     jobs = [(i, s) for s in args.seeds for i in range(len(settings))]  # seed 0 of all first
     done = 0
-    for index, seed in jobs:
+    extra: list[int] = []
+
+    def pending():
+        """The jobs in order; the --extra-seeds jobs join once every --seeds curve is there."""
+        nonlocal extra
+        yield from jobs
+        if args.extra_seeds and all((work / "curves" / f"{trial_id_of(i, s)}.parquet").exists() for i, s in jobs):
+            extra = _best_settings(work, jobs, preset.mode, args.extra_top)
+            new = [(i, s) for s in args.extra_seeds for i in extra]
+            jobs.extend(new)
+            yield from new
+
+    for index, seed in pending():
         tid = trial_id_of(index, seed)
         path = work / "curves" / f"{tid}.parquet"
         if path.exists():
@@ -249,6 +288,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"[{dt.datetime.now():%H:%M:%S}] {tid}: {len(results)} epochs, {preset.metric} "
               f"{last.get('metric', float('nan')):.4f}, {time.monotonic() - t0:.1f} s", flush=True)  # fmt: skip
     missing = [trial_id_of(i, s) for i, s in jobs if not (work / "curves" / f"{trial_id_of(i, s)}.parquet").exists()]
+    if args.extra_seeds and not extra:
+        missing.append(f"--extra-seeds {args.extra_seeds} of the {args.extra_top} best settings (after every --seeds curve)")
     if missing and not args.partial:
         print(f"{len(jobs) - len(missing)} of {len(jobs)} curves done; run the same command again to continue.")
         return 0
@@ -268,6 +309,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "design": f"maximin Latin hypercube per on/off pattern {dict((str(k), v) for k, v in _PATTERN_SHARE.items())}"
         f" (scaled to {args.settings}), design seed {args.design_seed}; setting 0 = the preset's known_good[0]",
         "seeds": list(args.seeds),
+        "extra_seeds": {"seeds": list(args.extra_seeds), "top": args.extra_top, "settings": extra,
+                        "chosen_by": "mean final metric over --seeds"} if args.extra_seeds else None,
         "max_epochs": max_epochs,
         "torch_threads": args.threads,
         "demo_data": demo_sizes or "preset default",
@@ -284,6 +327,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Path(args.out).expanduser().absolute()
     out.parent.mkdir(parents=True, exist_ok=True)
     _write_parquet(rows, out, meta)
-    print(f"wrote {out}: {len(jobs) - len(missing)} curves of {len(settings)} settings x {len(args.seeds)} seeds, "
+    print(f"wrote {out}: {len(jobs) - len(missing)} curves of {len(settings)} settings x {len(args.seeds)} seeds"
+          + (f" + {len(args.extra_seeds)} seeds for the {len(extra)} best" if extra else "") + ", "
           f"{len(rows)} rows, {out.stat().st_size / 1024:.0f} KiB")  # fmt: skip
     return 0

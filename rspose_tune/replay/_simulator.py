@@ -18,7 +18,11 @@ then ``search_alg.on_trial_complete`` with that result; otherwise ``search_alg.o
 Simulated clock: ``workers`` trials run at once; a trial's result at its k-th reported epoch
 arrives after the recorded wall seconds of that interval; a free worker at once starts the next
 proposal. Each proposal is answered by the table's nearest recorded setting
-(:meth:`CurveTable.nearest`) and one of its curves (training seeds), drawn from the replay seed.
+(:meth:`CurveTable.nearest`) and one of its curves. As in a live search, where every search trial
+trains on ``--seed``, a replay draws one training seed (from the replay seed, among the seeds every
+setting has: :attr:`CurveTable.common_seeds`) and replays that seed's curve of each setting; the
+confirm stage (:mod:`rspose_tune.replay._confirm`) then uses the other seeds. A table whose curves
+have no common seed answers each trial with a curve drawn from the replay seed.
 The budget is in epochs trained: a replay stops before the first result that would exceed it.
 """
 
@@ -124,6 +128,7 @@ class Trace:
             reports it).
         spent_epochs, clock_s: Totals at the end.
         decisions: ``(trial_id, epoch, metric, decision)`` for every result given to the scheduler.
+        search_seed: The training seed whose curves the search trials replayed.
     """
 
     policy: Policy
@@ -134,6 +139,7 @@ class Trace:
     decisions: list[tuple[str, int, float, str]] = field(default_factory=list)
     spent_epochs: int = 0
     clock_s: float = 0.0
+    search_seed: int | None = None  # the training seed of every search trial (None: drawn per trial)
 
 
 class _SimTrial:
@@ -195,6 +201,8 @@ def simulate(table: CurveTable, scheduler, search_alg, *, settings: ReplaySettin
     settings.check(table.max_epochs)
     rng = np.random.default_rng(seed)
     trace = Trace(policy=policy or Policy("custom", "custom", "custom"), seed=seed)
+    common = table.common_seeds
+    trace.search_seed = int(common[int(rng.integers(len(common)))]) if common else None
     queue: list[tuple[float, int, int, int]] = []  # (time, sequence, trial number, curve index k)
     running: dict[int, tuple[_SimTrial, object]] = {}
     clock, spent, seq = 0.0, 0, 0
@@ -209,7 +217,10 @@ def simulate(table: CurveTable, scheduler, search_alg, *, settings: ReplaySettin
                 break
             match = table.nearest(config)
             curves = table.curves[match.index]
-            curve = curves[int(rng.integers(len(curves)))]
+            if trace.search_seed is not None:
+                curve = table.curve_of_seed(match.index, trace.search_seed)
+            else:
+                curve = curves[int(rng.integers(len(curves)))]
             scheduler.on_trial_add(None, trial)
             record = TrialRecord(trial.trial_id, dict(config), match.index, curve.trial_id, match.distance,
                                  match.exact, match.same_pattern, start_s=clock)  # fmt: skip

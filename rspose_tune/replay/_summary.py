@@ -12,7 +12,8 @@ from rspose_tune.replay._simulator import Trace
 from rspose_tune.replay._table import CurveTable
 from rspose_tune.spaces import loss_param
 
-__all__ = ["PolicySummary", "checkpoints", "format_report", "incumbent_at", "summarize", "time_at"]
+__all__ = ["ConfirmSummary", "PolicySummary", "checkpoints", "format_confirm", "format_report", "incumbent_at", "summarize",
+           "summarize_confirm", "time_at"]
 
 
 def checkpoints(max_epochs: int, budget: int) -> list[int]:
@@ -189,4 +190,90 @@ def format_report(table: CurveTable, summaries: Sequence[PolicySummary], *, head
         "share answered from a setting with other components switched on/off (none recorded with the proposal's);",
         "median dist.: proposal to answer, in the unit cube of the searched parameters (log where the space is).",
     ]
+    return "\n".join(lines)
+
+
+@dataclass
+class ConfirmSummary:
+    """One policy's replayed confirm stages over search seeds (see :mod:`rspose_tune.replay._confirm`).
+
+    Attributes:
+        replays: Replays (search seeds).
+        correct: Replays whose confirm winner is the table's best setting.
+        search_correct: Replays whose search alone (its best observed full-budget trial) named it.
+        regret: (median, q25, q75) of the winner's regret over all replays (inf: nothing confirmable).
+        regret_wrong: The same over the replays whose winner was not the table's best.
+        epochs: Median epochs of the confirm stage.
+        wrong_distinguishable: Wrong winners the paired test still called distinguishable.
+        right_distinguishable: Right winners it called distinguishable.
+        short: Candidates confirmed on fewer seeds than asked (their curves are not in the table).
+        unconfirmed: Replays with no candidate to confirm.
+    """
+
+    name: str
+    replays: int
+    correct: int
+    search_correct: int
+    regret: tuple[float, float, float]
+    regret_wrong: tuple[float, float, float]
+    epochs: float
+    wrong_distinguishable: int
+    right_distinguishable: int
+    short: int
+    unconfirmed: int
+
+
+def summarize_confirm(table: CurveTable, traces: Sequence[Trace], outcomes: Sequence) -> ConfirmSummary:
+    """Aggregate :func:`rspose_tune.replay._confirm.confirm` outcomes (one per trace)."""
+    if not outcomes or len(outcomes) != len(traces):
+        raise ValueError("`outcomes` must hold one confirm outcome per trace.")
+    regrets = [o.regret if o.winner is not None else math.inf for o in outcomes]
+    wrong = [r for r, o in zip(regrets, outcomes) if not o.correct]
+    search_correct = 0
+    for trace in traces:
+        last = trace.incumbents[-1] if trace.incumbents else None
+        search_correct += last is not None and last[3] == table.best_index
+    return ConfirmSummary(
+        name=traces[0].policy.name,
+        replays=len(outcomes),
+        correct=sum(o.correct for o in outcomes),
+        search_correct=search_correct,
+        regret=_quartiles(regrets),
+        regret_wrong=_quartiles(wrong) if wrong else (math.nan, math.nan, math.nan),
+        epochs=float(np.median([o.epochs for o in outcomes])),
+        wrong_distinguishable=sum(bool(o.distinguishable) for o in outcomes if not o.correct),
+        right_distinguishable=sum(bool(o.distinguishable) for o in outcomes if o.correct),
+        short=sum(o.short for o in outcomes),
+        unconfirmed=sum(o.winner is None for o in outcomes),
+    )
+
+
+def format_confirm(table: CurveTable, summaries: Sequence[ConfirmSummary], *, top: int, seeds: int) -> str:
+    """The confirm-stage section the CLI prints."""
+    m = table.metric_name
+    lines = [
+        "",
+        f"Confirm stage (--confirm-top {top} --confirm-seeds {seeds}) after each replayed search: the {top} best "
+        f"distinct full-budget settings",
+        "re-run on the other recorded training seeds; winner = best mean over them. 'names best': the winner is the",
+        f"table's best setting (mean over all its curves); 'search alone': the search's best trial already was;",
+        f"regret in {m}, median [IQR] over replays; 'wrong, distinguishable': wrong winners whose paired",
+        "t-interval against the runner-up excluded 0 (the report would have called them distinguishable).",
+        f"  {'policy':<20} {'names best':>12} {'search alone':>13}  {'regret':<24} {'regret when wrong':<24} "
+        f"{'confirm epochs':>14} {'wrong, distinguishable':>22} {'short':>6}",
+    ]
+    for s in summaries:
+        wrong = s.replays - s.correct
+        lines.append(
+            f"  {s.name:<20} {s.correct:>4}/{s.replays:<3} {s.correct / s.replays:>4.0%} "
+            f"{s.search_correct:>5}/{s.replays:<3} {s.search_correct / s.replays:>3.0%}  {_q(s.regret, '.4f'):<24} "
+            f"{(_q(s.regret_wrong, '.4f') if wrong else '-'):<24} {s.epochs:>14.0f} {s.wrong_distinguishable:>13} of {wrong:<6}"
+            f" {s.short:>6}"
+        )
+    if any(s.short for s in summaries):
+        lines.append("short: candidates confirmed on fewer seeds than asked, because the table has no curve of theirs on a "
+                     "wanted seed.")
+    if any(s.unconfirmed for s in summaries):
+        lines.append("Replays with nothing to confirm (no full-budget trial): "
+                     + ", ".join(f"{s.name} {s.unconfirmed}" for s in summaries if s.unconfirmed))
     return "\n".join(lines)

@@ -21,6 +21,7 @@ from rspose_tune.errors import RSPoseTuneError
 
 import math
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,12 +51,14 @@ class Curve:
         epochs: Reported epochs, increasing, the last one ``max_epochs``.
         metric: The metric at each reported epoch.
         seconds: Wall seconds of each report interval (the first one includes the trial's set-up).
+        seed: The training seed, when known (the confirm stage pairs settings by it).
     """
 
     trial_id: str
     epochs: tuple[int, ...]
     metric: tuple[float, ...]
     seconds: tuple[float, ...]
+    seed: int | None = None  # the training seed (rows' ``seed``, else a trial id ending in ``seedN``)
 
 
 @dataclass(frozen=True)
@@ -122,6 +125,18 @@ class CurveTable:
     @property
     def best_value(self) -> float:
         return self.value(self.best_index)
+
+    @property
+    def common_seeds(self) -> list[int]:
+        """Training seeds every setting has a curve of (sorted; empty when a curve's seed is unknown)."""
+        per_setting = [{c.seed for c in cs} for cs in self.curves]
+        if any(None in seeds for seeds in per_setting):
+            return []
+        return sorted(set.intersection(*per_setting)) if per_setting else []
+
+    def curve_of_seed(self, index: int, seed: int) -> Curve | None:
+        """The setting's curve trained on ``seed`` (the first one, if repeated), else None."""
+        return next((c for c in self.curves[index] if c.seed == seed), None)
 
     def regret(self, value: float) -> float:
         """How far ``value`` is from the table's best (>= 0 for values of recorded settings)."""
@@ -191,6 +206,18 @@ def _setting_key(row: Mapping[str, Any]) -> tuple:
     return tuple(key)
 
 
+_SEED_IN_ID = re.compile(r"seed(\d+)$")
+
+
+def _training_seed(row: Mapping[str, Any], trial_id: str) -> int | None:
+    """The row's ``seed`` column, else the ``N`` of a trial id ending in ``seedN`` (make-table's ids)."""
+    seed = row.get("seed")
+    if seed is not None and not (isinstance(seed, float) and math.isnan(seed)):
+        return int(seed)
+    found = _SEED_IN_ID.search(trial_id)
+    return int(found.group(1)) if found else None
+
+
 def _seconds(wall: Sequence[float]) -> list[float]:
     """Per-interval seconds from cumulative ``wall_s`` (a drop = the trial restarted its clock)."""
     out, prev = [], 0.0
@@ -249,7 +276,8 @@ def table_from_frame(
         keys = {_setting_key(r) for r in records}
         if len(keys) != 1:
             raise TableError(f"{source}: trial {trial_id!r} changes its parameters between epochs: {sorted(keys, key=str)}.")
-        curve = Curve(str(trial_id), tuple(int(e) for e in rows["epoch"]), tuple(metric.tolist()), tuple(_seconds(wall)))
+        curve = Curve(str(trial_id), tuple(int(e) for e in rows["epoch"]), tuple(metric.tolist()), tuple(_seconds(wall)),
+                      seed=_training_seed(records[-1], str(trial_id)))
         groups.setdefault(keys.pop(), []).append(curve)
     settings = []
     for key in groups:
