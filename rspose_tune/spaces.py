@@ -96,14 +96,28 @@ from __future__ import annotations
 import difflib
 import math
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    ValidationInfo,
+    create_model,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from rspose_tune.errors import RSPoseTuneError
 
@@ -236,21 +250,6 @@ _METRIC_RULES = {
 }
 _GENERATORS = ("demo",)
 
-_TOP_KEYS = {
-    "description": False, "base_config": True, "dataset": True, "metric": True, "mode": True,
-    "params": True, "known_good": False, "budget": True, "resources": True, "data": True,
-    "weights": True, "cost": False, "confirm": False,
-}  # fmt: skip  (key -> required)
-_RANGE_KEYS = {"low": True, "high": True, "log": False, "allow_off": False}
-_FIXED_KEYS = {"fixed": True, "allow_off": False}
-_BUDGET_KEYS = {"max_epochs": True, "grace_epochs": True, "reduction_factor": True, "val_interval": True}
-_RESOURCE_KEYS = {"gpus": True, "cpus": True, "workers": False}
-_DATA_KEYS = {
-    "root": True, "train_ann": True, "val_ann": True, "train_img": True, "val_img": True,
-    "bbox_file": False, "headbox_file": False, "generated": False,
-}  # fmt: skip
-_COST_KEYS = {"epoch_gpu_hours": True, "source": True}
-_CONFIRM_KEYS = {"top": True, "seeds": True, "baseline": True}
 _NONE_WORDS = ("none", "null")
 
 
@@ -552,63 +551,9 @@ _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
 
 
 # --------------------------------------------------------------------------------------------
-# Validation
+# Validation: one pydantic v2 model of the YAML (PresetFile); its errors become one
+# SearchSpaceError naming the file, the key path (``params.delta_rank.low``) and the rule.
 # --------------------------------------------------------------------------------------------
-
-
-class _Checker:
-    """Typed accessors that raise :class:`SearchSpaceError` naming the file and the key."""
-
-    def __init__(self, source: Path) -> None:
-        self.source = source
-
-    def fail(self, key: str, rule: str) -> SearchSpaceError:
-        where = f"`{key}`" if key else "top level"
-        return SearchSpaceError(f"{self.source}: {where} {rule}")
-
-    def mapping(self, value: Any, key: str, keys: Mapping[str, bool]) -> dict:
-        """``value`` as a dict whose keys are all in ``keys`` (name -> required)."""
-        if not isinstance(value, dict):
-            raise self.fail(key, f"must be a mapping, got {_show(value)}")
-        unknown = [k for k in value if k not in keys]
-        if unknown:
-            raise self.fail(key, f"has unknown key(s) {unknown}; valid keys: {list(keys)}")
-        missing = [k for k, required in keys.items() if required and k not in value]
-        if missing:
-            raise self.fail(key, f"is missing required key(s) {missing}")
-        return value
-
-    def number(self, value: Any, key: str, *, minimum: float | None = None, strict: bool = False) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            hint = ""
-            if isinstance(value, str) and _looks_numeric(value):
-                hint = f" (YAML reads {value} as a string; write it with a decimal point, e.g. 1.0e-3)"
-            raise self.fail(key, f"must be a number, got {_show(value)}{hint}")
-        value = float(value)
-        if not math.isfinite(value):
-            raise self.fail(key, f"must be finite, got {value}")
-        if minimum is not None and (value <= minimum if strict else value < minimum):
-            raise self.fail(key, f"must be {'>' if strict else '>='} {minimum:g}, got {value:g}")
-        return value
-
-    def integer(self, value: Any, key: str, *, minimum: int) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise self.fail(key, f"must be an integer, got {_show(value)}")
-        if value < minimum:
-            raise self.fail(key, f"must be >= {minimum}, got {value}")
-        return value
-
-    def boolean(self, value: Any, key: str) -> bool:
-        if not isinstance(value, bool):
-            raise self.fail(key, f"must be true or false, got {_show(value)}")
-        return value
-
-    def string(self, value: Any, key: str, *, choices: Iterable[str] | None = None) -> str:
-        if not isinstance(value, str) or not value:
-            raise self.fail(key, f"must be a non-empty string, got {_show(value)}")
-        if choices is not None and value not in choices:
-            raise self.fail(key, f"must be one of {list(choices)}, got {value!r}")
-        return value
 
 
 def _show(value: Any) -> str:
@@ -623,9 +568,354 @@ def _looks_numeric(text: str) -> bool:
     return True
 
 
-def _resolve(path: str, key: str, check: _Checker) -> Path:
+def _rule(kind: str, message: str, at: str = "", **ctx: Any) -> PydanticCustomError:
+    """A broken rule; ``at``: the key below the failing field/model the message is about."""
+    # pydantic fills ``{name}`` from the context only for the context's own keys; ``at`` is never in a message
+    return PydanticCustomError(kind, message, {"at": at, **ctx})
+
+
+class _Section(BaseModel):
+    """A YAML mapping: unknown keys and missing required keys are refused, in our words."""
+
+    model_config = ConfigDict(strict=True, frozen=True, extra="forbid", allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _keys(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            raise _rule("mapping", f"must be a mapping, got {_show(value)}")
+        valid = list(cls.model_fields)
+        unknown = [k for k in value if k not in cls.model_fields]
+        if unknown:
+            raise _rule("unknown_keys", f"has unknown key(s) {unknown}; valid keys: {valid}")
+        missing = [k for k, f in cls.model_fields.items() if f.is_required() and k not in value]
+        if missing:
+            raise _rule("missing_keys", f"is missing required key(s) {missing}")
+        return value
+
+
+def _path_string(value: Any) -> Any:
+    if not isinstance(value, str) or not value:
+        raise _rule("path", f"must be a non-empty path string, got {_show(value)}")
+    return value
+
+
+_NonNegative = Annotated[float, Field(ge=0)]
+_Text = Annotated[str, Field(min_length=1)]
+_Path = Annotated[str, BeforeValidator(_path_string)]
+
+
+class RangeModel(_Section):
+    """A searched range ``{low, high, log, allow_off}`` of one loss hyperparameter."""
+
+    low: _NonNegative
+    high: _NonNegative
+    log: bool = False
+    allow_off: bool = False
+
+    @model_validator(mode="after")
+    def _bounds(self) -> RangeModel:
+        if self.low >= self.high:  # the searcher's rule too: one value is {fixed: X}
+            raise _rule("range", f"must have low < high (for a single value write {{fixed: {self.low:g}}}), "
+                                 f"got low={self.low:g}, high={self.high:g}")  # fmt: skip
+        if self.log and self.low <= 0:
+            raise _rule("range", f"must be > 0 with log: true, got {self.low:g}", "low")
+        return self
+
+
+class FixedModel(_Section):
+    """A fixed value ``{fixed}`` (null: an off component's delta)."""
+
+    fixed: Optional[_NonNegative]
+    allow_off: bool = False
+
+    @model_validator(mode="after")
+    def _not_off(self) -> FixedModel:
+        if self.allow_off:
+            raise _rule("fixed", "only applies to a range; a fixed coefficient of 0 is off", "allow_off")
+        return self
+
+
+def _param_kind(value: Any) -> str | None:
+    if not isinstance(value, dict):
+        return None
+    return "<fixed>" if "fixed" in value else "<range>"
+
+
+_ParamModel = Annotated[
+    Union[Annotated[FixedModel, Tag("<fixed>")], Annotated[RangeModel, Tag("<range>")]],
+    Discriminator(_param_kind, custom_error_type="param_spec",
+                  custom_error_message="must be a mapping {low, high, log} or {fixed}"),
+]
+
+
+class _ParamsBase(_Section):
+    @field_validator("*", mode="after")
+    @classmethod
+    def _kind_rules(cls, spec: Any, info: ValidationInfo) -> Any:
+        param = loss_param(info.field_name)
+        if spec is None:
+            return spec
+        if isinstance(spec, FixedModel):
+            if spec.fixed is None and param.kind != "delta":
+                rule = "0 switches the component off" if param.kind == "coeff" else "null is only for an off delta"
+                raise _rule("param", f"must be a number ({rule}), got None", "fixed")
+            _threshold_rule(param, spec.fixed, "fixed")
+            return spec
+        _threshold_rule(param, spec.high, "high")
+        if spec.allow_off and param.kind != "coeff":
+            where = (f"put it on `params.{component_names(param.component)[1]}`" if param.component
+                     else f"`{param.name}` belongs to no component and is never off")  # fmt: skip
+            raise _rule("param", f"only applies to coefficients (a component is off when its coeff_* is 0); {where}",
+                        "allow_off")  # fmt: skip
+        if param.kind == "delta" and spec.low == 0:
+            raise _rule("param", f"must be > 0 for a delta (the margin of a ranking loss), got {spec.low:g}", "low")
+        return spec
+
+
+def _threshold_rule(param: LossParam, value: float | None, at: str) -> None:
+    if param.kind == "threshold" and value is not None and value >= 1:
+        raise _rule("param", f"must be < 1 (labels peak at 1, so nothing would be a positive), got {value:g}", at)
+
+
+#: ``params``: one entry per loss hyperparameter; those with a default may be left out.
+ParamsModel = create_model(
+    "ParamsModel", __base__=_ParamsBase,
+    **{p.name: (_ParamModel, ...) if p.default is None else (Optional[_ParamModel], None) for p in LOSS_PARAMS},
+)  # type: ignore[call-overload]  # fmt: skip
+
+#: One ``known_good`` entry: every loss hyperparameter (null/0 coefficient = off; null delta of it).
+KnownGoodModel = create_model(
+    "KnownGoodModel", __base__=_Section,
+    **{p.name: (Optional[_NonNegative], ...) if p.default is None else (Optional[_NonNegative], None)
+       for p in LOSS_PARAMS},
+)  # type: ignore[call-overload]  # fmt: skip
+
+
+class BudgetModel(_Section):
+    max_epochs: Annotated[int, Field(ge=1)]
+    grace_epochs: Annotated[int, Field(ge=1)]
+    reduction_factor: Annotated[int, Field(ge=2)]
+    val_interval: Annotated[int, Field(ge=1)]
+
+    @model_validator(mode="after")
+    def _asha(self) -> BudgetModel:
+        problem = budget_problem(self.max_epochs, self.grace_epochs, self.reduction_factor, self.val_interval)
+        if problem is not None:
+            raise _rule("budget", problem[1], problem[0])
+        return self
+
+
+class ResourcesModel(_Section):
+    gpus: _NonNegative
+    cpus: Annotated[float, Field(gt=0)]
+    workers: Optional[Annotated[int, Field(ge=1)]] = None
+
+
+class DataModel(_Section):
+    root: _Path
+    train_ann: _Text
+    val_ann: _Text
+    train_img: _Text
+    val_img: _Text
+    bbox_file: Optional[_Text] = None
+    headbox_file: Optional[_Text] = None
+    generated: Optional[Literal[_GENERATORS]] = None
+
+    @field_validator("train_ann", "val_ann")
+    @classmethod
+    def _json(cls, value: str) -> str:
+        if not value.endswith(".json"):
+            raise _rule("annotation", f"must be a COCO-format .json annotation file, got {value!r}")
+        return value
+
+
+class CostModel(_Section):
+    epoch_gpu_hours: Optional[_NonNegative]
+    source: _Text
+
+
+class ConfirmModel(_Section):
+    top: Annotated[int, Field(ge=0)]
+    seeds: Annotated[int, Field(ge=0)]
+    baseline: bool
+
+    @model_validator(mode="after")
+    def _seeds(self) -> ConfirmModel:
+        if self.top > 0 and self.seeds < 2:
+            raise _rule("confirm", f"must be >= 2 when confirm.top > 0 (a 95 % interval needs two seeds), "
+                                   f"got {self.seeds}", "seeds")  # fmt: skip
+        return self
+
+
+class PresetFile(_Section):
+    """The YAML schema of a preset (``search_spaces/<name>.yaml``; module docstring).
+
+    ``docs/preset.schema.json`` is this model's JSON schema (:func:`preset_json_schema`).
+    """
+
+    description: str = ""
+    base_config: _Text
+    dataset: Literal[DATASETS]
+    metric: _Text
+    mode: Literal["max", "min"]
+    params: ParamsModel  # type: ignore[valid-type]
+    known_good: list[KnownGoodModel] = []  # type: ignore[valid-type]
+    budget: BudgetModel
+    resources: ResourcesModel
+    data: DataModel
+    weights: Optional[_Path]
+    cost: Optional[CostModel] = None
+    confirm: Optional[ConfirmModel] = None
+
+    @field_validator("metric")
+    @classmethod
+    def _metric(cls, metric: str, info: ValidationInfo) -> str:
+        dataset = info.data.get("dataset")
+        if dataset in _METRIC_RULES:
+            rule, ok = _METRIC_RULES[dataset]
+            if not ok(metric):
+                raise _rule("metric", f"for dataset {dataset!r} must be a metric that {rule}, got {metric!r}")
+        return metric
+
+    @model_validator(mode="after")
+    def _whole(self) -> PresetFile:
+        headbox = self.data.headbox_file
+        if self.dataset == "mpii" and headbox is None:
+            raise _rule("data", "is required for dataset 'mpii' (mpii_gt_val.mat, for PCKh)", "data.headbox_file")
+        if headbox is not None and self.dataset != "mpii":
+            raise _rule("data", f"only applies to dataset 'mpii', not {self.dataset!r}", "data.headbox_file")
+        specs = self.param_specs()
+        _component_rules(specs)
+        for i, entry in enumerate(self.known_good):
+            _known_good_rules(entry, i, specs)
+        return self
+
+    def param_specs(self) -> dict[str, ParamSpec]:
+        """``params`` as :class:`ParamSpec` s, in :data:`PARAM_NAMES` order (omitted: fixed at the default)."""
+        out = {}
+        for p in LOSS_PARAMS:
+            spec = getattr(self.params, p.name)
+            if spec is None:
+                out[p.name] = ParamSpec(name=p.name, fixed=p.default)
+            elif isinstance(spec, FixedModel):
+                out[p.name] = ParamSpec(name=p.name, fixed=spec.fixed)
+            else:
+                out[p.name] = ParamSpec(name=p.name, low=spec.low, high=spec.high, log=spec.log, allow_off=spec.allow_off)
+        return out
+
+
+def _component_rules(specs: Mapping[str, ParamSpec]) -> None:
+    for component, delta, coeff in _COMPONENTS:
+        c_spec, d_spec = specs[coeff], specs[delta]
+        always_off = c_spec.is_fixed and c_spec.fixed == 0
+        if always_off and not (d_spec.is_fixed and d_spec.fixed is None):
+            raise _rule("components", f"must be {{fixed: null}}: the {component} component is always off "
+                                      f"(`{coeff}` is fixed at 0)", f"params.{delta}")  # fmt: skip
+        if not always_off and d_spec.is_fixed and d_spec.fixed is None:
+            raise _rule("components", f"is {{fixed: null}} but `{coeff}` can be non-zero; give the delta a value "
+                                      "or a range", f"params.{delta}")  # fmt: skip
+    if specs["coeff_rank"].can_be_off and specs["coeff_sort"].can_be_off:
+        raise _rule("components", "and `params.coeff_rank` can both be off (fixed 0, allow_off or low 0): the heatmap "
+                                  "would get no loss; keep at least one of them always on", "params.coeff_sort")
+
+
+def _known_good_rules(entry: Any, i: int, specs: Mapping[str, ParamSpec]) -> None:
+    key = f"known_good[{i}]"
+    given = entry.model_fields_set
+    setting: dict[str, float | None] = {}
+    for _, delta, coeff in _COMPONENTS:
+        c = 0.0 if getattr(entry, coeff) is None else getattr(entry, coeff)
+        d = getattr(entry, delta)
+        if c == 0 and d is not None:
+            raise _rule("known_good", f"must be null because `{coeff}` is off (0/null), got {d!r}", f"{key}.{delta}")
+        if c != 0 and d is None:
+            raise _rule("known_good", f"must be a number because `{coeff}` is {c:g} (on), got None", f"{key}.{delta}")
+        setting[delta], setting[coeff] = (None if c == 0 else d), c
+    for p in LOSS_PARAMS:
+        if p.component is None:
+            value = getattr(entry, p.name)
+            setting[p.name] = p.default if value is None else value
+    for p in LOSS_PARAMS:
+        if p.kind == "delta" and setting[component_names(p.component)[1]] == 0:
+            continue  # an off component's delta is meaningless
+        if not specs[p.name].contains(setting[p.name]):
+            omitted = " (its default: the entry does not name it)" if p.name not in given else ""
+            raise _rule("known_good", f"is {setting[p.name]!r}{omitted}, outside its search space "
+                                      f"{specs[p.name].describe()!r}", f"{key}.{p.name}")  # fmt: skip
+
+
+def _known_good_setting(entry: Any) -> MappingProxyType:
+    setting: dict[str, float | None] = {}
+    for _, delta, coeff in _COMPONENTS:
+        c = 0.0 if getattr(entry, coeff) is None else float(getattr(entry, coeff))
+        setting[delta], setting[coeff] = (None if c == 0 else float(getattr(entry, delta))), c
+    for p in LOSS_PARAMS:
+        if p.component is None:
+            value = getattr(entry, p.name)
+            setting[p.name] = p.default if value is None else float(value)
+    return MappingProxyType({name: setting[name] for name in PARAM_NAMES})
+
+
+_TYPE_RULES = {
+    "float_type": "must be a number", "float_parsing": "must be a number", "int_type": "must be an integer",
+    "int_from_float": "must be an integer", "bool_type": "must be true or false", "string_type": "must be a string",
+    "list_type": "must be a list of settings", "dict_type": "must be a mapping", "model_type": "must be a mapping",
+}  # fmt: skip
+
+
+def _error_message(source: Path, error: Mapping[str, Any]) -> str:
+    """One pydantic error as ``<file>: `<key path>` <rule>``."""
+    ctx = error.get("ctx") or {}
+    parts: list[str] = []
+    for part in error["loc"]:
+        if isinstance(part, int):
+            parts[-1] += f"[{part}]"
+        elif not str(part).startswith("<"):  # a union tag, not a key
+            parts.append(str(part))
+    value, kind = error.get("input"), error["type"]
+    if ctx.get("at"):
+        parts.append(ctx["at"])
+    key = ".".join(parts)
+    if kind in _TYPE_RULES:
+        rule = _TYPE_RULES[kind]
+        if key.startswith(("base_config", "dataset", "metric", "mode", "data.", "cost.source")) and kind == "string_type":
+            rule = "must be a non-empty string"
+        hint = ""
+        if isinstance(value, str) and _looks_numeric(value) and kind.startswith("float"):
+            hint = f" (YAML reads {value} as a string; write it with a decimal point, e.g. 1.0e-3)"
+        rule = f"{rule}, got {_show(value)}{hint}"
+    elif kind == "string_too_short":
+        rule = f"must be a non-empty string, got {_show(value)}"
+    elif kind in ("greater_than_equal", "greater_than"):
+        bound = ctx.get("ge", ctx.get("gt"))
+        rule = f"must be {'>=' if kind == 'greater_than_equal' else '>'} {bound:g}, got {value:g}"
+    elif kind == "finite_number":
+        rule = f"must be finite, got {value}"
+    elif kind == "param_spec":
+        rule = f"must be a mapping {{low, high, log}} or {{fixed}}, got {_show(value)}"
+    elif kind == "literal_error":  # "'a', 'b' or 'c'" -> ['a', 'b', 'c']
+        rule = f"must be one of [{ctx['expected'].replace(' or ', ', ')}], got {value!r}"
+    elif kind == "missing":
+        *parent, name = parts
+        parts, rule = parent, f"is missing required key(s) [{name!r}]"
+        key = ".".join(parts)
+    else:
+        rule = error["msg"]
+    where = f"`{key}`" if key else "top level"
+    return f"{source}: {where} {rule}"
+
+
+def preset_json_schema() -> dict[str, Any]:
+    """The JSON schema of a preset file (:class:`PresetFile`), published as ``docs/preset.schema.json``."""
+    schema = PresetFile.model_json_schema()
+    schema["title"] = "rspose_tune preset (search_spaces/<name>.yaml)"
+    return schema
+
+
+def _resolve(path: str, key: str, source: Path) -> Path:
     if not isinstance(path, str) or not path:
-        raise check.fail(key, f"must be a non-empty path string, got {_show(path)}")
+        raise SearchSpaceError(f"{source}: `{key}` must be a non-empty path string, got {_show(path)}")
     resolved = Path(path).expanduser()
     return resolved if resolved.is_absolute() else Path.cwd() / resolved
 
@@ -638,178 +928,42 @@ def parse_preset(
     data_root: str | None = None,
     weights: str | None = None,
 ) -> Preset:
-    """Validate the parsed YAML ``data`` of one preset and build the :class:`Preset`.
+    """Validate the parsed YAML ``data`` of one preset (:class:`PresetFile`) and build the :class:`Preset`.
 
     ``data_root``/``weights`` are already-chosen overrides (see :func:`load_preset`).
     """
     source = Path(source)
-    check = _Checker(source)
-    top = check.mapping(data, "", _TOP_KEYS)
-
-    description = top.get("description", "")
-    if not isinstance(description, str):
-        raise check.fail("description", f"must be a string, got {_show(description)}")
-    base_config = check.string(top["base_config"], "base_config")
-    dataset = check.string(top["dataset"], "dataset", choices=DATASETS)
-    metric = check.string(top["metric"], "metric")
-    rule, ok = _METRIC_RULES[dataset]
-    if not ok(metric):
-        raise check.fail("metric", f"for dataset {dataset!r} must be a metric that {rule}, got {metric!r}")
-    mode = check.string(top["mode"], "mode", choices=("max", "min"))
-
-    params = _parse_params(top["params"], check)
-    known_good = _parse_known_good(top.get("known_good", []), params, check)
-    budget = _parse_budget(top["budget"], check)
-    resources_ = _parse_resources(top["resources"], check)
-    data_spec = _parse_data(top["data"], dataset, data_root, check)
-    cost = _parse_cost(top.get("cost"), check)
-    confirm = _parse_confirm(top.get("confirm"), check)
-
-    raw_weights = top["weights"]
+    try:
+        model = PresetFile.model_validate(data)
+    except ValidationError as exc:
+        raise SearchSpaceError(_error_message(source, exc.errors(include_url=False)[0])) from None
+    if data_root is not None:
+        root = _resolve(data_root, f"data.root (override {data_root!r})", source)
+    else:
+        root = _resolve(model.data.root, "data.root", source)
+    raw_weights, weights_key = model.weights, "weights"
     if weights is not None:
         raw_weights = None if weights.strip().lower() in (*_NONE_WORDS, "") else weights
         weights_key = f"weights (override {weights!r})"
-    else:
-        weights_key = "weights"
-    weights_path = None if raw_weights is None else _resolve(raw_weights, weights_key, check)
-
+    d = model.data
     return Preset(
         name=name,
         source=source,
-        base_config=base_config,
-        dataset=dataset,
-        metric=metric,
-        mode=mode,
-        params=MappingProxyType(params),
-        known_good=known_good,
-        budget=budget,
-        resources=resources_,
-        data=data_spec,
-        weights=weights_path,
-        description=description.strip(),
-        cost=cost,
-        confirm=confirm,
-    )
-
-
-def _required(names: Iterable[str]) -> dict[str, bool]:
-    """Key -> required for a table of loss hyperparameters: those with a default may be omitted."""
-    return {name: loss_param(name).default is None for name in names}
-
-
-def _check_value(param: LossParam, value: float, key: str, check: _Checker) -> float:
-    """Kind-specific rules on one value (the common ``>= 0, finite`` is already checked)."""
-    if param.kind == "threshold" and value >= 1:
-        raise check.fail(key, f"must be < 1 (labels peak at 1, so nothing would be a positive), got {value:g}")
-    return value
-
-
-def _parse_params(raw: Any, check: _Checker) -> dict[str, ParamSpec]:
-    table = check.mapping(raw, "params", _required(PARAM_NAMES))
-    specs: dict[str, ParamSpec] = {}
-    for param in LOSS_PARAMS:
-        name = param.name
-        key = f"params.{name}"
-        if name not in table:  # only parameters with a default may be missing
-            specs[name] = ParamSpec(name=name, fixed=param.default)
-            continue
-        entry = table[name]
-        if not isinstance(entry, dict):
-            raise check.fail(key, f"must be a mapping {{low, high, log}} or {{fixed}}, got {_show(entry)}")
-        if "fixed" in entry:
-            check.mapping(entry, key, _FIXED_KEYS)
-            allow_off = check.boolean(entry.get("allow_off", False), f"{key}.allow_off")
-            if allow_off:
-                raise check.fail(f"{key}.allow_off", "only applies to a range; a fixed coefficient of 0 is off")
-            value = entry["fixed"]
-            if value is None:
-                if param.kind != "delta":
-                    rule = "0 switches the component off" if param.kind == "coeff" else "null is only for an off delta"
-                    raise check.fail(f"{key}.fixed", f"must be a number ({rule}), got None")
-                specs[name] = ParamSpec(name=name, fixed=None)
-            else:
-                number = check.number(value, f"{key}.fixed", minimum=0.0)
-                specs[name] = ParamSpec(name=name, fixed=_check_value(param, number, f"{key}.fixed", check))
-            continue
-        check.mapping(entry, key, _RANGE_KEYS)
-        low = check.number(entry["low"], f"{key}.low", minimum=0.0)
-        high = check.number(entry["high"], f"{key}.high", minimum=0.0)
-        _check_value(param, high, f"{key}.high", check)
-        log = check.boolean(entry.get("log", False), f"{key}.log")
-        allow_off = check.boolean(entry.get("allow_off", False), f"{key}.allow_off")
-        if low >= high:  # the searcher's rule too: one value is {fixed: X}
-            raise check.fail(key, f"must have low < high (for a single value write {{fixed: {low:g}}}), "
-                                  f"got low={low:g}, high={high:g}")  # fmt: skip
-        if log and low <= 0:
-            raise check.fail(f"{key}.low", f"must be > 0 with log: true, got {low:g}")
-        if allow_off and param.kind != "coeff":
-            where = (f"put it on `params.{component_names(param.component)[1]}`" if param.component
-                     else f"`{name}` belongs to no component and is never off")  # fmt: skip
-            raise check.fail(
-                f"{key}.allow_off",
-                f"only applies to coefficients (a component is off when its coeff_* is 0); {where}",
-            )
-        if param.kind == "delta" and low == 0:
-            raise check.fail(f"{key}.low", f"must be > 0 for a delta (the margin of a ranking loss), got {low:g}")
-        specs[name] = ParamSpec(name=name, low=low, high=high, log=log, allow_off=allow_off)
-    for component, delta, coeff in _COMPONENTS:
-        c_spec, d_spec = specs[coeff], specs[delta]
-        always_off = c_spec.is_fixed and c_spec.fixed == 0
-        if always_off and not (d_spec.is_fixed and d_spec.fixed is None):
-            raise check.fail(
-                f"params.{delta}",
-                f"must be {{fixed: null}}: the {component} component is always off (`{coeff}` is fixed at 0)",
-            )
-        if not always_off and d_spec.is_fixed and d_spec.fixed is None:
-            raise check.fail(
-                f"params.{delta}",
-                f"is {{fixed: null}} but `{coeff}` can be non-zero; give the delta a value or a range",
-            )
-    if specs["coeff_rank"].can_be_off and specs["coeff_sort"].can_be_off:
-        raise check.fail(
-            "params.coeff_sort",
-            "and `params.coeff_rank` can both be off (fixed 0, allow_off or low 0): the heatmap "
-            "would get no loss; keep at least one of them always on",
-        )
-    return specs
-
-
-def _parse_known_good(raw: Any, params: Mapping[str, ParamSpec], check: _Checker) -> tuple:
-    if not isinstance(raw, list):
-        raise check.fail("known_good", f"must be a list of settings, got {_show(raw)}")
-    out = []
-    for i, entry in enumerate(raw):
-        key = f"known_good[{i}]"
-        check.mapping(entry, key, _required(PARAM_NAMES))
-        setting: dict[str, float | None] = {}
-        for _, delta, coeff in _COMPONENTS:
-            c_value = entry[coeff]
-            c = 0.0 if c_value is None else check.number(c_value, f"{key}.{coeff}", minimum=0.0)
-            d_value = entry[delta]
-            if c == 0:
-                if d_value is not None:
-                    raise check.fail(f"{key}.{delta}", f"must be null because `{coeff}` is off (0/null), got {d_value!r}")
-                d = None
-            else:
-                if d_value is None:
-                    raise check.fail(f"{key}.{delta}", f"must be a number because `{coeff}` is {c:g} (on), got None")
-                d = check.number(d_value, f"{key}.{delta}", minimum=0.0)
-            setting[delta], setting[coeff] = d, c
-        for param in LOSS_PARAMS:
-            if param.component is None:
-                value = entry.get(param.name)
-                setting[param.name] = (param.default if value is None
-                                       else check.number(value, f"{key}.{param.name}", minimum=0.0))  # fmt: skip
-        for param in LOSS_PARAMS:
-            name = param.name
-            spec, value = params[name], setting[name]
-            if param.kind == "delta" and setting[component_names(param.component)[1]] == 0:
-                continue  # an off component's delta is meaningless
-            if not spec.contains(value):
-                omitted = " (its default: the entry does not name it)" if name not in entry else ""
-                raise check.fail(f"{key}.{name}", f"is {value!r}{omitted}, outside its search space {spec.describe()!r}")
-        out.append(MappingProxyType({name: setting[name] for name in PARAM_NAMES}))
-    return tuple(out)
+        base_config=model.base_config,
+        dataset=model.dataset,
+        metric=model.metric,
+        mode=model.mode,
+        params=MappingProxyType(model.param_specs()),
+        known_good=tuple(_known_good_setting(e) for e in model.known_good),
+        budget=Budget(**model.budget.model_dump()),
+        resources=Resources(**model.resources.model_dump()),
+        data=DataSpec(root=root, train_ann=d.train_ann, val_ann=d.val_ann, train_img=d.train_img, val_img=d.val_img,
+                      bbox_file=d.bbox_file, headbox_file=d.headbox_file, generated=d.generated),
+        weights=None if raw_weights is None else _resolve(raw_weights, weights_key, source),
+        description=model.description.strip(),
+        cost=Cost() if model.cost is None else Cost(**model.cost.model_dump()),
+        confirm=Confirm() if model.confirm is None else Confirm(**model.confirm.model_dump()),
+    )  # fmt: skip
 
 
 def budget_problem(max_epochs: int, grace_epochs: int, reduction_factor: int, val_interval: int) -> tuple[str, str] | None:
@@ -826,75 +980,3 @@ def budget_problem(max_epochs: int, grace_epochs: int, reduction_factor: int, va
         return "grace_epochs", (f"must be a multiple of val_interval ({val_interval}) so the first ASHA rung has a "
                                 f"validation result, got {grace_epochs}")  # fmt: skip
     return None
-
-
-def _parse_budget(raw: Any, check: _Checker) -> Budget:
-    table = check.mapping(raw, "budget", _BUDGET_KEYS)
-    max_epochs = check.integer(table["max_epochs"], "budget.max_epochs", minimum=1)
-    grace = check.integer(table["grace_epochs"], "budget.grace_epochs", minimum=1)
-    factor = check.integer(table["reduction_factor"], "budget.reduction_factor", minimum=2)
-    interval = check.integer(table["val_interval"], "budget.val_interval", minimum=1)
-    problem = budget_problem(max_epochs, grace, factor, interval)
-    if problem is not None:
-        raise check.fail(f"budget.{problem[0]}", problem[1])
-    return Budget(max_epochs=max_epochs, grace_epochs=grace, reduction_factor=factor, val_interval=interval)
-
-
-def _parse_cost(raw: Any, check: _Checker) -> Cost:
-    if raw is None:
-        return Cost()
-    table = check.mapping(raw, "cost", _COST_KEYS)
-    value = table["epoch_gpu_hours"]
-    hours = None if value is None else check.number(value, "cost.epoch_gpu_hours", minimum=0.0)
-    source = check.string(table["source"], "cost.source")
-    return Cost(epoch_gpu_hours=hours, source=source)
-
-
-def _parse_confirm(raw: Any, check: _Checker) -> Confirm:
-    if raw is None:
-        return Confirm()
-    table = check.mapping(raw, "confirm", _CONFIRM_KEYS)
-    top = check.integer(table["top"], "confirm.top", minimum=0)
-    seeds = check.integer(table["seeds"], "confirm.seeds", minimum=0)
-    baseline = check.boolean(table["baseline"], "confirm.baseline")
-    if top > 0 and seeds < 2:
-        raise check.fail("confirm.seeds", f"must be >= 2 when confirm.top > 0 (a 95 % interval needs two seeds), "
-                                          f"got {seeds}")  # fmt: skip
-    return Confirm(top=top, seeds=seeds, baseline=baseline)
-
-
-def _parse_resources(raw: Any, check: _Checker) -> Resources:
-    table = check.mapping(raw, "resources", _RESOURCE_KEYS)
-    gpus = check.number(table["gpus"], "resources.gpus", minimum=0.0)
-    cpus = check.number(table["cpus"], "resources.cpus", minimum=0.0, strict=True)
-    workers = table.get("workers")
-    if workers is not None:
-        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-            raise check.fail("resources.workers", f"must be an integer >= 1, got {workers!r}")
-    return Resources(gpus=gpus, cpus=cpus, workers=workers)
-
-
-def _parse_data(raw: Any, dataset: str, data_root: str | None, check: _Checker) -> DataSpec:
-    table = check.mapping(raw, "data", _DATA_KEYS)
-    if data_root is not None:
-        root = _resolve(data_root, f"data.root (override {data_root!r})", check)
-    else:
-        root = _resolve(table["root"], "data.root", check)
-    files = {}
-    for key in ("train_ann", "val_ann", "train_img", "val_img"):
-        files[key] = check.string(table[key], f"data.{key}")
-    optional = {}
-    for key in ("bbox_file", "headbox_file"):
-        value = table.get(key)
-        optional[key] = None if value is None else check.string(value, f"data.{key}")
-    if dataset == "mpii" and optional["headbox_file"] is None:
-        raise check.fail("data.headbox_file", "is required for dataset 'mpii' (mpii_gt_val.mat, for PCKh)")
-    if optional["headbox_file"] is not None and dataset != "mpii":
-        raise check.fail("data.headbox_file", f"only applies to dataset 'mpii', not {dataset!r}")
-    generated = table.get("generated")
-    if generated is not None:
-        generated = check.string(generated, "data.generated", choices=_GENERATORS)
-    for key in ("train_ann", "val_ann"):
-        if not files[key].endswith(".json"):
-            raise check.fail(f"data.{key}", f"must be a COCO-format .json annotation file, got {files[key]!r}")
-    return DataSpec(root=root, **files, **optional, generated=generated)

@@ -416,3 +416,47 @@ def test_presets_are_frozen():
         preset.name = "x"  # type: ignore[misc]
     with pytest.raises(TypeError):
         preset.params["delta_rank"] = None  # type: ignore[index]
+
+
+# --------------------------------------------------------------------------------------------
+# Issue 17: one pydantic model (PresetFile) validates presets; its JSON schema is published
+# --------------------------------------------------------------------------------------------
+
+
+def test_published_json_schema_is_the_models():
+    """docs/preset.schema.json must be regenerated when the model changes:
+    python -c "import json; from rspose_tune.spaces import preset_json_schema as s; print(json.dumps(s(), indent=2, sort_keys=True))" > docs/preset.schema.json"""
+    import json
+
+    from rspose_tune.spaces import preset_json_schema
+
+    committed = Path(__file__).resolve().parents[1] / "docs" / "preset.schema.json"
+    assert json.loads(committed.read_text()) == preset_json_schema()
+
+
+def test_every_shipped_preset_satisfies_the_published_schema_and_the_model():
+    import json
+
+    import jsonschema  # installed with ray[default]
+    from rspose_tune.spaces import PresetFile, _UniqueKeyLoader, list_presets
+
+    schema = json.loads((Path(__file__).resolve().parents[1] / "docs" / "preset.schema.json").read_text())
+    for name in list_presets():
+        import yaml
+
+        data = yaml.load(load_preset(name, weights="none").source.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506
+        jsonschema.validate(data, schema)
+        PresetFile.model_validate(data)
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("true", r"`params.delta_rank.low` must be a number, got True \(bool\)"),  # strict: no bool-as-number
+    ("'0.1'", r"`params.delta_rank.low` must be a number, got '0.1' \(str\) \(YAML reads 0.1 as a string"),
+    (".inf", r"`params.delta_rank.low` must be finite, got inf"),
+])  # fmt: skip
+def test_strict_numbers_with_the_key_path(value, message, tmp_path):
+    text = edit("{low: 0.1, high: 1.0, log: false}", f"{{low: {value}, high: 1.0}}")
+    path = tmp_path / "p.yaml"
+    path.write_text(text)
+    with pytest.raises(SearchSpaceError, match=message):
+        load_preset(str(path))
