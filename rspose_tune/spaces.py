@@ -3,9 +3,10 @@
 A preset names everything one search needs besides the searcher's own settings: the MMPose base
 config, the dataset and its files, the metric to optimise, the range of each RSPose loss
 hyperparameter, the paper's known-good settings, the ASHA budget, per-trial resources and the
-pretrained weights. :func:`load_preset` validates a file completely and raises one
-:class:`SearchSpaceError` naming the file, the key and the broken rule; nothing is checked later
-at MMPose build time that could have been checked here.
+pretrained weights. :func:`load_preset` validates a file completely with one pydantic v2 model,
+:class:`PresetFile` (its JSON schema is ``docs/preset.schema.json``), and raises one
+:class:`SearchSpaceError` naming the file, the key path (``params.delta_rank.low``) and the broken
+rule; nothing is checked later at MMPose build time that could have been checked here.
 
 Shipped presets (``list_presets()``): ``vit-b``, ``vit-h``, ``res50-simcc``,
 ``hrnet-w48-simcc``, ``hrnet-w32-crowdpose``, ``hrnet-w32-mpii`` and the CPU ``demo``.
