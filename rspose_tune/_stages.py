@@ -217,7 +217,7 @@ def run_stages(p, args: argparse.Namespace, make_trainable, callbacks: Sequence[
     """Run (or, on ``--resume``, continue) the confirm/baseline experiment of the run ``p``.
 
     ``make_trainable()`` gives the same trainable (with resources) as the search's; rows are
-    written by ``callbacks`` (a :class:`rspose_tune.results.ParquetResultsCallback` into the
+    written by ``callbacks`` (a :class:`rspose_tune.results_callback.ParquetResultsCallback` into the
     run's ``trials/``). Returns Ray's result grid (empty list when there is nothing to run).
     """
     from ray import tune
