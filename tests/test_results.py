@@ -440,6 +440,7 @@ def test_importing_results_does_not_import_ray():
     import subprocess
     import sys
 
-    code = "import sys, rspose_tune.results; assert 'ray' not in sys.modules, sorted(m for m in sys.modules if m.startswith('ray'))[:5]"
+    code = ("import sys, rspose_tune.results, rspose_tune.report, rspose_tune.export; "
+            "assert 'ray' not in sys.modules, sorted(m for m in sys.modules if m.startswith('ray'))[:5]")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
