@@ -215,11 +215,14 @@ def test_gpu_install_checks_the_bundle_and_the_site(tmp_path):
     wheels.mkdir()
     assert "has no bundle.json" in _one_error(_install(str(wheels), str(site)))
     (wheels / "a-1.0-py3-none-any.whl").write_bytes(b"not the file")
-    (wheels / "bundle.json").write_text(json.dumps({"files": {
+    (wheels / "bundle.json").write_text(json.dumps({"files": {}}))
+    assert "not a bundle manifest ('xtcocotools_sdist')" in _one_error(_install(str(wheels), str(site)))
+    xtc = {"xtcocotools_sdist": "sdist/xtcocotools-1.14.3.tar.gz", "xtcocotools_wheel": None}
+    (wheels / "bundle.json").write_text(json.dumps({**xtc, "files": {
         "a-1.0-py3-none-any.whl": {"bytes": 3, "sha256": "0" * 64}, "b-1.0-py3-none-any.whl": {"bytes": 1, "sha256": ""}}}))
     line = _one_error(_install(str(wheels), str(site)))
     assert "a-1.0-py3-none-any.whl differs from bundle.json" in line and "b-1.0-py3-none-any.whl missing" in line
     site.mkdir()
-    (wheels / "bundle.json").write_text(json.dumps({"files": {}}))
+    (wheels / "bundle.json").write_text(json.dumps({**xtc, "files": {}}))
     assert "was not made by this script" in _one_error(_install(str(wheels), str(site)))
     assert not list(tmp_path.glob("site.partial-*"))
