@@ -97,7 +97,8 @@ def test_cpu_check_runs_all_parts_without_ray(tmp_path):
 
 
 def test_import_is_light_and_ray_free():
-    code = "import sys, rspose_tune.bench._gpu; print(sorted(m for m in ('ray', 'torch', 'mmpose') if m in sys.modules))"
+    code = ("import sys, rspose_tune.bench._gpu, rspose_tune.bench._bundle, rspose_tune.bench._rehearse; "
+            "print(sorted(m for m in ('ray', 'torch', 'mmpose', 'packaging') if m in sys.modules))")
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert proc.stdout.strip() == "[]"
 

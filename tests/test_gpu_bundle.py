@@ -215,11 +215,26 @@ def test_gpu_install_checks_the_bundle_and_the_site(tmp_path):
     wheels.mkdir()
     assert "has no bundle.json" in _one_error(_install(str(wheels), str(site)))
     (wheels / "a-1.0-py3-none-any.whl").write_bytes(b"not the file")
-    (wheels / "bundle.json").write_text(json.dumps({"files": {
+    (wheels / "bundle.json").write_text(json.dumps({"files": {}}))
+    assert "not a bundle manifest ('xtcocotools_sdist')" in _one_error(_install(str(wheels), str(site)))
+    xtc = {"xtcocotools_sdist": "sdist/xtcocotools-1.14.3.tar.gz", "xtcocotools_wheel": None}
+    (wheels / "bundle.json").write_text(json.dumps({**xtc, "files": {
         "a-1.0-py3-none-any.whl": {"bytes": 3, "sha256": "0" * 64}, "b-1.0-py3-none-any.whl": {"bytes": 1, "sha256": ""}}}))
     line = _one_error(_install(str(wheels), str(site)))
     assert "a-1.0-py3-none-any.whl differs from bundle.json" in line and "b-1.0-py3-none-any.whl missing" in line
     site.mkdir()
-    (wheels / "bundle.json").write_text(json.dumps({"files": {}}))
+    (wheels / "bundle.json").write_text(json.dumps({**xtc, "files": {}}))
     assert "was not made by this script" in _one_error(_install(str(wheels), str(site)))
     assert not list(tmp_path.glob("site.partial-*"))
+
+
+def test_readme_gives_the_device_call_the_code_rehearses():
+    from rspose_tune.bench import _gpu
+
+    section = (REPO / "README.md").read_text().split("### GPU check", 1)[1].split("\n## ", 1)[0]
+    command = (_bundle.INSTALL_COMMAND.format(site=_bundle.GPU_SITE) + " && "
+               + _bundle.CHECK_COMMAND.format(site=_bundle.GPU_SITE, device="cuda", out="$OUT"))
+    assert f"`{command}`" in section
+    assert '`["gpu_wheels"]`' in section and "/gpu_wheels" in (REPO / ".gitignore").read_text().splitlines()
+    timeout = int(section.split("| `timeout_s` | `", 1)[1].split("`", 1)[0])
+    assert _gpu.DEADLINE_S["cuda"] < timeout and 2 * timeout <= 15 * 60 - 180  # a rerun fits, with a start

@@ -65,6 +65,7 @@ def _read_bundle(wheels: Path) -> dict:
     try:
         bundle = json.loads(manifest.read_text())
         files = bundle["files"]
+        bundle["xtcocotools_sdist"], bundle["xtcocotools_wheel"]  # noqa: B018 - both must be there
     except (ValueError, KeyError, TypeError) as exc:
         raise Usage(f"WHEELS {manifest}: not a bundle manifest ({exc})") from None
     bad = []

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from rspose_tune.spaces import LOSS_PARAMS, PARAM_NAMES, fill_defaults
+from rspose_tune.spaces import LOSS_PARAMS, PARAM_NAMES, fill_defaults, loss_param
 
 __all__ = [
     "LOSS_PARAM_NAMES",
@@ -91,8 +91,8 @@ def _check_params(params: Mapping[str, Any]) -> dict[str, float]:
         value = float(value)
         if not math.isfinite(value) or value < 0:
             raise ConfigBuildError(f"loss parameter `{name}` must be finite and >= 0, got {value}")
-        if name == "pos_thr" and value >= 1:
-            raise ConfigBuildError(f"loss parameter `pos_thr` must be < 1 (labels peak at 1), got {value}")
+        if loss_param(name).kind == "threshold" and value >= 1:
+            raise ConfigBuildError(f"loss parameter `{name}` must be < 1 (labels peak at 1), got {value}")
         out[name] = value
     if out["coeff_rank"] == 0 and out["coeff_sort"] == 0:
         raise ConfigBuildError("`coeff_rank` and `coeff_sort` are both 0: the heatmap would get no loss")
