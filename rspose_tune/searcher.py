@@ -121,6 +121,8 @@ JOURNAL_FILE_NAME = JOURNAL_FILE
 #: Version of the JSON state written by :meth:`PruningAwareOptunaSearch.save`.
 STATE_VERSION = 1
 _STATE_FORMAT = "rspose_tune.PruningAwareOptunaSearch"
+#: The model-based samplers :class:`PruningAwareOptunaSearch` can use after its start-up trials.
+SAMPLERS = ("tpe", "gp")
 #: Optuna TPESampler options for parallel trials (see the module docstring).
 TPE_OPTIONS = {"constant_liar": True, "multivariate": False}
 
@@ -480,6 +482,10 @@ class PruningAwareOptunaSearch(Searcher):
             ``rspose:warm_start``). The values must lie in ``space``.
         tpe_options: ``TPESampler`` keyword arguments (default :data:`TPE_OPTIONS`); e.g.
             ``{}`` for Optuna's independent TPE.
+        sampler: ``"tpe"`` (the default) or ``"gp"``: Optuna's ``GPSampler`` (a Gaussian process
+            over the COMPLETE trials; parameters outside the space every trial shares, such as the
+            delta of a component that may be off, are sampled at random). Compared on recorded
+            curves by ``python -m rspose_tune.replay --policies asha-tpe asha-gp``.
         journal_path: Optuna journal file (``<run dir>/optuna.journal``), a local path or a URI
             that :mod:`pyarrow.fs` opens (``s3://...``: a local working copy is uploaded at every
             :meth:`save`, see the module docstring); ``None``: in memory (no resume across processes).
@@ -506,7 +512,10 @@ class PruningAwareOptunaSearch(Searcher):
         time_attr: str = "epoch",
         warm_start: Sequence[Mapping[str, Any]] = (),
         tpe_options: Mapping[str, Any] | None = None,
+        sampler: str = "tpe",
     ) -> None:
+        if sampler not in SAMPLERS:
+            raise ValueError(f"`sampler` is {sampler!r}, but must be one of {list(SAMPLERS)}.")
         if mode not in (None, "max", "min"):
             raise ValueError(f"`mode` is {mode!r}, but must be 'max', 'min' or None.")
         if metric is not None and not isinstance(metric, str):
@@ -539,8 +548,9 @@ class PruningAwareOptunaSearch(Searcher):
             "metric": metric, "mode": mode, "known_good": self._known_good,
             "journal_path": self._journal_path, "study_name": study_name, "seed": seed,
             "n_startup_trials": n_startup_trials, "time_attr": time_attr, "warm_start": self._warm_start,
-            "tpe_options": self._tpe_options,
+            "tpe_options": self._tpe_options, "sampler": sampler,
         }  # fmt: skip
+        self._sampler = sampler
         self._study: optuna.Study | None = None
         self._live: dict[str, optuna.Trial] = {}  # Ray trial id -> running Optuna trial
         self._records: dict[str, _Record] = {}
@@ -815,10 +825,16 @@ class PruningAwareOptunaSearch(Searcher):
         with warnings.catch_warnings():  # `group` is marked experimental in Optuna 5; chosen knowingly
             warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning,
                                     message=".*``group``.*")  # fmt: skip
-            study.sampler = optuna.samplers.TPESampler(
-                seed=_derive_seed(self._seed, len(trials)), n_startup_trials=self._n_startup_trials,
-                **self._tpe_options,
-            )
+            if self._sampler == "gp":  # Optuna's Gaussian-process sampler (learns the noise); tpe_options do not apply
+                study.sampler = optuna.samplers.GPSampler(
+                    seed=_derive_seed(self._seed, len(trials)), n_startup_trials=self._n_startup_trials,
+                    warn_independent_sampling=False,  # off components make the space conditional
+                )
+            else:
+                study.sampler = optuna.samplers.TPESampler(
+                    seed=_derive_seed(self._seed, len(trials)), n_startup_trials=self._n_startup_trials,
+                    **self._tpe_options,
+                )
         self._reconcile(study, trials)
         self._study = study
         return study

@@ -29,7 +29,7 @@ from rspose_tune.replay import (
     table_from_frame,
 )
 from rspose_tune.replay._cli import main
-from rspose_tune.replay._simulator import make_scheduler, simulate
+from rspose_tune.replay._simulator import DEFAULT_POLICIES, make_scheduler, simulate
 from rspose_tune.spaces import PARAM_NAMES
 
 SPACE = {
@@ -173,7 +173,7 @@ def test_nearest_exact_pattern_and_fallback(mixed_table):
 # ------------------------------------------------------------------------------------- replay
 
 
-@pytest.mark.parametrize("policy", list(POLICIES))
+@pytest.mark.parametrize("policy", DEFAULT_POLICIES)
 @pytest.mark.parametrize("seed", [0, 1])
 def test_every_policy_with_enough_budget_finds_the_best(known_table, policy, seed):
     settings = ReplaySettings(budget_epochs=60 * MAX_EPOCHS, workers=2, grace_epochs=1, reduction_factor=2)
@@ -420,8 +420,9 @@ def test_cli_replays_a_run_and_prints_every_policy(tmp_path, capsys):
     run = _write_run(tmp_path, _frame([0.5, 0.6, 0.7, 0.4], _grid_settings()[:4]))
     assert main([str(run), "--seeds", "3", "--budget-epochs", "40", "-W", "2", "--grace-epochs", "1"]) == 0
     out = capsys.readouterr().out
-    for policy in POLICIES.values():
-        assert f"\n{policy.name}\n" in out
+    for name in DEFAULT_POLICIES:  # the GP policies only when named (slower to replay)
+        assert f"\n{POLICIES[name].name}\n" in out
+    assert "\nASHA+GP\n" not in out
     assert "3 search seeds (0..2), W=2 workers, budget 40 epochs, ASHA grace 1 / reduction factor 3" in out
     assert "4 settings, 8 full 4-epoch curves" in out
     assert "nearest" in out
@@ -728,3 +729,16 @@ def test_cli_confirm_flags_are_checked(argv, message, capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
+
+
+def test_gp_policy_proposes_with_optunas_gp_sampler(known_table):
+    import optuna
+
+    from rspose_tune.replay._simulator import make_searcher
+
+    settings = ReplaySettings(budget_epochs=6 * MAX_EPOCHS, workers=1, n_startup_trials=3, grace_epochs=1)
+    limiter = make_searcher(POLICIES["full-gp"], known_table, settings, seed=0)
+    limiter.suggest("probe")
+    assert isinstance(limiter.searcher._open_study().sampler, optuna.samplers.GPSampler)
+    trace = replay(known_table, POLICIES["full-gp"], 0, settings)
+    assert len(trace.trials) == 6 and len(trace.incumbents) >= 1  # 3 random start-up trials, then 3 from the GP

@@ -686,3 +686,10 @@ def test_tuner_restore_resumes_study_without_repeats(local_ray, tmp_path):
     ray_ids = {r.metrics["trial_id"] for r in results}
     finished = {t.user_attrs["rspose:ray_trial_id"] for t in trials if t.state != TrialState.FAIL}
     assert finished <= ray_ids
+
+
+def test_unknown_sampler_is_refused_with_the_choices():
+    from rspose_tune.searcher import PruningAwareOptunaSearch
+
+    with pytest.raises(ValueError, match=r"`sampler` is 'cmaes', but must be one of \['tpe', 'gp'\]"):
+        PruningAwareOptunaSearch(SPACE, max_epochs=4, metric="m", mode="max", sampler="cmaes")

@@ -37,7 +37,7 @@ def _float_above(flag: str, low: float, *, strict: bool):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from rspose_tune.replay._simulator import POLICIES
+    from rspose_tune.replay._simulator import DEFAULT_POLICIES, POLICIES
 
     parser = _Parser(
         prog="python -m rspose_tune.replay",
@@ -55,8 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--backbone", default=None,
                         help="preset (name or YAML) giving the search space, mode, ASHA budget and known-good "
                              "settings, instead of the table's metadata")  # fmt: skip
-    parser.add_argument("--policies", nargs="+", choices=list(POLICIES), default=list(POLICIES),
-                        help=f"policies to replay (default: all of {list(POLICIES)})")  # fmt: skip
+    parser.add_argument("--policies", nargs="+", choices=list(POLICIES), default=list(DEFAULT_POLICIES),
+                        help=f"policies to replay, of {list(POLICIES)} (default: {list(DEFAULT_POLICIES)})")  # fmt: skip
     parser.add_argument("--seeds", type=int_at_least("--seeds", 1), default=20,
                         help="search seeds per policy (default 20)")
     parser.add_argument("--first-seed", type=int_at_least("--first-seed", 0), default=0,

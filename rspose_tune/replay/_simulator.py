@@ -46,7 +46,7 @@ class Policy:
     """A search policy: how settings are proposed and whether ASHA stops trials early."""
 
     name: str
-    sampler: str  # "tpe" | "random"
+    sampler: str  # "tpe" | "gp" | "random"
     scheduler: str  # "asha" | "fifo"
 
 
@@ -56,7 +56,11 @@ POLICIES = {
     "asha-random": Policy("ASHA+random", "random", "asha"),
     "full-tpe": Policy("full-budget TPE", "tpe", "fifo"),
     "full-random": Policy("full-budget random", "random", "fifo"),
+    "asha-gp": Policy("ASHA+GP", "gp", "asha"),
+    "full-gp": Policy("full-budget GP", "gp", "fifo"),
 }
+#: The policies replayed when none is named (GP is slower to replay: named on request).
+DEFAULT_POLICIES = ("asha-tpe", "asha-random", "full-tpe", "full-random")
 
 
 @dataclass(frozen=True)
@@ -174,6 +178,7 @@ def make_searcher(policy: Policy, table: CurveTable, settings: ReplaySettings, s
         # random search = every trial a TPE start-up (random) trial, as `--sampler random`
         n_startup_trials=2**31 - 1 if policy.sampler == "random" else settings.n_startup_trials,
         tpe_options=dict(TPE_OPTIONS),  # constant liar, as rspose_tune.search
+        sampler="gp" if policy.sampler == "gp" else "tpe",
     )
     return ResumableConcurrencyLimiter(searcher, max_concurrent=settings.workers)
 
@@ -181,8 +186,8 @@ def make_searcher(policy: Policy, table: CurveTable, settings: ReplaySettings, s
 def replay(table: CurveTable, policy: Policy, seed: int, settings: ReplaySettings) -> Trace:
     """Replay ``policy`` once (search seed ``seed``) on ``table``; see the module docstring."""
     settings.check(table.max_epochs)
-    if policy.sampler not in ("tpe", "random") or policy.scheduler not in ("asha", "fifo"):
-        raise ValueError(f"Unknown policy {policy!r}: sampler must be 'tpe' or 'random', scheduler 'asha' or 'fifo'.")
+    if policy.sampler not in ("tpe", "gp", "random") or policy.scheduler not in ("asha", "fifo"):
+        raise ValueError(f"Unknown policy {policy!r}: sampler must be 'tpe', 'gp' or 'random', scheduler 'asha' or 'fifo'.")
     scheduler = make_scheduler(policy, table, settings)
     search_alg = make_searcher(policy, table, settings, seed)
     return simulate(table, scheduler, search_alg, settings=settings, seed=seed, policy=policy)
