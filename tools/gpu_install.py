@@ -48,11 +48,8 @@ class Failed(Exception):
 
 
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
     with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()  # Python >= 3.11 (the GPU machine has 3.12)
 
 
 def _read_bundle(wheels: Path) -> dict:

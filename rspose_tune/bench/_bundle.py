@@ -88,6 +88,7 @@ MACHINE_PACKAGES: dict[str, str | None] = dict.fromkeys((
 ROOTS: tuple[str, ...] = (
     "torch", "torchvision", "numpy", "scipy", "matplotlib", "opencv-python", "pyyaml", "pillow",
     "mmengine", "mmcv-lite", "mmpose", "mmpretrain", "mmdet", "xtcocotools", "pycocotools", "setuptools",
+    "pydantic",  # rspose_tune.spaces validates presets with it
 )
 
 #: A requirement name the machine satisfies with another distribution of the same modules.
@@ -117,16 +118,18 @@ EXTRA_PINS: dict[str, str] = {"xtcocotools": "1.14.3"}
 #: ones in one ``error:`` line. Derived from metadata by :func:`check_modules`; a test keeps this
 #: literal equal to it (the check runs where that metadata is not, so it cannot derive it there).
 CHECK_MODULES: dict[str, str] = {
-    "Cython": "cython", "PIL": "pillow", "addict": "addict", "click": "click", "cv2": "opencv-python-headless",
-    "cython": "cython", "einops": "einops", "functorch": "torch", "importlib_metadata": "importlib-metadata",
-    "json_tricks": "json-tricks", "lazy_importer": "lazy-importer", "markdown": "markdown", "mat4py": "mat4py",
-    "matplotlib": "matplotlib", "mmcv": "mmcv-lite", "mmdet": "mmdet", "mmengine": "mmengine", "mmpose": "mmpose",
-    "mmpretrain": "mmpretrain", "modelindex": "model-index", "mpl_toolkits": "matplotlib", "munkres": "munkres",
-    "numpy": "numpy", "ordered_set": "ordered-set", "packaging": "packaging", "pkg_resources": "setuptools",
-    "platformdirs": "platformdirs", "pycocotools": "pycocotools", "pylab": "matplotlib", "pyximport": "cython",
-    "rich": "rich", "scipy": "scipy", "setuptools": "setuptools", "shapely": "shapely", "six": "six",
-    "termcolor": "termcolor", "terminaltables": "terminaltables", "torch": "torch", "torchgen": "torch",
-    "torchvision": "torchvision", "tqdm": "tqdm", "xtcocotools": "xtcocotools", "yaml": "pyyaml", "yapf": "yapf",
+    "Cython": "cython", "PIL": "pillow", "addict": "addict", "annotated_types": "annotated-types", "click": "click",
+    "cv2": "opencv-python-headless", "cython": "cython", "einops": "einops", "functorch": "torch",
+    "importlib_metadata": "importlib-metadata", "json_tricks": "json-tricks", "lazy_importer": "lazy-importer",
+    "markdown": "markdown", "mat4py": "mat4py", "matplotlib": "matplotlib", "mmcv": "mmcv-lite", "mmdet": "mmdet",
+    "mmengine": "mmengine", "mmpose": "mmpose", "mmpretrain": "mmpretrain", "modelindex": "model-index",
+    "mpl_toolkits": "matplotlib", "munkres": "munkres", "numpy": "numpy", "ordered_set": "ordered-set",
+    "packaging": "packaging", "pkg_resources": "setuptools", "platformdirs": "platformdirs",
+    "pycocotools": "pycocotools", "pydantic": "pydantic", "pydantic_core": "pydantic-core", "pylab": "matplotlib",
+    "pyximport": "cython", "rich": "rich", "scipy": "scipy", "setuptools": "setuptools", "shapely": "shapely",
+    "six": "six", "termcolor": "termcolor", "terminaltables": "terminaltables", "torch": "torch", "torchgen": "torch",
+    "torchvision": "torchvision", "tqdm": "tqdm", "typing_extensions": "typing-extensions",
+    "typing_inspection": "typing-inspection", "xtcocotools": "xtcocotools", "yaml": "pyyaml", "yapf": "yapf",
     "yapf_third_party": "yapf", "zipp": "zipp",
 }
 # fmt: on
@@ -365,11 +368,8 @@ def find_python312(explicit: str | None = None) -> str | None:
 def _sha256(path: Path) -> str:
     import hashlib
 
-    h = hashlib.sha256()
     with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _dist_of_file(filename: str) -> tuple[str, str]:
