@@ -37,7 +37,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import pyarrow.fs as pafs
 from mmengine.hooks import Hook
 
 from rspose_tune._ray_compat import trial_storage, trial_working_directory
@@ -178,6 +177,8 @@ def refuse_after_divergence(fs, trial_fs_path: str) -> None:
     (``resume_errored``); a divergence is a property of the setting, not a transient failure, so
     such a retry ends at once with the first attempt's reason instead of training again.
     """
+    import pyarrow.fs as pafs  # here, not at import: the Ray-free rank path (bench gpu) does not need pyarrow
+
     path = f"{trial_fs_path.rstrip('/')}/{DIVERGED_FILE}"
     if fs.get_file_info(path).type != pafs.FileType.File:
         return
