@@ -373,15 +373,19 @@ def _known_good_params(entry: Mapping[str, Any], i: int, dims: Mapping[str, _Dim
     if unknown:
         raise ValueError(f"{where} has unknown parameters {unknown}; valid names are {list(PARAM_NAMES)}.")
     params: dict[str, Any] = {}
+
+    def take(dim: _Dim) -> None:
+        """The entry's value of ``dim``, checked against it; kept when the searcher samples ``dim``."""
+        value = _number(entry[dim.name], f"{where}[{dim.name!r}]", allow_none=False)
+        if not dim.contains(value):  # type: ignore[arg-type]
+            rule = f"fixed at {dim.fixed!r}" if dim.is_fixed else f"in [{dim.low}, {dim.high}]"
+            raise ValueError(f"{where}[{dim.name!r}] is {value!r}, but must be {rule}.")
+        if not dim.is_fixed:
+            params[dim.name] = value
+
     for p in LOSS_PARAMS:
         if p.component is None and p.name in entry:
-            dim = dims[p.name]
-            value = _number(entry[p.name], f"{where}[{p.name!r}]", allow_none=False)
-            if not dim.contains(value):  # type: ignore[arg-type]
-                rule = f"fixed at {dim.fixed!r}" if dim.is_fixed else f"in [{dim.low}, {dim.high}]"
-                raise ValueError(f"{where}[{p.name!r}] is {value!r}, but must be {rule}.")
-            if not dim.is_fixed:
-                params[p.name] = value
+            take(dims[p.name])
     for c in COMPONENTS:
         delta, coeff = (dims[n] for n in component_names(c))
         mode = _component_mode(delta, coeff)
@@ -407,12 +411,7 @@ def _known_good_params(entry: Mapping[str, Any], i: int, dims: Mapping[str, _Dim
         if mode == "switch":
             params[f"{c}_on"] = True
         for dim in present:
-            value = _number(entry[dim.name], f"{where}[{dim.name!r}]", allow_none=False)
-            if not dim.contains(value):  # type: ignore[arg-type]
-                rule = f"fixed at {dim.fixed!r}" if dim.is_fixed else f"in [{dim.low}, {dim.high}]"
-                raise ValueError(f"{where}[{dim.name!r}] is {value!r}, but must be {rule}.")
-            if not dim.is_fixed:
-                params[dim.name] = value
+            take(dim)
     return params
 
 
