@@ -123,9 +123,13 @@ def test_xtcocotools_pin_is_setup_shs():
 # The check's real imports: every module file belongs to a bundled or a declared distribution
 # --------------------------------------------------------------------------------------------
 def _owners() -> dict[str, str]:
-    """Resolved file path -> canonical distribution name, for every installed distribution."""
+    """Resolved file path -> canonical distribution name, for every distribution installed in this
+    venv's site-packages. Only there: once anything has imported setuptools, its ``_vendor`` folder is
+    on ``sys.path`` and the dist-infos vendored in it (backports.tarfile, jaraco, ...) would claim
+    files that setuptools itself installs and carries (its RECORD lists them)."""
     index: dict[str, str] = {}
-    for dist in md.distributions():
+    site = sorted({sysconfig.get_paths()[k] for k in ("purelib", "platlib")})
+    for dist in md.distributions(path=site):
         name = _bundle.canonical(dist.metadata["Name"])
         for f in dist.files or ():
             if f.suffix in (".py", ".so", ".pyc") or f.name == "__init__.py":
