@@ -85,12 +85,14 @@ __all__ = [
     "build_metadata",
     "final_status",
     "git_revision",
+    "has_row",
     "make_row",
     "package_versions",
     "read_metadata",
     "read_results",
     "row_file_name",
     "row_files",
+    "rows_root",
     "trial_row_files",
     "write_row",
 ]
@@ -159,6 +161,18 @@ def row_file_name(trial_id: str, epoch: int) -> str:
     """File name of the row ``(trial_id, epoch)``; unsafe characters become ``_``."""
     safe = re.sub(r"[^A-Za-z0-9_.=+-]", "_", str(trial_id)).lstrip("._") or "_"
     return f"{safe}-e{int(epoch):06d}.parquet"
+
+
+def rows_root(experiment_fs_path: str, *, nested: bool = False) -> str:
+    """Where a Tune experiment's rows go: ``<experiment>/trials``; for an experiment nested in the
+    run directory (the confirm stage's ``<run>/confirm``), the run's ``<run>/trials``."""
+    experiment = experiment_fs_path.rstrip("/")
+    return f"{experiment.rsplit('/', 1)[0] if nested else experiment}/trials"
+
+
+def has_row(fs: pafs.FileSystem, root: str, trial_id: str, epoch: int) -> bool:
+    """Whether the row ``(trial_id, epoch)`` was written into the dataset folder ``root``."""
+    return fs.get_file_info(f"{root.rstrip('/')}/{row_file_name(trial_id, epoch)}").type == pafs.FileType.File
 
 
 def _float_or_none(key: str, value: Any) -> float | None:

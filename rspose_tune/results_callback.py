@@ -25,6 +25,7 @@ from rspose_tune.results import (
     build_metadata,
     final_status,
     make_row,
+    rows_root,
     trial_row_files,
     write_row,
 )
@@ -129,8 +130,7 @@ class ParquetResultsCallback(Callback):
                 self._target = _resolve(self._root, self._filesystem)
             else:
                 fs, experiment, _ = trial_location(trial)
-                base = experiment.rsplit("/", 1)[0] if self._nested else experiment
-                self._target = (fs, f"{base}/trials")
+                self._target = (fs, rows_root(experiment, nested=self._nested))
         return self._target
 
     def _write(self, trial: Any, row: Mapping[str, Any]) -> None:

@@ -663,14 +663,15 @@ def run_search(p: Plan, args: argparse.Namespace, extra_callbacks=(), *, reuse_a
     return tuner.fit()
 
 
-def _make_trainable(p: Plan):
-    """The trainable of every trial of the run (search, confirm and baseline), with its resources."""
+def _make_trainable(p: Plan, *, nested: bool = False):
+    """The trainable of every trial of the run (search, confirm and baseline), with its resources;
+    ``nested``: for the stages' experiment inside the run directory (where its rows go)."""
     from ray import tune
 
     from trainables.mmpose_trainable import train_rspose, trial_resources
 
     trainable = tune.with_parameters(train_rspose, preset=p.preset, seed=p.spec.seed, max_epochs=p.max_epochs,
-                                     num_workers=p.spec.dataloader_workers)  # fmt: skip
+                                     num_workers=p.spec.dataloader_workers, rows_nested=nested)  # fmt: skip
     # One placement-group bundle per rank; a trial on N > 1 ranks trains data-parallel.
     return tune.with_resources(trainable, trial_resources(p.workers, p.cpus, p.gpus))
 
@@ -708,7 +709,7 @@ def run_confirm_stage(p: Plan, args: argparse.Namespace) -> list:
 
     reporter = tune.CLIReporter(metric_columns=["epoch", "metric", "loss"],
                                 parameter_columns=["stage", "seed", *PARAM_NAMES], max_report_frequency=15)  # fmt: skip
-    return run_stages(p, args, lambda: _make_trainable(p), _stage_callbacks(p), reporter)
+    return run_stages(p, args, lambda: _make_trainable(p, nested=True), _stage_callbacks(p), reporter)
 
 
 def _stage_callbacks(p: Plan) -> list:

@@ -118,7 +118,7 @@ def test_driver_killed_then_resume_finishes_interrupted_trials_from_their_checkp
             "--max-epochs", "4", "--scheduler", "fifo", "--max-concurrent", "2", "--no-dashboard", "--no-report"]
     proc = _cli(*args, start_new_session=True)
     deadline = time.monotonic() + 400
-    while time.monotonic() < deadline and len(list((run_dir / "trials").glob("*-e000002.parquet"))) < 1:
+    while time.monotonic() < deadline and len(list((run_dir / "trials").glob("*-e000001.parquet"))) < 1:
         time.sleep(1)
         assert proc.poll() is None, proc.stdout.read()[-3000:]
     os.killpg(proc.pid, signal.SIGKILL)  # the driver and everything it started, mid-search

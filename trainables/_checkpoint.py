@@ -32,6 +32,7 @@ __all__ = [
     "CheckpointMismatchError",
     "SAFE_GLOBALS",
     "fetch_checkpoint",
+    "newest_checkpoint",
     "restore_checkpoint",
     "safe_checkpoint_loading",
     "strip_unsafe_state",
@@ -154,3 +155,63 @@ def fetch_checkpoint(checkpoint, dest_dir: Path, *, trial_id: str) -> tuple[Path
         manifest = Path(ckpt_dir) / MANIFEST_FILE
         epoch = int(json.loads(manifest.read_text())["epoch"]) if manifest.is_file() else None
         return _copy_verified(Path(ckpt_dir), Path(dest_dir), trial_id), epoch
+
+
+def _manifest_on_storage(fs, directory: str) -> dict | None:
+    """The manifest of a checkpoint folder on a pyarrow filesystem, or None (missing, unreadable)."""
+    import pyarrow.fs as pafs
+
+    path = f"{directory.rstrip('/')}/{MANIFEST_FILE}"
+    if fs.get_file_info(path).type != pafs.FileType.File:
+        return None
+    with fs.open_input_stream(path) as f:
+        try:
+            return json.loads(f.read().decode())
+        except ValueError:
+            return None
+
+
+def newest_checkpoint(given, fs, trial_fs_path: str, *, trial_id: str, dest_dir: Path, recorded=None):
+    """The trial's newest complete checkpoint: ``given`` (what Tune passed) or a newer one in the
+    trial's storage folder, fetched into ``dest_dir``.
+
+    Why the folder is read at all: the driver snapshots its experiment state (which names each
+    trial's latest checkpoint) at most every 10 s and after every ``num_to_keep`` checkpoints, so a
+    driver killed in between is restored with an older checkpoint (or none), and the trial would
+    train again epochs whose results are already in the Parquet table. Each checkpoint reported
+    is on storage before its result reaches the driver, so the folder always holds the newest.
+    A folder cut short by a kill during its upload fails its manifest's hash and is skipped.
+    With ``recorded`` (``epoch -> bool``: did the driver write that epoch's result row?), a folder
+    is taken only for an epoch the driver recorded: a checkpoint persisted just before the kill,
+    whose result never arrived, is trained again rather than leave its epoch out of the table.
+
+    Returns:
+        ``(checkpoint or None, local checkpoint file or None, epoch or None)``.
+    """
+    import pyarrow.fs as pafs
+    from ray.tune import Checkpoint
+
+    candidates = []  # (epoch, is Tune's, Checkpoint)
+    if given is not None:
+        manifest = _manifest_on_storage(given.filesystem, given.path) or {}
+        candidates.append((int(manifest.get("epoch", -1)), True, given))
+    selector = pafs.FileSelector(trial_fs_path.rstrip("/"), allow_not_found=True)
+    for info in fs.get_file_info(selector):
+        if info.type != pafs.FileType.Directory or not info.base_name.startswith("checkpoint_"):
+            continue
+        if given is not None and info.path.rstrip("/") == str(given.path).rstrip("/"):
+            continue
+        manifest = _manifest_on_storage(fs, info.path)
+        if (manifest and manifest.get("trial_id") == trial_id and "epoch" in manifest
+                and (recorded is None or recorded(int(manifest["epoch"])))):
+            candidates.append((int(manifest["epoch"]), False, Checkpoint(info.path, filesystem=fs)))
+    candidates.sort(key=lambda c: (c[0], c[1]), reverse=True)  # newest first; Tune's wins a tie
+    for _, from_tune, checkpoint in candidates:
+        try:
+            local, epoch = fetch_checkpoint(checkpoint, dest_dir, trial_id=trial_id)
+        except CheckpointMismatchError:
+            if from_tune:  # what Tune recorded must verify: never fall back silently
+                raise
+            continue  # a folder whose upload was cut short: the next older one
+        return checkpoint, local, epoch
+    return None, None, None

@@ -43,7 +43,7 @@ from rspose_tune._ray_compat import trial_storage, trial_working_directory
 from rspose_tune.losses import NonFiniteError
 from rspose_tune.spaces import PARAM_NAMES
 
-from ._checkpoint import fetch_checkpoint
+from ._checkpoint import newest_checkpoint
 from ._hooks import LOSS_KEYS, LossDivergedError, TuneReportHook
 
 __all__ = ["DIVERGED_FILE", "LOSS_KEYS", "LossDivergedError", "TuneReportHook", "prepare_trial_config", "train_rspose",
@@ -105,6 +105,7 @@ def train_rspose(
     shrink: bool = False,
     scratch: bool = False,
     hooks: Sequence[Hook] = (),
+    rows_nested: bool | None = None,
 ) -> None:
     """Ray Tune function trainable (see module docstring).
 
@@ -118,6 +119,10 @@ def train_rspose(
         shrink: tiny backbone of the same family (tests and smoke runs).
         scratch: no pretrained weights even if the base config names remote ones.
         hooks: extra mmengine hooks registered on every rank's Runner (pickled to other ranks).
+        rows_nested: where the run's :class:`rspose_tune.results_callback.ParquetResultsCallback`
+            writes this trial's rows (:func:`rspose_tune.results.rows_root`; None: no rows kept).
+            A newer checkpoint than Tune's is resumed from only if its epoch's row was written, so
+            after a driver kill no epoch is trained twice and none is missing from the table.
     """
     from ray import tune
 
@@ -139,10 +144,17 @@ def train_rspose(
     from ._ray_ranks import backend_for, train_ranks
 
     # The checkpoint is fetched once (rank 0's copy; other ranks fetch their own on their nodes),
-    # and its manifest says which epoch this attempt resumes from.
+    # and its manifest says which epoch this attempt resumes from. The newest in the trial's
+    # storage folder wins over an older one Tune passed (a driver killed before its snapshot).
     with tempfile.TemporaryDirectory(prefix="rspose_resume_") as tmp:
-        resume, resumed_epoch = (fetch_checkpoint(checkpoint, Path(tmp), trial_id=trial_id) if checkpoint
-                                 else (None, None))  # fmt: skip
+        recorded = None
+        if rows_nested is not None:
+            from rspose_tune.results import has_row, rows_root
+
+            rows = rows_root(context.get_storage().experiment_fs_path, nested=rows_nested)
+            recorded = lambda epoch: has_row(storage_fs, rows, trial_id, epoch)  # noqa: E731
+        checkpoint, resume, resumed_epoch = newest_checkpoint(checkpoint, storage_fs, trial_fs_path, trial_id=trial_id,
+                                                              dest_dir=Path(tmp), recorded=recorded)
         cfg = prepare_trial_config(
             preset,
             params,
