@@ -170,9 +170,11 @@ def rows_root(experiment_fs_path: str, *, nested: bool = False) -> str:
     return f"{experiment.rsplit('/', 1)[0] if nested else experiment}/trials"
 
 
-def has_row(fs: pafs.FileSystem, root: str, trial_id: str, epoch: int) -> bool:
-    """Whether the row ``(trial_id, epoch)`` was written into the dataset folder ``root``."""
-    return fs.get_file_info(f"{root.rstrip('/')}/{row_file_name(trial_id, epoch)}").type == pafs.FileType.File
+def has_row(fs: pafs.FileSystem, experiment_fs_path: str, trial_id: str, epoch: int, *, nested: bool = False) -> bool:
+    """Whether the row ``(trial_id, epoch)`` of a Tune experiment was written (into
+    :func:`rows_root` of ``experiment_fs_path`` on ``fs``)."""
+    path = f"{rows_root(experiment_fs_path, nested=nested)}/{row_file_name(trial_id, epoch)}"
+    return fs.get_file_info(path).type == pafs.FileType.File
 
 
 def _float_or_none(key: str, value: Any) -> float | None:

@@ -14,6 +14,7 @@ from rspose_tune.errors import RSPoseTuneError, cli_error
 
 import argparse
 import dataclasses
+import functools
 import ipaddress
 import math
 import os
@@ -668,10 +669,13 @@ def _make_trainable(p: Plan, *, nested: bool = False):
     ``nested``: for the stages' experiment inside the run directory (where its rows go)."""
     from ray import tune
 
+    from rspose_tune.results import has_row
     from trainables.mmpose_trainable import train_rspose, trial_resources
 
+    # has_row: a trial resumes from a checkpoint newer than Ray's snapshot only if its row exists
     trainable = tune.with_parameters(train_rspose, preset=p.preset, seed=p.spec.seed, max_epochs=p.max_epochs,
-                                     num_workers=p.spec.dataloader_workers, rows_nested=nested)  # fmt: skip
+                                     num_workers=p.spec.dataloader_workers,
+                                     has_row=functools.partial(has_row, nested=nested))  # fmt: skip
     # One placement-group bundle per rank; a trial on N > 1 ranks trains data-parallel.
     return tune.with_resources(trainable, trial_resources(p.workers, p.cpus, p.gpus))
 

@@ -695,6 +695,60 @@ def test_confirm_counts_candidates_the_table_cannot_confirm_on_every_seed():
     assert out.epochs == 3 * MAX_EPOCHS and out.winner == 1 and out.correct
 
 
+def test_racing_drops_a_candidate_once_paired_seeds_show_it_worse_and_saves_its_epochs():
+    from scipy import stats
+
+    from rspose_tune.replay._confirm import confirm
+
+    # 3 candidates on confirm seeds 1..4: setting 1 leads; setting 0 is worse by a steady margin
+    # (paired differences 0.10, 0.11, ...: distinguishable after 3 seeds), setting 2 by noise only.
+    table = _seeded_table([{0: 0.90, 1: 0.50, 2: 0.51, 3: 0.49, 4: 0.50},
+                           {0: 0.80, 1: 0.60, 2: 0.62, 3: 0.60, 4: 0.61},
+                           {0: 0.70, 1: 0.63, 2: 0.55, 3: 0.60, 4: 0.50}])  # fmt: skip
+    trace = _trace_of(table, [0, 1, 2], search_seed=0)
+    full = confirm(table, trace, top=3, seeds=4)
+    raced = confirm(table, trace, top=3, seeds=4, race_after=3)
+    # independent check of the racing decision after seed 3 (scipy's paired t-test, 95 %)
+    d0 = np.array([0.60 - 0.50, 0.62 - 0.51, 0.60 - 0.49])
+    d2 = np.array([0.60 - 0.63, 0.62 - 0.55, 0.60 - 0.60])
+    assert stats.ttest_rel(d0, np.zeros(3)).confidence_interval(0.95).low > 0
+    low2, high2 = stats.ttest_rel(d2, np.zeros(3)).confidence_interval(0.95)
+    assert low2 < 0 < high2
+    assert raced.dropped == 1 and sorted(raced.by_seed[0]) == [1, 2, 3] and sorted(raced.by_seed[2]) == [1, 2, 3, 4]
+    assert raced.epochs == full.epochs - MAX_EPOCHS and full.dropped == 0
+    assert raced.winner == full.winner == 1
+    # from seed 2 on: the steady margin (0.10, 0.11) already separates them with 1 degree of freedom
+    assert stats.ttest_rel(d0[:2], np.zeros(2)).confidence_interval(0.95).low > 0
+    early = confirm(table, trace, top=3, seeds=4, race_after=2)
+    assert early.dropped == 1 and sorted(early.by_seed[0]) == [1, 2] and early.epochs == full.epochs - 2 * MAX_EPOCHS
+    with pytest.raises(ValueError, match="race_after"):
+        confirm(table, trace, top=3, seeds=4, race_after=1)
+
+
+def test_cli_confirm_race_flag(capsys):
+    for argv, message in ((["--confirm-top", "2", "--confirm-seeds", "3", "--confirm-race", "3"],
+                           "--confirm-race is 3, but must be < --confirm-seeds (3)"),
+                          (["--confirm-race", "2"], "--confirm-race needs --confirm-top")):  # fmt: skip
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert exc.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_start_up_proposals_under_concurrency_are_counted(known_table, workers):
+    """Ray #52535: TPE proposes at random until n_startup_trials trials have *ended*, so W workers
+    start n + W - 1 random trials (full budget: W at once, then one per ended trial)."""
+    settings = ReplaySettings(budget_epochs=40 * MAX_EPOCHS, workers=workers, n_startup_trials=4)
+    trace = replay(known_table, POLICIES["full-tpe"], 0, settings)
+    assert sum(t.startup for t in trace.trials) == 4 + workers - 1
+    assert [t.startup for t in trace.trials[: 4 + workers - 1]] == [True] * (4 + workers - 1)
+    assert all(t.startup for t in replay(known_table, POLICIES["full-random"], 0, settings).trials)
+    summary = summarize(known_table, [trace], settings.budget_epochs, 0.01)
+    assert summary.startup == 4 + workers - 1
+
+
 def test_a_replay_searches_on_one_training_seed(known_table):
     trace = replay(known_table, POLICIES["asha-random"], 3, ReplaySettings(budget_epochs=40, workers=2))
     assert trace.search_seed in (0, 1)

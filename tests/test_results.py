@@ -444,3 +444,21 @@ def test_importing_results_does_not_import_ray():
             "assert 'ray' not in sys.modules, sorted(m for m in sys.modules if m.startswith('ray'))[:5]")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_has_row_finds_a_trial_epoch_row_where_the_callback_writes_it(tmp_path):
+    """The trainable's check (resume only from a checkpoint whose result the driver recorded) and
+    the callback's target are one rule: ``<experiment>/trials``, or ``<run>/trials`` when nested."""
+    import pyarrow.fs as pafs
+
+    from rspose_tune.results import has_row, row_file_name, rows_root
+
+    run = tmp_path / "run"
+    (run / "trials").mkdir(parents=True)
+    (run / "trials" / row_file_name("t/1", 3)).write_bytes(b"")
+    fs = pafs.LocalFileSystem()
+    assert rows_root(str(run), nested=False) == str(run / "trials")
+    assert rows_root(str(run / "confirm") + "/", nested=True) == str(run / "trials")
+    assert has_row(fs, str(run), "t/1", 3) and not has_row(fs, str(run), "t/1", 2)
+    assert has_row(fs, str(run / "confirm"), "t/1", 3, nested=True)
+    assert not has_row(fs, str(run / "confirm"), "t/1", 3)

@@ -33,7 +33,7 @@ from __future__ import annotations
 import json
 import socket
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -105,7 +105,7 @@ def train_rspose(
     shrink: bool = False,
     scratch: bool = False,
     hooks: Sequence[Hook] = (),
-    rows_nested: bool | None = None,
+    has_row: Callable[[Any, str, str, int], bool] | None = None,
 ) -> None:
     """Ray Tune function trainable (see module docstring).
 
@@ -119,10 +119,10 @@ def train_rspose(
         shrink: tiny backbone of the same family (tests and smoke runs).
         scratch: no pretrained weights even if the base config names remote ones.
         hooks: extra mmengine hooks registered on every rank's Runner (pickled to other ranks).
-        rows_nested: where the run's :class:`rspose_tune.results_callback.ParquetResultsCallback`
-            writes this trial's rows (:func:`rspose_tune.results.rows_root`; None: no rows kept).
-            A newer checkpoint than Tune's is resumed from only if its epoch's row was written, so
-            after a driver kill no epoch is trained twice and none is missing from the table.
+        has_row: ``has_row(filesystem, experiment_fs_path, trial_id, epoch)``: whether the run's
+            results callback wrote that row (the search passes :func:`rspose_tune.results.has_row`;
+            None: no rows kept). A checkpoint newer than Tune's is resumed from only if its epoch
+            has a row, so after a driver kill no epoch is trained twice and none is missing.
     """
     from ray import tune
 
@@ -148,11 +148,9 @@ def train_rspose(
     # storage folder wins over an older one Tune passed (a driver killed before its snapshot).
     with tempfile.TemporaryDirectory(prefix="rspose_resume_") as tmp:
         recorded = None
-        if rows_nested is not None:
-            from rspose_tune.results import has_row, rows_root
-
-            rows = rows_root(context.get_storage().experiment_fs_path, nested=rows_nested)
-            recorded = lambda epoch: has_row(storage_fs, rows, trial_id, epoch)  # noqa: E731
+        if has_row is not None:
+            experiment = context.get_storage().experiment_fs_path
+            recorded = lambda epoch: has_row(storage_fs, experiment, trial_id, epoch)  # noqa: E731
         checkpoint, resume, resumed_epoch = newest_checkpoint(checkpoint, storage_fs, trial_fs_path, trial_id=trial_id,
                                                               dest_dir=Path(tmp), recorded=recorded)
         cfg = prepare_trial_config(

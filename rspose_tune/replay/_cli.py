@@ -87,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "(default 0: none)")  # fmt: skip
     parser.add_argument("--confirm-seeds", type=int_at_least("--confirm-seeds", 2), default=2, metavar="N",
                         help="seeds of the replayed confirm stage, >= 2 (default 2)")
+    parser.add_argument("--confirm-race", type=int_at_least("--confirm-race", 2), default=0, metavar="R",
+                        help="racing in the replayed confirm stage: from the R-th seed on, drop a candidate as soon "
+                             "as its paired t-interval against the leader lies wholly on the worse side "
+                             "(2 <= R < --confirm-seeds; default: no racing, as the live stage)")  # fmt: skip
     parser.add_argument("--json", metavar="PATH", default=None,
                         help="also write every figure printed (and the settings of the replay) to this JSON file")
     return parser
@@ -98,7 +102,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         from rspose_tune.replay._make_table import main as make_table
 
         return make_table(argv[1:])
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.confirm_race and not args.confirm_top:
+        parser.error("--confirm-race needs --confirm-top (racing happens in the confirm stage)")
+    if args.confirm_race and not args.confirm_race < args.confirm_seeds:
+        parser.error(f"--confirm-race is {args.confirm_race}, but must be < --confirm-seeds ({args.confirm_seeds}): "
+                     "racing drops candidates before their last seed")  # fmt: skip
 
     import optuna
 
@@ -147,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             traces = [replay(table, POLICIES[name], seed, settings) for seed in seeds]
             summaries.append(summarize(table, traces, budget, args.target))
             if args.confirm_top:
-                outcomes = [confirm(table, t, args.confirm_top, args.confirm_seeds) for t in traces]
+                outcomes = [confirm(table, t, args.confirm_top, args.confirm_seeds, args.confirm_race) for t in traces]
                 confirmed.append(summarize_confirm(table, traces, outcomes))
     finally:
         optuna.logging.set_verbosity(previous)
@@ -159,7 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print(format_report(table, summaries, header=header, target=args.target))
     if confirmed:
-        print(format_confirm(table, confirmed, top=args.confirm_top, seeds=args.confirm_seeds))
+        print(format_confirm(table, confirmed, top=args.confirm_top, seeds=args.confirm_seeds, race=args.confirm_race))
     wall = time.perf_counter() - t0
     print(f"\n(replayed in {wall:.1f} s)")
     if args.json:
@@ -170,7 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                       "best_value": table.best_value, "best_setting": table.settings[table.best_index]},
             "settings": dataclasses.asdict(settings), "search_seeds": seeds, "target": args.target,
             "policies": [dataclasses.asdict(s) for s in summaries],
-            "confirm": ({"top": args.confirm_top, "seeds": args.confirm_seeds,
+            "confirm": ({"top": args.confirm_top, "seeds": args.confirm_seeds, "race": args.confirm_race,
                          "policies": [dataclasses.asdict(c) for c in confirmed]} if confirmed else None),
             "replayed_s": wall,
         })  # fmt: skip

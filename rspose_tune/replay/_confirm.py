@@ -14,6 +14,12 @@ recorded seeds), the same seeds for every candidate, as the live stage trains al
 seeds. Candidates are distinct *recorded settings* (two proposals answered by the same setting
 replay the same curves). A candidate without a curve on a wanted seed is confirmed on fewer
 (counted in :attr:`ConfirmOutcome.short`); one without any confirm curve cannot be confirmed.
+
+Racing (``race_after=R``, the replay's ``--confirm-race R``; not in the live stage): the seeds are
+trained in rounds, one seed for every remaining candidate per round; after round R and each later
+one, a candidate whose paired t-interval against the current leader (best mean over the rounds so
+far) lies wholly on the worse side is dropped and trains no further seed, as Optuna's
+``WilcoxonPruner`` or SMAC's intensifier drop a configuration once paired seeds show it worse.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ class ConfirmOutcome:
         distinguishable: The paired t-interval of winner minus runner-up excludes 0 (None: fewer
             than 2 candidates or 2 paired seeds).
         short: Candidates confirmed on fewer than the wanted seeds (the table lacks their curves).
+        dropped: Candidates racing dropped before their last seed.
     """
 
     candidates: tuple[int, ...]
@@ -52,6 +59,7 @@ class ConfirmOutcome:
     epochs: int
     distinguishable: bool | None
     short: int
+    dropped: int = 0
 
 
 def confirm_seeds(table: CurveTable, search_seed: int | None, n: int) -> tuple[int, ...]:
@@ -64,12 +72,15 @@ def confirm_seeds(table: CurveTable, search_seed: int | None, n: int) -> tuple[i
     return tuple(others[:n])
 
 
-def confirm(table: CurveTable, trace: Trace, top: int, seeds: int) -> ConfirmOutcome:
-    """Replay the confirm stage of ``--confirm-top top --confirm-seeds seeds`` after ``trace``."""
+def confirm(table: CurveTable, trace: Trace, top: int, seeds: int, race_after: int = 0) -> ConfirmOutcome:
+    """Replay the confirm stage of ``--confirm-top top --confirm-seeds seeds`` after ``trace``
+    (``race_after`` >= 2: with racing from that round on, see the module docstring; 0: none)."""
     from rspose_tune.report import paired_difference
 
     if top < 1 or seeds < 1:
         raise ValueError(f"`top` and `seeds` are {top} and {seeds}, but must both be >= 1.")
+    if race_after != 0 and race_after < 2:
+        raise ValueError(f"`race_after` is {race_after}, but must be 0 (no racing) or >= 2 (a paired test needs 2 seeds).")
     finals: dict[int, float] = {}  # setting -> best observed full-budget metric of its search trials
     order: list[int] = []
     for record in trace.trials:
@@ -92,10 +103,11 @@ def confirm(table: CurveTable, trace: Trace, top: int, seeds: int) -> ConfirmOut
         got = {s: curve.metric[-1] for s in wanted if (curve := table.curve_of_seed(index, s)) is not None}
         short += len(got) < seeds
         by_seed[index] = got
+    dropped = _race(table, by_seed, wanted, race_after, paired_difference) if race_after else 0
     confirmable = [i for i in candidates if by_seed[i]]
     epochs = sum(len(v) for v in by_seed.values()) * table.max_epochs
     if not confirmable:
-        return ConfirmOutcome(candidates, wanted, by_seed, None, False, float("nan"), epochs, None, short)
+        return ConfirmOutcome(candidates, wanted, by_seed, None, False, float("nan"), epochs, None, short, dropped)
 
     def mean(i: int) -> float:
         return sum(by_seed[i].values()) / len(by_seed[i])
@@ -107,4 +119,38 @@ def confirm(table: CurveTable, trace: Trace, top: int, seeds: int) -> ConfirmOut
         distinguishable = paired_difference(by_seed[winner], by_seed[ranked_confirm[1]]).distinguishable
     correct = winner == table.best_index
     return ConfirmOutcome(candidates, wanted, by_seed, winner, correct, table.regret(table.value(winner)), epochs,
-                          distinguishable, short)  # fmt: skip
+                          distinguishable, short, dropped)  # fmt: skip
+
+
+def _race(table: CurveTable, by_seed: dict[int, dict[int, float]], wanted: tuple[int, ...], race_after: int,
+          paired_difference) -> int:  # fmt: skip
+    """Cut ``by_seed`` (in place) to the seeds each candidate trains under racing; return how many
+    candidates were dropped before their last seed."""
+    alive = [i for i in by_seed if by_seed[i]]
+    trained = {i: {} for i in by_seed}
+    dropped = 0
+    for r, seed in enumerate(wanted, start=1):
+        for i in alive:
+            if seed in by_seed[i]:
+                trained[i][seed] = by_seed[i][seed]
+        if r < race_after or r == len(wanted) or len(alive) < 2:
+            continue
+
+        def mean(i: int) -> float:
+            return sum(trained[i].values()) / len(trained[i]) if trained[i] else float("nan")
+
+        leader = max(alive, key=mean) if table.mode == "max" else min(alive, key=mean)
+        keep = [leader]
+        for i in alive:
+            if i == leader:
+                continue
+            diff = paired_difference(trained[leader], trained[i])  # leader minus i, per shared seed
+            worse = diff.distinguishable and (diff.mean > 0 if table.mode == "max" else diff.mean < 0)
+            if worse:
+                dropped += 1
+            else:
+                keep.append(i)
+        alive = keep
+    for i in by_seed:
+        by_seed[i] = trained[i]
+    return dropped

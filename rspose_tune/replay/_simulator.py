@@ -118,6 +118,7 @@ class TrialRecord:
     end_s: float | None = None
     last_epoch: int = 0
     stopped: bool = False  # the scheduler stopped it before the full budget
+    startup: bool = False  # proposed while fewer than n_startup_trials trials had ended (TPE/GP: at random)
 
 
 @dataclass
@@ -210,8 +211,11 @@ def simulate(table: CurveTable, scheduler, search_alg, *, settings: ReplaySettin
     trace.search_seed = int(common[int(rng.integers(len(common)))]) if common else None
     queue: list[tuple[float, int, int, int]] = []  # (time, sequence, trial number, curve index k)
     running: dict[int, tuple[_SimTrial, object]] = {}
-    clock, spent, seq = 0.0, 0, 0
+    clock, spent, seq, ended = 0.0, 0, 0, 0
     best: float | None = None
+    # Optuna's samplers propose at random until n_startup_trials trials are COMPLETE or PRUNED, so
+    # with W workers more than n_startup_trials start at random (Ray issue #52535): counted here.
+    random_policy = policy is not None and policy.sampler == "random"
 
     while True:
         while len(running) < settings.workers and spent < settings.budget_epochs:
@@ -228,7 +232,8 @@ def simulate(table: CurveTable, scheduler, search_alg, *, settings: ReplaySettin
                 curve = curves[int(rng.integers(len(curves)))]
             scheduler.on_trial_add(None, trial)
             record = TrialRecord(trial.trial_id, dict(config), match.index, curve.trial_id, match.distance,
-                                 match.exact, match.same_pattern, start_s=clock)  # fmt: skip
+                                 match.exact, match.same_pattern, start_s=clock,
+                                 startup=random_policy or ended < settings.n_startup_trials)  # fmt: skip
             trace.trials.append(record)
             running[number] = (trial, curve)
             heapq.heappush(queue, (clock + curve.seconds[0], seq, number, 0))
@@ -254,6 +259,7 @@ def simulate(table: CurveTable, scheduler, search_alg, *, settings: ReplaySettin
                 search_alg.on_trial_result(trial.trial_id, result)  # the trial then ends by itself
             scheduler.on_trial_complete(None, trial, result)
             search_alg.on_trial_complete(trial.trial_id, result=result)
+            ended += 1
             del running[number]
             record.end_s, record.stopped = clock, epoch < table.max_epochs
             if epoch >= table.max_epochs and (best is None or table.better(curve.metric[k], best)):

@@ -81,6 +81,7 @@ class PolicySummary:
     reach_time: tuple[float, float, float]
     reached: int
     trials: float  # median trials started
+    startup: float  # median trials started while fewer than n_startup_trials had ended (TPE: at random)
     stopped_share: float  # trials the scheduler stopped early, over all seeds
     exact_share: float  # proposals that were a recorded setting
     other_pattern_share: float  # proposals answered from another on/off pattern
@@ -122,6 +123,7 @@ def summarize(table: CurveTable, traces: Sequence[Trace], budget: int, target: f
         reach_time=_quartiles([r[1] for r in reach]),
         reached=sum(math.isfinite(r[0]) for r in reach),
         trials=float(np.median([len(t.trials) for t in traces])),
+        startup=float(np.median([sum(r.startup for r in t.trials) for t in traces])),
         stopped_share=sum(t.stopped for t in trials) / n,
         exact_share=sum(t.exact for t in trials) / n,
         other_pattern_share=sum(not t.same_pattern for t in trials) / n,
@@ -175,17 +177,19 @@ def format_report(table: CurveTable, summaries: Sequence[PolicySummary], *, head
     lines += [
         "",
         f"To get within {target:g} {m} of the table's best (regret <= {target:g}); median [IQR] over seeds:",
-        f"  {'policy':<20} {'reached':>8}  {'epochs':<22} {'sim. time':<30} {'trials':>6}  {'stopped':>7}  "
-        f"{'nearest':>7}  {'other on/off':>12}  {'median dist.':>12}",
+        f"  {'policy':<20} {'reached':>8}  {'epochs':<22} {'sim. time':<30} {'trials':>6}  {'start-up':>8}  "
+        f"{'stopped':>7}  {'nearest':>7}  {'other on/off':>12}  {'median dist.':>12}",
     ]
     for s in summaries:
         lines.append(
             f"  {s.name:<20} {s.reached:>4}/{s.seeds:<3}  {_q(s.reach_epochs, '.0f'):<22} {_qt(s.reach_time):<30} "
-            f"{s.trials:>6.0f}  {s.stopped_share:>7.0%}  {1 - s.exact_share:>7.1%}  {s.other_pattern_share:>12.1%}  "
+            f"{s.trials:>6.0f}  {s.startup:>8.0f}  {s.stopped_share:>7.0%}  {1 - s.exact_share:>7.1%}  {s.other_pattern_share:>12.1%}  "
             f"{s.median_distance:>12.3f}"
         )
     lines += [
         "",
+        "start-up: median trials proposed before TPE/GP took over (fewer than the start-up count had ended; all,",
+        "for random); with W workers it exceeds the start-up count (Ray issue #52535).",
         "nearest: share of proposals answered by the nearest recorded setting instead of exactly; other on/off:",
         "share answered from a setting with other components switched on/off (none recorded with the proposal's);",
         "median dist.: proposal to answer, in the unit cube of the searched parameters (log where the space is).",
@@ -208,6 +212,7 @@ class ConfirmSummary:
         right_distinguishable: Right winners it called distinguishable.
         short: Candidates confirmed on fewer seeds than asked (their curves are not in the table).
         unconfirmed: Replays with no candidate to confirm.
+        dropped: Candidates racing dropped before their last seed, over all replays.
     """
 
     name: str
@@ -221,6 +226,7 @@ class ConfirmSummary:
     right_distinguishable: int
     short: int
     unconfirmed: int
+    dropped: int = 0
 
 
 def summarize_confirm(table: CurveTable, traces: Sequence[Trace], outcomes: Sequence) -> ConfirmSummary:
@@ -245,15 +251,18 @@ def summarize_confirm(table: CurveTable, traces: Sequence[Trace], outcomes: Sequ
         right_distinguishable=sum(bool(o.distinguishable) for o in outcomes if o.correct),
         short=sum(o.short for o in outcomes),
         unconfirmed=sum(o.winner is None for o in outcomes),
+        dropped=sum(o.dropped for o in outcomes),
     )
 
 
-def format_confirm(table: CurveTable, summaries: Sequence[ConfirmSummary], *, top: int, seeds: int) -> str:
+def format_confirm(table: CurveTable, summaries: Sequence[ConfirmSummary], *, top: int, seeds: int,
+                   race: int = 0) -> str:  # fmt: skip
     """The confirm-stage section the CLI prints."""
     m = table.metric_name
+    racing = f" --confirm-race {race}" if race else ""
     lines = [
         "",
-        f"Confirm stage (--confirm-top {top} --confirm-seeds {seeds}) after each replayed search: the {top} best "
+        f"Confirm stage (--confirm-top {top} --confirm-seeds {seeds}{racing}) after each replayed search: the {top} best "
         f"distinct full-budget settings",
         "re-run on the other recorded training seeds; winner = best mean over them. 'names best': the winner is the",
         f"table's best setting (mean over all its curves); 'search alone': the search's best trial already was;",
@@ -270,6 +279,9 @@ def format_confirm(table: CurveTable, summaries: Sequence[ConfirmSummary], *, to
             f"{(_q(s.regret_wrong, '.4f') if wrong else '-'):<24} {s.epochs:>14.0f} {s.wrong_distinguishable:>13} of {wrong:<6}"
             f" {s.short:>6}"
         )
+    if race:
+        lines.append(f"racing: from seed {race} on, a candidate whose paired t-interval against the leader was wholly "
+                     "worse trained no further seed; dropped: " + ", ".join(f"{s.name} {s.dropped}" for s in summaries))
     if any(s.short for s in summaries):
         lines.append("short: candidates confirmed on fewer seeds than asked, because the table has no curve of theirs on a "
                      "wanted seed.")
