@@ -232,10 +232,10 @@ def test_gpu_install_checks_the_bundle_and_the_site(tmp_path):
     assert not list(tmp_path.glob("site.partial-*"))
 
 
-def test_readme_gives_the_device_call_the_code_rehearses():
+def test_docs_give_the_device_call_the_code_rehearses():
     from rspose_tune.bench import _gpu
 
-    section = (REPO / "README.md").read_text().split("### GPU check", 1)[1].split("\n## ", 1)[0]
+    section = (REPO / "docs" / "gpu_check.md").read_text().split("## The device call", 1)[1].split("\n## ", 1)[0]
     command = (_bundle.INSTALL_COMMAND.format(site=_bundle.GPU_SITE) + " && "
                + _bundle.CHECK_COMMAND.format(site=_bundle.GPU_SITE, device="cuda", out="$OUT"))
     assert f"`{command}`" in section

@@ -2,7 +2,7 @@
 
 A python3.12 venv with only the GPU machine's declared packages (PyPI's torch 2.11.0 with its CUDA
 libraries, torchvision 0.26.0, numpy 2.5.2, ...), the bundle prepared and installed exactly as the
-README says, ``bench gpu --device cpu`` in it, and xtcocotools compiled from the sdist without
+docs/gpu_check.md says, ``bench gpu --device cpu`` in it, and xtcocotools compiled from the sdist without
 setuptools. Needs python3.12 and the package registries; about 7 minutes on 2 cores.
 """
 

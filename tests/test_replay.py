@@ -493,7 +493,7 @@ def test_design_is_space_filling_with_components_off():
 def test_shipped_demo_table():
     from rspose_tune.results import read_metadata
 
-    assert DEMO_TABLE.is_file(), "run `python -m rspose_tune.replay make-table` (README: Offline replay)"
+    assert DEMO_TABLE.is_file(), "run `python -m rspose_tune.replay make-table` (docs/replay.md)"
     table = load_table([DEMO_TABLE])
     assert len(table.settings) >= 64 and all(len(c) == 2 for c in table.curves)
     assert table.max_epochs == 10 and all(c.epochs == tuple(range(1, 11)) for cs in table.curves for c in cs)
