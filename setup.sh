@@ -4,7 +4,7 @@
 #   ./setup.sh --full-mmcv  optional: then replace mmcv-lite by full mmcv 2.1.0 with compiled ops
 #                           (tools/full_mmcv.sh: built first, swapped in only if that worked; no preset needs it)
 #   ./setup.sh --cuda       old name of --full-mmcv; GPU machines need only ./setup.sh now
-# Needs Python 3.11 (override with PYTHON=...). See README "Pinned stack" for why each pin exists.
+# Needs Python 3.11 (override with PYTHON=...). See docs/stack.md for why each pin exists.
 set -euo pipefail
 cd "$(dirname "$0")"
 
