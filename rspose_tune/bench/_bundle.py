@@ -333,7 +333,7 @@ MANIFEST = "bundle.json"
 SDIST_DIR = "sdist"
 BUNDLE_LIMIT_MIB = 60.0
 PLATFORMS = ("manylinux2014_x86_64", "manylinux_2_17_x86_64", "manylinux_2_28_x86_64")
-#: The install and check as the README's device call runs them (``tools/gpu_install.py`` is stdlib only).
+#: The install and check as docs/gpu_check.md's device call runs them (``tools/gpu_install.py`` is stdlib only).
 GPU_SITE = "/tmp/rspose_site"
 INSTALL_COMMAND = "python3 tools/gpu_install.py gpu_wheels {site}"
 CHECK_COMMAND = "PYTHONPATH={site} python3 -m rspose_tune.bench gpu --device {device} --out {out}"

@@ -3,7 +3,7 @@
 ``python -m rspose_tune.bench gpu [--device cuda|cpu] [--parts losses,step,rank] ...``
 
 Made to run on a bare single-GPU machine (no Ray, no network; the OpenMMLab packages carried
-as wheels, see ``--prepare-wheels`` and README "GPU check"). Three parts, each against its
+as wheels, see ``--prepare-wheels`` and docs/gpu_check.md). Three parts, each against its
 baseline measured in the same run on the same inputs (interleaved repeats, medians):
 
 (a) ``losses``: RSPose's ``spatial_rank_sort`` (rank + sort) vs MMPose's ``KeypointMSELoss``,
@@ -138,7 +138,7 @@ def _parser() -> argparse.ArgumentParser:
                    "builds the xtcocotools wheel / the rehearsal venv (default: python3.12 on PATH, else pyenv's)")
     p.add_argument("--rehearse", action="store_true",
                    help="rehearse the GPU machine on this CPU machine: a python3.12 venv holding only the declared "
-                        "packages, the bundle prepared and installed as the README says, then --device cpu; exit")
+                        "packages, the bundle prepared and installed as docs/gpu_check.md says, then --device cpu; exit")
     p.add_argument("--rehearse-dir", metavar="DIR", help="with --rehearse: work (and keep everything) in DIR "
                    "instead of a temporary folder that is removed")
     return p
@@ -668,7 +668,7 @@ def _check(args: argparse.Namespace, record: _Record) -> int:
     if problems:
         record.update(status="preflight failed", preflight=problems)
         print(f"error: this Python ({sys.executable}, {platform.python_version()}) cannot import: "
-              f"{'; '.join(problems)}. On the bare GPU machine install the wheel bundle first (README \"GPU check\": "
+              f"{'; '.join(problems)}. On the bare GPU machine install the wheel bundle first (docs/gpu_check.md: "
               "python3 tools/gpu_install.py gpu_wheels SITE, then PYTHONPATH=SITE)", file=sys.stderr)
         return 2
     import torch

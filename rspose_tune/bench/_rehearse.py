@@ -7,8 +7,8 @@
    without them). Anything pip installs that is not on the declared list fails the rehearsal.
 2. **checkout**: the files the device tool would copy (``git ls-files -co --exclude-standard``).
 3. **prepare**: in that copy, ``python -m rspose_tune.bench gpu --prepare-wheels gpu_wheels`` with
-   this project's venv, as the README says.
-4. **install** and 5. **check**: the README's device call, run by bash in that copy with the
+   this project's venv, as docs/gpu_check.md says.
+4. **install** and 5. **check**: docs/gpu_check.md's device call, run by bash in that copy with the
    machine venv's ``python3`` first on PATH, ``--device cpu`` instead of ``cuda``, the site and
    ``$OUT`` in the work folder.
 6. **fallback**: a python3.12 venv with no setuptools (numpy and Cython only, as the machine has
@@ -178,7 +178,7 @@ def _rehearse(steps: _Steps, work: Path, py312: str, entries, pins, report: dict
     steps.times["checkout"] = time.perf_counter() - t0
     print(f"[2/6] checkout: {count} files (tracked + untracked, not ignored)", flush=True)
 
-    # 3. Prepare the bundle as the README says (this project's venv, in the checkout).
+    # 3. Prepare the bundle as docs/gpu_check.md says (this project's venv, in the checkout).
     print("[3/6] prepare: python -m rspose_tune.bench gpu --prepare-wheels gpu_wheels ...", flush=True)
     prepare = [sys.executable, "-m", "rspose_tune.bench", "gpu", "--prepare-wheels", "gpu_wheels"]
     text = steps.run("prepare", prepare + (["--python312", py312] if explicit_python else []), cwd=checkout,
@@ -192,7 +192,7 @@ def _rehearse(steps: _Steps, work: Path, py312: str, entries, pins, report: dict
         raise RehearsalFailed("the bundle has no prebuilt xtcocotools wheel although a python3.12 is here")
     print(f"      {total} ({steps.times['prepare']:.0f} s)", flush=True)
 
-    # 4 + 5. The README's device call, with the machine venv's python3 and --device cpu.
+    # 4 + 5. docs/gpu_check.md's device call, with the machine venv's python3 and --device cpu.
     site, out = work / "site", work / "out"
     env = _clean_env(machine / "bin")
     install = _bundle.INSTALL_COMMAND.format(site=site)

@@ -46,7 +46,7 @@ def _missing_op(name: str) -> type:
             f"`mmcv.ops.{name}` needs full mmcv with compiled ops, but only mmcv-lite is "
             "installed (no `mmcv._ext`). Models using it (e.g. EDPose, deformable attention) "
             "cannot run here. Install full mmcv 2.1.0 built for your torch/CUDA, for example "
-            "`pip install -U openmim && mim install 'mmcv==2.1.0'` (see README, 'GPU clusters')."
+            "`pip install -U openmim && mim install 'mmcv==2.1.0'` (see docs/stack.md, 'GPU clusters')."
         )
 
     return type(name, (), {"__init__": __init__, "__module__": "mmcv.ops"})
