@@ -1,7 +1,8 @@
 """The confirm stage, replayed: after a replayed search, re-run its best settings on further seeds.
 
 What the live search does (``--confirm-top K --confirm-seeds N``, :mod:`rspose_tune._stages`):
-take the K best *distinct* full-budget search trials by their observed metric, train each again
+take the K best *distinct* full-budget search trials by their observed metric (under the
+PASHA-style scheduler: trials of the top level it reached, by their metric there), train each again
 on the N seeds after the search's training seed, never pruned, and choose the setting with the
 best mean over those seeds; the report calls the winner *distinguishable* from the runner-up when
 the paired t-interval of their per-seed differences excludes 0
@@ -83,11 +84,12 @@ def confirm(table: CurveTable, trace: Trace, top: int, seeds: int, race_after: i
         raise ValueError(f"`race_after` is {race_after}, but must be 0 (no racing) or >= 2 (a paired test needs 2 seeds).")
     finals: dict[int, float] = {}  # setting -> best observed full-budget metric of its search trials
     order: list[int] = []
+    level = trace.final_epochs or table.max_epochs  # the full budget; PASHA-style: its top level at the end
     for record in trace.trials:
-        if record.last_epoch < table.max_epochs or record.stopped:
+        if record.last_epoch < level:
             continue
         curve = next(c for c in table.curves[record.setting] if c.trial_id == record.curve)
-        value = curve.metric[-1]
+        value = curve.metric[list(curve.epochs).index(record.last_epoch)]  # as observed at the answer's level
         if record.setting not in finals:
             order.append(record.setting)
             finals[record.setting] = value

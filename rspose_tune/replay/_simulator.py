@@ -47,7 +47,7 @@ class Policy:
 
     name: str
     sampler: str  # "tpe" | "gp" | "random"
-    scheduler: str  # "asha" | "fifo"
+    scheduler: str  # "asha" | "fifo" | "pasha" (rspose_tune._pasha: replay only)
 
 
 #: The policies, by CLI name.
@@ -58,6 +58,7 @@ POLICIES = {
     "full-random": Policy("full-budget random", "random", "fifo"),
     "asha-gp": Policy("ASHA+GP", "gp", "asha"),
     "full-gp": Policy("full-budget GP", "gp", "fifo"),
+    "pasha-tpe": Policy("PASHA-style+TPE", "tpe", "pasha"),
 }
 #: The policies replayed when none is named (GP is slower to replay: named on request).
 DEFAULT_POLICIES = ("asha-tpe", "asha-random", "full-tpe", "full-random")
@@ -130,10 +131,13 @@ class Trace:
         events: ``(epochs spent, simulated seconds)`` after each processed result.
         incumbents: ``(epochs spent, simulated seconds, observed metric, setting index)`` each time
             a full-budget trial became the best so far (by its observed metric, as a live search
-            reports it).
+            reports it); under the PASHA-style scheduler, a trial that ended at the top level then
+            reached (the best of the highest level reached is the answer).
         spent_epochs, clock_s: Totals at the end.
         decisions: ``(trial_id, epoch, metric, decision)`` for every result given to the scheduler.
         search_seed: The training seed whose curves the search trials replayed.
+        final_epochs: The epoch level the answer is chosen at: the full budget, or the PASHA-style
+            scheduler's top level at the end.
     """
 
     policy: Policy
@@ -145,6 +149,7 @@ class Trace:
     spent_epochs: int = 0
     clock_s: float = 0.0
     search_seed: int | None = None  # the training seed of every search trial (None: drawn per trial)
+    final_epochs: int | None = None
 
 
 class _SimTrial:
@@ -157,8 +162,16 @@ class _SimTrial:
 
 
 def make_scheduler(policy: Policy, table: CurveTable, settings: ReplaySettings):
-    """Ray's scheduler for ``policy``, built by the live search's own factory."""
+    """Ray's scheduler for ``policy``, built by the live search's own factory (the PASHA-style one,
+    replay only, by :class:`rspose_tune._pasha.ProgressiveASHAScheduler`)."""
     from rspose_tune.searcher import build_scheduler
+
+    if policy.scheduler == "pasha":
+        from rspose_tune._pasha import ProgressiveASHAScheduler
+
+        return ProgressiveASHAScheduler(metric="metric", mode=table.mode, time_attr="epoch", max_t=table.max_epochs,
+                                        grace_period=settings.grace_epochs,
+                                        reduction_factor=settings.reduction_factor)  # fmt: skip
 
     return build_scheduler(policy.scheduler, mode=table.mode, max_epochs=table.max_epochs,
                            grace_epochs=settings.grace_epochs, reduction_factor=settings.reduction_factor)
@@ -187,8 +200,9 @@ def make_searcher(policy: Policy, table: CurveTable, settings: ReplaySettings, s
 def replay(table: CurveTable, policy: Policy, seed: int, settings: ReplaySettings) -> Trace:
     """Replay ``policy`` once (search seed ``seed``) on ``table``; see the module docstring."""
     settings.check(table.max_epochs)
-    if policy.sampler not in ("tpe", "gp", "random") or policy.scheduler not in ("asha", "fifo"):
-        raise ValueError(f"Unknown policy {policy!r}: sampler must be 'tpe', 'gp' or 'random', scheduler 'asha' or 'fifo'.")
+    if policy.sampler not in ("tpe", "gp", "random") or policy.scheduler not in ("asha", "fifo", "pasha"):
+        raise ValueError(f"Unknown policy {policy!r}: sampler must be 'tpe', 'gp' or 'random', "
+                         "scheduler 'asha', 'fifo' or 'pasha'.")  # fmt: skip
     scheduler = make_scheduler(policy, table, settings)
     search_alg = make_searcher(policy, table, settings, seed)
     return simulate(table, scheduler, search_alg, settings=settings, seed=seed, policy=policy)
@@ -213,6 +227,7 @@ def simulate(table: CurveTable, scheduler, search_alg, *, settings: ReplaySettin
     running: dict[int, tuple[_SimTrial, object]] = {}
     clock, spent, seq, ended = 0.0, 0, 0, 0
     best: float | None = None
+    best_level = 0  # the level (epochs) of the current answer
     # Optuna's samplers propose at random until n_startup_trials trials are COMPLETE or PRUNED, so
     # with W workers more than n_startup_trials start at random (Ray issue #52535): counted here.
     random_policy = policy is not None and policy.sampler == "random"
@@ -262,14 +277,16 @@ def simulate(table: CurveTable, scheduler, search_alg, *, settings: ReplaySettin
             ended += 1
             del running[number]
             record.end_s, record.stopped = clock, epoch < table.max_epochs
-            if epoch >= table.max_epochs and (best is None or table.better(curve.metric[k], best)):
-                best = curve.metric[k]
+            level = getattr(scheduler, "top_epochs", table.max_epochs)  # the answer's level (PASHA: grows)
+            if epoch >= level and (epoch > best_level or best is None or table.better(curve.metric[k], best)):
+                best, best_level = curve.metric[k], epoch
                 trace.incumbents.append((spent, clock, best, record.setting))
         else:
             search_alg.on_trial_result(trial.trial_id, result)
             heapq.heappush(queue, (clock + curve.seconds[k + 1], seq, number, k + 1))
             seq += 1
     trace.spent_epochs, trace.clock_s = spent, clock
+    trace.final_epochs = int(getattr(scheduler, "top_epochs", table.max_epochs))
     return trace
 
 
