@@ -145,7 +145,8 @@ def resolve_warm_start(runs: Sequence[str], storage: str, preset) -> tuple[list[
         StageError: a run cannot be read or has no full-budget trial, or its setting cannot be
             expressed in this preset's space.
     """
-    from rspose_tune.report import ReportError, backbone_report, load_runs
+    from rspose_tune.report._backbone import backbone_report
+    from rspose_tune.report._load import ReportError, load_runs
 
     entries: list[dict[str, Any]] = []
     notes = []
@@ -188,7 +189,8 @@ def stage_configs(spec, rows) -> tuple[list[dict[str, Any]], list[str]]:
     Confirm: the ``spec.confirm_top`` best distinct settings of completed search trials (best
     first), each with every confirm seed; then the baseline on ``spec.baseline_seeds``.
     """
-    from rspose_tune.report import summarize_trials, top_settings
+    from rspose_tune.report._stats import top_settings
+    from rspose_tune.report._summary import summarize_trials
 
     notes = []
     configs: list[dict[str, Any]] = []

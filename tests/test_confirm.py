@@ -20,6 +20,7 @@ import yaml
 from scipy import stats
 
 from rspose_tune import report as rep
+from rspose_tune.report._summary import _params_key
 from rspose_tune._stages import StageError, project_setting, stage_configs, stage_settings
 from rspose_tune.spaces import PARAM_NAMES, load_preset
 
@@ -70,7 +71,7 @@ def _trials(rows):
                  "last_epoch": 10, **{n: (params or {}).get(n) for n in PARAM_NAMES}, "metric_name": "coco/AP",
                  "metric": metric, "ar": None, "spearman": None, "wall_s": 10.0, "gpus": 0.0, "cpus": 1.0,
                  "max_epochs": 10}  # fmt: skip
-        entry["params_key"] = rep._params_key(entry)
+        entry["params_key"] = _params_key(entry)
         out.append(entry)
     return pd.DataFrame(out)
 
@@ -268,7 +269,7 @@ def test_confirm_baseline_and_warm_start_end_to_end(tmp_path, demo_preset):
     assert sorted(confirm["seed"]) == [1, 1, 2, 2]
     summary = rep.summarize_trials(rows)
     top = rep.top_settings(summary, "max", 2)
-    assert set(confirm.apply(lambda r: rep._params_key(r), axis=1)) == set(top["params_key"])
+    assert set(confirm.apply(lambda r: _params_key(r), axis=1)) == set(top["params_key"])
     # baseline: the stock loss, full budget, on the confirm seeds
     base = last[last["stage"] == "baseline"]
     assert len(base) == 2 and sorted(base["seed"]) == [1, 2] and (base["status"] == "completed").all()
@@ -282,7 +283,7 @@ def test_confirm_baseline_and_warm_start_end_to_end(tmp_path, demo_preset):
     r = rep.backbone_report("demo", runs)
     assert len(r.confirmed) == 2
     for c in r.confirmed:
-        mine = confirm[confirm.apply(lambda row: rep._params_key(row), axis=1) == c.params_key]
+        mine = confirm[confirm.apply(lambda row: _params_key(row), axis=1) == c.params_key]
         values = [float(v) for v in mine.sort_values("seed")["metric"]]
         want = _independent_t(values) if np.ptp(values) > 0 else (values[0],) * 3
         assert (c.mean, c.low, c.high) == pytest.approx(want)

@@ -90,7 +90,7 @@ def test_fidelity_lines_warn_with_a_larger_grace_and_state_the_selection_bias():
 
 
 def test_curves_plot_marks_fidelity(tmp_path):
-    from rspose_tune import _plots
+    from rspose_tune.report import _plots
 
     frame = _rows(CURVES).assign(run="r")
     fid = rep.rung_fidelity(frame, RUNGS, MAX_T)

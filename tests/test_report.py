@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from rspose_tune import report as rep
+from rspose_tune.report._summary import _params_key
 from rspose_tune.results import build_metadata, make_row, write_row
 from rspose_tune.spaces import Resources, list_presets, load_preset
 
@@ -134,7 +135,7 @@ def _summary(values_by_params, status="completed"):
     rows = []
     for i, (params, value) in enumerate(values_by_params):
         entry = {"run": "r", "trial_id": f"t{i}", "status": status, "metric": value, **params}
-        entry["params_key"] = rep._params_key(entry)
+        entry["params_key"] = _params_key(entry)
         rows.append(entry)
     return pd.DataFrame(rows)
 

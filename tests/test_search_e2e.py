@@ -88,7 +88,7 @@ def test_search_cli_runs_reports_and_exports(tmp_path, demo_data):
     assert all("pos_thr" in t.params for t in study_trials if t.user_attrs.get("rspose:known_good") is None)
     assert meta["search_space"]["params"]["pos_thr"] == {"name": "pos_thr", "low": 1e-6, "high": 0.7, "log": True,
                                                          "fixed": None, "allow_off": False}  # fmt: skip
-    from rspose_tune.report import _fmt
+    from rspose_tune.report._table import _fmt
 
     header = next(line for line in out.splitlines() if line.startswith("| Backbone |"))
     demo_row = next(line for line in out.splitlines() if line.startswith("| demo "))
