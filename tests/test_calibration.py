@@ -384,7 +384,7 @@ import datetime, sys
 import torch, torch.distributed as dist
 from rspose_tune.mmpose_adapter import setup_mmpose
 setup_mmpose()
-from rspose_tune.mmpose_adapter.heads import _CalibrationMixin
+from rspose_tune.mmpose_adapter.heads._calibration import _CalibrationMixin
 
 class Head(_CalibrationMixin, torch.nn.Module):
     def __init__(self):

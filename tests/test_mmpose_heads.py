@@ -551,7 +551,8 @@ def test_missing_or_wrong_sigmas_raise(coco_batches):
 def test_area_from_annotation_or_053_bbox(name, data_dir):
     import json
 
-    from rspose_tune.mmpose_adapter.heads import BBOX_AREA_FACTOR, _InstanceSortMixin
+    from rspose_tune.mmpose_adapter.heads import BBOX_AREA_FACTOR
+    from rspose_tune.mmpose_adapter.heads._instance_sort import _InstanceSortMixin
 
     k = {"coco": 17, "crowdpose": 14, "mpii": 16}[name]
     cfg = shrunk_config("udp", num_keypoints=k, meta=name)
@@ -572,7 +573,7 @@ def test_area_from_annotation_or_053_bbox(name, data_dir):
 
 
 def test_area_packed_in_gt_instances_wins(coco_batches):
-    from rspose_tune.mmpose_adapter.heads import _InstanceSortMixin
+    from rspose_tune.mmpose_adapter.heads._instance_sort import _InstanceSortMixin
 
     sample = copy.deepcopy(coco_batches["udp"][1][0])
     sample.gt_instances.area = np.array([123.0], dtype=np.float32)
@@ -653,7 +654,7 @@ def test_each_of_the_six_config_args_changes_the_head_loss(kind, head_kwargs, lo
 
 def test_coeff_inst_zero_skips_instance_sort(coco_batches, monkeypatch):
     import rspose_tune.losses
-    from rspose_tune.mmpose_adapter.heads import _InstanceSortMixin
+    from rspose_tune.mmpose_adapter.heads._instance_sort import _InstanceSortMixin
 
     def boom(*args, **kwargs):
         raise AssertionError("Instance Sort must not be computed when coeff_inst=0")
@@ -758,7 +759,7 @@ def test_head_rejects_bad_arguments(coco_batches):
     with pytest.raises(ValueError, match="input_center"):
         built._inverse_warp(nometa, use_udp=True)
     with pytest.raises(TypeError, match="must return a Tensor or a dict"):
-        from rspose_tune.mmpose_adapter.heads import _loss_dict
+        from rspose_tune.mmpose_adapter.heads._shared import _loss_dict
 
         _loss_dict((torch.zeros(()),))
 

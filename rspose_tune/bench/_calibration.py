@@ -74,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     from mmpose.models.heads import HeatmapHead
 
     import rspose_tune.mmpose_adapter.heads as H
+    from rspose_tune.mmpose_adapter.heads import _calibration, _codecs  # _codecs._refinement_input is patched below
 
     preset = load_preset("demo")
     ensure_demo_data(preset)
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         peaks = []
         real_gather = head._gather_peak_statistics
         def spy(p, _real=real_gather):
-            if H._training_epoch() == args.epochs - 1:
+            if _calibration._training_epoch() == args.epochs - 1:
                 peaks.append(p.detach().clone())
             _real(p)
         head._gather_peak_statistics = spy
@@ -123,12 +124,12 @@ def main(argv: list[str] | None = None) -> int:
         # alternative positions: DARK-UDP on the calibrated map without the peak-to-1 shift
         def cal_no_shift(feats, samples, test_cfg={}):
             hm = head._calibrate(head.forward(feats))
-            orig = H._refinement_input
-            H._refinement_input = lambda c: c.astype(np.float32)
+            orig = _codecs._refinement_input
+            _codecs._refinement_input = lambda c: c.astype(np.float32)
             try:
                 return head._decode_calibrated(hm)
             finally:
-                H._refinement_input = orig
+                _codecs._refinement_input = orig
         with_predict(cal_no_shift, "minmax, refinement on calibrated map unshifted")
         # alternative positions: parabola vertex on raw logits (offset- and scale-invariant)
         def parabola(feats, samples, test_cfg={}):

@@ -1,0 +1,125 @@
+"""Confidence calibration of the RSPose heads (paper App. C; see
+:mod:`rspose_tune.mmpose_adapter.heads`, "Prediction"): per-keypoint min-max statistics of the
+training peaks, gathered in ``loss`` into buffers, and the calibration of logits with them."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.distributed as dist
+from mmengine.logging import MessageHub
+from torch import Tensor
+
+from rspose_tune.errors import RSPoseTuneError
+
+__all__ = ["MissingCalibrationError", "minmax_calibrate"]
+
+
+class MissingCalibrationError(RSPoseTuneError, RuntimeError):
+    """An RSPose head was asked to predict before it gathered any confidence statistics."""
+
+
+def minmax_calibrate(logits: Tensor, peak_min: Tensor, peak_max: Tensor) -> Tensor:
+    """Map logits (B, K, ...) per keypoint type to ``(logits - peak_min[k]) / (peak_max[k] - peak_min[k])``.
+
+    ``peak_min``/``peak_max`` (K,) are the range of the training peaks of each keypoint type.
+    Where the range is empty (``peak_max <= peak_min``: a window of one value), only the offset
+    is removed. A calibrated peak is the keypoint's confidence (clipped to [0, 1] by the
+    decoders); the calibrated map is unchanged by any constant added to a channel's logits and
+    its statistics alike.
+    """
+    k = logits.shape[1]
+    if peak_min.shape != (k,) or peak_max.shape != (k,):
+        raise ValueError(
+            f"`peak_min` and `peak_max` must have shape (K,) = ({k},) for logits of shape "
+            f"{tuple(logits.shape)}, got {tuple(peak_min.shape)} and {tuple(peak_max.shape)}"
+        )
+    view = (1, k) + (1,) * (logits.dim() - 2)
+    span = peak_max - peak_min
+    span = torch.where(span > 0, span, torch.ones_like(span))
+    return (logits - peak_min.to(logits).view(view)) / span.to(logits).view(view)
+
+
+def _training_epoch() -> int | None:
+    """The Runner's current training epoch (``RuntimeInfoHook``), or None outside a Runner."""
+    epoch = MessageHub.get_current_instance().get_info("epoch")
+    return None if epoch is None else int(epoch)
+
+
+_CALIBRATION_BUFFERS = ("peak_min", "peak_max", "peak_epoch")
+
+
+class _CalibrationMixin:
+    """Per-keypoint min-max confidence statistics of the training peaks (see the package docstring).
+
+    Buffers (saved in every checkpoint, plain tensors): ``peak_min``, ``peak_max`` (A, K) with
+    A = 1 (heatmap) or 2 (SimCC x, y), NaN until the first training step; ``peak_epoch`` (),
+    the training epoch they come from (-1: none; also -1 for a window outside a Runner).
+    """
+
+    peak_min: Tensor
+    peak_max: Tensor
+    peak_epoch: Tensor
+    _window: tuple | None
+
+    def _init_calibration(self, num_axes: int, num_keypoints: int) -> None:
+        nan = torch.full((num_axes, num_keypoints), float("nan"))
+        self.register_buffer("peak_min", nan.clone())  # type: ignore[attr-defined]
+        self.register_buffer("peak_max", nan.clone())  # type: ignore[attr-defined]
+        self.register_buffer("peak_epoch", torch.tensor(-1, dtype=torch.long))  # type: ignore[attr-defined]
+        self._window = None  # not saved: the first step after building or loading starts a window
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):  # type: ignore[no-untyped-def]
+        """Weights without statistics load, even strictly (a checkpoint from before they existed,
+        a stock head's weights): the statistics stay unset and ``predict`` says so."""
+        super()._load_from_state_dict(  # type: ignore[misc]
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+        for name in _CALIBRATION_BUFFERS:
+            if prefix + name in missing_keys:
+                missing_keys.remove(prefix + name)
+
+    @torch.no_grad()
+    def _gather_peak_statistics(self, peaks: Tensor) -> None:
+        """Fold the training peaks (A, B, K) of one batch into the current window's range."""
+        peaks = peaks.detach().float()
+        if peaks.dim() != 3 or peaks.shape[0] != self.peak_min.shape[0] or peaks.shape[2] != self.peak_min.shape[1]:
+            raise ValueError(
+                f"peaks must have shape (A, B, K) = ({self.peak_min.shape[0]}, B, {self.peak_min.shape[1]}), "
+                f"got {tuple(peaks.shape)}"
+            )
+        # one all-reduce (MAX) of (-min, max): every data-parallel rank folds in the same range. A
+        # rank with an empty batch still joins it (with MAX's identity, -inf), or the others would
+        # wait for it forever.
+        if peaks.shape[1] == 0:
+            extremes = peaks.new_full((2, peaks.shape[0], peaks.shape[2]), -math.inf)
+        else:
+            extremes = torch.stack([-peaks.amin(dim=1), peaks.amax(dim=1)])
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            dist.all_reduce(extremes, op=dist.ReduceOp.MAX)
+        if torch.isneginf(extremes).all():
+            return  # no rank had a peak this step
+        batch_min, batch_max = -extremes[0], extremes[1]
+        epoch = _training_epoch()
+        window = ("epoch", epoch) if epoch is not None else ("head", id(self))
+        if window != self._window:
+            self._window = window
+            self.peak_min.copy_(batch_min)
+            self.peak_max.copy_(batch_max)
+            self.peak_epoch.fill_(-1 if epoch is None else epoch)
+        else:
+            torch.minimum(self.peak_min, batch_min, out=self.peak_min)
+            torch.maximum(self.peak_max, batch_max, out=self.peak_max)
+
+    def _calibrate(self, logits: Tensor, axis: int = 0) -> Tensor:
+        """:func:`minmax_calibrate` with this head's statistics of ``axis`` (0; SimCC: 0 x, 1 y)."""
+        lo, hi = self.peak_min[axis], self.peak_max[axis]
+        if not (torch.isfinite(lo).all() and torch.isfinite(hi).all()):
+            raise MissingCalibrationError(
+                f"{type(self).__name__} has no confidence statistics (peak_min/peak_max are not set): "
+                "they are gathered in training and saved in checkpoints. Train the model, or load a "
+                "checkpoint of an RSPose head trained with them (a checkpoint from before they existed "
+                "lacks the keys `head.peak_min`/`head.peak_max`)"
+            )
+        return minmax_calibrate(logits, lo, hi)
