@@ -82,7 +82,13 @@ from rspose_tune._asha import asha_rungs
 from rspose_tune.spaces import PARAM_NAMES
 
 from ._backbone import BackboneReport, backbone_report
-from ._importance import MIN_COMPLETED_FOR_OPTUNA, PED_ANOVA_TOP_TRIALS, Importance, param_importance, spearman_importance
+from ._importance import (
+    MIN_COMPLETED_FOR_OPTUNA,
+    PED_ANOVA_TOP_TRIALS,
+    Importance,
+    param_importance,
+    spearman_importance,
+)
 from ._load import ReportError, RunData, RunSettings, find_preset, load_runs, only_backbone, run_settings, spec_settings
 from ._stats import (
     CONFIDENCE,

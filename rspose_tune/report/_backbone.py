@@ -26,7 +26,16 @@ from ._stats import (
     paired_difference,
     rung_fidelity,
 )
-from ._summary import _stage, estimate_noise, gpu_hours, metric_mode, noise_flag, runner_up, select_best, summarize_trials
+from ._summary import (
+    _stage,
+    estimate_noise,
+    gpu_hours,
+    metric_mode,
+    noise_flag,
+    runner_up,
+    select_best,
+    summarize_trials,
+)
 
 __all__ = ["BackboneReport", "backbone_report"]
 

@@ -33,7 +33,7 @@ def metric_mode(metric_name: str | None, settings_mode: str | None = None) -> st
 
 
 def trial_wall_seconds(wall_s: Sequence[float | None]) -> float:
-    """A trial's wall seconds from its ``wall_s`` column in epoch order (see module docstring)."""
+    """A trial's wall seconds from its ``wall_s`` column in epoch order (see the package docstring)."""
     values = [float(v) for v in wall_s if v is not None and math.isfinite(float(v))]
     total, prev = 0.0, None
     for value in values:
