@@ -38,7 +38,7 @@ Definitions (all pure helpers below, tested directly):
   difference of two single evaluations, assuming Gaussian noise).
 
 Choosing a setting you can trust (rows with ``stage`` ``confirm``/``baseline``, written by the
-search's confirm stage; see the README section of that name):
+search's confirm stage; see docs/trust.md):
 
 - **Confirm stage** (:func:`confirmed_settings`): per re-run setting, the mean final metric over
   its confirm seeds and a 95 % **Student-t** interval of that mean (``n - 1`` dof, scipy). The
