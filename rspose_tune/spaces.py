@@ -307,8 +307,10 @@ class ParamSpec:
         """Whether ``value`` (None = off/meaningless) is a point of this space."""
         if self.is_fixed:
             return value == self.fixed
-        if value is None or value == 0:
-            return self.can_be_off if self.is_coefficient else False
+        if value is None:
+            return self.can_be_off
+        if value == 0 and self.is_coefficient:
+            return self.can_be_off  # allow_off, or a range from 0
         return self.low <= value <= self.high  # type: ignore[operator]
 
     def describe(self) -> str:

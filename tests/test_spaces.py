@@ -296,6 +296,17 @@ def test_pos_thr_searched_with_a_known_good_value(tmp_path):
     assert preset.known_good[0]["coeff_inst"] == 0.25
 
 
+def test_pos_thr_range_from_zero_contains_its_default(tmp_path):
+    """A threshold range starting at 0 contains 0 (the default of a known-good entry that omits it);
+    only a coefficient's 0 means "off"."""
+    text = edit("coeff_inst: {low: 0.05, high: 3.0, log: true, allow_off: true}\nknown_good",
+                "coeff_inst: {low: 0.05, high: 3.0, log: true, allow_off: true}\n  pos_thr: {low: 0.0, high: 0.5}\nknown_good")
+    preset = load_preset(write(tmp_path, text), env={})
+    spec = preset.params["pos_thr"]
+    assert spec.contains(0.0) and spec.contains(0.5) and not spec.contains(0.6) and not spec.contains(None)
+    assert preset.known_good[0]["pos_thr"] == 0.0
+
+
 def test_unknown_preset_lists_valid_names():
     with pytest.raises(SearchSpaceError, match=r"`--backbone` must be one of \['demo', .*'vit-h'\], got 'vith' \(did you mean 'vit-h'\?\)"):
         load_preset("vith")
