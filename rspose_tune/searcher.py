@@ -18,7 +18,10 @@ coefficient has ``allow_off`` gets a categorical switch ``<component>_on`` in ``
 (``rank_on``, ``sort_on``, ``inst_on``); only when it is on are its coefficient and delta
 sampled. A coefficient fixed at 0 makes the component always off; a coefficient range starting
 at 0 can also give "off" (then the delta is not sampled). Fixed values are not Optuna
-parameters (the study shows only what was searched).
+parameters (the study shows only what was searched). The space is checked by the preset's own
+model (:func:`rspose_tune.spaces.validate_space`: one rule set for presets, saved searcher states
+and replay tables); a bad one raises :class:`~rspose_tune.spaces.SearchSpaceError` naming the key
+path, e.g. ``params.delta_rank.low``.
 
 Suggested configs always hold every key of :data:`PARAM_NAMES`. **An off component is ``coeff_<c> = 0.0`` and
 ``delta_<c> = None``** (the delta is meaningless; the results table stores both as null).
@@ -99,7 +102,7 @@ from ray.tune.search import ConcurrencyLimiter, Searcher
 
 from rspose_tune._numbers import finite_or_none as _finite
 from rspose_tune.runspec import JOURNAL_FILE
-from rspose_tune.spaces import COMPONENTS, LOSS_PARAMS, PARAM_NAMES, component_names
+from rspose_tune.spaces import COMPONENTS, LOSS_PARAMS, PARAM_NAMES, ParamSpec, component_names, validate_space
 
 __all__ = [
     "COMPONENTS",
@@ -126,7 +129,6 @@ SAMPLERS = ("tpe", "gp")
 #: Optuna TPESampler options for parallel trials (see the module docstring).
 TPE_OPTIONS = {"constant_liar": True, "multivariate": False}
 
-_SPEC_FIELDS = ("name", "low", "high", "log", "fixed", "allow_off")
 _ATTR_RAY_ID = "rspose:ray_trial_id"
 _ATTR_KNOWN_GOOD = "rspose:known_good"
 _ATTR_WARM_START = "rspose:warm_start"
@@ -227,114 +229,27 @@ def to_optuna_state(last_epoch: int | None, max_epochs: int, error: bool) -> Tri
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Dim:
-    """One hyperparameter: a range (``low``/``high``) or a fixed value (``low is None``)."""
-
-    name: str
-    low: float | None
-    high: float | None
-    log: bool
-    fixed: float | None
-    allow_off: bool
-
-    @property
-    def is_fixed(self) -> bool:
-        return self.low is None
-
-    def to_json(self) -> dict[str, Any]:
-        return {"low": self.low, "high": self.high, "log": self.log, "fixed": self.fixed,
-                "allow_off": self.allow_off}  # fmt: skip
-
-    def contains(self, value: float) -> bool:
-        if self.is_fixed:
-            return value == self.fixed
-        return self.low <= value <= self.high  # type: ignore[operator]
+def _spec_json(spec: ParamSpec) -> dict[str, Any]:
+    """A spec as the saved searcher state writes it (all five keys; ``low`` None: fixed)."""
+    return {"low": spec.low, "high": spec.high, "log": spec.log, "fixed": spec.fixed, "allow_off": spec.allow_off}
 
 
-def _number(value: Any, where: str, *, allow_none: bool) -> float | None:
-    if value is None and allow_none:
-        return None
+def _known_good_value(value: Any, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{where} is {value!r}, but must be a finite number{' or None' if allow_none else ''}.")
+        raise ValueError(f"{where} is {value!r}, but must be a finite number.")
     return float(value)
 
 
-def _parse_dim(name: str, spec: Any) -> _Dim:
-    where = f"`space[{name!r}]`"
-    if isinstance(spec, Mapping):
-        unknown = sorted(set(spec) - set(_SPEC_FIELDS))
-        if unknown:
-            raise ValueError(f"{where} has unknown keys {unknown}; valid keys are {list(_SPEC_FIELDS)}.")
-        get = spec.get
-    else:
-        if not all(hasattr(spec, f) for f in ("low", "high", "fixed")):
-            raise ValueError(
-                f"{where} must be a mapping or an object with attributes low, high, log, fixed and "
-                f"allow_off (e.g. rspose_tune.spaces.ParamSpec), got {spec!r}."
-            )
-
-        def get(key: str, default: Any = None) -> Any:
-            return getattr(spec, key, default)
-
-    low = _number(get("low"), f"{where}.low", allow_none=True)
-    high = _number(get("high"), f"{where}.high", allow_none=True)
-    log, allow_off = get("log", False), get("allow_off", False)
-    for key, flag in (("log", log), ("allow_off", allow_off)):
-        if not isinstance(flag, bool):
-            raise ValueError(f"{where}.{key} is {flag!r}, but must be a bool.")
-    if (low is None) != (high is None):
-        raise ValueError(f"{where} has low={low!r} and high={high!r}: give both (a range) or neither (fixed).")
-    if low is None:
-        return _Dim(name, None, None, False, _number(get("fixed"), f"{where}.fixed", allow_none=True), allow_off)
-    if not low < high:  # type: ignore[operator]
-        raise ValueError(f"{where}: `low` is {low} and `high` is {high}, but must be `low < high`.")
-    if log and low <= 0:
-        raise ValueError(f"{where}: `low` is {low}, but must be `low > 0` when `log` is true.")
-    return _Dim(name, low, high, log, None, allow_off)
-
-
-def _parse_space(space: Mapping[str, Any]) -> dict[str, _Dim]:
-    if not isinstance(space, Mapping):
-        raise ValueError(f"`space` must be a mapping from {list(PARAM_NAMES)} to specs, got {type(space).__name__}.")
-    unknown = [k for k in space if k not in PARAM_NAMES]
-    if unknown:
-        raise ValueError(f"`space` has unknown parameters {unknown}; valid names are {list(PARAM_NAMES)}.")
-    space = _with_default_dims(space)
-    missing = [k for k in PARAM_NAMES if k not in space]
-    if missing:
-        raise ValueError(f"`space` is missing {missing}; it must define all of {list(PARAM_NAMES)}.")
-    dims = {name: _parse_dim(name, space[name]) for name in PARAM_NAMES}
-    for c in COMPONENTS:
-        delta, coeff = (dims[n] for n in component_names(c))
-        if _component_mode(delta, coeff) != "off" and delta.is_fixed and delta.fixed is None:
-            raise ValueError(
-                f"`space['delta_{c}']` is fixed at None, but `coeff_{c}` can be non-zero; "
-                "give the delta a value or a range."
-            )
-    return dims
-
-
-def _with_default_dims(space: Mapping[str, Any]) -> dict[str, Any]:
-    """``space`` with each missing parameter that has a default fixed at it (a space written
-    before the parameter existed: a saved searcher state, a replay table's metadata)."""
-    out = dict(space)
-    for p in LOSS_PARAMS:
-        if p.default is not None and p.name not in out:
-            out[p.name] = {"low": None, "high": None, "log": False, "fixed": p.default, "allow_off": False}
-    return out
-
-
-def _component_mode(delta: _Dim, coeff: _Dim) -> str:
-    """'off' (always), 'switch' (sampled on/off) or 'on' (always)."""
+def _component_mode(coeff: ParamSpec) -> str:
+    """'off' (always), 'switch' (sampled on/off) or 'on' (always) for a component's coefficient."""
     if coeff.is_fixed and coeff.fixed == 0:
         return "off"
-    if coeff.allow_off or delta.allow_off:
+    if coeff.allow_off:
         return "switch"
     return "on"
 
 
-def _sample(trial: optuna.Trial, dims: Mapping[str, _Dim]) -> dict[str, float | None]:
+def _sample(trial: optuna.Trial, dims: Mapping[str, ParamSpec]) -> dict[str, float | None]:
     """Define-by-run sampling of one config (every key; off: coeff 0.0, delta None).
 
     Components first (in :data:`COMPONENTS` order), then the parameters of no component, so a
@@ -343,7 +258,7 @@ def _sample(trial: optuna.Trial, dims: Mapping[str, _Dim]) -> dict[str, float | 
     config: dict[str, float | None] = {}
     for c in COMPONENTS:
         delta, coeff = (dims[n] for n in component_names(c))
-        mode = _component_mode(delta, coeff)
+        mode = _component_mode(coeff)
         on = mode == "on" or (mode == "switch" and trial.suggest_categorical(f"{c}_on", (True, False)))
         value = _suggest(trial, coeff) if on else 0.0
         config[coeff.name] = value
@@ -354,13 +269,13 @@ def _sample(trial: optuna.Trial, dims: Mapping[str, _Dim]) -> dict[str, float | 
     return {name: config[name] for name in PARAM_NAMES}
 
 
-def _suggest(trial: optuna.Trial, dim: _Dim) -> float | None:
+def _suggest(trial: optuna.Trial, dim: ParamSpec) -> float | None:
     if dim.is_fixed:
         return dim.fixed
     return trial.suggest_float(dim.name, dim.low, dim.high, log=dim.log)  # type: ignore[arg-type]
 
 
-def _known_good_params(entry: Mapping[str, Any], i: int, dims: Mapping[str, _Dim]) -> dict[str, Any]:
+def _known_good_params(entry: Mapping[str, Any], i: int, dims: Mapping[str, ParamSpec]) -> dict[str, Any]:
     """Optuna parameters (switches and sampled values) that reproduce a known-good setting.
 
     ``None`` or 0 for a coefficient switches the component off (its delta is then ignored);
@@ -374,10 +289,10 @@ def _known_good_params(entry: Mapping[str, Any], i: int, dims: Mapping[str, _Dim
         raise ValueError(f"{where} has unknown parameters {unknown}; valid names are {list(PARAM_NAMES)}.")
     params: dict[str, Any] = {}
 
-    def take(dim: _Dim) -> None:
+    def take(dim: ParamSpec) -> None:
         """The entry's value of ``dim``, checked against it; kept when the searcher samples ``dim``."""
-        value = _number(entry[dim.name], f"{where}[{dim.name!r}]", allow_none=False)
-        if not dim.contains(value):  # type: ignore[arg-type]
+        value = _known_good_value(entry[dim.name], f"{where}[{dim.name!r}]")
+        if not dim.contains(value):
             rule = f"fixed at {dim.fixed!r}" if dim.is_fixed else f"in [{dim.low}, {dim.high}]"
             raise ValueError(f"{where}[{dim.name!r}] is {value!r}, but must be {rule}.")
         if not dim.is_fixed:
@@ -388,7 +303,7 @@ def _known_good_params(entry: Mapping[str, Any], i: int, dims: Mapping[str, _Dim
             take(dims[p.name])
     for c in COMPONENTS:
         delta, coeff = (dims[n] for n in component_names(c))
-        mode = _component_mode(delta, coeff)
+        mode = _component_mode(coeff)
         if coeff.name in entry and entry[coeff.name] in (None, 0):
             if mode == "on" and not coeff.is_fixed and coeff.low == 0:
                 params[coeff.name] = 0.0  # a range starting at 0 contains "off"
@@ -469,9 +384,10 @@ class PruningAwareOptunaSearch(Searcher):
 
     Args:
         space: ``{name: spec}`` for every :data:`PARAM_NAMES` (one with a default may be left out:
-            fixed at it); a spec is a mapping or an object
-            (e.g. :class:`rspose_tune.spaces.ParamSpec`) with ``low``, ``high`` (a range; both
-            None: fixed), ``log``, ``fixed`` (the value when fixed) and ``allow_off``.
+            fixed at it); a spec is a preset's ``{low, high, log, allow_off}`` or ``{fixed}``, the
+            five keys ``low``, ``high`` (both None: fixed), ``log``, ``fixed`` and ``allow_off`` (a
+            saved state), or a :class:`rspose_tune.spaces.ParamSpec`; validated by
+            :func:`rspose_tune.spaces.validate_space` (:class:`~rspose_tune.spaces.SearchSpaceError`).
         max_epochs: The full budget; only trials reaching it are COMPLETE.
         metric: Result key to optimise (``None``: taken from ``tune.TuneConfig``).
         mode: ``"max"`` or ``"min"`` (``None``: taken from ``tune.TuneConfig``).
@@ -523,7 +439,7 @@ class PruningAwareOptunaSearch(Searcher):
         if isinstance(n_startup_trials, bool) or not isinstance(n_startup_trials, int) or n_startup_trials < 0:
             raise ValueError(f"`n_startup_trials` is {n_startup_trials!r}, but must be an int >= 0.")
         super().__init__(metric=metric, mode=mode)
-        self._dims = _parse_space(space)
+        self._dims = validate_space(space)
         self._known_good = [dict(e) if isinstance(e, Mapping) else e for e in known_good]
         self._warm_start = [_warm_entry(e, i) for i, e in enumerate(warm_start)]
         self._known_good_params = [_known_good_params(e, i, self._dims) for i, e in enumerate(self._known_good)]
@@ -543,7 +459,7 @@ class PruningAwareOptunaSearch(Searcher):
         self._n_startup_trials = n_startup_trials
         self._time_attr = time_attr
         self._init_kwargs = {
-            "space": {n: d.to_json() for n, d in self._dims.items()}, "max_epochs": max_epochs,
+            "space": {n: _spec_json(d) for n, d in self._dims.items()}, "max_epochs": max_epochs,
             "metric": metric, "mode": mode, "known_good": self._known_good,
             "journal_path": self._journal_path, "study_name": study_name, "seed": seed,
             "n_startup_trials": n_startup_trials, "time_attr": time_attr, "warm_start": self._warm_start,
@@ -701,7 +617,7 @@ class PruningAwareOptunaSearch(Searcher):
             "max_epochs": self._max_epochs,
             "time_attr": self._time_attr,
             "seed": self._seed,
-            "space": {n: d.to_json() for n, d in self._dims.items()},
+            "space": {n: _spec_json(d) for n, d in self._dims.items()},
             "known_good_used": self._known_good_used,
             "trials": {tid: r.to_json() for tid, r in self._records.items()},
             "pending": sorted(tid for tid, r in self._records.items() if r.state == _RUNNING),
@@ -764,10 +680,11 @@ class PruningAwareOptunaSearch(Searcher):
                 f"version {STATE_VERSION}."
             )
         ours = {"study_name": self._study_name, "max_epochs": self._max_epochs, "time_attr": self._time_attr,
-                "space": {n: d.to_json() for n, d in self._dims.items()}}  # fmt: skip
+                "space": {n: _spec_json(d) for n, d in self._dims.items()}}  # fmt: skip
         saved_space = state.get("space")
-        if isinstance(saved_space, Mapping):  # saved before a parameter with a default existed
-            state = {**state, "space": {n: _parse_dim(n, d).to_json() for n, d in _with_default_dims(saved_space).items()}}
+        if isinstance(saved_space, Mapping):  # one saved before a parameter with a default existed has it fixed there
+            specs = validate_space(saved_space, source="the saved searcher state's space")
+            state = {**state, "space": {n: _spec_json(d) for n, d in specs.items()}}
         for key, mine in ours.items():
             if state[key] != mine:
                 raise ValueError(

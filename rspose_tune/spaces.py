@@ -148,6 +148,7 @@ __all__ = [
     "load_preset",
     "loss_param",
     "parse_preset",
+    "validate_space",
 ]
 
 ENV_DATA_ROOT = "RSPOSE_TUNE_DATA_ROOT"
@@ -796,16 +797,78 @@ class PresetFile(_Section):
 
     def param_specs(self) -> dict[str, ParamSpec]:
         """``params`` as :class:`ParamSpec` s, in :data:`PARAM_NAMES` order (omitted: fixed at the default)."""
-        out = {}
-        for p in LOSS_PARAMS:
-            spec = getattr(self.params, p.name)
-            if spec is None:
-                out[p.name] = ParamSpec(name=p.name, fixed=p.default)
-            elif isinstance(spec, FixedModel):
-                out[p.name] = ParamSpec(name=p.name, fixed=spec.fixed)
-            else:
-                out[p.name] = ParamSpec(name=p.name, low=spec.low, high=spec.high, log=spec.log, allow_off=spec.allow_off)
-        return out
+        return _param_specs(self.params)
+
+
+def _param_specs(params: Any) -> dict[str, ParamSpec]:
+    out = {}
+    for p in LOSS_PARAMS:
+        spec = getattr(params, p.name)
+        if spec is None:
+            out[p.name] = ParamSpec(name=p.name, fixed=p.default)
+        elif isinstance(spec, FixedModel):
+            out[p.name] = ParamSpec(name=p.name, fixed=spec.fixed)
+        else:
+            out[p.name] = ParamSpec(name=p.name, low=spec.low, high=spec.high, log=spec.log, allow_off=spec.allow_off)
+    return out
+
+
+class _SpaceModel(_Section):
+    """A search space alone: ``params`` with the rules that tie its entries together."""
+
+    params: ParamsModel  # type: ignore[valid-type]
+
+    @model_validator(mode="after")
+    def _components(self) -> _SpaceModel:
+        _component_rules(_param_specs(self.params))
+        return self
+
+
+#: A spec's keys as :class:`ParamSpec` (and a saved searcher state, a replay table's metadata) writes them.
+_SPEC_KEYS = ("low", "high", "log", "fixed", "allow_off")
+#: The value of each key that says nothing: a saved spec writes all five, a YAML spec only its form's.
+_SPEC_UNSET = {"low": None, "high": None, "log": False, "allow_off": False}
+
+
+def _spec_input(name: str, spec: Any) -> Any:
+    """One spec as the preset's ``params.<name>`` entry: a range ``{low, high, log, allow_off}`` or
+    ``{fixed}``. ``spec`` is such a mapping, a mapping of all five :data:`_SPEC_KEYS` (a saved
+    space; a serialised :class:`ParamSpec` also has its ``name``) or an object with them as
+    attributes (:class:`ParamSpec`); anything else is passed on for the model to refuse."""
+    if isinstance(spec, Mapping):
+        given = dict(spec)
+        if given.get("name") == name:
+            del given["name"]
+    elif all(hasattr(spec, key) for key in ("low", "high", "fixed")):
+        given = {key: getattr(spec, key) for key in _SPEC_KEYS if hasattr(spec, key)}
+    else:
+        return spec
+    if "low" not in given and "high" not in given:
+        return given  # a preset's form
+    # all five keys: drop those the spec's form leaves unset (a range's fixed value, a fixed value's bounds)
+    ranged = given.get("low") is not None or given.get("high") is not None
+    unset = {**_SPEC_UNSET, **({"fixed": None} if ranged else {})}
+    return {key: value for key, value in given.items() if not (key in unset and value is unset[key])}
+
+
+def validate_space(space: Any, *, source: str = "search space") -> dict[str, ParamSpec]:
+    """Validate a search space with the preset's rules (:class:`PresetFile`'s ``params``) and return
+    its :class:`ParamSpec` s in :data:`PARAM_NAMES` order (one with a default left out: fixed at it).
+
+    ``space`` maps each name to a spec: a preset's ``{low, high, log, allow_off}`` or ``{fixed}``,
+    all five keys as a saved searcher state or a replay table's metadata writes them (``low``
+    None: fixed), or a :class:`ParamSpec`. How :class:`rspose_tune.searcher.PruningAwareOptunaSearch`
+    reads its space: presets and the searcher have one rule set.
+
+    Raises:
+        SearchSpaceError: ``<source>: `params.delta_rank.low` <the rule>``.
+    """
+    params = {name: _spec_input(name, spec) for name, spec in space.items()} if isinstance(space, Mapping) else space
+    try:
+        model = _SpaceModel.model_validate({"params": params})
+    except ValidationError as exc:
+        raise SearchSpaceError(_error_message(source, exc.errors(include_url=False)[0])) from None
+    return _param_specs(model.params)
 
 
 def _component_rules(specs: Mapping[str, ParamSpec]) -> None:
@@ -867,7 +930,7 @@ _TYPE_RULES = {
 }  # fmt: skip
 
 
-def _error_message(source: Path, error: Mapping[str, Any]) -> str:
+def _error_message(source: Path | str, error: Mapping[str, Any]) -> str:
     """One pydantic error as ``<file>: `<key path>` <rule>``."""
     ctx = error.get("ctx") or {}
     parts: list[str] = []

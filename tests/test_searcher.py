@@ -128,22 +128,44 @@ def _space(**changes):
 @pytest.mark.parametrize(
     ("space", "match"),
     [
-        (_space(delta_rank=None), r"missing \['delta_rank'\]"),
-        ({**SPACE, "lr": {"low": 0.1, "high": 1.0}}, r"unknown parameters \['lr'\]"),
-        (_space(delta_rank={"low": 2.0, "high": 1.0}), "must be `low < high`"),
-        (_space(delta_sort={"low": 0.0, "high": 1.0, "log": True}), "must be `low > 0`"),
-        (_space(delta_rank={"low": 0.1}), "give both"),
-        (_space(delta_rank={"low": 0.1, "high": 1.0, "step": 0.1}), r"unknown keys \['step'\]"),
-        (_space(delta_rank={"low": 0.1, "high": float("nan")}), "finite number"),
-        (_space(delta_rank={"low": 0.1, "high": 1.0, "log": "yes"}), "must be a bool"),
-        (_space(delta_rank={"fixed": None}), "fixed at None"),
-        (_space(delta_rank=3.0), "must be a mapping or an object"),
-        ([1, 2], "must be a mapping"),
+        (_space(delta_rank=None), r"search space: `params` is missing required key\(s\) \['delta_rank'\]"),
+        ({**SPACE, "lr": {"low": 0.1, "high": 1.0}}, r"`params` has unknown key\(s\) \['lr'\]"),
+        (_space(delta_rank={"low": 2.0, "high": 1.0}), r"`params.delta_rank` must have low < high"),
+        (_space(delta_sort={"low": 0.0, "high": 1.0, "log": True}), r"`params.delta_sort.low` must be > 0 with log"),
+        (_space(delta_rank={"low": 0.1}), r"`params.delta_rank` is missing required key\(s\) \['high'\]"),
+        (_space(delta_rank={"low": 0.1, "high": 1.0, "step": 0.1}), r"`params.delta_rank` has unknown key\(s\) \['step'\]"),
+        (_space(delta_rank={"low": 0.1, "high": float("nan")}), r"`params.delta_rank.high` must be finite"),
+        (_space(delta_rank={"low": 0.1, "high": 1.0, "log": "yes"}), r"`params.delta_rank.log` must be true or false"),
+        (_space(delta_rank={"fixed": None}), r"`params.delta_rank` is \{fixed: null\} but `coeff_rank` can be non-zero"),
+        (_space(delta_rank=3.0), r"`params.delta_rank` must be a mapping \{low, high, log\} or \{fixed\}"),
+        ([1, 2], "`params` must be a mapping"),
     ],
-)
+)  # fmt: skip
 def test_space_errors(space, match):
     with pytest.raises(ValueError, match=match):
         PruningAwareOptunaSearch(space, max_epochs=MAX_T)
+
+
+@pytest.mark.parametrize(
+    ("space", "match"),
+    [  # spaces the searcher's own checks accepted and the preset model refuses (issue 17: one rule set)
+        (_space(delta_rank={"low": 0.0, "high": 1.0}), r"`params.delta_rank.low` must be > 0 for a delta"),
+        (_space(coeff_rank={"low": 0.0, "high": 1.0}, coeff_sort={"low": 0.0, "high": 4.0}),
+         r"`params.coeff_sort` and `params.coeff_rank` can both be off"),
+        (_space(delta_sort={"low": 0.1, "high": 3.0, "allow_off": True}), r"`params.delta_sort.allow_off` only applies"),
+        (_space(coeff_rank={"fixed": 1.0, "allow_off": True}), r"`params.coeff_rank.allow_off` only applies to a range"),
+        (_space(coeff_inst={"fixed": 0.0}), r"`params.delta_inst` must be \{fixed: null\}"),
+        ({**SPACE, "pos_thr": {"low": 0.1, "high": 1.5}}, r"`params.pos_thr.high` must be < 1"),
+        ({**SPACE, "pos_thr": {"fixed": None}}, r"`params.pos_thr.fixed` must be a number"),
+    ],
+)  # fmt: skip
+def test_space_is_validated_by_the_preset_model(space, match):
+    from rspose_tune.errors import RSPoseTuneError
+    from rspose_tune.spaces import SearchSpaceError
+
+    with pytest.raises(SearchSpaceError, match=match) as caught:
+        PruningAwareOptunaSearch(space, max_epochs=MAX_T)
+    assert isinstance(caught.value, RSPoseTuneError)
 
 
 @pytest.mark.parametrize(
@@ -287,6 +309,19 @@ def test_object_specs_equal_mapping_specs():
     objects = {name: _Spec(name=name, **spec) for name, spec in SPACE.items()}
     a, b = make_searcher(space=objects), make_searcher()
     assert [a.suggest(f"t{i}") for i in range(5)] == [b.suggest(f"t{i}") for i in range(5)]
+
+
+def test_serialised_specs_equal_mapping_specs():
+    """A replay table's metadata holds the preset's ParamSpecs as dicts, ``name`` included."""
+    from dataclasses import asdict
+
+    from rspose_tune.spaces import load_preset
+
+    params = load_preset("demo").params
+    a, b = make_searcher(space={n: asdict(s) for n, s in params.items()}), make_searcher(space=params)
+    assert [a.suggest(f"t{i}") for i in range(5)] == [b.suggest(f"t{i}") for i in range(5)]
+    with pytest.raises(ValueError, match=r"`params.delta_rank` has unknown key\(s\) \['name'\]"):
+        make_searcher(space={n: {**asdict(s), "name": "other"} for n, s in params.items()})
 
 
 def test_seed_changes_proposals():
