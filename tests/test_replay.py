@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -446,6 +447,58 @@ def test_cli_bad_input_is_one_error_line(argv, message, capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and message in err[0]
+
+
+def _one_error_line(err: str, *names: str) -> None:
+    """Exactly one ``error:`` line on stderr, naming each of ``names``, and no traceback."""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
+    assert all(n in lines[0] for n in names), lines[0]
+
+
+def test_cli_unwritable_json_is_one_error_line_before_any_replay(tmp_path, capsys):
+    """Issue 17: a --json path under a file ended in a traceback, after the whole replay."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    code = main(["--seeds", "1", "--budget-epochs", "20", "--policies", "asha-tpe", "--json", str(blocker / "r.json")])
+    out, err = capsys.readouterr()
+    assert code == 2 and "ASHA+TPE" not in out  # refused before replaying
+    _one_error_line(err, f"--json {blocker / 'r.json'}")
+
+
+def test_cli_bad_recorded_budget_is_one_error_line(tmp_path, capsys):
+    """A budget value read in place of a flag names where it came from and the flag that overrides it."""
+    from rspose_tune.spaces import load_preset
+
+    text = Path(load_preset("demo").source).read_text()
+    preset = tmp_path / "grace5.yaml"  # ASHA grace 5: more than the table's 4 epochs
+    preset.write_text(text.replace("grace_epochs: 2", "grace_epochs: 5").replace("val_interval: 1", "val_interval: 5"))
+    table = tmp_path / "t.parquet"
+    _frame([0.5, 0.6], _grid_settings()[:2]).to_parquet(table)
+    assert main([str(table), "--backbone", str(preset), "--seeds", "1"]) == 2
+    _one_error_line(capsys.readouterr().err, "the recorded budget's grace_epochs is 5", "[1, 4]")
+
+
+@pytest.mark.parametrize("case", ["work-dir-is-a-file", "out-is-a-folder", "out-under-a-file", "partial-of-nothing"])
+def test_make_table_bad_paths_are_one_error_line(tmp_path, case, capsys):
+    """Issue 17: these ended in tracebacks (two of them only after training every curve)."""
+    from rspose_tune.replay._make_table import main as make_table
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    work, out = tmp_path / "w", tmp_path / "t.parquet"
+    argv, flag = {
+        "work-dir-is-a-file": (["--work-dir", str(blocker)], f"--work-dir {blocker}"),
+        "out-is-a-folder": (["--out", str(tmp_path)], f"--out {tmp_path}"),
+        "out-under-a-file": (["--out", str(blocker / "t.parquet")], f"--out {blocker / 't.parquet'}"),
+        "partial-of-nothing": (["--partial", "--limit", "0", "--n-train", "8", "--n-val", "4"], "--partial"),
+    }[case]
+    code = make_table(["--work-dir", str(work), "--out", str(out), "--settings", "2", "--seeds", "0", "--epochs", "1",
+                       *argv])  # fmt: skip
+    out_text, err = capsys.readouterr()
+    assert code == 2, (out_text, err)
+    _one_error_line(err, flag)
+    assert not out.exists()
 
 
 def test_cli_table_without_space_needs_a_preset(tmp_path, capsys):

@@ -6,14 +6,22 @@ import argparse
 import dataclasses
 import logging
 import math
+import os
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import NoReturn
 
 from rspose_tune._flags import int_at_least
+from rspose_tune.errors import RSPoseTuneError, cli_error
 
-__all__ = ["build_parser", "main"]
+__all__ = ["ReplayError", "build_parser", "main"]
+
+
+class ReplayError(RSPoseTuneError, ValueError):
+    """Bad input to ``python -m rspose_tune.replay`` or its ``make-table``: a flag, or a recorded value
+    that stands in for one; the message names it. Printed by :func:`rspose_tune.errors.cli_error`."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -21,6 +29,24 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def _check_writable(given: str, flag: str, *, folder: bool) -> Path:
+    """``given`` (a flag's path) made absolute, refused before any work when it cannot be written:
+    ``folder``: a folder to create or use, else a file to create or replace."""
+    path = Path(given).expanduser().absolute()
+    if folder and path.exists() and not path.is_dir():
+        raise ReplayError(f"{flag} {given}: exists and is not a folder")
+    if not folder and path.is_dir():
+        raise ReplayError(f"{flag} {given}: is a folder; name the file to write")
+    parent = path if folder else path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ReplayError(f"{flag} {given}: {parent} is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ReplayError(f"{flag} {given}: {parent} is not writable")
+    return path
 
 
 def _float_above(flag: str, low: float, *, strict: bool):
@@ -109,12 +135,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.confirm_race and not args.confirm_race < args.confirm_seeds:
         parser.error(f"--confirm-race is {args.confirm_race}, but must be < --confirm-seeds ({args.confirm_seeds}): "
                      "racing drops candidates before their last seed")  # fmt: skip
+    try:
+        return _replay(args, argv)
+    except RSPoseTuneError as exc:  # every user error: one line, exit 2
+        return cli_error(exc)
 
+
+def _replay(args: argparse.Namespace, argv: Sequence[str]) -> int:
     import optuna
 
     from rspose_tune.replay._make_table import DEMO_TABLE
     from rspose_tune.replay._simulator import POLICIES, ReplaySettings, replay
-    from rspose_tune.errors import RSPoseTuneError, cli_error
     from rspose_tune.replay._confirm import confirm
     from rspose_tune.replay._summary import format_confirm, format_report, summarize, summarize_confirm
     from rspose_tune.replay._table import load_table
@@ -122,11 +153,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from rspose_tune.spaces import load_preset
 
     t0 = time.perf_counter()
-    try:
-        preset = None if args.backbone is None else load_preset(args.backbone)
-        table = load_table(args.tables or [DEMO_TABLE], preset=preset)
-    except RSPoseTuneError as exc:
-        return cli_error(exc)
+    if args.json:
+        _check_writable(args.json, "--json", folder=False)  # before the replay, not after it
+    preset = None if args.backbone is None else load_preset(args.backbone)
+    table = load_table(args.tables or [DEMO_TABLE], preset=preset)
     grace, grace_from = args.grace_epochs, "--grace-epochs"
     if grace is None:
         grace, grace_from = table.budget.get("grace_epochs", 1), f"{table.source}: the recorded budget's grace_epochs"
@@ -138,12 +168,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if startup is None:  # what the live search runs (its run spec records the same number)
         startup = startup_trials(args.num_trials or len(table.settings))
     if isinstance(grace, bool) or not isinstance(grace, int) or not 1 <= grace <= table.max_epochs:
-        print(f"error: {grace_from} is {grace!r}, but must be an integer in [1, {table.max_epochs}] "
-              f"(the table's max_epochs)", file=sys.stderr)  # fmt: skip
-        return 2
+        raise ReplayError(f"{grace_from} is {grace!r}, but must be an integer in [1, {table.max_epochs}] "
+                          "(the table's max_epochs)")  # fmt: skip
     if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not factor > 1:
-        print(f"error: {factor_from} is {factor!r}, but must be a number > 1", file=sys.stderr)
-        return 2
+        raise ReplayError(f"{factor_from} is {factor!r}, but must be a number > 1")
     settings = ReplaySettings(budget_epochs=budget, workers=args.workers, grace_epochs=grace,
                               reduction_factor=factor, n_startup_trials=startup,
                               known_good=args.known_good)  # fmt: skip

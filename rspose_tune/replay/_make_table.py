@@ -168,6 +168,7 @@ def _write_parquet(rows: list[dict[str, Any]], path: Path, metadata: Mapping[str
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from rspose_tune.errors import RSPoseTuneError, cli_error
     from rspose_tune.replay._cli import _Parser
 
     parser = _Parser(
@@ -194,9 +195,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--partial", action="store_true",
                         help="write the table from the curves finished so far (metadata says which are missing)")
     args = parser.parse_args(argv)
-
-    from rspose_tune.spaces import MissingDataError, SearchSpaceError, load_preset
-
     for flag, value, low in (("--settings", args.settings, 1), ("--threads", args.threads, 1),
                              ("--epochs", args.epochs, 1), ("--n-train", args.n_train, 1),
                              ("--n-val", args.n_val, 1), ("--limit", args.limit, 0),
@@ -205,32 +203,30 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"{flag} must be >= {low}, got {value}")
     if set(args.extra_seeds) & set(args.seeds):
         parser.error(f"--extra-seeds {args.extra_seeds} must not repeat a --seeds seed {args.seeds}")
-    work = Path(args.work_dir).expanduser().absolute()
+    try:
+        return _make_table(args, argv)
+    except RSPoseTuneError as exc:  # every user error: one line, exit 2
+        return cli_error(exc)
+
+
+def _make_table(args, argv: Sequence[str] | None) -> int:
+    from rspose_tune.replay._cli import ReplayError, _check_writable
+    from rspose_tune.spaces import load_preset
+
+    work = _check_writable(args.work_dir, "--work-dir", folder=True)  # before any training, not after it
+    out = _check_writable(args.out, "--out", folder=False)
     data_root = None
     demo_sizes = {k: v for k, v in (("n_train", args.n_train), ("n_val", args.n_val)) if v is not None}
     if demo_sizes:
         data_root = str(work / "data")
-    try:
-        preset = load_preset(args.backbone, data_root=data_root)
-    except SearchSpaceError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    preset = load_preset(args.backbone, data_root=data_root)
     if preset.data.generated == "demo":
-        from rspose_tune.demo_data import DemoDataError, generate_demo_dataset
+        from rspose_tune.demo_data import generate_demo_dataset
 
-        try:
-            generate_demo_dataset(preset.data.root, **demo_sizes)
-        except DemoDataError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+        generate_demo_dataset(preset.data.root, **demo_sizes)
     elif demo_sizes:
-        print("error: --n-train/--n-val only apply to a preset with generated demo data", file=sys.stderr)
-        return 2
-    try:
-        preset.validate_paths()
-    except MissingDataError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        raise ReplayError("--n-train/--n-val only apply to a preset with generated demo data")
+    preset.validate_paths()
 
     import torch
 
@@ -239,17 +235,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = design_settings(preset, args.settings, seed=args.design_seed)
     except ValueError as exc:
-        print(f"error: --backbone {args.backbone}: {exc}", file=sys.stderr)
-        return 2
+        raise ReplayError(f"--backbone {args.backbone}: {exc}") from None
     (work / "curves").mkdir(parents=True, exist_ok=True)
     design = {"backbone": preset.name, "max_epochs": max_epochs, "demo_data": demo_sizes, "settings": settings}
     design_file = work / "design.json"
     if design_file.is_file():
         if json.loads(design_file.read_text()) != json.loads(json.dumps(design)):
-            print(f"error: --work-dir {work} holds curves of another design (backbone, --epochs, --settings, "
-                  f"--design-seed, --n-train/--n-val differ from {design_file}); use a new --work-dir",
-                  file=sys.stderr)  # fmt: skip
-            return 2
+            raise ReplayError(f"--work-dir {work} holds curves of another design (backbone, --epochs, --settings, "
+                              f"--design-seed, --n-train/--n-val differ from {design_file}); use a new --work-dir")
     else:
         design_file.write_text(json.dumps(design, indent=1))
     from rspose_tune.results import build_metadata, make_row
@@ -302,6 +295,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         part = pq.read_table(work / "curves" / f"{trial_id_of(index, seed)}.parquet")
         totals.append(json.loads(part.schema.metadata[b"rspose_tune"])["total_s"])
         rows.extend(part.to_pylist())
+    if not rows:
+        raise ReplayError(f"--partial: no curve is finished in --work-dir {args.work_dir} yet; no table to write")
     how = {
         "command": "python -m rspose_tune.replay make-table " + " ".join(argv if argv is not None else sys.argv[1:]),
         "made": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -324,7 +319,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     meta = build_metadata(run="replay-table", backbone=preset.name, max_epochs=max_epochs,
                           search_space=preset,
                           extra={"table": how})  # fmt: skip
-    out = Path(args.out).expanduser().absolute()
     out.parent.mkdir(parents=True, exist_ok=True)
     _write_parquet(rows, out, meta)
     print(f"wrote {out}: {len(jobs) - len(missing)} curves of {len(settings)} settings x {len(args.seeds)} seeds"
