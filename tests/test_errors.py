@@ -24,6 +24,8 @@ USER_ERRORS = [
     ("rspose_tune.bench._bundle", "BundleError", Exception),
     ("rspose_tune.bench._gpu", "_UsageError", Exception),
     ("trainables._checkpoint", "CheckpointMismatchError", RuntimeError),
+    ("rspose_tune.replay._cli", "ReplayError", ValueError),
+    ("rspose_tune.bench._rehearse", "RehearsalUsageError", Exception),
 ]
 
 
@@ -42,3 +44,12 @@ def test_cli_error_prints_one_line_and_returns_2(capsys):
 
     assert cli_error(RSPoseTuneError("--x must be >= 1, got 0")) == 2
     assert capsys.readouterr().err == "error: --x must be >= 1, got 0\n"
+
+
+def test_bench_gpu_rehearsal_bad_input_goes_through_the_one_handler(capsys):
+    """The rehearsal printed its own ``error:`` lines; it raises now, and ``bench``'s handler prints."""
+    from rspose_tune.bench.__main__ import main
+
+    assert main(["gpu", "--rehearse", "--python312", "/nonexistent/python3.12"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "error: --rehearse needs a CPython 3.12 (python3.12 on PATH or under pyenv; or --python312 PATH)"]

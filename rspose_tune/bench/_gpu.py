@@ -662,15 +662,14 @@ def _check(args: argparse.Namespace, record: _Record) -> int:
             _resolve_device(args)  # imports torch only: a bad --device fails before the slow imports
         except _UsageError as exc:
             record.update(status="bad flags", error=str(exc))
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+            return cli_error(exc)
     problems += deep_import_problems(missing)
     if problems:
         record.update(status="preflight failed", preflight=problems)
-        print(f"error: this Python ({sys.executable}, {platform.python_version()}) cannot import: "
-              f"{'; '.join(problems)}. On the bare GPU machine install the wheel bundle first (docs/gpu_check.md: "
-              "python3 tools/gpu_install.py gpu_wheels SITE, then PYTHONPATH=SITE)", file=sys.stderr)
-        return 2
+        return cli_error(_UsageError(
+            f"this Python ({sys.executable}, {platform.python_version()}) cannot import: {'; '.join(problems)}. On the "
+            "bare GPU machine install the wheel bundle first (docs/gpu_check.md: python3 tools/gpu_install.py "
+            "gpu_wheels SITE, then PYTHONPATH=SITE)"))
     import torch
 
     from rspose_tune.bench._bundle import MACHINE_PACKAGES

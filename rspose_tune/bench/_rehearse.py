@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 from rspose_tune.bench import _bundle
+from rspose_tune.errors import RSPoseTuneError
 
 __all__ = ["MACHINE_CONSTRAINTS", "machine_requirements", "rehearse"]
 
@@ -43,6 +44,10 @@ MACHINE_CONSTRAINTS: dict[str, str] = {
 
 class RehearsalFailed(Exception):
     pass
+
+
+class RehearsalUsageError(RSPoseTuneError):
+    """``--rehearse`` cannot start (a flag, or no CPython 3.12): one ``error:`` line, exit 2."""
 
 
 def machine_requirements(entries, pins) -> list[str]:
@@ -109,26 +114,20 @@ def rehearse(workdir: str | None = None, python312: str | None = None) -> int:
     t_all = time.perf_counter()
     py312 = _bundle.find_python312(python312)
     if py312 is None:
-        print("error: --rehearse needs a CPython 3.12 (python3.12 on PATH or under pyenv; or --python312 PATH)",
-              file=sys.stderr)
-        return 2
+        raise RehearsalUsageError("--rehearse needs a CPython 3.12 (python3.12 on PATH or under pyenv; or "
+                                  "--python312 PATH)")
     if workdir:
         work = Path(workdir).absolute()
         if work.exists() and any(work.iterdir()):
-            print(f"error: --rehearse-dir {workdir}: exists and is not empty", file=sys.stderr)
-            return 2
+            raise RehearsalUsageError(f"--rehearse-dir {workdir}: exists and is not empty")
         work.mkdir(parents=True, exist_ok=True)
     else:
         work = Path(tempfile.mkdtemp(prefix="rspose_rehearsal_"))
     steps = _Steps(work)
     report: dict = {"python312": py312, "work": str(work), "times_s": steps.times}
     try:
-        try:
-            entries = _bundle.derive()
-            pins = _bundle.locked_versions()
-        except _bundle.BundleError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+        entries = _bundle.derive()  # BundleError: one error: line, exit 2 (bench gpu's handler)
+        pins = _bundle.locked_versions()
         _rehearse(steps, work, py312, entries, pins, report, explicit_python=python312 is not None)
     except RehearsalFailed as exc:
         print(f"\nREHEARSAL FAILED after {time.perf_counter() - t_all:.0f} s: {exc}", file=sys.stderr)
