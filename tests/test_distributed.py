@@ -124,6 +124,19 @@ class RecordRank0Epochs(Hook):
                 fh.write(f"{os.getpid()} {runner.epoch}\n")
 
 
+class NanOnRank(Hook):
+    """Makes rank ``rank``'s loss non-finite from epoch index ``epoch`` on (its weights poisoned before
+    each iteration); the other ranks' own losses stay finite until the poisoned gradients reach them."""
+
+    def __init__(self, rank: int, epoch: int):
+        self.rank, self.epoch = rank, epoch
+
+    def before_train_iter(self, runner, batch_idx, data_batch=None) -> None:
+        if runner.rank == self.rank and runner.epoch >= self.epoch:
+            for param in runner.model.parameters():
+                param.data.fill_(float("nan"))
+
+
 def _process_titles() -> dict[int, str]:
     """pid -> command line of this machine's processes (Ray sets ``ray::Class.method`` titles)."""
     titles = {}
@@ -214,3 +227,27 @@ def test_killed_rank_fails_the_trial_over_from_its_checkpoint(demo_preset, tmp_p
     assert list(attempts.values()) == [[0, 1], [1, 2]], attempts
     meta = json.loads((Path(result.path) / "trial.json").read_text())
     assert meta["resumed_from_epoch"] == 1 and meta["world_size"] == 2
+
+
+@pytest.mark.slow
+def test_a_divergence_on_another_rank_is_not_retried(demo_preset, tmp_path, local_ray):
+    """Issue 17: rank 1 diverging reached rank 0 as RankFailedError, and FailureConfig retried the trial."""
+    from ray import tune
+
+    from trainables.mmpose_trainable import DIVERGED_FILE, train_rspose, trial_resources
+
+    log = str(tmp_path / "epochs.log")
+    trainable = tune.with_parameters(train_rspose, preset=demo_preset, max_epochs=2,
+                                     hooks=[NanOnRank(rank=1, epoch=0), RecordRank0Epochs(log)])
+    tuner = tune.Tuner(
+        tune.with_resources(trainable, trial_resources(workers=2, cpus=2, gpus=0)),
+        param_space=PARAMS,
+        tune_config=tune.TuneConfig(num_samples=1, metric="metric", mode="max"),
+        run_config=tune.RunConfig(storage_path=str(tmp_path / "ray"), name="nan-rank1", verbose=0,
+                                  failure_config=tune.FailureConfig(max_failures=2)),  # the search's policy
+    )
+    result = tuner.fit()[0]
+    assert result.error is not None and "a diverged trial is not retried" in str(result.error), result.error
+    assert "rank 1" in str(result.error) and "non-finite" in str(result.error)
+    assert len(Path(log).read_text().split("\n")) == 2, Path(log).read_text()  # one attempt trained: epoch 0
+    assert "rank 1" in json.loads((Path(result.path) / DIVERGED_FILE).read_text())["reason"]

@@ -17,15 +17,21 @@ from typing import Any
 from mmengine.dist import get_world_size
 from mmengine.hooks import Hook
 
+from rspose_tune.losses import NonFiniteError
+
 from ._checkpoint import CHECKPOINT_FILE, strip_unsafe_state, write_manifest
 
-__all__ = ["LOSS_KEYS", "LossDivergedError", "TuneReportHook"]
+__all__ = ["DIVERGED", "LOSS_KEYS", "LossDivergedError", "TuneReportHook"]
 
 LOSS_KEYS = ("loss", "loss_rank", "loss_sort", "loss_inst")
 
 
 class LossDivergedError(FloatingPointError):
     """The training loss became NaN or infinite; the trial ends as an error."""
+
+
+#: The errors that say a trial diverged (the loss, or the logits it got, not finite): recorded, never retried.
+DIVERGED = (LossDivergedError, NonFiniteError)
 
 
 def _gpu_type() -> str:

@@ -13,7 +13,13 @@ Tune stops the trial (ASHA) or the trial fails, Ray kills them and Tune removes 
 group. Failures: a rank that dies or raises ends the trial with :class:`RankFailedError`
 (gloo and NCCL peers notice a lost rank in their next collective); Ray Tune's
 ``FailureConfig`` then retries the whole trial from its last checkpoint. That is the one
-failure policy (``rspose_tune.search``: ``max_failures``).
+failure policy (``rspose_tune.search``: ``max_failures``). A rank that *diverged* (its error is
+one of :data:`trainables._hooks.DIVERGED`) ends the trial with :class:`LossDivergedError`
+instead, naming the rank and its error, so rank 0 records the divergence as for its own and no
+retry trains again (:func:`trainables.mmpose_trainable.refuse_after_divergence`). Rank 0 may be
+stuck in a collective then (gloo too waits for a peer that left): ``on_divergence`` records the
+divergence as soon as rank 0 hears of it, and the process is ended after
+:data:`RANK_DIVERGED_GRACE_S` instead of :data:`RANK_FAILURE_GRACE_S`.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import socket
 import sys
 import tempfile
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +38,7 @@ from ray.util.placement_group import get_current_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from ._checkpoint import restore_checkpoint
+from ._hooks import DIVERGED, LossDivergedError
 from ._rank import Rendezvous, no_report, open_rendezvous, process_group, train_rank
 
 __all__ = ["RankActor", "RankFailedError", "backend_for", "share_node_gpus", "train_ranks", "trial_resources"]
@@ -40,6 +47,9 @@ __all__ = ["RankActor", "RankFailedError", "backend_for", "share_node_gpus", "tr
 #: before its process is ended, so that Tune retries the trial instead of waiting on a hung
 #: collective.
 RANK_FAILURE_GRACE_S = float(os.environ.get("RSPOSE_RANK_FAILURE_GRACE_S", "120"))
+#: The same after another rank *diverged*: the divergence is recorded at once (the trial is over and
+#: no retry trains again), so rank 0 is not left waiting on a hung collective (gloo too hangs there).
+RANK_DIVERGED_GRACE_S = 10.0
 
 
 class RankFailedError(RuntimeError):
@@ -125,13 +135,23 @@ class RankActor:
         return _where()
 
 
+def _rank_error(rank: int, failure: BaseException, trial_id: str) -> Exception:
+    """What rank 0 raises for rank ``rank``'s ``failure``: a divergence stays one
+    (:class:`LossDivergedError`: recorded, not retried), anything else is a :class:`RankFailedError`."""
+    cause = getattr(failure, "cause", failure)  # ray.get raises a RayTaskError; `cause` is the rank's own error
+    if isinstance(cause, DIVERGED):
+        return LossDivergedError(f"rank {rank} of trial {trial_id} diverged: {type(cause).__name__}: {cause}")
+    return RankFailedError(f"rank {rank} of trial {trial_id} failed: {failure}")
+
+
 class _Watcher(threading.Thread):
     """Waits on the remote ranks; if one fails while rank 0 still trains, makes the trial fail."""
 
-    def __init__(self, refs: list, done: threading.Event):
+    def __init__(self, refs: list, done: threading.Event, trial_id: str,
+                 on_divergence: Callable[[str], None] | None = None):  # fmt: skip
         super().__init__(name="rspose-rank-watcher", daemon=True)
-        self.refs, self.done = refs, done
-        self.failure: BaseException | None = None
+        self.refs, self.done, self.trial_id, self.on_divergence = refs, done, trial_id, on_divergence
+        self.failure: tuple[int, BaseException] | None = None  # (rank, its error)
 
     def run(self) -> None:
         pending = list(self.refs)
@@ -141,20 +161,32 @@ class _Watcher(threading.Thread):
                 try:
                     ray.get(ref)
                 except BaseException as exc:  # noqa: BLE001 - recorded, then the trial is failed
-                    self.failure = exc
+                    self.failure = (self.refs.index(ref) + 1, exc)
             if self.failure is not None:
                 break
-        if self.failure is None or self.done.wait(RANK_FAILURE_GRACE_S):
+        if self.failure is None:
             return
-        # Rank 0 is stuck in a collective with a dead peer: end the process, Tune retries the trial.
+        error, grace = _rank_error(*self.failure, self.trial_id), RANK_FAILURE_GRACE_S
+        if isinstance(error, LossDivergedError) and self.on_divergence is not None:
+            try:  # the trial is over, whatever rank 0 does now
+                self.on_divergence(f"{type(error).__name__}: {error}")
+                grace = min(grace, RANK_DIVERGED_GRACE_S)
+            except Exception as exc:  # noqa: BLE001 - rank 0 may still record it when it raises
+                print(f"rspose_tune: could not record the divergence of this trial: {exc!r}", file=sys.stderr,
+                      flush=True)
+        if self.done.wait(grace):
+            return
+        # Rank 0 is stuck in a collective with a dead peer: end the process, Tune retries the trial
+        # (after a divergence the retry refuses at once: recorded above).
         print(f"rspose_tune: a rank of this trial failed and rank 0 did not stop within "
-              f"{RANK_FAILURE_GRACE_S:.0f} s; exiting so the trial fails over:\n{self.failure}",
+              f"{grace:.0f} s; exiting so the trial fails over:\n{error}",
               file=sys.stderr, flush=True)
         os._exit(70)
 
 
 def train_ranks(cfg, *, bundles: Sequence[Mapping[str, float]], metric: str, trial_id: str, report,
-                checkpoint, resume_from: Path | None = None, hooks: Sequence[Any] = ()) -> None:
+                checkpoint, resume_from: Path | None = None, hooks: Sequence[Any] = (),
+                on_divergence: Callable[[str], None] | None = None) -> None:
     """Train ``cfg`` on ``len(bundles)`` ranks (this process is rank 0).
 
     Every report carries ``nodes``: where each rank runs, in rank order.
@@ -166,6 +198,14 @@ def train_ranks(cfg, *, bundles: Sequence[Mapping[str, float]], metric: str, tri
         checkpoint: the trial's ``ray.tune.Checkpoint`` to resume from, or None.
         resume_from: rank 0's local copy of ``checkpoint``, when the caller fetched it already.
         hooks: extra mmengine hooks for every rank (pickled to the other ranks).
+        on_divergence: called with the reason as soon as another rank's divergence reaches this
+            one (from a watcher thread): the record must not wait for rank 0, which may be stuck in
+            a collective and then ended after :data:`RANK_DIVERGED_GRACE_S`.
+
+    Raises:
+        LossDivergedError: this rank's own divergence (:data:`trainables._hooks.DIVERGED`) as it
+            was raised, or another rank's, naming the rank.
+        RankFailedError: another rank died or raised anything else.
     """
     world_size = len(bundles)
     pg = get_current_placement_group()
@@ -199,7 +239,7 @@ def train_ranks(cfg, *, bundles: Sequence[Mapping[str, float]], metric: str, tri
         def report_with_nodes(result, checkpoint_dir):
             report({**result, "nodes": ",".join(nodes)}, checkpoint_dir)
 
-        watcher = _Watcher(refs, done)
+        watcher = _Watcher(refs, done, trial_id, on_divergence)
         watcher.start()
         with tempfile.TemporaryDirectory(prefix="rspose_rank0_") as tmp:
             resume = resume_from
@@ -209,20 +249,26 @@ def train_ranks(cfg, *, bundles: Sequence[Mapping[str, float]], metric: str, tri
                 try:
                     train_rank(cfg, metric=metric, trial_id=trial_id, report=report_with_nodes,
                                resume_from=resume, hooks=hooks, device=device)
+                except DIVERGED:
+                    raise  # this rank diverged (the others may have failed of it): recorded, not retried
                 except Exception as exc:
                     failure = _first_remote_failure(refs, watcher)
                     if failure is not None:
-                        raise RankFailedError(f"a rank of trial {trial_id} failed: {failure}") from exc
+                        raise _rank_error(*failure, trial_id) from exc
                     raise
-        ray.get(refs)
+        for rank, ref in enumerate(refs, start=1):
+            try:
+                ray.get(ref)
+            except Exception as exc:  # noqa: BLE001 - a rank failed after rank 0 finished
+                raise _rank_error(rank, exc, trial_id) from exc
     finally:
         done.set()
         for actor in actors:
             ray.kill(actor)
 
 
-def _first_remote_failure(refs: list, watcher: _Watcher, timeout_s: float = 30.0) -> BaseException | None:
-    """The error of the remote rank that failed first, if any (waits briefly for it to surface)."""
+def _first_remote_failure(refs: list, watcher: _Watcher, timeout_s: float = 30.0) -> tuple[int, BaseException] | None:
+    """``(rank, error)`` of the remote rank that failed first, if any (waits briefly for it to surface)."""
     if watcher.failure is not None:
         return watcher.failure
     ready, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
@@ -230,5 +276,5 @@ def _first_remote_failure(refs: list, watcher: _Watcher, timeout_s: float = 30.0
         try:
             ray.get(ref)
         except BaseException as exc:  # noqa: BLE001 - returned to the caller, which raises it
-            return exc
+            return refs.index(ref) + 1, exc
     return None

@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 import socket
 import tempfile
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -40,11 +41,10 @@ from typing import Any
 from mmengine.hooks import Hook
 
 from rspose_tune._ray_compat import trial_storage, trial_working_directory
-from rspose_tune.losses import NonFiniteError
 from rspose_tune.spaces import PARAM_NAMES
 
 from ._checkpoint import newest_checkpoint
-from ._hooks import LOSS_KEYS, LossDivergedError, TuneReportHook
+from ._hooks import DIVERGED, LOSS_KEYS, LossDivergedError, TuneReportHook
 
 __all__ = ["DIVERGED_FILE", "LOSS_KEYS", "LossDivergedError", "TuneReportHook", "prepare_trial_config", "train_rspose",
            "trial_resources"]
@@ -167,15 +167,21 @@ def train_rspose(
             shrink=shrink,
             scratch=scratch,
         )
+        recorded_divergence = threading.Lock()
+
+        def diverged(reason: str) -> None:  # once: rank 0's rank watcher and this thread may both call it
+            if recorded_divergence.acquire(blocking=False):
+                record_divergence(storage_fs, trial_fs_path, reason)
+
         try:
-            if len(bundles) > 1:
+            if len(bundles) > 1:  # another rank's divergence is raised here as LossDivergedError (_ray_ranks)
                 train_ranks(cfg, bundles=bundles, metric=preset.metric, trial_id=trial_id, report=tune_report,
-                            checkpoint=checkpoint, resume_from=resume, hooks=hooks)
+                            checkpoint=checkpoint, resume_from=resume, hooks=hooks, on_divergence=diverged)
             else:  # one rank: the Runner runs right here (no extra process to start; docs/ARCHITECTURE.md)
                 train_rank(cfg, metric=preset.metric, trial_id=trial_id, report=tune_report, resume_from=resume,
                            hooks=hooks, device=backend_for(bundles)[1])
-        except (LossDivergedError, NonFiniteError) as exc:  # the loss, or the logits it got, not finite
-            record_divergence(storage_fs, trial_fs_path, f"{type(exc).__name__}: {exc}")
+        except DIVERGED as exc:  # the loss, or the logits it got, not finite (on any rank)
+            diverged(f"{type(exc).__name__}: {exc}")
             raise
 
 
