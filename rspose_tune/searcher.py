@@ -42,7 +42,7 @@ worse than constant liar alone in 52 and better in 30 (paired Wilcoxon p = 0.003
 difference after 64 (p = 0.34); constant liar against independent TPE: better, p = 0.0018 (32)
 and 0.0011 (64). Optuna 5's own defaults (constant liar, multivariate without groups, so the
 switch-dependent parameters fall back to independent sampling) were no better than constant
-liar alone either (README, "Choosing a setting you can trust").
+liar alone either (docs/trust.md).
 
 Persistence and resume (``--resume``):
 
