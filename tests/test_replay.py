@@ -185,10 +185,11 @@ def test_every_policy_with_enough_budget_finds_the_best(known_table, policy, see
     assert summary.reached == 1
 
 
-@pytest.mark.parametrize("policy", list(POLICIES))
+@pytest.mark.parametrize("policy", [name for name, p in POLICIES.items() if p.scheduler != "pasha"])
 @pytest.mark.parametrize("budget", [0, MAX_EPOCHS - 1, 2 * MAX_EPOCHS - 1])
 def test_a_policy_without_budget_finds_nothing(known_table, policy, budget):
-    """Too few epochs for any trial to reach the full budget (4 workers share them)."""
+    """Too few epochs for any trial to reach the full budget (4 workers share them). (Not the
+    PASHA-style policy: its answer comes from its top level, below the full budget; tests/test_pasha.py.)"""
     settings = ReplaySettings(budget_epochs=budget, workers=4, grace_epochs=1, reduction_factor=2)
     trace = replay(known_table, POLICIES[policy], 0, settings)
     assert trace.incumbents == [] and trace.spent_epochs <= budget
