@@ -1,7 +1,7 @@
 """The ASHA rungs of a budget, as Ray Tune's ``ASHAScheduler`` places them (no Ray import).
 
 The search's scheduler is Ray's ``ASHAScheduler(time_attr="epoch", max_t, grace_period,
-reduction_factor)`` with one bracket (:func:`rspose_tune.searcher.build_scheduler`). Ray puts
+reduction_factor)`` with one bracket (:func:`rspose_tune._scheduler.build_scheduler`). Ray puts
 that bracket's milestones at ``grace × rf^k`` for ``k < int(log(max_t / grace) / log(rf) + 1)``
 (``ray/tune/schedulers/async_hyperband.py``, ``_Bracket``); a milestone at or above ``max_t``
 never stops a trial. :func:`asha_rungs` is that formula, the one place the report, the

@@ -98,9 +98,13 @@ from typing import Any
 import optuna
 import pyarrow.fs as pafs
 from optuna.trial import FrozenTrial, TrialState
-from ray.tune.search import ConcurrencyLimiter, Searcher
+from ray.tune.search import Searcher
 
+# Re-exported (``from rspose_tune.searcher import ...`` keeps working; a run's tuner.pkl written before
+# the move names rspose_tune.searcher.ResumableConcurrencyLimiter and still unpickles).
+from rspose_tune._limiter import ResumableConcurrencyLimiter
 from rspose_tune._numbers import finite_or_none as _finite
+from rspose_tune._scheduler import build_scheduler  # re-exported
 from rspose_tune.runspec import JOURNAL_FILE
 from rspose_tune.spaces import COMPONENTS, LOSS_PARAMS, PARAM_NAMES, ParamSpec, component_names, validate_space
 
@@ -141,40 +145,6 @@ _COMPLETE, _PRUNED, _FAIL, _RUNNING, _INTERRUPTED = "complete", "pruned", "fail"
 _RECORD_OF_STATE = {TrialState.COMPLETE: _COMPLETE, TrialState.PRUNED: _PRUNED, TrialState.FAIL: _FAIL}
 
 
-class ResumableConcurrencyLimiter(ConcurrencyLimiter):
-    """:class:`ray.tune.search.ConcurrencyLimiter` that survives ``Tuner.restore``.
-
-    Ray's limiter keeps its live trials only in memory (its searcher checkpoint holds the inner
-    searcher's state alone), so after a driver restart it neither counts the trials Ray resumes
-    against the limit nor passes their ``on_trial_complete`` on: the inner searcher would never
-    learn how a resumed trial ended (its Optuna trial stays RUNNING). This subclass counts the
-    trials that were unfinished in the restored searcher state from the restore on (Ray resumes
-    them), adopts any other trial it does not know on its first result, and forwards the completion
-    of trials it never saw.
-    """
-
-    def restore(self, checkpoint_path: str) -> None:
-        super().restore(checkpoint_path)
-        adopt = getattr(self.searcher, "unfinished_trial_ids", None)
-        if self._limit_concurrency and not self.batch and adopt is not None:
-            for trial_id in adopt():
-                if trial_id not in self.live_trials:  # resumed by Ray: it holds a slot before its first result
-                    self.live_trials.add(trial_id)
-                    self.num_unfinished_live_trials += 1
-
-    def on_trial_result(self, trial_id: str, result: dict) -> None:
-        if self._limit_concurrency and not self.batch and trial_id not in self.live_trials:
-            self.live_trials.add(trial_id)  # resumed after a driver restart: it runs, so it counts
-            self.num_unfinished_live_trials += 1
-        super().on_trial_result(trial_id, result)
-
-    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        if self._limit_concurrency and not self.batch and trial_id not in self.live_trials:
-            self.searcher.on_trial_complete(trial_id, result=result, error=error)
-            return
-        super().on_trial_complete(trial_id, result=result, error=error)
-
-
 def startup_trials(num_trials: int, sampler: str = "tpe") -> int:
     """TPE's random start-up trials in a search of ``num_trials`` trials: a third of them, at least
     2 and at most 10 (``sampler="random"``: all of them). The live search records it in the run
@@ -182,20 +152,6 @@ def startup_trials(num_trials: int, sampler: str = "tpe") -> int:
     if sampler == "random":
         return num_trials
     return min(10, max(2, num_trials // 3))
-
-
-def build_scheduler(kind: str, *, mode: str, max_epochs: int, grace_epochs: int, reduction_factor: int):
-    """The trial scheduler of a search: Ray's ASHA on ``epoch`` (``kind="asha"``) or FIFO, every
-    trial to the full budget (``kind="fifo"``). The live search and the offline replay both use it,
-    so the replay's stop decisions are the live search's."""
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-
-    if kind == "fifo":
-        return FIFOScheduler()
-    if kind != "asha":
-        raise ValueError(f"`kind` is {kind!r}, but must be 'asha' or 'fifo'.")
-    return ASHAScheduler(metric="metric", mode=mode, time_attr="epoch", max_t=max_epochs,
-                         grace_period=grace_epochs, reduction_factor=reduction_factor)
 
 
 def to_optuna_state(last_epoch: int | None, max_epochs: int, error: bool) -> TrialState:
