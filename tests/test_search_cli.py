@@ -253,9 +253,9 @@ def test_budget_flags_obey_the_presets_val_interval_rule(flags, message, tmp_pat
 
 def test_a_search_stopped_before_its_first_row_says_how_to_resume(demo_preset, tmp_path, capsys, monkeypatch):
     """Before: read_results raised FileNotFoundError on the missing trials/ (a traceback)."""
-    monkeypatch.setattr(search, "start_ray", lambda p, args: None)  # Ctrl-C before any trial reported:
-    monkeypatch.setattr(search, "_check_cluster_can_hold_a_trial", lambda p: None)
-    monkeypatch.setattr(search, "run_search", lambda p, args: [])  # Tune returns, nothing was written
+    monkeypatch.setattr(search._run, "start_ray", lambda p, args: None)  # Ctrl-C before any trial reported:
+    monkeypatch.setattr(search._run, "_check_cluster_can_hold_a_trial", lambda p: None)
+    monkeypatch.setattr(search._run, "run_search", lambda p, args: [])  # Tune returns, nothing was written
     code, err = _run(["--data-root", str(demo_preset.data.root), "--storage", str(tmp_path), "--name", "r",
                       "--cpus-per-trial", "1"], capsys)  # fmt: skip
     assert code == 1 and err.count("error:") == 1

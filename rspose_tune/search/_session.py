@@ -1,0 +1,106 @@
+"""The Ray session of a search: join a cluster or start a local Ray (with its dashboard), and check
+that the cluster can hold a trial before any starts."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import socket
+import sys
+from pathlib import Path
+
+from rspose_tune._resources import ResourceError, check_feasible, rank_bundle
+from rspose_tune.search._plan import Plan, SearchError
+
+__all__ = ["check_reachable", "start_ray"]
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail fast if a ``host:port`` Ray address does not accept connections.
+
+    ``ray.init(address=...)`` retries an unreachable GCS for minutes before it gives up.
+    ``auto`` (the cluster started on this machine) is left to Ray, which fails fast itself.
+    """
+    if address in {"auto", "local"}:
+        return
+    target = address.split("://", 1)[-1]
+    host, sep, port_text = target.rpartition(":")
+    if not sep or not host or not port_text.isdigit():
+        raise SearchError(f"--address must be 'auto' or host:port (optionally ray://host:port), got {address!r}")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port_text)), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise SearchError(
+            f"--address {address!r}: no Ray cluster reachable there ({reason}). Start one with "
+            "`ray start --head` on the head node, or drop --address (and unset RAY_ADDRESS) "
+            "to run on a local Ray"
+        ) from exc
+
+
+def start_ray(p: Plan, args: argparse.Namespace):
+    """Join the cluster at ``p.address``, or start a fresh local Ray with a loopback-only dashboard.
+
+    Without an address, ``address="local"``: Ray would otherwise join whatever cluster
+    ``ray start`` last recorded on this machine (``<RAY_TMPDIR or /tmp>/ray/ray_current_cluster``),
+    even a dead one.
+    """
+    import ray
+
+    if p.address:
+        check_reachable(p.address)
+        try:
+            return ray.init(address=p.address, log_to_driver=args.verbose > 1)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise SearchError(f"--address {p.address!r}: cannot join the Ray cluster ({exc})") from exc
+    if not args.no_dashboard and not _is_loopback(args.dashboard_host):
+        print(
+            f"WARNING: the Ray dashboard will listen on {args.dashboard_host}, not loopback. Ray's job "
+            "API runs any code it is sent (CVE-2023-48022); keep token authentication on and the "
+            "port firewalled.",
+            file=sys.stderr,
+        )
+    return ray.init(
+        address="local",
+        num_cpus=args.num_cpus,
+        include_dashboard=not args.no_dashboard,
+        dashboard_host=args.dashboard_host,
+        dashboard_port=args.dashboard_port,
+        log_to_driver=args.verbose > 1,
+    )
+
+
+def _print_dashboard(context) -> None:
+    url = getattr(context, "dashboard_url", None)
+    if not url:
+        return
+    url = url if url.startswith("http") else f"http://{url}"
+    print(f"Ray dashboard: {url}")
+    token_file = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray" / "auth_token"))
+    if os.environ.get("RAY_AUTH_MODE", "token") != "disabled":
+        print(
+            f"  token authentication is on: the dashboard asks for the token in {token_file} "
+            "(print it with `ray get-auth-token`); API clients send `Authorization: Bearer <token>`."
+        )
+
+
+def _check_cluster_can_hold_a_trial(p: Plan) -> None:
+    """Refuse, before any trial starts, resources that fit no node (Ray would wait forever)."""
+    import ray
+
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    try:
+        check_feasible(rank_bundle(p.workers, p.cpus, p.gpus), p.workers, nodes)
+    except ResourceError as exc:
+        raise SearchError(str(exc)) from None
