@@ -545,23 +545,30 @@ def test_design_is_space_filling_with_components_off():
 
 
 def test_shipped_demo_table():
+    import pyarrow.parquet as pq
+
     from rspose_tune.results import read_metadata
 
     assert DEMO_TABLE.is_file(), "run `python -m rspose_tune.replay make-table` (docs/replay.md)"
     table = load_table([DEMO_TABLE])
-    assert len(table.settings) >= 64 and all(len(c) == 2 for c in table.curves)
-    assert table.max_epochs == 10 and all(c.epochs == tuple(range(1, 11)) for cs in table.curves for c in cs)
+    assert len(table.settings) == 64 and table.max_epochs == 10
+    assert all(c.epochs == tuple(range(1, 11)) for cs in table.curves for c in cs)
     assert {(s["coeff_sort"] > 0, s["coeff_inst"] > 0) for s in table.settings} == {
         (True, True), (True, False), (False, True), (False, False)}
+    # seeds 0 and 1 for every setting; seeds 2 and 3 for the 16 best by their mean over 0 and 1
+    # (make-table --extra-seeds 2 3 --extra-top 16), so the replay can hold a 3-seed confirm stage
+    seeds = [sorted(c.seed for c in cs) for cs in table.curves]
+    assert seeds.count([0, 1, 2, 3]) == 16 and seeds.count([0, 1]) == 48
+    first_two = [np.mean([c.metric[-1] for c in cs if c.seed in (0, 1)]) for cs in table.curves]
+    best16 = set(np.argsort(first_two)[::-1][:16])  # independent of make-table's own choice
+    assert {i for i, s in enumerate(seeds) if s == [0, 1, 2, 3]} == best16
     meta = read_metadata(DEMO_TABLE)
     assert meta["git_revision"] and meta["table"]["made"] and meta["table"]["command"].startswith("python -m")
     assert DEMO_TABLE.stat().st_size < 512 * 1024
-    # recorded before pos_thr existed (issue 19 re-records it): every setting trained with its default
-    import pyarrow.parquet as pq
-
-    assert "pos_thr" not in pq.read_schema(DEMO_TABLE).names and "pos_thr" not in meta["search_space"]["params"]
-    assert table.space["pos_thr"]["fixed"] == 0.0 and {s["pos_thr"] for s in table.settings} == {0.0}
-    assert all(k["pos_thr"] == 0.0 for k in table.known_good)
+    # recorded with today's demo space, which searches pos_thr (log 1e-6 .. 0.7)
+    assert "pos_thr" in pq.read_schema(DEMO_TABLE).names
+    assert meta["search_space"]["params"]["pos_thr"]["log"] is True
+    assert all(1e-6 <= s["pos_thr"] <= 0.7 for s in table.settings) and len({s["pos_thr"] for s in table.settings}) > 32
 
 
 def test_shipped_demo_table_replays_with_todays_demo_preset_that_searches_pos_thr(capsys):
