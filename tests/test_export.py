@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from mmengine.config import Config
-from test_report import KNOWN_GOOD, OTHER, SORT_OFF, trial, write_run
+from tests.report.test_cli import KNOWN_GOOD, OTHER, SORT_OFF, trial, write_run
 
 from rspose_tune import export as ex
 

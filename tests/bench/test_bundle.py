@@ -13,7 +13,7 @@ import pytest
 
 from rspose_tune.bench import _bundle
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 # --------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import pytest
 
 from rspose_tune.bench import _bundle
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow

@@ -38,7 +38,7 @@ def test_resumed_trials_reach_the_searcher_and_count_against_the_limit():
 def test_trials_running_at_the_snapshot_count_from_the_restore_not_from_their_first_result(tmp_path):
     """Before: a resumed trial held no slot until its first result, so a restored driver started
     new trials beyond --max-concurrent while the resumed ones were still starting."""
-    from test_searcher import make_searcher  # the search's own PruningAwareOptunaSearch
+    from tests.test_searcher import make_searcher  # the search's own PruningAwareOptunaSearch
 
     journal = str(tmp_path / "optuna.journal")
     first = ResumableConcurrencyLimiter(make_searcher(journal_path=journal), max_concurrent=2)

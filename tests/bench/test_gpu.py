@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 # Run the check with the packages the bare GPU machine lacks made unimportable (a meta-path
 # finder that refuses them, and RSPOSE_TEST_BLOCK's too), and list every attempt to import one.
@@ -55,7 +55,7 @@ def _row(out: str, label: str) -> list[str]:
 def test_cpu_check_runs_all_parts_without_ray(tmp_path):
     import torch
 
-    from test_gpu_bundle import uncovered
+    from tests.bench.test_bundle import uncovered
 
     from rspose_tune.bench import _bundle
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_mmpose_heads import build_model, coco_batches  # noqa: F401  (fixture)
+from tests.mmpose_adapter.heads.test_heads import build_model, coco_batches  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.usefixtures("mmpose_ready")
 
@@ -327,8 +327,8 @@ def test_exported_config_trains_and_tests_with_mmpose_tools_using_the_statistics
     """export → mmpose's tools/train.py (3 epochs) → tools/test.py on the best checkpoint: the
     checkpoint carries the statistics and test.py reports the AP that training's validation did."""
     import mmpose
-    from test_report import KNOWN_GOOD as REPORT_KNOWN_GOOD
-    from test_report import trial, write_run
+    from tests.report.test_cli import KNOWN_GOOD as REPORT_KNOWN_GOOD
+    from tests.report.test_cli import trial, write_run
 
     from rspose_tune import export as ex
 
