@@ -1,11 +1,13 @@
-"""Issue 17: the ASHA rungs the report, --dry-run and plots use are where Ray's ASHAScheduler puts them."""
+"""rspose_tune._asha: the ASHA rungs the report, --dry-run and plots use are where Ray's ASHAScheduler puts them."""
 
 from __future__ import annotations
 
 import itertools
 
+import pytest
 from ray.tune.schedulers import ASHAScheduler
 
+from rspose_tune import report as rep
 from rspose_tune._asha import asha_rungs
 from rspose_tune._ray_compat import asha_milestones
 
@@ -21,3 +23,12 @@ def test_rungs_equal_rays_milestones_below_the_budget():
 
 def test_unknown_budget_has_no_rungs():
     assert asha_rungs(None, 1, 3) == asha_rungs(9, None, 3) == asha_rungs(9, 1, None) == []
+
+
+@pytest.mark.parametrize(
+    "budget, expected",
+    [((210, 10, 3), [10, 30, 90]), ((9, 1, 3), [1, 3]), ((10, 2, 3), [2, 6]), ((10, 10, 3), []),
+     ((None, 10, 3), []), ((210, None, 3), [])],
+)  # fmt: skip
+def test_asha_rungs(budget, expected):
+    assert rep.asha_rungs(*budget) == expected

@@ -1,4 +1,4 @@
-"""Issue 17: one exception root for user errors; the CLIs catch it and print one ``error:`` line."""
+"""rspose_tune.errors: one exception root for user errors; the CLIs catch it and print one ``error:`` line."""
 
 from __future__ import annotations
 
@@ -44,12 +44,3 @@ def test_cli_error_prints_one_line_and_returns_2(capsys):
 
     assert cli_error(RSPoseTuneError("--x must be >= 1, got 0")) == 2
     assert capsys.readouterr().err == "error: --x must be >= 1, got 0\n"
-
-
-def test_bench_gpu_rehearsal_bad_input_goes_through_the_one_handler(capsys):
-    """The rehearsal printed its own ``error:`` lines; it raises now, and ``bench``'s handler prints."""
-    from rspose_tune.bench.__main__ import main
-
-    assert main(["gpu", "--rehearse", "--python312", "/nonexistent/python3.12"]) == 2
-    assert capsys.readouterr().err.splitlines() == [
-        "error: --rehearse needs a CPython 3.12 (python3.12 on PATH or under pyenv; or --python312 PATH)"]

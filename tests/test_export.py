@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 from mmengine.config import Config
-from tests.report.test_cli import KNOWN_GOOD, OTHER, SORT_OFF, trial, write_run
 
 from rspose_tune import export as ex
+from tests.report.conftest import KNOWN_GOOD, OTHER, SORT_OFF, trial, write_run
 
 BEST_DEMO = {**KNOWN_GOOD, "delta_rank": 0.55, "coeff_inst": 0.8, "pos_thr": 0.05}
 

@@ -1,11 +1,12 @@
-"""Issue 10: after Tuner.restore the concurrency limiter still passes resumed trials' completions
+"""rspose_tune._limiter: after Tuner.restore the concurrency limiter still passes resumed trials' completions
 on to the searcher (Ray's own limiter forgets its live trials with the driver) and counts them."""
 
 from __future__ import annotations
 
 from ray.tune.search import Searcher
 
-from rspose_tune.searcher import ResumableConcurrencyLimiter
+from rspose_tune._limiter import ResumableConcurrencyLimiter
+from tests.conftest import make_searcher
 
 
 class Recorder(Searcher):
@@ -38,8 +39,6 @@ def test_resumed_trials_reach_the_searcher_and_count_against_the_limit():
 def test_trials_running_at_the_snapshot_count_from_the_restore_not_from_their_first_result(tmp_path):
     """Before: a resumed trial held no slot until its first result, so a restored driver started
     new trials beyond --max-concurrent while the resumed ones were still starting."""
-    from tests.test_searcher import make_searcher  # the search's own PruningAwareOptunaSearch
-
     journal = str(tmp_path / "optuna.journal")
     first = ResumableConcurrencyLimiter(make_searcher(journal_path=journal), max_concurrent=2)
     assert first.suggest("a") is not None and first.suggest("b") is not None

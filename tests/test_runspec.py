@@ -1,4 +1,5 @@
-"""Issue 10: the run spec round-trips every preset and rejects broken files naming file and key."""
+"""rspose_tune.runspec: the run spec round-trips every preset and the confirm/baseline/warm-start stages,
+reads older specs, and rejects broken files naming file and key."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import yaml
 
 from rspose_tune import runspec
 from rspose_tune.spaces import list_presets, load_preset
+from tests.conftest import _stage_spec
 
 
 def _spec(preset, tmp_path, **kw):
@@ -75,3 +77,24 @@ def test_spec_written_before_pos_thr_reads_it_as_the_default(tmp_path):
     old = runspec.read_spec(str(tmp_path / "r"))
     assert old.preset.params["pos_thr"].describe() == "fixed 0" and old.preset.known_good[0]["pos_thr"] == 0.0
     assert old == spec  # the same run: pos_thr 0 is what it trained with
+
+
+def test_run_spec_round_trips_the_stages_and_reads_old_specs():
+    import yaml
+
+    from rspose_tune.runspec import RunSpec
+
+    spec = _stage_spec()
+    data = yaml.safe_load(yaml.safe_dump(spec.to_dict()))
+    back = RunSpec.from_dict(data, "x")
+    assert (back.confirm_top, back.confirm_seeds, back.baseline, back.baseline_seeds) == (2, (1, 2), True, (1, 2))
+    assert back.warm_start == spec.warm_start and back.tpe_options == spec.tpe_options
+    assert back.preset.confirm == spec.preset.confirm and back.preset.cost == spec.preset.cost
+    for key in ("stages", "warm_start"):
+        data.pop(key)
+    data["sampler"].pop("tpe_options")
+    old = RunSpec.from_dict(data, "x")  # a spec written before issue 11
+    assert (old.confirm_top, old.baseline, old.warm_start, old.tpe_options) == (0, False, (), {})
+    data["stages"] = {"confirm": {"top": -1}}
+    with pytest.raises(Exception, match="stages.confirm.top"):
+        RunSpec.from_dict(data, "x")

@@ -1,10 +1,11 @@
-"""Tests of rspose_tune.searcher: pruning semantics, space mapping, persistence and resume.
+"""Tests of rspose_tune.searcher: pruning semantics, space mapping, persistence and resume, warm start,
+and the Optuna journal (optuna-dashboard, s3://).
 
 Fast tests drive the searcher the way Ray's controller does (``suggest`` ->
 ``on_trial_result``* -> ``on_trial_complete``, where the result that made the scheduler stop a
 trial is passed to ``on_trial_complete`` only). Slow tests run real Ray Tune with ASHA and a fake
-trainable with synthetic learning curves.
-"""
+trainable with synthetic learning curves. ``SPACE``, ``MAX_T`` and ``make_searcher``:
+tests/conftest.py (the limiter's tests use them too)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import math
 import os
 import pickle
 import signal
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,28 +32,16 @@ from rspose_tune.searcher import (
     PruningAwareOptunaSearch,
     to_optuna_state,
 )
+from rspose_tune.spaces import load_preset
+from tests.conftest import BUCKET, KG, MAX_T, SPACE, B, make_searcher
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-MAX_T = 4
 
-SPACE = {
-    "delta_rank": {"low": 0.1, "high": 1.0},
-    "coeff_rank": {"fixed": 1.0},
-    "delta_sort": {"low": 0.1, "high": 3.0, "log": True},
-    "coeff_sort": {"low": 0.1, "high": 4.0, "log": True, "allow_off": True},
-    "delta_inst": {"low": 0.25, "high": 5.0, "log": True},
-    "coeff_inst": {"low": 0.05, "high": 3.0, "log": True, "allow_off": True},
-}
 KNOWN_GOOD = [
     {"delta_rank": 0.4, "coeff_rank": 1.0, "delta_sort": 1.5, "coeff_sort": 2.0, "delta_inst": 3.0, "coeff_inst": 0.25},
     {"delta_rank": 0.5, "coeff_rank": 1.0, "delta_sort": 1.0, "coeff_sort": 1.0, "delta_inst": None, "coeff_inst": 0.0},
 ]
-
-
-def make_searcher(space=SPACE, **kwargs) -> PruningAwareOptunaSearch:
-    args = {"max_epochs": MAX_T, "metric": "metric", "mode": "max", "n_startup_trials": 3, **kwargs}
-    return PruningAwareOptunaSearch(space, **args)
 
 
 def curve(config: dict, epoch: int) -> float:
@@ -728,3 +719,118 @@ def test_unknown_sampler_is_refused_with_the_choices():
 
     with pytest.raises(ValueError, match=r"`sampler` is 'cmaes', but must be one of \['tpe', 'gp'\]"):
         PruningAwareOptunaSearch(SPACE, max_epochs=4, metric="m", mode="max", sampler="cmaes")
+
+
+# --------------------------------------------------------------------------------------------
+# Warm start (the confirm stage's follow-up search)
+# --------------------------------------------------------------------------------------------
+
+
+def test_searcher_enqueues_warm_start_after_known_good_and_records_the_source():
+    from rspose_tune.searcher import TPE_OPTIONS, PruningAwareOptunaSearch
+
+    space = load_preset("demo").params
+    kg, b = {**KG, "pos_thr": 1e-6}, {**B, "pos_thr": 0.01}  # the demo searches pos_thr
+    searcher = PruningAwareOptunaSearch(space, max_epochs=3, metric="metric", mode="max", known_good=[kg],
+                                        warm_start=[{"params": b, "source": "/runs/x trial t1"}])  # fmt: skip
+    first, second, third = (searcher.suggest(f"t{i}") for i in range(3))
+    assert first == kg and second == b and third != b
+    trials = searcher.study.trials
+    assert trials[0].user_attrs["rspose:known_good"] == 0 and "rspose:warm_start" not in trials[0].user_attrs
+    assert trials[1].user_attrs["rspose:warm_start"] == "/runs/x trial t1"
+    sampler = searcher.study.sampler
+    assert TPE_OPTIONS == {"constant_liar": True, "multivariate": False}  # measured: bench._tpe
+    assert sampler._constant_liar and sampler._multivariate is False
+    grouped = PruningAwareOptunaSearch(space, max_epochs=3, metric="metric", mode="max",
+                                       tpe_options={"multivariate": True, "group": True})  # fmt: skip
+    assert grouped.study.sampler._multivariate and grouped.study.sampler._group
+    with pytest.raises(ValueError, match="unsupported keys"):
+        PruningAwareOptunaSearch(space, max_epochs=3, tpe_options={"bogus": 1})
+    with pytest.raises(ValueError, match="warm_start"):
+        PruningAwareOptunaSearch(space, max_epochs=3, warm_start=[{"params": B}])
+
+
+# --------------------------------------------------------------------------------------------
+# The journal: optuna-dashboard serves it; on s3:// it is uploaded at each save
+# --------------------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_optuna_dashboard_serves_the_runs_study_on_loopback(tmp_path):
+    """Issue 10: the set-up installs optuna-dashboard, and it opens a run's optuna.journal."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+    import time
+
+    from rspose_tune.searcher import JOURNAL_FILE_NAME, PruningAwareOptunaSearch
+    from rspose_tune.spaces import load_preset
+
+    preset = load_preset("demo")
+    journal = tmp_path / "run" / JOURNAL_FILE_NAME  # where a search keeps the study
+    searcher = PruningAwareOptunaSearch(preset.params, max_epochs=2, metric="metric", mode="max",
+                                        known_good=preset.known_good, journal_path=journal)  # fmt: skip
+    searcher.suggest("t1")
+    searcher.on_trial_result("t1", {"epoch": 1, "metric": 0.5})
+    searcher.on_trial_complete("t1", {"epoch": 2, "metric": 0.6})
+    exe = shutil.which("optuna-dashboard", path=str(Path(sys.executable).parent))
+    assert exe, "optuna-dashboard is not installed in this environment (requirements/lock.txt)"
+    port = _free_port()
+    server = subprocess.Popen([exe, str(journal), "--host", "127.0.0.1", "--port", str(port)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        deadline, body = time.monotonic() + 60, None
+        while body is None and time.monotonic() < deadline:
+            assert server.poll() is None, server.stdout.read().decode()[-2000:]
+            try:
+                body = urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=5).read()
+            except (urllib.error.URLError, ConnectionError):
+                time.sleep(0.5)
+        assert body is not None, "optuna-dashboard did not answer on 127.0.0.1"
+        studies = json.loads(body)["study_summaries"]
+        assert [s["study_name"] for s in studies] == ["rspose"]
+        study = json.loads(urllib.request.urlopen(
+            f"http://127.0.0.1:{port}/api/studies/{studies[0]['study_id']}", timeout=10).read())  # fmt: skip
+        assert [t["state"] for t in study["trials"]] == ["Complete"]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_searcher_journal_on_s3_is_uploaded_at_each_save_and_reopened(s3_env, tmp_path, monkeypatch):
+    import pickle
+
+    import optuna
+    import pyarrow.fs as pafs
+
+    from rspose_tune.searcher import PruningAwareOptunaSearch
+    from rspose_tune.spaces import load_preset
+
+    for key, value in s3_env.items():
+        monkeypatch.setenv(key, value)
+    preset = load_preset("demo")
+    uri = f"s3://{BUCKET}/unit/run/optuna.journal"
+    searcher = PruningAwareOptunaSearch(preset.params, max_epochs=2, metric="metric", mode="max", journal_path=uri)
+    searcher.suggest("t1")
+    searcher.on_trial_result("t1", {"epoch": 1, "metric": 0.5})
+    searcher.on_trial_complete("t1", {"epoch": 2, "metric": 0.7})
+    searcher.suggest("t2")  # running at the snapshot
+    searcher.save(str(tmp_path / "state.json"))  # what Ray calls at an experiment snapshot
+    s3, where = pafs.FileSystem.from_uri(uri)
+    assert s3.get_file_info(where).type == pafs.FileType.File
+    # A new driver (another machine: nothing local) unpickles the searcher from tuner.pkl and restores it.
+    again = pickle.loads(pickle.dumps(searcher))
+    again.restore(str(tmp_path / "state.json"))
+    states = {t.user_attrs["rspose:ray_trial_id"]: t.state for t in again.study.trials}
+    assert states == {"t1": optuna.trial.TrialState.COMPLETE, "t2": optuna.trial.TrialState.FAIL}  # t2 interrupted
+    assert again.journal_path == uri and searcher._journal_local != again._journal_local

@@ -55,9 +55,8 @@ def _row(out: str, label: str) -> list[str]:
 def test_cpu_check_runs_all_parts_without_ray(tmp_path):
     import torch
 
-    from tests.bench.test_bundle import uncovered
-
     from rspose_tune.bench import _bundle
+    from tests.bench.conftest import uncovered
 
     if torch.cuda.is_available():
         pytest.skip("a GPU is visible: the default device would be cuda")

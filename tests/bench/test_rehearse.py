@@ -49,3 +49,12 @@ def test_rehearsal_of_the_gpu_machine(tmp_path):
         assert "rehearsal passed in" in proc.stdout and "ray imported: no" in proc.stdout
     finally:
         shutil.rmtree(work, ignore_errors=True)  # ~5 GiB: do not leave it to pytest's tmp retention
+
+
+def test_bench_gpu_rehearsal_bad_input_goes_through_the_one_handler(capsys):
+    """The rehearsal printed its own ``error:`` lines; it raises now, and ``bench``'s handler prints."""
+    from rspose_tune.bench.__main__ import main
+
+    assert main(["gpu", "--rehearse", "--python312", "/nonexistent/python3.12"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "error: --rehearse needs a CPython 3.12 (python3.12 on PATH or under pyenv; or --python312 PATH)"]

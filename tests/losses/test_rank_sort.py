@@ -1,12 +1,11 @@
-"""Tests for :mod:`rspose_tune.losses` against independent float64 references.
+"""Tests for :mod:`rspose_tune.losses` (``spatial_rank_sort``, ``instance_sort``) against independent float64 references.
 
-Two references live here, written without reusing anything from the package:
+Two references, written without reusing anything from the package:
 
-- :func:`brute_force`: the formulas of the contract, one group and one positive at a time,
-  dense over the group's elements, with the error-driven gradients written out;
+- :func:`brute_force` (tests/losses/conftest.py): the formulas of the contract, one group and one
+  positive at a time, dense over the group's elements, with the error-driven gradients written out;
 - :func:`ranksort_reference`: the loop of RankSortLoss (Oksuz et al. 2021,
-  github.com/kemaloksuz/RankSortLoss, ``RankSort.forward``), ported to CPU, for one group.
-"""
+  github.com/kemaloksuz/RankSortLoss, ``RankSort.forward``), ported to CPU, for one group."""
 
 from __future__ import annotations
 
@@ -17,77 +16,7 @@ import pytest
 import torch
 
 from rspose_tune.losses import instance_sort, spatial_rank_sort
-from rspose_tune.losses import _core
-
-EPS = 1e-10
-
-
-# --------------------------------------------------------------------------------------------
-# References
-# --------------------------------------------------------------------------------------------
-def step(x: torch.Tensor, d: float) -> torch.Tensor:
-    if d == 0:
-        return (x >= 0).double()
-    return torch.clamp(x / (2 * d) + 0.5, min=0, max=1)
-
-
-def brute_group(s, y, pos, dr, ds, with_rank=True):
-    """Losses and error-driven gradients of one group (float64), dividing by |P|."""
-    s = s.double()
-    y = y.double()
-    p_idx = torch.nonzero(pos).flatten().tolist()
-    n_idx = torch.nonzero(~pos).flatten().tolist()
-    g_rank = torch.zeros_like(s)
-    g_sort = torch.zeros_like(s)
-    rank_sum = 0.0
-    sort_sum = 0.0
-    for i in p_idx:
-        sp = s[p_idx]
-        yp = y[p_idx]
-        if with_rank:
-            h_neg = step(s[n_idx] - s[i], dr)
-            fp = h_neg.sum()
-            r_plus = step(sp - s[i], dr).sum()
-            l_rank = fp / (fp + r_plus)
-            rank_sum += float(l_rank)
-            if fp > EPS:
-                g_rank[i] -= l_rank
-                g_rank[n_idx] += h_neg * l_rank / fp  # n_idx has no repeats
-        h = step(sp - s[i], ds)
-        l_sort = (h * (1 - yp)).sum() / h.sum()
-        ge = (yp >= y[i]).double()
-        l_star = (h * ge * (1 - yp)).sum() / (h * ge).sum()
-        err = l_sort - l_star
-        sort_sum += float(err)
-        m = (yp < y[i]).double() * h
-        if m.sum() > EPS:
-            g_sort[i] -= err
-            g_sort[p_idx] += m * err / m.sum()
-    n = len(p_idx)
-    return rank_sum / n, sort_sum / n, g_rank / n, g_sort / n
-
-
-def brute_force(logits, labels, weights=None, delta_rank=0.4, delta_sort=1.5, pos_thr=0.0, pos=None):
-    """Weighted batch of :func:`brute_group`; ``pos`` overrides ``labels > pos_thr``."""
-    g_count = logits.shape[0]
-    weights = torch.ones(g_count, dtype=torch.float64) if weights is None else weights.double()
-    pos = labels > pos_thr if pos is None else pos
-    rank = sort = total = 0.0
-    g_rank = torch.zeros_like(logits, dtype=torch.float64)
-    g_sort = torch.zeros_like(logits, dtype=torch.float64)
-    parts = []
-    for g in range(g_count):
-        if weights[g] <= 0 or not bool(pos[g].any()):
-            continue
-        r, s, gr, gs = brute_group(logits[g], labels[g], pos[g], delta_rank, delta_sort)
-        parts.append((g, float(weights[g]), r, s, gr, gs))
-        total += float(weights[g])
-    for g, w, r, s, gr, gs in parts:
-        rank += w / total * r
-        sort += w / total * s
-        g_rank[g] = w / total * gr
-        g_sort[g] = w / total * gs
-    return rank, sort, g_rank, g_sort
+from tests.losses.conftest import assert_matches, brute_force, make_groups, ours
 
 
 def ranksort_reference(logits, targets, delta_rs=0.5, eps=1e-10):
@@ -140,28 +69,6 @@ def ranksort_reference(logits, targets, delta_rs=0.5, eps=1e-10):
     return ranking_error.mean(), sorting_error.mean(), classification_grads
 
 
-# --------------------------------------------------------------------------------------------
-# Helpers
-# --------------------------------------------------------------------------------------------
-def make_groups(g=6, m=40, seed=0, ties=True, frac_pos=0.35, dtype=torch.float64):
-    """Random groups; with ``ties``, scores and labels are quantised so that many coincide."""
-    gen = torch.Generator().manual_seed(seed)
-    logits = torch.randn(g, m, generator=gen, dtype=torch.float64)
-    labels = torch.rand(g, m, generator=gen, dtype=torch.float64)
-    labels = labels * (torch.rand(g, m, generator=gen, dtype=torch.float64) < frac_pos)
-    if ties:
-        logits = torch.round(logits * 4) / 4  # steps of 0.25: ties, and |x| = d exactly
-        labels = torch.round(labels * 4) / 4
-    return logits.to(dtype), labels.to(dtype)
-
-
-def ours(logits, labels, weights=None, coeffs=(1.0, 1.0), **kw):
-    x = logits.clone().requires_grad_(True)
-    rank, sort = spatial_rank_sort(x, labels, weights, **kw)
-    (grad,) = torch.autograd.grad(coeffs[0] * rank + coeffs[1] * sort, x)
-    return rank.detach(), sort.detach(), grad
-
-
 def heatmap_batch(n_inst=2, keypoints=4, seed=0, noise=0.1):
     """(G, 64*48) labels from MMPose's MSRAHeatmap codec and logits = labels + noise."""
     codecs = pytest.importorskip("mmpose.codecs")
@@ -175,14 +82,6 @@ def heatmap_batch(n_inst=2, keypoints=4, seed=0, noise=0.1):
     gen = torch.Generator().manual_seed(seed)
     logits = labels + noise * torch.randn(labels.shape, generator=gen, dtype=torch.float64)
     return logits, labels
-
-
-def assert_matches(got, want, atol=1e-10):
-    rank, sort, grad = got
-    w_rank, w_sort, w_grad = want
-    assert float(rank) == pytest.approx(float(w_rank), abs=atol)
-    assert float(sort) == pytest.approx(float(w_sort), abs=atol)
-    torch.testing.assert_close(grad.double(), w_grad.double(), atol=atol, rtol=0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -239,21 +138,6 @@ def test_separate_gradients_per_output():
     torch.testing.assert_close(g_rank, gr, atol=1e-12, rtol=0)
     torch.testing.assert_close(g_sort, gs, atol=1e-12, rtol=0)
     assert g_rank.abs().sum() > 0 and g_sort.abs().sum() > 0
-
-
-@pytest.mark.parametrize("budget", [1, 2000])
-def test_chunked_equals_unchunked(monkeypatch, budget):
-    logits, labels = make_groups(g=9, m=50, seed=11)
-    labels[4] = 0.0  # a group without positives: the valid rows are not contiguous
-    weights = torch.tensor([1.0, 0.0, 2.0, 1.0, 1.0, 0.5, 1.0, 1.0, 3.0], dtype=torch.float64)
-    for w in (None, weights):
-        full = ours(logits, labels, w, coeffs=(1.0, 0.7))
-        with monkeypatch.context() as mp:
-            mp.setitem(_core.CHUNK_ELEMENTS, "cpu", budget)  # 1 or a few groups per chunk
-            chunked = ours(logits, labels, w, coeffs=(1.0, 0.7))
-        assert_matches(chunked, full, atol=1e-14)
-        r, s, gr, gs = brute_force(logits, labels, w)
-        assert_matches(chunked, (r, s, gr + 0.7 * gs))
 
 
 def test_realistic_heatmaps_match_brute_force():
@@ -458,47 +342,6 @@ def test_dtypes_and_no_grad():
     assert not r.requires_grad and float(r) == pytest.approx(float(r64))
 
 
-@pytest.mark.parametrize("weighted", [False, True])
-def test_step_sums_helper(weighted):
-    """The piecewise-linear sums against the dense formula, including d = 0 and ties."""
-    gen = torch.Generator().manual_seed(0)
-    vals = torch.round(torch.randn(3, 12, generator=gen, dtype=torch.float64) * 4) / 4
-    wts = torch.rand(3, 12, generator=gen, dtype=torch.float64) if weighted else torch.ones(3, 12, dtype=torch.float64)
-    count = torch.tensor([12, 7, 0])
-    valid = torch.arange(12) < count[:, None]
-    srt, order = vals.masked_fill(~valid, math.inf).sort(1)
-    w_sorted = wts.gather(1, order).masked_fill(~valid, 0)
-    v_sorted = srt.masked_fill(~valid, 0)
-    pad = torch.nn.functional.pad
-    cum_w = pad(w_sorted.cumsum(1), (1, 0)) if weighted else None
-    cum_wv = pad((w_sorted * v_sorted).cumsum(1), (1, 0))
-    total = (wts * valid).sum(1)
-    queries = torch.round(torch.randn(3, 5, generator=gen, dtype=torch.float64) * 4) / 4
-    for d in [0.0, 0.25, 0.5, 1.0]:
-        got, _, _ = _core.step_sums(srt, total, cum_w, cum_wv, queries, d)
-        want = torch.stack([
-            torch.stack([(wts[g, : count[g]] * step(vals[g, : count[g]] - q, d)).sum() for q in queries[g]])
-            for g in range(3)
-        ])
-        torch.testing.assert_close(got, want, atol=1e-12, rtol=0)
-
-
-def test_torch_sort_path_gives_the_same_result(monkeypatch):
-    """Off CPU (or without NumPy) the sorts are torch.sort: same losses and gradients."""
-    logits, labels = make_groups(g=5, m=40, seed=8)
-    want = ours(logits, labels, coeffs=(1.0, 0.3))
-    monkeypatch.setattr(_core, "_numpy", lambda: None)
-    assert_matches(ours(logits, labels, coeffs=(1.0, 0.3)), want, atol=1e-14)
-
-
-def test_sort_last_dim_matches_torch_sort():
-    x = torch.round(torch.randn(4, 50, dtype=torch.float32) * 3) / 3
-    vals, order = _core.sort_last_dim(x)
-    torch.testing.assert_close(vals, torch.sort(x, dim=-1).values)
-    torch.testing.assert_close(x.gather(1, order), vals)
-    assert order.dtype == torch.long
-
-
 @pytest.mark.parametrize("delta", [1e-30, 1e-300])
 def test_delta_below_float_resolution_is_finite(delta):
     """q - d == q + d == q in floating point: approximate (documented), but never NaN."""
@@ -512,13 +355,3 @@ def test_small_delta_matches_brute_force():
     logits, labels = make_groups(g=3, m=30, seed=4, ties=False)
     r, s, gr, gs = brute_force(logits, labels, delta_rank=1e-4, delta_sort=1e-4)
     assert_matches(ours(logits, labels, delta_rank=1e-4, delta_sort=1e-4), (r, s, gr + gs), atol=1e-8)
-
-
-def test_benchmark_naive_loop_agrees():
-    """The benchmark's baseline loop computes the same losses and gradients."""
-    from rspose_tune.bench._losses import naive_loop
-
-    logits, labels = make_groups(g=4, m=30, seed=6)
-    weights = torch.tensor([1.0, 0.0, 2.0, 0.5], dtype=torch.float64)
-    rank, sort, g_rank, g_sort = naive_loop(logits, labels, weights, 0.3, 1.1)
-    assert_matches(ours(logits, labels, weights, delta_rank=0.3, delta_sort=1.1), (rank, sort, g_rank + g_sort))

@@ -1,98 +1,11 @@
-"""Issue 2: the installed stack works end to end on CPU (real MMPose, real evaluation)."""
+"""rspose_tune.mmpose_adapter.configs: the installed MMPose configs build shrunk and train one epoch on the
+bundled data (real MMPose, real evaluation, CPU); a preset's stock-loss and RSPose configs."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
-
 import pytest
 
-HEAVY = ("torch", "mmcv", "mmengine", "mmpose", "mmpretrain", "mmdet", "ray", "optuna", "pyarrow")
-
-
-def _run(code: str) -> str:
-    out = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, check=False
-    )
-    assert out.returncode == 0, out.stderr
-    return out.stdout.strip().splitlines()[-1]
-
-
-def test_import_rspose_tune_has_no_side_effects():
-    loaded = json.loads(
-        _run(
-            f"""
-            import json, sys
-            before = set(sys.modules)
-            import rspose_tune, rspose_tune.mmpose_adapter, trainables, search_spaces
-            new = sorted(m for m in set(sys.modules) - before if m.split('.')[0] in {HEAVY!r})
-            print(json.dumps([new, 'mmcv.ops' in sys.modules]))
-            """
-        )
-    )
-    assert loaded == [[], False]
-
-
-def test_trainables_and_package_import_from_install_not_sys_path(tmp_path):
-    # Run from an unrelated directory: works only if the packages are installed.
-    out = subprocess.run(
-        [sys.executable, "-c", "import rspose_tune, trainables, search_spaces; print(rspose_tune.__file__)"],
-        capture_output=True, text=True, cwd=tmp_path, check=True,
-    )
-    assert Path(out.stdout.strip()).name == "__init__.py"
-
-
-def test_shim_active_without_compiled_ops_and_fails_loudly_on_use():
-    result = _run(
-        """
-        import json
-        from rspose_tune.mmpose_adapter import install_mmcv_ops_shim, has_compiled_mmcv_ops, MissingMMCVOpsError
-        assert not has_compiled_mmcv_ops()
-        active = install_mmcv_ops_shim()
-        import mmpose.models  # would raise ModuleNotFoundError: mmcv._ext without the shim
-        from mmcv.ops import MultiScaleDeformableAttention
-        try:
-            MultiScaleDeformableAttention(embed_dims=256)
-            msg = None
-        except MissingMMCVOpsError as exc:
-            msg = str(exc)
-        import mmcv.ops
-        print(json.dumps([active, msg, sorted(n for n in dir(mmcv.ops) if not n.startswith('_'))]))
-        """
-    )
-    active, msg, names = json.loads(result)
-    assert active is True
-    assert "full mmcv" in msg and "MultiScaleDeformableAttention" in msg
-    assert names == ["MultiScaleDeformableAttention"]  # narrow: nothing else is faked
-
-
-def test_mmpose_models_import_fails_without_shim():
-    """The shim is needed at all: without it, mmpose.models does not import under mmcv-lite."""
-    out = subprocess.run(
-        [sys.executable, "-c", "import mmpose.models"], capture_output=True, text=True, check=False
-    )
-    assert out.returncode != 0 and "mmcv._ext" in out.stderr
-
-
-def test_shim_inert_when_compiled_ops_exist(tmp_path):
-    """With a (stand-in) compiled ``mmcv._ext`` on mmcv's path, the shim installs nothing."""
-    fake = tmp_path / "fakeext"
-    fake.mkdir()
-    (fake / "_ext.py").write_text("# stands in for the compiled extension\n")
-    result = _run(
-        f"""
-        import json, sys
-        import mmcv
-        mmcv.__path__.append({str(fake)!r})
-        from rspose_tune.mmpose_adapter import install_mmcv_ops_shim, has_compiled_mmcv_ops
-        print(json.dumps([has_compiled_mmcv_ops(), install_mmcv_ops_shim(), 'mmcv.ops' in sys.modules]))
-        """
-    )
-    assert json.loads(result) == [True, False, False]
-
+from tests.conftest import KG
 
 CONFIGS = {
     "vitpose-b": "mmpose::body_2d_keypoint/topdown_heatmap/coco/td-hm_ViTPose-base_8xb64-210e_coco-256x192.py",
@@ -165,3 +78,39 @@ def test_runner_trains_one_epoch_on_bundled_crowdpose(tmp_path, data_dir, mmpose
                 val_ann="test_crowdpose.json", train_img="", val_img="")
     metrics = _train_one_epoch(cfg, tmp_path)
     assert "crowdpose/AP" in metrics and 0.0 <= metrics["crowdpose/AP"] <= 1.0
+
+
+def test_stock_config_keeps_the_base_loss(demo_preset, mmpose_ready):
+    from rspose_tune.mmpose_adapter.configs import build_config
+
+    stock = build_config(demo_preset, None, seed=3, max_epochs=2)
+    assert stock.model.head.type == "HeatmapHead" and stock.model.head.loss.type == "KeypointMSELoss"
+    assert stock.rspose_tune.stock_loss and stock.randomness.seed == 3
+    ours = build_config(demo_preset, KG, max_epochs=2)
+    assert ours.model.head.type == "RSPoseHeatmapHead" and ours.model.head.loss.type == "RSPoseLoss"
+    assert stock.train_dataloader.dataset.data_root == ours.train_dataloader.dataset.data_root
+
+
+def test_demo_simcc_stock_and_rspose_configs(mmpose_ready, tmp_path):
+    from mmengine.config import Config
+
+    from rspose_tune.mmpose_adapter.configs import build_config
+    from rspose_tune.spaces import load_preset
+
+    preset = load_preset("demo-simcc", data_root=str(tmp_path))
+    assert preset.data.generated == "demo" and preset.budget.max_epochs == 10 and preset.resources.gpus == 0
+    stock = build_config(preset, None)  # the baseline: the base config's own head and loss
+    assert stock.model.head.type == "SimCCHead" and stock.model.head.loss.type == "KLDiscretLoss"
+    assert stock.model.backbone.type == "DemoTinyNet"
+    codec = stock.model.head.decoder
+    assert codec.type == "SimCCLabel" and codec.sigma == 6.0
+    bins = [round(s * codec.simcc_split_ratio) for s in codec.input_size]
+    assert bins == [384, 512]  # MMPose's SimCC COCO 256x192 bins
+    rs = build_config(preset, dict(preset.known_good[0]))
+    assert rs.model.head.type == "RSPoseSimCCHead" and rs.model.head.loss.type == "RSPoseLoss"
+    # the demo's recipe, untouched
+    demo = build_config(load_preset("demo", data_root=str(tmp_path)), None)
+    for key in ("optim_wrapper", "param_scheduler", "train_cfg"):
+        assert Config(dict(x=stock[key])).to_dict() == Config(dict(x=demo[key])).to_dict(), key
+    assert stock.model.backbone == demo.model.backbone
+    assert stock.train_dataloader.batch_size == demo.train_dataloader.batch_size

@@ -1,5 +1,6 @@
-"""Which pixels and bins are positives (``pos_thr``), counted on MMPose's own codecs' targets, and
-``pos_thr`` going from a config through the real MMPose head into the loss."""
+"""rspose_tune.mmpose_adapter.losses: ``RSPoseLoss`` against the pure losses of :mod:`rspose_tune.losses`,
+its arguments and errors; which pixels and bins are positives (``pos_thr``), counted on MMPose's own
+codecs' targets, and ``pos_thr`` going from a config through the real MMPose head into the loss."""
 
 from __future__ import annotations
 
@@ -8,6 +9,214 @@ import math
 import numpy as np
 import pytest
 import torch
+
+
+def gaussian_labels(shape, seed=0):
+    """Random (G, M) heatmap-like labels: a few positives in (0, 1], the rest 0."""
+    gen = torch.Generator().manual_seed(seed)
+    labels = torch.rand(shape, generator=gen)
+    return torch.where(labels > 0.9, labels, torch.zeros_like(labels))
+
+
+KW = dict(delta_rank=0.3, coeff_rank=2.0, delta_sort=1.2, coeff_sort=0.5)
+
+
+@pytest.mark.usefixtures("mmpose_ready")
+def test_heatmap_loss_matches_pure_functions():
+    from mmpose.registry import MODELS
+
+    from rspose_tune.losses import spatial_rank_sort
+
+    torch.manual_seed(0)
+    b, k, h, w = 3, 4, 8, 6
+    logits = torch.randn(b, k, h, w, requires_grad=True)
+    target = gaussian_labels((b, k, h, w))
+    weight = torch.tensor([[1.0, 0.0, 1.0, 0.5]] * b)
+    out = MODELS.build(dict(type="RSPoseLoss", **KW))(logits, target, weight)
+    assert set(out) == {"loss_rank", "loss_sort"}
+    (out["loss_rank"] + out["loss_sort"]).backward()
+    grad = logits.grad.clone()
+
+    ref_logits = logits.detach().clone().requires_grad_()
+    rank, sort = spatial_rank_sort(
+        ref_logits.reshape(b * k, -1), target.reshape(b * k, -1), weight.reshape(-1),
+        delta_rank=0.3, delta_sort=1.2, pos_thr=0.0,
+    )
+    torch.testing.assert_close(out["loss_rank"], 2.0 * rank)
+    torch.testing.assert_close(out["loss_sort"], 0.5 * sort)
+    (2.0 * rank + 0.5 * sort).backward()
+    torch.testing.assert_close(grad, ref_logits.grad)
+
+
+@pytest.mark.usefixtures("mmpose_ready")
+def test_simcc_loss_matches_pure_functions_per_axis_with_normalised_labels():
+    from rspose_tune.losses import spatial_rank_sort
+    from rspose_tune.mmpose_adapter.losses import SIMCC_POS_THR, RSPoseLoss
+
+    torch.manual_seed(1)
+    b, k, wx, wy = 2, 3, 40, 52
+    px, py = torch.randn(b, k, wx), torch.randn(b, k, wy)
+    xs, ys = torch.arange(wx).float(), torch.arange(wy).float()
+    # MMPose SimCCLabel (normalize=True): Gaussians over the whole axis, peak 1/(sigma sqrt(2 pi))
+    sigma = 6.0
+    norm = sigma * math.sqrt(2 * math.pi)
+    gx = torch.exp(-((xs - 17) ** 2) / (2 * sigma**2)).expand(b, k, wx) / norm
+    gy = torch.exp(-((ys - 30) ** 2) / (2 * sigma**2)).expand(b, k, wy) / norm
+    weight = torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 1.0]])
+    out = RSPoseLoss(**KW)((px, py), (gx, gy), weight)
+
+    parts = [
+        spatial_rank_sort(
+            p.reshape(b * k, -1), (g / g.amax(-1, keepdim=True)).reshape(b * k, -1), weight.reshape(-1),
+            delta_rank=0.3, delta_sort=1.2, pos_thr=SIMCC_POS_THR,
+        )
+        for p, g in ((px, gx), (py, gy))
+    ]
+    torch.testing.assert_close(out["loss_rank"], 2.0 * (parts[0][0] + parts[1][0]) / 2)
+    torch.testing.assert_close(out["loss_sort"], 0.5 * (parts[0][1] + parts[1][1]) / 2)
+
+
+@pytest.mark.usefixtures("mmpose_ready")
+def test_simcc_default_pos_thr_selects_every_non_zero_bin():
+    """The SimCC default positives are every non-zero bin (label > 0, the paper's support), not the
+    3-sigma window that ``exp(-4.5)`` gives (the positive counts below cover every codec)."""
+    from mmpose.codecs import SimCCLabel
+
+    from rspose_tune.mmpose_adapter.losses import POS_THR, SIMCC_POS_THR, positives
+
+    assert POS_THR == SIMCC_POS_THR == 0.0
+    codec = SimCCLabel(input_size=(192, 256), sigma=6.0, simcc_split_ratio=2.0)
+    enc = codec.encode(np.array([[[50.0, 100.0]]]), np.ones((1, 1)))
+    label = torch.from_numpy(enc["keypoint_x_labels"])  # (1, 1, 384), centre at bin 100
+    assert math.isclose(float(label.max()), 1 / (6.0 * math.sqrt(2 * math.pi)), rel_tol=1e-6)
+    (pos,) = positives((label,))
+    assert int(pos.sum()) == int((label > 0).sum()) == 171  # down to float32 underflow, ~14 sigma
+    (disc,) = positives((label,), math.exp(-4.5))
+    idx = torch.nonzero(disc[0])[:, 0]
+    assert (int(idx.min()), int(idx.max())) == (100 - 17, 100 + 17)  # |x - mu| < 3 sigma = 18 bins
+
+
+@pytest.mark.usefixtures("mmpose_ready")
+@pytest.mark.parametrize(
+    "coeffs, expected",
+    [
+        (dict(coeff_rank=0.0), {"loss_sort"}),
+        (dict(coeff_sort=0.0), {"loss_rank"}),
+        (dict(coeff_rank=0.0, coeff_sort=0.0), set()),
+    ],
+)
+def test_zero_coefficient_drops_the_component(coeffs, expected, monkeypatch):
+    import rspose_tune.losses
+    from rspose_tune.mmpose_adapter.losses import RSPoseLoss
+
+    calls = []
+    real = rspose_tune.losses.spatial_rank_sort
+
+    def spy(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(rspose_tune.losses, "spatial_rank_sort", spy)
+    out = RSPoseLoss(**coeffs)(torch.randn(2, 3, 4, 5), gaussian_labels((2, 3, 4, 5)), torch.ones(2, 3))
+    assert set(out) == expected
+    assert len(calls) == (1 if expected else 0)  # both off: the pure loss is never called
+
+
+@pytest.mark.usefixtures("mmpose_ready")
+@pytest.mark.parametrize(
+    "change, key",
+    [
+        (dict(delta_rank=0.05), "loss_rank"),
+        (dict(coeff_rank=3.0), "loss_rank"),
+        (dict(delta_sort=0.1), "loss_sort"),
+        (dict(coeff_sort=3.0), "loss_sort"),
+        (dict(pos_thr=0.95), "loss_rank"),
+        (dict(use_target_weight=False), "loss_rank"),
+    ],
+)
+def test_each_loss_argument_changes_the_output(change, key):
+    from rspose_tune.mmpose_adapter.losses import RSPoseLoss
+
+    torch.manual_seed(2)
+    logits = torch.randn(4, 5, 8, 8) * 2
+    target = gaussian_labels((4, 5, 8, 8), seed=3)
+    weight = torch.rand(4, 5) * (torch.rand(4, 5) > 0.3)
+    base = RSPoseLoss()(logits, target, weight)[key]
+    changed = RSPoseLoss(**change)(logits, target, weight)[key]
+    assert not torch.isclose(base, changed), (change, float(base), float(changed))
+
+
+@pytest.mark.usefixtures("mmpose_ready")
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(delta_rank=-0.1), "`delta_rank` is -0.1"),
+        (dict(delta_sort=float("inf")), "`delta_sort` is inf"),
+        (dict(coeff_rank=-1.0), "`coeff_rank` is -1.0"),
+        (dict(coeff_sort=float("nan")), "`coeff_sort` is nan"),
+        (dict(pos_thr=float("nan")), "`pos_thr` is nan"),
+        (dict(pos_thr="0.1"), "`pos_thr` is '0.1'"),
+        (dict(pos_thr=-0.1), r"`pos_thr` is -0.1.*0 <= pos_thr < 1"),
+        (dict(pos_thr=1.0), r"`pos_thr` is 1.0.*0 <= pos_thr < 1"),
+        (dict(delta_rank=None), "`delta_rank` is None.*only with `coeff_rank=0`"),
+        (dict(delta_sort=None, coeff_rank=0.0), "`delta_sort` is None"),
+        (dict(coeff_rank=True), "`coeff_rank` is True"),
+    ],
+)
+def test_loss_rejects_bad_arguments(kwargs, match):
+    from rspose_tune.mmpose_adapter.losses import RSPoseLoss
+
+    with pytest.raises(ValueError, match=match):
+        RSPoseLoss(**kwargs)
+
+
+@pytest.mark.usefixtures("mmpose_ready")
+def test_switched_off_component_may_have_a_null_delta():
+    from rspose_tune.mmpose_adapter.losses import RSPoseLoss
+
+    logits, target, weight = torch.randn(2, 3, 4, 5), gaussian_labels((2, 3, 4, 5)), torch.ones(2, 3)
+    out = RSPoseLoss(delta_rank=None, coeff_rank=0.0)(logits, target, weight)
+    torch.testing.assert_close(out["loss_sort"], RSPoseLoss()(logits, target, weight)["loss_sort"])
+    assert set(RSPoseLoss(delta_sort=None, coeff_sort=0.0)(logits, target, weight)) == {"loss_rank"}
+
+
+@pytest.mark.usefixtures("mmpose_ready")
+def test_loss_shape_errors_print_both_shapes():
+    from rspose_tune.mmpose_adapter.losses import RSPoseLoss
+
+    loss = RSPoseLoss()
+    with pytest.raises(ValueError, match=r"\(2, 3, 4, 5\) and \(2, 3, 4, 6\)"):
+        loss(torch.zeros(2, 3, 4, 5), torch.zeros(2, 3, 4, 6), torch.ones(2, 3))
+    with pytest.raises(ValueError, match=r"\(B, K\) = \(2, 3\).*got \(3, 2\)"):
+        loss(torch.zeros(2, 3, 4, 5), torch.zeros(2, 3, 4, 5), torch.ones(3, 2))
+    with pytest.raises(ValueError, match=r"\(B, K, H, W\) or \(B, K, W\), got \(2, 3\)"):
+        loss(torch.zeros(2, 3), torch.zeros(2, 3), None)
+    with pytest.raises(TypeError, match="`target` must be a Tensor"):
+        loss(torch.zeros(2, 3, 4, 5), (torch.zeros(2, 3, 4),), None)
+    with pytest.raises(ValueError, match="same length"):
+        loss((torch.zeros(2, 3, 4), torch.zeros(2, 3, 5)), (torch.zeros(2, 3, 4),), None)
+
+
+@pytest.mark.usefixtures("mmpose_ready")
+def test_loss_nan_input_raises_and_empty_weights_give_zero():
+    from rspose_tune.mmpose_adapter.losses import RSPoseLoss
+
+    logits = torch.randn(2, 3, 4, 5)
+    target = gaussian_labels((2, 3, 4, 5))
+    bad = logits.clone()
+    bad[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="non-finite"):
+        RSPoseLoss()(bad, target, torch.ones(2, 3))
+    out = RSPoseLoss()(logits.requires_grad_(), target, torch.zeros(2, 3))
+    assert all(float(v) == 0.0 for v in out.values())
+    sum(out.values()).backward()
+    assert torch.count_nonzero(logits.grad) == 0
+
+
+# --------------------------------------------------------------------------------------------
+# Positives: what pos_thr selects on MMPose's codecs
+# --------------------------------------------------------------------------------------------
+
 
 EXP_3SIGMA, EXP_2SIGMA = math.exp(-4.5), math.exp(-2.0)
 

@@ -1,4 +1,6 @@
-"""Issue 11: ASHA fidelity (Spearman ρ per rung) on a hand-made table, checked independently."""
+"""rspose_tune.report._stats: the confirm stage's Student-t intervals, paired differences and ranking on
+hand-made summaries, and ASHA fidelity (Spearman ρ per rung) on a hand-made table, each checked
+independently."""
 
 from __future__ import annotations
 
@@ -9,32 +11,41 @@ import pandas as pd
 import pytest
 
 from rspose_tune import report as rep
-
-RUNGS = [1, 3]
-MAX_T = 9
+from tests.report.conftest import CURVES, HAND, MAX_T, RUNGS, _independent_t, _rows
 
 
-def _rows(curves: dict[str, list[float]], status: dict[str, str] | None = None, stage: dict | None = None):
-    rows = []
-    for tid, values in curves.items():
-        for epoch, value in enumerate(values, start=1):
-            last = epoch == len(values)
-            rows.append({"trial_id": tid, "epoch": epoch, "metric": value,
-                         "status": (status or {}).get(tid, "completed" if len(values) == MAX_T else "pruned")
-                         if last else "running", "stage": (stage or {}).get(tid, "search")})  # fmt: skip
-    return pd.DataFrame(rows)
+def test_t_interval_matches_the_textbook_formula():
+    values = [0.71, 0.69, 0.74]
+    mean, low, high = rep.t_interval(values)
+    assert (mean, low, high) == pytest.approx(_independent_t(values))
+    assert rep.t_interval([0.5]) == (0.5, None, None)
+    assert rep.t_interval([0.5, 0.5]) == (0.5, 0.5, 0.5)
+    with pytest.raises(ValueError, match="empty"):
+        rep.t_interval([])
 
 
-# Hand-made: 5 trials reach the full budget, 2 were pruned at rung 1 (excluded from ρ).
-CURVES = {
-    "a": [0.10, 0.20, 0.30, 0.35, 0.40, 0.45, 0.50, 0.55, 0.60],
-    "b": [0.30, 0.32, 0.25, 0.30, 0.35, 0.40, 0.45, 0.50, 0.52],
-    "c": [0.20, 0.25, 0.40, 0.42, 0.45, 0.50, 0.55, 0.58, 0.70],
-    "d": [0.05, 0.10, 0.15, 0.20, 0.25, 0.30, 0.35, 0.40, 0.45],
-    "e": [0.25, 0.30, 0.35, 0.40, 0.42, 0.44, 0.46, 0.48, 0.50],
-    "p1": [0.01],
-    "p2": [0.02, 0.03, 0.04],
-}
+def test_paired_difference_uses_common_seeds_and_says_whether_zero_is_excluded():
+    a = {1: 0.70, 2: 0.72, 3: 0.71, 9: 0.1}
+    b = {1: 0.60, 2: 0.63, 3: 0.60}
+    c = rep.paired_difference(a, b)
+    assert c.seeds == (1, 2, 3)
+    mean, low, high = _independent_t([0.10, 0.09, 0.11])
+    assert (c.mean, c.low, c.high) == pytest.approx((mean, low, high)) and c.distinguishable is True
+    close = rep.paired_difference({1: 0.70, 2: 0.60}, {1: 0.65, 2: 0.66})
+    assert close.distinguishable is False and close.low < 0 < close.high
+    one = rep.paired_difference({1: 0.7}, {1: 0.6})
+    assert one.distinguishable is None and one.mean == pytest.approx(0.1) and "no interval" in one.text()
+    assert rep.paired_difference({1: 0.7}, {2: 0.6}).mean is None
+
+
+def test_confirmed_settings_rank_by_mean_over_confirm_seeds_only():
+    confirmed = rep.confirmed_settings(HAND, "max")
+    assert [c.search_trial for c in confirmed] == ["s2", "s1"]  # B wins on the seeds, KG won the search
+    win = confirmed[0]
+    assert win.by_seed == {1: 0.71, 2: 0.70, 3: 0.72} and win.search_metric == pytest.approx(0.74)
+    assert (win.mean, win.low, win.high) == pytest.approx(_independent_t([0.71, 0.70, 0.72]))
+    assert rep.top_settings(HAND, "max", 2)["trial_id"].tolist() == ["s1", "s2"]
+    assert rep.baseline_by_seed(HAND) == {1: 0.60, 2: 0.62, 3: 0.61}
 
 
 def _independent_rho(xs, ys) -> float:
@@ -87,13 +98,3 @@ def test_fidelity_lines_warn_with_a_larger_grace_and_state_the_selection_bias():
     text = "\n".join(lines)
     assert "ρ = 0.20 (weak), n = 5" in text and "ρ = 0.70 (very strong)" in text and "biased sample" in text
     assert "WARNING r:" in lines[1] and "--grace-epochs 3" in lines[1]
-
-
-def test_curves_plot_marks_fidelity(tmp_path):
-    from rspose_tune.report import _plots
-
-    frame = _rows(CURVES).assign(run="r")
-    fid = rep.rung_fidelity(frame, RUNGS, MAX_T)
-    path = tmp_path / "curves.png"
-    _plots.plot_curves(frame, path, run="r", metric_name="coco/AP", max_epochs=MAX_T, rungs=RUNGS, fidelity=fid)
-    assert path.stat().st_size > 1000

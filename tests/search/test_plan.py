@@ -1,33 +1,13 @@
-"""Issue 5: the search CLI's flag validation and failure modes (no Ray started for bad input)."""
+"""rspose_tune.search._plan: what the search checks before Ray starts (flag combinations, the data, the
+storage, the preset's rules), the run spec it writes, run names, and --resume (no Ray started)."""
 
 from __future__ import annotations
-
-import time
 
 import pytest
 
 from rspose_tune import search
-
-
-def _run(argv, capsys):
-    code = search.main(argv)
-    return code, capsys.readouterr().err
-
-
-@pytest.mark.parametrize(
-    ("argv", "message"),
-    [
-        (["--num-trials", "0"], "--num-trials must be an integer >= 1, got 0"),
-        (["--max-concurrent", "two"], "--max-concurrent must be an integer >= 1, got 'two'"),
-        (["--gpus-per-trial", "-1"], "--gpus-per-trial must be a finite number >= 0, got -1"),
-        (["--verbose", "5"], "argument --verbose: invalid choice"),
-    ],
-)
-def test_bad_flag_values_exit_2_naming_the_flag(argv, message, capsys):
-    with pytest.raises(SystemExit) as exc:
-        search.main(argv)
-    assert exc.value.code == 2
-    assert message in capsys.readouterr().err
+from tests.conftest import _stage_spec
+from tests.search.conftest import _run
 
 
 @pytest.mark.parametrize(
@@ -68,29 +48,6 @@ def test_resume_without_a_run_and_rerun_without_resume(capsys, tmp_path):
     assert code == 2 and "it has no run_spec.yaml" in err
     code, err = _run(["--storage", str(tmp_path), "--name", "r1"], capsys)
     assert code == 2 and "already exists: pass --resume" in err and err.count("error:") == 1
-
-
-def test_unreachable_address_fails_fast(capsys, tmp_path):
-    start = time.monotonic()
-    code, err = _run(["--address", "127.0.0.1:1", "--storage", str(tmp_path), "--data-root", str(tmp_path / "d")], capsys)
-    assert code == 2 and "--address '127.0.0.1:1': no Ray cluster reachable there" in err
-    assert time.monotonic() - start < 60
-
-
-def test_malformed_address(capsys, tmp_path):
-    code, err = _run(["--address", "nohost", "--storage", str(tmp_path), "--data-root", str(tmp_path / "d")], capsys)
-    assert code == 2 and "--address must be 'auto' or host:port" in err
-
-
-def test_help_documents_every_flag(capsys):
-    with pytest.raises(SystemExit) as exc:
-        search.main(["--help"])
-    assert exc.value.code == 0
-    out = capsys.readouterr().out
-    for flag in ("--backbone", "--num-trials", "--max-concurrent", "--gpus-per-trial", "--cpus-per-trial",
-                 "--address", "--storage", "--name", "--resume", "--seed", "--max-epochs", "--grace-epochs",
-                 "--reduction-factor", "--data-root", "--weights", "--dashboard-host"):
-        assert flag in out
 
 
 # --------------------------------------------------------------------------------------------
@@ -200,20 +157,6 @@ def test_demo_data_error_is_one_error_line(tmp_path, capsys):
     assert code == 2 and err.startswith("error: demo data root") and len(err.strip().splitlines()) == 1
 
 
-def test_trial_outcomes_counts_last_rows_and_one_line_per_error():
-    import pandas as pd
-
-    rows = pd.DataFrame({
-        "trial_id": ["a", "a", "b", "c", "d", "e"],
-        "epoch": [1, 2, 1, 0, 1, 1],
-        "status": ["running", "completed", "pruned", "error", "error", "error"],
-        "error": [None, None, None, "ValueError: boom", "ValueError: boom", "KeyError: 'x'"],
-    })  # fmt: skip
-    out = search.trial_outcomes(rows, num_trials=7)
-    assert (out["completed"], out["pruned"], out["errored"], out["unfinished"]) == (1, 1, 3, 2)
-    assert out["errors"] == ["error: 1 trial failed: KeyError: 'x'", "error: 2 trials failed: ValueError: boom"]
-
-
 # --------------------------------------------------------------------------------------------
 # Issue 17: rules checked once, before Ray; a stop before the first row
 # --------------------------------------------------------------------------------------------
@@ -251,13 +194,16 @@ def test_budget_flags_obey_the_presets_val_interval_rule(flags, message, tmp_pat
         assert code == 2 and message in err and err.count("error:") == 1
 
 
-def test_a_search_stopped_before_its_first_row_says_how_to_resume(demo_preset, tmp_path, capsys, monkeypatch):
-    """Before: read_results raised FileNotFoundError on the missing trials/ (a traceback)."""
-    monkeypatch.setattr(search._run, "start_ray", lambda p, args: None)  # Ctrl-C before any trial reported:
-    monkeypatch.setattr(search._run, "_check_cluster_can_hold_a_trial", lambda p: None)
-    monkeypatch.setattr(search._run, "run_search", lambda p, args: [])  # Tune returns, nothing was written
-    code, err = _run(["--data-root", str(demo_preset.data.root), "--storage", str(tmp_path), "--name", "r",
-                      "--cpus-per-trial", "1"], capsys)  # fmt: skip
-    assert code == 1 and err.count("error:") == 1
-    assert "stopped before any trial reported a result" in err
-    assert f"python -m rspose_tune.search --resume --name r --storage {tmp_path}" in err
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--confirm-top", "3"], "--confirm-top 3 differs from the run's 2"),
+    (["--confirm-seeds", "3"], "--confirm-seeds 3 differs from the run's 2"),
+    (["--no-baseline"], "--baseline False differs from the run's True"),
+    (["--warm-start", "other"], "--warm-start was resolved when the run started"),
+])  # fmt: skip
+def test_resume_refuses_changed_stage_flags(flags, message):
+    from rspose_tune.search import build_parser, resume_conflicts
+
+    args = build_parser().parse_args(["--resume", *flags])
+    assert [c for c in resume_conflicts(_stage_spec(), args) if message in c]
+    same = build_parser().parse_args(["--resume", "--confirm-top", "2", "--confirm-seeds", "2", "--baseline"])
+    assert resume_conflicts(_stage_spec(), same) == []

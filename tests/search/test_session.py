@@ -1,16 +1,38 @@
-"""Issue 5: the CLI's local Ray dashboard is loopback-only and keeps token authentication on."""
+"""rspose_tune.search._session: the Ray session. A bad or unreachable --address fails fast; the local
+dashboard is loopback-only and keeps token authentication on; with no --address and no RAY_ADDRESS
+a fresh local Ray starts, whatever cluster `ray start` recorded on the machine (here: a stale
+record pointing at a dead address)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow
+from tests.search.conftest import _run
 
 
+def test_unreachable_address_fails_fast(capsys, tmp_path):
+    start = time.monotonic()
+    code, err = _run(["--address", "127.0.0.1:1", "--storage", str(tmp_path), "--data-root", str(tmp_path / "d")], capsys)
+    assert code == 2 and "--address '127.0.0.1:1': no Ray cluster reachable there" in err
+    assert time.monotonic() - start < 60
+
+
+def test_malformed_address(capsys, tmp_path):
+    code, err = _run(["--address", "nohost", "--storage", str(tmp_path), "--data-root", str(tmp_path / "d")], capsys)
+    assert code == 2 and "--address must be 'auto' or host:port" in err
+
+
+@pytest.mark.slow
 def test_dashboard_loopback_and_token_required(tmp_path, capsys):
     import ray
 
@@ -34,6 +56,7 @@ def test_dashboard_loopback_and_token_required(tmp_path, capsys):
         ray.shutdown()
 
 
+@pytest.mark.slow
 def test_exposed_dashboard_warns(tmp_path, capsys, monkeypatch):
     import ray
 
@@ -47,51 +70,28 @@ def test_exposed_dashboard_warns(tmp_path, capsys, monkeypatch):
     assert "CVE-2023-48022" in capsys.readouterr().err and calls["dashboard_host"] == "0.0.0.0"
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_optuna_dashboard_serves_the_runs_study_on_loopback(tmp_path):
-    """Issue 10: the set-up installs optuna-dashboard, and it opens a run's optuna.journal."""
-    import json
-    import shutil
-    import subprocess
-    import sys
-    import time
-
-    from rspose_tune.searcher import JOURNAL_FILE_NAME, PruningAwareOptunaSearch
-    from rspose_tune.spaces import load_preset
-
-    preset = load_preset("demo")
-    journal = tmp_path / "run" / JOURNAL_FILE_NAME  # where a search keeps the study
-    searcher = PruningAwareOptunaSearch(preset.params, max_epochs=2, metric="metric", mode="max",
-                                        known_good=preset.known_good, journal_path=journal)  # fmt: skip
-    searcher.suggest("t1")
-    searcher.on_trial_result("t1", {"epoch": 1, "metric": 0.5})
-    searcher.on_trial_complete("t1", {"epoch": 2, "metric": 0.6})
-    exe = shutil.which("optuna-dashboard", path=str(Path(sys.executable).parent))
-    assert exe, "optuna-dashboard is not installed in this environment (requirements/lock.txt)"
-    port = _free_port()
-    server = subprocess.Popen([exe, str(journal), "--host", "127.0.0.1", "--port", str(port)],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+@pytest.mark.slow
+def test_stale_cluster_file_is_ignored_without_an_address(tmp_path):
+    # Ray finds `ray start`'s cluster in <RAY_TMPDIR>/ray/ray_current_cluster; a private RAY_TMPDIR
+    # (short: Ray's socket paths must fit 107 bytes) leaves other Ray instances on this machine alone.
+    ray_tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")
+    os.makedirs(f"{ray_tmp}/ray")
+    with open(f"{ray_tmp}/ray/ray_current_cluster", "w") as f:
+        f.write("127.0.0.1:1")  # a head node that died: nothing listens there
+    code = textwrap.dedent(f"""
+        import ray
+        from rspose_tune import search
+        args = search.build_parser().parse_args(["--storage", {str(tmp_path)!r}, "--num-cpus", "1", "--no-dashboard"])
+        plan = search.Plan(None, "x", {str(tmp_path)!r}, {str(tmp_path / "x")!r}, 1, 1, 1, 2, 0.0, 1.0, None)
+        context = search.start_ray(plan, args)
+        print("CPUS", ray.cluster_resources().get("CPU"), "SESSION", context.address_info["session_dir"])
+        ray.shutdown()
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["RAY_TMPDIR"] = ray_tmp
     try:
-        deadline, body = time.monotonic() + 60, None
-        while body is None and time.monotonic() < deadline:
-            assert server.poll() is None, server.stdout.read().decode()[-2000:]
-            try:
-                body = urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=5).read()
-            except (urllib.error.URLError, ConnectionError):
-                time.sleep(0.5)
-        assert body is not None, "optuna-dashboard did not answer on 127.0.0.1"
-        studies = json.loads(body)["study_summaries"]
-        assert [s["study_name"] for s in studies] == ["rspose"]
-        study = json.loads(urllib.request.urlopen(
-            f"http://127.0.0.1:{port}/api/studies/{studies[0]['study_id']}", timeout=10).read())  # fmt: skip
-        assert [t["state"] for t in study["trials"]] == ["Complete"]
+        proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=180)
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        subprocess.run(["rm", "-rf", ray_tmp], check=False)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    assert "CPUS 1.0" in proc.stdout and f"SESSION {ray_tmp}/ray/session_" in proc.stdout

@@ -1,47 +1,18 @@
-"""Issue 10: s3:// storage end to end (search, report, export, --resume) against moto's standalone
-S3 server, started by the test on 127.0.0.1; the Optuna journal is in the bucket, never in memory."""
+"""s3:// storage end to end (search, report, export, --resume) against moto's standalone S3 server,
+started by the test on 127.0.0.1 (the ``s3_env`` fixture, tests/conftest.py); the Optuna journal is
+in the bucket, never in memory."""
 
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
-import time
 
 import pytest
 
+from tests.conftest import BUCKET
+
 pytestmark = pytest.mark.slow
-
-BUCKET = "rspose-test"
-
-
-@pytest.fixture(scope="module")
-def s3_env(tmp_path_factory):
-    """moto's S3 server on a free 127.0.0.1 port, a bucket, and the AWS_* variables pointing at it."""
-    import pyarrow.fs as pafs
-
-    log = tmp_path_factory.mktemp("moto") / "server.log"
-    with open(log, "w") as out:
-        server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", "0"],
-                                  stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
-    try:
-        deadline, port = time.monotonic() + 60, None
-        while port is None and time.monotonic() < deadline:
-            match = re.search(r"Running on http://127\.0\.0\.1:(\d+)", log.read_text())
-            port = match and match.group(1)
-            assert server.poll() is None, log.read_text()
-            time.sleep(0.2)
-        assert port, f"moto did not start: {log.read_text()}"
-        endpoint = f"http://127.0.0.1:{port}"
-        env = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-               "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}  # fmt: skip
-        pafs.S3FileSystem(endpoint_override=endpoint, access_key="testing", secret_key="testing", region="us-east-1",
-                          allow_bucket_creation=True).create_dir(BUCKET)  # fmt: skip
-        yield env
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")
@@ -100,32 +71,3 @@ def test_s3_search_report_export_and_resume(s3_env, demo_data, tmp_path, monkeyp
                  "--no-report", env=s3_env, cwd=tmp_path)  # fmt: skip
     assert again.returncode == 0, (again.stdout + again.stderr)[-4000:]
     assert "search finished: 2 trials" in again.stdout
-
-
-def test_searcher_journal_on_s3_is_uploaded_at_each_save_and_reopened(s3_env, tmp_path, monkeypatch):
-    import pickle
-
-    import optuna
-    import pyarrow.fs as pafs
-
-    from rspose_tune.searcher import PruningAwareOptunaSearch
-    from rspose_tune.spaces import load_preset
-
-    for key, value in s3_env.items():
-        monkeypatch.setenv(key, value)
-    preset = load_preset("demo")
-    uri = f"s3://{BUCKET}/unit/run/optuna.journal"
-    searcher = PruningAwareOptunaSearch(preset.params, max_epochs=2, metric="metric", mode="max", journal_path=uri)
-    searcher.suggest("t1")
-    searcher.on_trial_result("t1", {"epoch": 1, "metric": 0.5})
-    searcher.on_trial_complete("t1", {"epoch": 2, "metric": 0.7})
-    searcher.suggest("t2")  # running at the snapshot
-    searcher.save(str(tmp_path / "state.json"))  # what Ray calls at an experiment snapshot
-    s3, where = pafs.FileSystem.from_uri(uri)
-    assert s3.get_file_info(where).type == pafs.FileType.File
-    # A new driver (another machine: nothing local) unpickles the searcher from tuner.pkl and restores it.
-    again = pickle.loads(pickle.dumps(searcher))
-    again.restore(str(tmp_path / "state.json"))
-    states = {t.user_attrs["rspose:ray_trial_id"]: t.state for t in again.study.trials}
-    assert states == {"t1": optuna.trial.TrialState.COMPLETE, "t2": optuna.trial.TrialState.FAIL}  # t2 interrupted
-    assert again.journal_path == uri and searcher._journal_local != again._journal_local

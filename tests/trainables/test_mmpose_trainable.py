@@ -1,9 +1,13 @@
-"""Issue 4: the MMPose trainable (real mmengine Runner; real Ray Tune for the end-to-end cases)."""
+"""trainables.mmpose_trainable: the MMPose trainable (real mmengine Runner; real Ray Tune for the
+end-to-end cases), and its reliability through real Ray Tune + the Parquet callback (a killed worker
+retried from its checkpoint, a NaN-loss trial ending as an error while the search goes on)."""
 
 from __future__ import annotations
 
 import json
 import math
+import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -45,18 +49,6 @@ def test_same_seed_same_first_epoch_losses_and_config_saved(demo_preset, tmp_pat
     assert saved.model.head.loss.delta_sort == 1.5 and saved.model.head.coeff_inst == 0.25
     assert saved.randomness.seed == 7
     assert json.loads((tmp_path / "a" / "trial.json").read_text())["seed"] == 7
-
-
-def test_report_hook_rejects_non_finite_loss():
-    from trainables.mmpose_trainable import LossDivergedError, TuneReportHook
-
-    class FakeRunner:
-        epoch, iter = 0, 4
-
-    hook = TuneReportHook("coco/AP", "t0", report=lambda *a, **k: None)
-    hook.after_train_iter(FakeRunner(), 0, outputs={"loss": 1.0, "loss_rank": 0.5})
-    with pytest.raises(LossDivergedError, match=r"loss_rank became nan at epoch 1, iteration 5"):
-        hook.after_train_iter(FakeRunner(), 1, outputs={"loss": 1.0, "loss_rank": float("nan")})
 
 
 class RecordEpochs(Hook):
@@ -105,114 +97,6 @@ def test_failed_trial_resumes_from_checkpoint_at_next_epoch(demo_preset, tmp_pat
     assert result.checkpoint is not None
     trial_dir = Path(result.path)
     assert (trial_dir / "resolved_config.py").is_file()
-
-
-def test_checkpoint_from_another_trial_is_refused(tmp_path):
-    from trainables._checkpoint import CHECKPOINT_FILE, CheckpointMismatchError, verify_checkpoint_dir, write_manifest
-
-    (tmp_path / CHECKPOINT_FILE).write_bytes(b"not a real checkpoint")
-    write_manifest(tmp_path, trial_id="abc", epoch=1)
-    assert verify_checkpoint_dir(tmp_path, trial_id="abc")["epoch"] == 1
-    with pytest.raises(CheckpointMismatchError, match="written by trial 'abc', not 'xyz'"):
-        verify_checkpoint_dir(tmp_path, trial_id="xyz")
-    (tmp_path / CHECKPOINT_FILE).write_bytes(b"tampered")
-    with pytest.raises(CheckpointMismatchError, match="changed since it was written"):
-        verify_checkpoint_dir(tmp_path, trial_id="abc")
-
-
-def test_the_newest_complete_checkpoint_in_the_trial_folder_wins_over_an_older_one_from_tune(tmp_path):
-    """A driver killed between a trial's checkpoint and its next experiment-state snapshot is
-    restored with an older checkpoint (or none): the trial's storage folder has the newest."""
-    import pyarrow.fs as pafs
-    from ray import tune
-
-    from trainables._checkpoint import (CHECKPOINT_FILE, CheckpointMismatchError, newest_checkpoint,
-                                        write_manifest)
-
-    trial = tmp_path / "trial_t1"
-
-    def put(name, trial_id, epoch, data):
-        folder = trial / name
-        folder.mkdir(parents=True)
-        (folder / CHECKPOINT_FILE).write_bytes(data)
-        write_manifest(folder, trial_id=trial_id, epoch=epoch)
-        return folder
-
-    old = put("checkpoint_000000", "t1", 1, b"epoch 1")
-    put("checkpoint_000001", "t1", 2, b"epoch 2")
-    put("checkpoint_000002", "t1", 3, b"epoch 3")
-    (trial / "checkpoint_000002" / CHECKPOINT_FILE).write_bytes(b"epo")  # its upload cut short
-    put("checkpoint_000003", "other", 9, b"another trial's")
-    fs = pafs.LocalFileSystem()
-
-    def pick(given):
-        dest = tmp_path / f"dest{len(list(tmp_path.glob('dest*')))}"
-        checkpoint, local, epoch = newest_checkpoint(given, fs, str(trial), trial_id="t1", dest_dir=dest)
-        return checkpoint, (local.read_bytes() if local else None), epoch
-
-    checkpoint, data, epoch = pick(tune.Checkpoint.from_directory(str(old)))
-    assert (epoch, data) == (2, b"epoch 2") and checkpoint.path.endswith("checkpoint_000001")
-    assert pick(None)[1:] == (b"epoch 2", 2)  # Tune passed none at all
-    # Epoch 2's result never reached the driver (no row): epoch 1's checkpoint, and epoch 2 again.
-    checkpoint, local, epoch = newest_checkpoint(None, fs, str(trial), trial_id="t1", dest_dir=tmp_path / "r",
-                                                 recorded=lambda e: e <= 1)  # fmt: skip
-    assert (epoch, local.read_bytes()) == (1, b"epoch 1")
-    (trial / "checkpoint_000001" / CHECKPOINT_FILE).write_bytes(b"tampered")
-    with pytest.raises(CheckpointMismatchError, match="changed since"):  # Tune's own must verify
-        pick(tune.Checkpoint.from_directory(str(trial / "checkpoint_000001")))
-    assert pick(None)[1:] == (b"epoch 1", 1)
-    assert newest_checkpoint(None, fs, str(tmp_path / "none"), trial_id="t1", dest_dir=tmp_path / "d") == (
-        None, None, None)  # fmt: skip
-
-
-def test_trial_checkpoint_loads_with_weights_only(tmp_path):
-    """The saved format needs only the numpy allowlist, never weights_only=False."""
-    import numpy as np
-    import torch
-
-    from trainables._checkpoint import safe_checkpoint_loading, strip_unsafe_state
-
-    from mmengine.logging import HistoryBuffer
-
-    ckpt = {
-        "meta": {"epoch": 1, "dataset_meta": {"sigmas": np.array([0.026, 0.025], dtype=np.float32)}},
-        "message_hub": {"log_scalars": {"train/loss": HistoryBuffer()}, "runtime_info": {"iter": np.int64(3)}, "resumed_keys": {}},
-    }
-    path = tmp_path / "c.pth"
-    torch.save(ckpt, path)
-    with pytest.raises(Exception, match="getattr|HistoryBuffer"):
-        with safe_checkpoint_loading():
-            torch.load(path, weights_only=True)
-    strip_unsafe_state(ckpt)
-    torch.save(ckpt, path)
-    with safe_checkpoint_loading():
-        loaded = torch.load(path, weights_only=True)
-    assert loaded["meta"]["dataset_meta"]["sigmas"].tolist() == pytest.approx([0.026, 0.025])
-    assert loaded["message_hub"]["log_scalars"] == {}
-
-
-@pytest.mark.slow
-def test_two_rank_data_parallel_trial_on_cpu_gloo_with_dataloader_workers(demo_preset, tmp_path, local_ray):
-    """Two placement-group bundles = two gloo ranks (the trial + a Ray actor), each with
-    DataLoader worker processes (a daemonic rank process could not start them)."""
-    from ray import tune
-
-    from trainables.mmpose_trainable import train_rspose, trial_resources
-
-    trainable = tune.with_parameters(train_rspose, preset=demo_preset, max_epochs=2, num_workers=1)
-    tuner = tune.Tuner(
-        tune.with_resources(trainable, trial_resources(workers=2, cpus=2, gpus=0)),
-        param_space=PARAMS,
-        tune_config=tune.TuneConfig(num_samples=1, metric="metric", mode="max"),
-        run_config=tune.RunConfig(storage_path=str(tmp_path / "ray"), name="ddp", verbose=0),
-    )
-    result = tuner.fit()[0]
-    assert result.error is None, result.error
-    frame = result.metrics_dataframe
-    assert list(frame["epoch"]) == [1, 2]
-    assert frame["loss"].notna().all() and result.checkpoint is not None
-    assert list(frame["world_size"]) == [2, 2]
-    assert all(len(nodes.split(",")) == 2 for nodes in frame["nodes"])
 
 
 def _fake_trial_context(monkeypatch, tmp_path, checkpoint):
@@ -300,3 +184,116 @@ class NanAtEpoch(Hook):
         if runner.epoch >= self.epoch:
             for param in runner.model.parameters():
                 param.data.fill_(float("nan"))
+
+
+# --------------------------------------------------------------------------------------------
+# Reliability: real Ray Tune + the real trainable + the Parquet callback
+# --------------------------------------------------------------------------------------------
+
+
+class KillWorkerOnce(Hook):
+    """SIGKILLs the trial's own process in the middle of epoch ``epoch`` (first attempt only)."""
+
+    def __init__(self, marker: str, epoch: int):
+        self.marker, self.epoch = marker, epoch
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+        if runner.epoch == self.epoch and batch_idx == 1 and not Path(self.marker).exists():
+            Path(self.marker).write_text(str(os.getpid()))
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+class RecordAttempts(Hook):
+    """Appends one JSON line per training process to ``path``: its pid, the epoch its Runner
+    started from (after loading a checkpoint: the checkpoint's epoch) and each epoch it trained."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def _write(self, **record) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps({"pid": os.getpid(), **record}) + "\n")
+
+    def before_train(self, runner) -> None:  # after Runner.load_or_resume
+        self._write(start_epoch=int(runner.epoch))
+
+    def before_train_epoch(self, runner) -> None:
+        self._write(epoch=int(runner.epoch) + 1)
+
+
+def attempts(path: Path) -> list[dict]:
+    """Per process, in order: {"start_epoch": N, "epochs": [...]} from a RecordAttempts file."""
+    out: dict[int, dict] = {}
+    for line in path.read_text().splitlines():
+        record = json.loads(line)
+        entry = out.setdefault(record["pid"], {"start_epoch": None, "epochs": []})
+        if "start_epoch" in record:
+            entry["start_epoch"] = record["start_epoch"]
+        else:
+            entry["epochs"].append(record["epoch"])
+    return list(out.values())
+
+
+class PoisonWeights(Hook):
+    """Makes the model's weights NaN at epoch 2 for trials whose coeff_sort equals ``coeff_sort``."""
+
+    def __init__(self, coeff_sort: float):
+        self.coeff_sort = coeff_sort
+
+    def before_train_iter(self, runner, batch_idx, data_batch=None) -> None:
+        if runner.epoch == 1 and runner.cfg["rspose_tune"]["params"]["coeff_sort"] == self.coeff_sort:
+            for param in runner.model.parameters():
+                param.data.fill_(float("nan"))
+
+
+def _tune(preset, tmp_path, name, hooks, param_space, max_failures):
+    from ray import tune
+
+    from rspose_tune.results import read_results
+    from rspose_tune.results_callback import ParquetResultsCallback
+    from trainables.mmpose_trainable import train_rspose
+
+    trainable = tune.with_parameters(train_rspose, preset=preset, max_epochs=3, hooks=hooks)
+    tuner = tune.Tuner(
+        tune.with_resources(trainable, {"cpu": 1}),
+        param_space=param_space,
+        tune_config=tune.TuneConfig(num_samples=1, metric="metric", mode="max"),
+        run_config=tune.RunConfig(
+            storage_path=str(tmp_path), name=name, verbose=0,
+            callbacks=[ParquetResultsCallback(backbone="demo", max_epochs=3, run=name)],
+            failure_config=tune.FailureConfig(max_failures=max_failures),
+        ),
+    )
+    grid = tuner.fit()
+    return grid, read_results(tmp_path / name / "trials")
+
+
+@pytest.mark.slow
+def test_killed_worker_is_retried_from_checkpoint_without_gaps_or_duplicates(demo_preset, tmp_path, local_ray):
+    marker = str(tmp_path / "killed")
+    record = tmp_path / "attempts.jsonl"
+    hooks = [RecordAttempts(str(record)), KillWorkerOnce(marker, epoch=1)]  # killed in epoch 2
+    grid, rows = _tune(demo_preset, tmp_path, "kill", hooks, PARAMS, max_failures=2)
+    assert Path(marker).exists(), "the worker was never killed"
+    assert grid[0].error is None
+    first, retry = attempts(record)
+    assert first == {"start_epoch": 0, "epochs": [1, 2]}  # SIGKILLed during epoch 2
+    # The retry loaded epoch 1's checkpoint and trained only the epochs after it.
+    assert retry == {"start_epoch": 1, "epochs": [2, 3]}
+    assert sorted(rows["epoch"]) == [1, 2, 3]  # no gap, no duplicate (trial_id, epoch)
+    assert not rows.duplicated(["trial_id", "epoch"]).any()
+    assert list(rows.sort_values("epoch")["status"]) == ["running", "running", "completed"]
+
+
+@pytest.mark.slow
+def test_nan_loss_trial_ends_as_error_and_search_goes_on(demo_preset, tmp_path, local_ray):
+    from ray import tune
+
+    space = {**PARAMS, "coeff_sort": tune.grid_search([0.5, 0.123])}
+    grid, rows = _tune(demo_preset, tmp_path, "nan", [PoisonWeights(0.123)], space, max_failures=0)
+    by_coeff = {round(c, 3): g for c, g in rows.groupby("coeff_sort")}
+    bad, good = by_coeff[0.123], by_coeff[0.5]
+    assert list(good.sort_values("epoch")["status"])[-1] == "completed"
+    last_bad = bad.sort_values("epoch").iloc[-1]
+    assert last_bad["status"] == "error"
+    assert "nan" in last_bad["error"].lower()

@@ -1,10 +1,9 @@
-"""Issue 8: multi-rank trials on Ray's machinery (placement-group bundles, rank actors, gloo on CPU).
+"""trainables._ray_ranks: multi-rank trials on Ray's machinery (placement-group bundles, rank actors, gloo on CPU).
 
-Fast tests: how resources split into ranks and the feasibility rule. Slow tests, through real Ray,
-real mmengine and the demo: a 2-rank trial with DataLoader worker processes through the CLI; ASHA
-stopping a 2-rank trial frees everything; a killed rank fails the trial over from its checkpoint;
-resources that fit no node are refused before any trial starts.
-"""
+Fast: ranks on one node see each other's GPUs. Slow, through real Ray, real mmengine and the demo:
+a 2-rank trial with DataLoader worker processes; ASHA stopping a 2-rank trial frees everything; a
+killed rank fails the trial over from its checkpoint; a divergence on another rank is not retried.
+(How resources split into ranks: tests/test_resources.py; through the CLI: tests/search/test_distributed.py.)"""
 
 from __future__ import annotations
 
@@ -17,59 +16,7 @@ from pathlib import Path
 import pytest
 from mmengine.hooks import Hook
 
-from rspose_tune._resources import (
-    ResourceError,
-    bundles_that_fit,
-    check_feasible,
-    plan_ranks,
-    rank_bundle,
-)
-
 PARAMS = dict(delta_rank=0.4, coeff_rank=1.0, delta_sort=1.5, coeff_sort=2.0, delta_inst=3.0, coeff_inst=0.25)
-
-
-# ---------------------------------------------------------------------------------------------
-# How resources split into ranks (pure)
-# ---------------------------------------------------------------------------------------------
-@pytest.mark.parametrize(
-    ("gpus", "cpus", "workers", "expected"),
-    [(0, 1, None, 1), (1, 4, None, 1), (0.5, 2, None, 1), (2, 8, None, 2), (0, 2, 2, 2), (4, 16, 4, 4)],
-)
-def test_plan_ranks_defaults_to_one_rank_per_gpu(gpus, cpus, workers, expected):
-    assert plan_ranks(gpus, cpus, workers) == expected
-
-
-@pytest.mark.parametrize(
-    ("gpus", "cpus", "workers", "message"),
-    [
-        (1, 4, 2, "--gpus-per-trial must equal --workers-per-trial (2)"),
-        (4, 4, 2, "--gpus-per-trial must equal --workers-per-trial (2)"),
-        (2, 4, 1, "pass --workers-per-trial 2"),
-        (1.5, 4, None, "--gpus-per-trial above 1 must be a whole number, got 1.5"),
-        (0, 0, 1, "--cpus-per-trial must be > 0"),
-    ],
-)
-def test_plan_ranks_refuses_what_cannot_train(gpus, cpus, workers, message):
-    with pytest.raises(ResourceError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        plan_ranks(gpus, cpus, workers)
-
-
-def test_rank_bundle_shares_the_trial_resources():
-    assert rank_bundle(2, 8, 2) == {"CPU": 4, "GPU": 1}
-    assert rank_bundle(2, 2, 0) == {"CPU": 1}
-
-
-def test_feasibility_counts_bundles_across_nodes():
-    bundle = {"CPU": 4, "GPU": 1}
-    assert bundles_that_fit(bundle, {"CPU": 16, "GPU": 1}) == 1
-    assert bundles_that_fit(bundle, {"CPU": 6, "GPU": 8}) == 1
-    assert bundles_that_fit({"CPU": 0.5}, {"CPU": 2}) == 4
-    check_feasible(bundle, 2, [{"CPU": 8, "GPU": 1}, {"CPU": 8, "GPU": 1}])  # one rank per node
-    with pytest.raises(ResourceError) as exc:
-        check_feasible(bundle, 2, [{"CPU": 16, "GPU": 1}])
-    message = str(exc.value)
-    assert "2 rank(s) of {CPU: 4, GPU: 1}" in message and "--gpus-per-trial" in message
-    assert "largest node has {CPU: 16, GPU: 1}" in message and "can hold only 1" in message
 
 
 def test_ranks_on_one_node_see_each_others_gpus():
@@ -251,3 +198,27 @@ def test_a_divergence_on_another_rank_is_not_retried(demo_preset, tmp_path, loca
     assert "rank 1" in str(result.error) and "non-finite" in str(result.error)
     assert len(Path(log).read_text().split("\n")) == 2, Path(log).read_text()  # one attempt trained: epoch 0
     assert "rank 1" in json.loads((Path(result.path) / DIVERGED_FILE).read_text())["reason"]
+
+
+@pytest.mark.slow
+def test_two_rank_data_parallel_trial_on_cpu_gloo_with_dataloader_workers(demo_preset, tmp_path, local_ray):
+    """Two placement-group bundles = two gloo ranks (the trial + a Ray actor), each with
+    DataLoader worker processes (a daemonic rank process could not start them)."""
+    from ray import tune
+
+    from trainables.mmpose_trainable import train_rspose, trial_resources
+
+    trainable = tune.with_parameters(train_rspose, preset=demo_preset, max_epochs=2, num_workers=1)
+    tuner = tune.Tuner(
+        tune.with_resources(trainable, trial_resources(workers=2, cpus=2, gpus=0)),
+        param_space=PARAMS,
+        tune_config=tune.TuneConfig(num_samples=1, metric="metric", mode="max"),
+        run_config=tune.RunConfig(storage_path=str(tmp_path / "ray"), name="ddp", verbose=0),
+    )
+    result = tuner.fit()[0]
+    assert result.error is None, result.error
+    frame = result.metrics_dataframe
+    assert list(frame["epoch"]) == [1, 2]
+    assert frame["loss"].notna().all() and result.checkpoint is not None
+    assert list(frame["world_size"]) == [2, 2]
+    assert all(len(nodes.split(",")) == 2 for nodes in frame["nodes"])

@@ -1,0 +1,150 @@
+"""``python -m rspose_tune.replay`` (rspose_tune.replay._cli): replaying runs and tables, the confirm flags,
+the shipped demo table by default, and bad input as one error line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from rspose_tune.replay import DEMO_TABLE, POLICIES
+from rspose_tune.replay._cli import main
+from rspose_tune.replay._simulator import DEFAULT_POLICIES
+from tests.replay.conftest import _curve_rows, _frame, _grid_settings, _one_error_line, _write_run
+
+
+def test_cli_replays_a_run_and_prints_every_policy(tmp_path, capsys):
+    run = _write_run(tmp_path, _frame([0.5, 0.6, 0.7, 0.4], _grid_settings()[:4]))
+    assert main([str(run), "--seeds", "3", "--budget-epochs", "40", "-W", "2", "--grace-epochs", "1"]) == 0
+    out = capsys.readouterr().out
+    for name in DEFAULT_POLICIES:  # the GP policies only when named (slower to replay)
+        assert f"\n{POLICIES[name].name}\n" in out
+    assert "\nASHA+GP\n" not in out
+    assert "3 search seeds (0..2), W=2 workers, budget 40 epochs, ASHA grace 1 / reduction factor 3" in out
+    assert "4 settings, 8 full 4-epoch curves" in out
+    assert "nearest" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--workers", "0"], "error: argument --workers/-W: --workers must be an integer >= 1, got 0"),
+        (["--reduction-factor", "1"], "--reduction-factor must be a finite number > 1"),
+        (["--policies", "bohb"], "argument --policies: invalid choice: 'bohb'"),
+        (["/nonexistent/table.parquet"], "error: /nonexistent/table.parquet: no such file or folder"),
+        (["--grace-epochs", "11"], "error: --grace-epochs is 11, but must be an integer in [1, 10] (the table's max_epochs)"),
+        (["--backbone", "nope"], "error: "),
+    ],
+)  # fmt: skip
+def test_cli_bad_input_is_one_error_line(argv, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        code = main(argv)
+        raise SystemExit(code)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0]
+
+
+def test_cli_unwritable_json_is_one_error_line_before_any_replay(tmp_path, capsys):
+    """Issue 17: a --json path under a file ended in a traceback, after the whole replay."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    code = main(["--seeds", "1", "--budget-epochs", "20", "--policies", "asha-tpe", "--json", str(blocker / "r.json")])
+    out, err = capsys.readouterr()
+    assert code == 2 and "ASHA+TPE" not in out  # refused before replaying
+    _one_error_line(err, f"--json {blocker / 'r.json'}")
+
+
+def test_cli_bad_recorded_budget_is_one_error_line(tmp_path, capsys):
+    """A budget value read in place of a flag names where it came from and the flag that overrides it."""
+    from rspose_tune.spaces import load_preset
+
+    text = Path(load_preset("demo").source).read_text()
+    preset = tmp_path / "grace5.yaml"  # ASHA grace 5: more than the table's 4 epochs
+    preset.write_text(text.replace("grace_epochs: 2", "grace_epochs: 5").replace("val_interval: 1", "val_interval: 5"))
+    table = tmp_path / "t.parquet"
+    _frame([0.5, 0.6], _grid_settings()[:2]).to_parquet(table)
+    assert main([str(table), "--backbone", str(preset), "--seeds", "1"]) == 2
+    _one_error_line(capsys.readouterr().err, "the recorded budget's grace_epochs is 5", "[1, 4]")
+
+
+def test_cli_table_without_space_needs_a_preset(tmp_path, capsys):
+    run = _write_run(tmp_path, _frame([0.5, 0.6], _grid_settings()[:2]), with_space=False)
+    assert main([str(run)]) == 2
+    assert "pass --backbone PRESET" in capsys.readouterr().err
+    assert main([str(run), "--backbone", "demo", "--seeds", "1", "--budget-epochs", "8"]) == 0
+
+
+def test_cli_rejects_a_table_without_needed_columns(tmp_path, capsys):
+    path = tmp_path / "t.parquet"
+    pd.DataFrame({"trial_id": ["a"], "epoch": [1]}).to_parquet(path)
+    assert main([str(path), "--backbone", "demo"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {path}") and "metric" in err
+
+
+def test_shipped_demo_table_replays_with_todays_demo_preset_that_searches_pos_thr(capsys):
+    assert main(["--backbone", "demo", "--seeds", "1", "--budget-epochs", "40", "--policies", "asha-tpe"]) == 0
+    assert "ASHA+TPE" in capsys.readouterr().out
+
+
+def test_cli_default_is_the_demo_table(capsys):
+    assert main(["--seeds", "2", "--budget-epochs", "60", "--policies", "asha-tpe", "full-random"]) == 0
+    out = capsys.readouterr().out
+    assert str(DEMO_TABLE) in out and "ASHA+TPE" in out and "full-budget random" in out
+
+
+def test_replay_runs_the_searchs_tpe_start_up_count(capsys, tmp_path):
+    """Issue 17: the search runs startup_trials(n) = min(10, max(2, n // 3)) random trials; the
+    replay ran 10 whatever the search size."""
+    from rspose_tune import search
+    from rspose_tune.searcher import startup_trials
+
+    args = search.build_parser().parse_args(["--num-trials", "8", "--storage", str(tmp_path)])
+    assert main(["--seeds", "1", "--budget-epochs", "20", "--policies", "asha-tpe", "--num-trials", "8"]) == 0
+    assert f"TPE start-up {startup_trials(8)} trials" in capsys.readouterr().out
+    assert startup_trials(8) == 2 and startup_trials(64) == 10 and startup_trials(8, "random") == 8
+    assert search.DEFAULT_TRIALS["demo"] == 8 and args.num_trials == 8  # the demo search's own size
+
+
+def test_cli_confirm_race_flag(capsys):
+    for argv, message in ((["--confirm-top", "2", "--confirm-seeds", "3", "--confirm-race", "3"],
+                           "--confirm-race is 3, but must be < --confirm-seeds (3)"),
+                          (["--confirm-race", "2"], "--confirm-race needs --confirm-top")):  # fmt: skip
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert exc.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err
+
+
+def test_cli_confirm_stage_and_json(tmp_path, capsys):
+    rows = []
+    for i, setting in enumerate(_grid_settings()[:4]):
+        for seed in range(4):
+            rows += _curve_rows(f"s{i:02d}-seed{seed}", setting, 0.4 + 0.1 * i + 0.01 * seed)
+    path = tmp_path / "t.parquet"
+    pd.DataFrame(rows).to_parquet(path)
+    out_json = tmp_path / "out" / "replay.json"
+    code = main([str(path), "--backbone", "demo", "--seeds", "3", "--policies", "full-random", "--budget-epochs", "40",
+                 "--confirm-top", "2", "--confirm-seeds", "3", "--json", str(out_json)])  # fmt: skip
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "Confirm stage (--confirm-top 2 --confirm-seeds 3)" in text and "full-budget random" in text
+    data = json.loads(out_json.read_text())
+    (conf,) = data["confirm"]["policies"]
+    assert conf["replays"] == 3 and 0 <= conf["correct"] <= 3
+    assert data["table"]["best_value"] == pytest.approx(0.4 + 0.3 + 0.015)  # setting 3, mean over seeds 0..3
+    assert data["policies"][0]["name"] == "full-budget random" and data["command"].startswith("python -m")
+
+
+@pytest.mark.parametrize(("argv", "message"), [(["--confirm-seeds", "1"], "--confirm-seeds must be an integer >= 2, got 1"),
+                                               (["--confirm-top", "-1"], "--confirm-top must be an integer >= 0, got -1")])
+def test_cli_confirm_flags_are_checked(argv, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]

@@ -1,0 +1,173 @@
+"""``python -m rspose_tune.replay make-table`` (rspose_tune.replay._make_table): the space-filling design,
+the shipped demo table, training and resuming curves, extra seeds, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from rspose_tune.replay import DEMO_TABLE, design_settings, load_table
+from rspose_tune.spaces import PARAM_NAMES
+from tests.replay.conftest import _one_error_line
+
+
+def test_design_is_space_filling_with_components_off():
+    from rspose_tune.spaces import load_preset
+
+    preset = load_preset("demo")
+    settings = design_settings(preset, 64, seed=0)
+    assert len(settings) == 64 and settings == design_settings(preset, 64, seed=0)
+    assert settings[0] == dict(preset.known_good[0])
+    patterns = {(s["coeff_sort"] > 0, s["coeff_inst"] > 0) for s in settings}
+    assert patterns == {(True, True), (True, False), (False, True), (False, False)}
+    assert len({json.dumps(s, sort_keys=True) for s in settings}) == 64
+    for s in settings:
+        for name in PARAM_NAMES:
+            spec, value = preset.params[name], s[name]
+            off = name.startswith("delta_") and s[name.replace("delta_", "coeff_")] == 0  # pos_thr: never off
+            if off or (name.startswith("coeff_") and value == 0.0):
+                assert (value is None) if off else True
+                continue
+            assert spec.contains(value), (name, value)
+    ranks = np.array([s["delta_rank"] for s in settings])  # a Latin hypercube per pattern covers each range
+    assert ranks.min() < 0.2 and ranks.max() > 0.9
+    with pytest.raises(ValueError, match="n_settings"):
+        design_settings(preset, 0)
+
+
+def test_shipped_demo_table():
+    import pyarrow.parquet as pq
+
+    from rspose_tune.results import read_metadata
+
+    assert DEMO_TABLE.is_file(), "run `python -m rspose_tune.replay make-table` (docs/replay.md)"
+    table = load_table([DEMO_TABLE])
+    assert len(table.settings) == 64 and table.max_epochs == 10
+    assert all(c.epochs == tuple(range(1, 11)) for cs in table.curves for c in cs)
+    assert {(s["coeff_sort"] > 0, s["coeff_inst"] > 0) for s in table.settings} == {
+        (True, True), (True, False), (False, True), (False, False)}
+    # seeds 0 and 1 for every setting; seeds 2 and 3 for the 16 best by their mean over 0 and 1
+    # (make-table --extra-seeds 2 3 --extra-top 16), so the replay can hold a 3-seed confirm stage
+    seeds = [sorted(c.seed for c in cs) for cs in table.curves]
+    assert seeds.count([0, 1, 2, 3]) == 16 and seeds.count([0, 1]) == 48
+    first_two = [np.mean([c.metric[-1] for c in cs if c.seed in (0, 1)]) for cs in table.curves]
+    best16 = set(np.argsort(first_two)[::-1][:16])  # independent of make-table's own choice
+    assert {i for i, s in enumerate(seeds) if s == [0, 1, 2, 3]} == best16
+    meta = read_metadata(DEMO_TABLE)
+    assert meta["git_revision"] and meta["table"]["made"] and meta["table"]["command"].startswith("python -m")
+    assert DEMO_TABLE.stat().st_size < 512 * 1024
+    # recorded with today's demo space, which searches pos_thr (log 1e-6 .. 0.7)
+    assert "pos_thr" in pq.read_schema(DEMO_TABLE).names
+    assert meta["search_space"]["params"]["pos_thr"]["log"] is True
+    assert all(1e-6 <= s["pos_thr"] <= 0.7 for s in table.settings) and len({s["pos_thr"] for s in table.settings}) > 32
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [(["--settings", "0"], "error: --settings must be >= 1, got 0"),
+     (["--epochs", "x"], "error: argument --epochs: invalid int value: 'x'"),
+     (["--backbone", "no-such-preset"], "error: "),
+     (["--backbone", "vit-b", "--n-train", "8"], "error: --n-train/--n-val only apply to a preset with generated demo data"),
+     (["--extra-seeds", "1", "--seeds", "0", "1"], "error: --extra-seeds [1] must not repeat a --seeds seed [0, 1]"),
+     (["--extra-top", "0"], "error: --extra-top must be >= 1, got 0")],
+)  # fmt: skip
+def test_make_table_bad_input_is_one_error_line(tmp_path, argv, message, capsys):
+    from rspose_tune.replay._make_table import main as make_table
+
+    with pytest.raises(SystemExit) as exc:
+        raise SystemExit(make_table([*argv, "--out", str(tmp_path / "t.parquet"), "--work-dir", str(tmp_path / "w")]))
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+    assert not (tmp_path / "t.parquet").exists()
+
+
+@pytest.mark.parametrize("case", ["work-dir-is-a-file", "out-is-a-folder", "out-under-a-file", "partial-of-nothing"])
+def test_make_table_bad_paths_are_one_error_line(tmp_path, case, capsys):
+    """Issue 17: these ended in tracebacks (two of them only after training every curve)."""
+    from rspose_tune.replay._make_table import main as make_table
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    work, out = tmp_path / "w", tmp_path / "t.parquet"
+    argv, flag = {
+        "work-dir-is-a-file": (["--work-dir", str(blocker)], f"--work-dir {blocker}"),
+        "out-is-a-folder": (["--out", str(tmp_path)], f"--out {tmp_path}"),
+        "out-under-a-file": (["--out", str(blocker / "t.parquet")], f"--out {blocker / 't.parquet'}"),
+        "partial-of-nothing": (["--partial", "--limit", "0", "--n-train", "8", "--n-val", "4"], "--partial"),
+    }[case]
+    code = make_table(["--work-dir", str(work), "--out", str(out), "--settings", "2", "--seeds", "0", "--epochs", "1",
+                       *argv])  # fmt: skip
+    out_text, err = capsys.readouterr()
+    assert code == 2, (out_text, err)
+    _one_error_line(err, flag)
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_make_table_trains_and_resumes(tmp_path, capsys):
+    from rspose_tune.replay._make_table import main as make_table
+    from rspose_tune.results import read_metadata
+
+    out, work = tmp_path / "t.parquet", tmp_path / "work"
+    argv = ["--out", str(out), "--work-dir", str(work), "--settings", "2", "--seeds", "0", "--epochs", "2",
+            "--n-train", "16", "--n-val", "8"]  # fmt: skip
+    assert make_table([*argv, "--limit", "1"]) == 0
+    assert not out.exists() and len(list((work / "curves").glob("*.parquet"))) == 1
+    assert make_table(argv) == 0  # resumes: trains only the second curve
+    log = capsys.readouterr().out
+    assert log.count("s000-seed0:") == 1 and log.count("s001-seed0:") == 1
+    table = load_table([out])
+    assert len(table.settings) == 2 and table.max_epochs == 2
+    assert read_metadata(out)["table"]["demo_data"] == {"n_train": 16, "n_val": 8}
+    assert make_table([*argv, "--design-seed", "1"]) == 2  # another design in the same work dir
+    assert "holds curves of another design" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_make_table_extra_seeds_go_to_the_best_settings_by_mean(tmp_path, capsys):
+    import pyarrow.parquet as pq
+
+    from rspose_tune.replay._make_table import main as make_table
+    from rspose_tune.results import read_metadata
+
+    out, work = tmp_path / "t.parquet", tmp_path / "work"
+    argv = ["--out", str(out), "--work-dir", str(work), "--settings", "3", "--seeds", "0", "--epochs", "1",
+            "--n-train", "16", "--n-val", "8", "--extra-seeds", "1", "--extra-top", "1"]  # fmt: skip
+    assert make_table([*argv, "--limit", "3"]) == 0  # the 3 seed-0 curves; the extra one is not chosen yet
+    assert not out.exists() and "run the same command again" in capsys.readouterr().out
+    finals = {}
+    for f in (work / "curves").glob("*-seed0.parquet"):
+        rows = pq.read_table(f).to_pylist()
+        finals[int(f.name[1:4])] = max(rows, key=lambda r: r["epoch"])["metric"]
+    best = max(sorted(finals), key=lambda i: finals[i])  # coco/AP: higher is better; ties: lowest index
+    assert make_table(argv) == 0
+    assert [p.name for p in (work / "curves").glob("*-seed1.parquet")] == [f"s{best:03d}-seed1.parquet"]
+    meta = read_metadata(out)["table"]
+    assert meta["extra_seeds"]["settings"] == [best] and meta["complete"]
+    table = load_table([out])
+    assert sorted(len(c) for c in table.curves) == [1, 1, 2]
+
+
+@pytest.mark.parametrize(("mode", "expected"), [("max", [2, 0]), ("min", [1, 0])])
+def test_extra_seeds_choose_the_best_settings_by_mean_final_metric(tmp_path, mode, expected):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from rspose_tune.replay._make_table import _best_settings, trial_id_of
+
+    # setting -> (seed-0 curve, seed-1 curve) of (epoch, metric); only the last epoch counts
+    curves = {0: ([(1, 0.9), (2, 0.5)], [(1, 0.1), (2, 0.5)]),  # mean final 0.5
+              1: ([(1, 0.0), (2, 0.2)], [(1, 0.0), (2, 0.4)]),  # 0.3
+              2: ([(1, 0.0), (2, 0.6)], [(1, 0.0), (2, 0.8)]),  # 0.7
+              3: ([(1, 0.0), (2, float("nan"))], [(1, 0.0), (2, 0.9)])}  # diverged: ranks last
+    (tmp_path / "curves").mkdir()
+    jobs = []
+    for index, per_seed in curves.items():
+        for seed, curve in enumerate(per_seed):
+            jobs.append((index, seed))
+            pq.write_table(pa.Table.from_pylist([{"epoch": e, "metric": m} for e, m in curve]),
+                           tmp_path / "curves" / f"{trial_id_of(index, seed)}.parquet")
+    assert _best_settings(tmp_path, jobs, mode, 2) == expected

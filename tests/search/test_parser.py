@@ -1,0 +1,34 @@
+"""rspose_tune.search._parser: bad flag values exit 2 naming the flag; --help documents every flag."""
+
+from __future__ import annotations
+
+import pytest
+
+from rspose_tune import search
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--num-trials", "0"], "--num-trials must be an integer >= 1, got 0"),
+        (["--max-concurrent", "two"], "--max-concurrent must be an integer >= 1, got 'two'"),
+        (["--gpus-per-trial", "-1"], "--gpus-per-trial must be a finite number >= 0, got -1"),
+        (["--verbose", "5"], "argument --verbose: invalid choice"),
+    ],
+)
+def test_bad_flag_values_exit_2_naming_the_flag(argv, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        search.main(argv)
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_help_documents_every_flag(capsys):
+    with pytest.raises(SystemExit) as exc:
+        search.main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for flag in ("--backbone", "--num-trials", "--max-concurrent", "--gpus-per-trial", "--cpus-per-trial",
+                 "--address", "--storage", "--name", "--resume", "--seed", "--max-epochs", "--grace-epochs",
+                 "--reduction-factor", "--data-root", "--weights", "--dashboard-host"):
+        assert flag in out
