@@ -85,7 +85,7 @@ def _bash_block(text: str, heading: str) -> str:
 
 
 def test_cluster_page_has_the_readme_cluster_commands():
-    """tests/test_cluster_commands.py runs the README's block; docs/cluster.md must show the same."""
+    """tests/search/test_cluster_commands.py runs the README's block; docs/cluster.md must show the same."""
     readme = _bash_block((REPO / "README.md").read_text(), "### A Ray cluster")
     page = _bash_block((REPO / "docs" / "cluster.md").read_text(), "## Start the nodes and the search (token authentication)")
     assert page == readme

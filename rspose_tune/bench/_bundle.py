@@ -83,7 +83,7 @@ MACHINE_PACKAGES: dict[str, str | None] = dict.fromkeys((
 # fmt: on
 
 #: The distributions ``bench gpu`` (and the repository code it runs) import directly. Their
-#: closure is the bundle; ``tests/test_gpu_bundle.py`` checks every module the check really
+#: closure is the bundle; ``tests/bench/test_bundle.py`` checks every module the check really
 #: imports against it. ``setuptools``: mmengine imports ``pkg_resources`` without declaring it.
 ROOTS: tuple[str, ...] = (
     "torch", "torchvision", "numpy", "scipy", "matplotlib", "opencv-python", "pyyaml", "pillow",

@@ -137,7 +137,7 @@ class RSPoseLoss(nn.Module):
     pixel of it > 0, corners included (UDP's corner labels go down to 1.45e-6 at sigma 1.5);
     ``SimCCLabel`` does not truncate, its float32 labels underflow to 0 about 85 bins from the
     keypoint at sigma 6. Positives per keypoint, measured on MMPose's own codecs (keypoints
-    inside the map, ``tests/test_positives.py``; UDP varies with the sub-pixel offset):
+    inside the map, ``tests/mmpose_adapter/test_losses.py``; UDP varies with the sub-pixel offset):
 
     ======================================  ======  =================  ===============  =========
     codec (sigma)                           > 0     > exp(-4.5) (3σ)   > exp(-2) (2σ)   > 0.5
