@@ -27,21 +27,7 @@ from rspose_tune.results import (
 )
 from rspose_tune.spaces import PARAM_NAMES
 from tests.conftest import KG
-
-MAX_T = 4
-CONFIG = {"delta_rank": 0.4, "coeff_rank": 1.0, "delta_sort": 1.5, "coeff_sort": 2.0, "delta_inst": 3.0, "coeff_inst": 0.25}
-CONFIG_OFF = {**CONFIG, "delta_sort": None, "coeff_sort": 0.0, "delta_inst": 3.0, "coeff_inst": None}
-
-
-def result(epoch: int, metric: float = 0.5, **extra) -> dict:
-    out = {
-        "epoch": epoch, "metric": metric, "metric_name": "coco/AP", "ar": 0.6, "loss": 1.0,
-        "loss_rank": 0.5, "loss_sort": math.nan, "loss_inst": 0.1, "spearman": 0.7, "wall_s": 12.5,
-        "node": "node-1", "gpu_type": "cpu", "coco/AP": metric, "coco/AR": 0.6, "timestamp": 1_700_000_000,
-        "training_iteration": epoch, "config": {"x": 1},
-    }  # fmt: skip
-    out.update(extra)
-    return out
+from tests.test_results_callback import CONFIG, CONFIG_OFF, MAX_T, result  # its Ray workers need them there
 
 
 def row(trial_id="t1", epoch=1, status="running", config=CONFIG, **extra):

@@ -1,8 +1,9 @@
 """rspose_tune.results_callback: the Parquet callback finalises each trial's status (fake trials),
 and a real Ray Tune + ASHA run writes every row once.
 
-``result`` (and the constants) are this file's own, not shared: the Ray trainable below calls it on
-the workers, which get this module by value and could not import a helper module of tests/."""
+``result`` and the constants live here, not in a helper module: the Ray trainable below calls
+``result`` on the workers, which get this module by value and could not import a helper module of
+tests/; ``tests/test_results.py`` imports them from here."""
 
 from __future__ import annotations
 

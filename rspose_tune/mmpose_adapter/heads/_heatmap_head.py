@@ -19,13 +19,13 @@ from ._calibration import _CalibrationMixin
 from ._codecs import decode_calibrated_heatmaps
 from ._geometry import refine_argmax_2d
 from ._instance_sort import _InstanceSortMixin
-from ._shared import _loss_dict
+from ._shared import _RSPoseHeadInit, _loss_dict
 
 __all__ = ["RSPoseHeatmapHead"]
 
 
 @MODELS.register_module()
-class RSPoseHeatmapHead(_CalibrationMixin, _InstanceSortMixin, HeatmapHead):
+class RSPoseHeatmapHead(_RSPoseHeadInit, _CalibrationMixin, _InstanceSortMixin, HeatmapHead):
     """:class:`mmpose.models.heads.HeatmapHead` trained with RSPose (Spatial Rank, Spatial Sort,
     Instance Sort).
 
@@ -63,17 +63,7 @@ class RSPoseHeatmapHead(_CalibrationMixin, _InstanceSortMixin, HeatmapHead):
             Defaults to 1.0.
     """
 
-    def __init__(
-        self,
-        *args: Any,
-        loss: Mapping | None = None,
-        delta_inst: float | None = 3.0,
-        coeff_inst: float = 1.0,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(*args, loss=dict(type="RSPoseLoss") if loss is None else loss, **kwargs)
-        self._init_instance_sort(delta_inst, coeff_inst)
-        self._init_calibration(1, self.out_channels)
+    _calibration_axes = 1  # the constructor is _RSPoseHeadInit's (Args above)
 
     def decode(self, batch_outputs: Tensor) -> list:
         """Calibrate the heatmap logits (B, K, H, W) and decode them (no -1 for a low peak)."""

@@ -19,13 +19,13 @@ from ._calibration import _CalibrationMixin
 from ._codecs import decode_calibrated_simcc
 from ._geometry import refine_argmax_1d
 from ._instance_sort import _InstanceSortMixin
-from ._shared import _loss_dict
+from ._shared import _RSPoseHeadInit, _loss_dict
 
 __all__ = ["RSPoseSimCCHead"]
 
 
 @MODELS.register_module()
-class RSPoseSimCCHead(_CalibrationMixin, _InstanceSortMixin, SimCCHead):
+class RSPoseSimCCHead(_RSPoseHeadInit, _CalibrationMixin, _InstanceSortMixin, SimCCHead):
     """:class:`mmpose.models.heads.SimCCHead` trained with RSPose (Spatial Rank, Spatial Sort,
     Instance Sort).
 
@@ -55,17 +55,7 @@ class RSPoseSimCCHead(_CalibrationMixin, _InstanceSortMixin, SimCCHead):
             Defaults to 1.0.
     """
 
-    def __init__(
-        self,
-        *args: Any,
-        loss: Mapping | None = None,
-        delta_inst: float | None = 3.0,
-        coeff_inst: float = 1.0,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(*args, loss=dict(type="RSPoseLoss") if loss is None else loss, **kwargs)
-        self._init_instance_sort(delta_inst, coeff_inst)
-        self._init_calibration(2, self.out_channels)
+    _calibration_axes = 2  # the constructor is _RSPoseHeadInit's (Args above)
 
     def decode(self, batch_outputs: tuple[Tensor, Tensor]) -> list:
         """Calibrate the SimCC logits ((B, K, Wx), (B, K, Wy)) per axis and decode them."""
