@@ -1,7 +1,8 @@
 """How a trial's resources split into ranks, and whether a Ray cluster can ever hold them.
 
-Pure functions (no Ray import): the search CLI calls them with ``ray.nodes()``; the trainable's
-placement group (:func:`trainables._ray_ranks.trial_resources`) is built from :func:`rank_bundle`.
+Pure functions (no Ray import): the search CLI calls them with ``ray.nodes()``. A trial's
+placement group (:func:`trial_resources`, one bundle per rank) is built from :func:`rank_bundle`;
+that one function imports Ray, when called.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from rspose_tune.errors import RSPoseTuneError
 import math
 from collections.abc import Iterable, Mapping
 
-__all__ = ["ResourceError", "bundles_that_fit", "check_feasible", "plan_ranks", "rank_bundle"]
+__all__ = ["ResourceError", "bundles_that_fit", "check_feasible", "plan_ranks", "rank_bundle", "trial_resources"]
 
 
 class ResourceError(RSPoseTuneError, ValueError):
@@ -53,6 +54,17 @@ def rank_bundle(workers: int, cpus: float, gpus: float) -> dict[str, float]:
     if gpus:
         bundle["GPU"] = gpus / workers
     return bundle
+
+
+def trial_resources(workers: int, cpus: float, gpus: float):
+    """The placement group of a trial: ``workers`` equal bundles (:func:`rank_bundle`) that share the
+    per-trial CPUs/GPUs, ``PACK``-ed. Bundle 0 holds the trial's own process (rank 0), bundles 1..
+    the other ranks (docs/ARCHITECTURE.md, "Distributed trials")."""
+    from ray import tune
+
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    return tune.PlacementGroupFactory([rank_bundle(workers, cpus, gpus) for _ in range(workers)], strategy="PACK")
 
 
 def bundles_that_fit(bundle: Mapping[str, float], node: Mapping[str, float]) -> int:

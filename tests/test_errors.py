@@ -23,7 +23,7 @@ USER_ERRORS = [
     ("rspose_tune.mmpose_adapter.heads", "MissingCalibrationError", RuntimeError),
     ("rspose_tune.bench._bundle", "BundleError", Exception),
     ("rspose_tune.bench._gpu", "_UsageError", Exception),
-    ("trainables._checkpoint", "CheckpointMismatchError", RuntimeError),
+    ("rspose_tune.training._checkpoint", "CheckpointMismatchError", RuntimeError),
     ("rspose_tune.replay._cli", "ReplayError", ValueError),
     ("rspose_tune.bench._rehearse", "RehearsalUsageError", Exception),
 ]

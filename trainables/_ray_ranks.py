@@ -1,12 +1,12 @@
 """Data-parallel trials on Ray's own machinery: one placement-group bundle per rank.
 
 A trial that trains on N ranks asks Ray Tune for a placement group of N bundles
-(:func:`trial_resources`). Tune starts the trial's process in bundle 0: that process is rank 0
+(:func:`rspose_tune._resources.trial_resources`). Tune starts the trial's process in bundle 0: that process is rank 0
 (it owns the Tune session, so it reports and checkpoints directly). Ranks 1..N-1 are Ray actors
 (:class:`RankActor`) scheduled into bundles 1..N-1 of the same placement group, on whichever
 nodes Ray placed them (``PACK``: one node when it fits, several when it does not). Each rank
-runs :func:`trainables._rank.train_rank` inside a torch process group whose rendezvous rank 0
-opened (:mod:`trainables._rank`).
+runs :func:`rspose_tune.training.train_rank` inside a torch process group whose rendezvous rank 0
+opened (:mod:`rspose_tune.training._rank`).
 
 Lifetimes follow Ray's ownership: the rank actors are owned by the trial's process, so when
 Tune stops the trial (ASHA) or the trial fails, Ray kills them and Tune removes the placement
@@ -14,7 +14,7 @@ group. Failures: a rank that dies or raises ends the trial with :class:`RankFail
 (gloo and NCCL peers notice a lost rank in their next collective); Ray Tune's
 ``FailureConfig`` then retries the whole trial from its last checkpoint. That is the one
 failure policy (``rspose_tune.search``: ``max_failures``). A rank that *diverged* (its error is
-one of :data:`trainables._hooks.DIVERGED`) ends the trial with :class:`LossDivergedError`
+one of :data:`rspose_tune.training.DIVERGED`) ends the trial with :class:`LossDivergedError`
 instead, naming the rank and its error, so rank 0 records the divergence as for its own and no
 retry trains again (:func:`trainables.mmpose_trainable.refuse_after_divergence`). Rank 0 may be
 stuck in a collective then (gloo too waits for a peer that left): ``on_divergence`` records the
@@ -37,11 +37,18 @@ import ray
 from ray.util.placement_group import get_current_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from ._checkpoint import restore_checkpoint
-from ._hooks import DIVERGED, LossDivergedError
-from ._rank import Rendezvous, no_report, open_rendezvous, process_group, train_rank
+from rspose_tune.training import (
+    DIVERGED,
+    LossDivergedError,
+    Rendezvous,
+    no_report,
+    open_rendezvous,
+    process_group,
+    restore_checkpoint,
+    train_rank,
+)
 
-__all__ = ["RankActor", "RankFailedError", "backend_for", "share_node_gpus", "train_ranks", "trial_resources"]
+__all__ = ["RankActor", "RankFailedError", "backend_for", "share_node_gpus", "train_ranks"]
 
 #: After another rank failed, how long rank 0 may take to fail by itself (a collective error)
 #: before its process is ended, so that Tune retries the trial instead of waiting on a hung
@@ -54,20 +61,6 @@ RANK_DIVERGED_GRACE_S = 10.0
 
 class RankFailedError(RuntimeError):
     """A rank of a data-parallel trial died or raised; the trial fails over from its checkpoint."""
-
-
-def trial_resources(workers: int, cpus: float, gpus: float):
-    """The placement group of a trial: ``workers`` equal bundles that share the per-trial CPUs/GPUs.
-
-    Bundle 0 holds the trial's own process (rank 0), bundles 1.. the other ranks.
-    """
-    from ray import tune
-
-    from rspose_tune._resources import rank_bundle
-
-    if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
-    return tune.PlacementGroupFactory([rank_bundle(workers, cpus, gpus) for _ in range(workers)], strategy="PACK")
 
 
 def backend_for(bundles: Sequence[Mapping[str, float]]) -> tuple[str, str]:

@@ -1,10 +1,12 @@
 """The Ray Tune function trainable: one trial = one MMPose training run with RSPose losses.
 
 Thin by design: resolve the config (:func:`rspose_tune.mmpose_adapter.configs.build_config`),
-train with mmengine's Runner (:func:`trainables._rank.train_rank`), and after every validation
-call ``tune.report`` with the metrics and a checkpoint (:class:`TuneReportHook`).
+train with mmengine's Runner (:func:`rspose_tune.training.train_rank`), and after every validation
+call ``tune.report`` with the metrics and a checkpoint (:class:`rspose_tune.training.TuneReportHook`).
 
 Use it as::
+
+    from rspose_tune._resources import trial_resources
 
     trainable = tune.with_parameters(train_rspose, preset=preset, seed=0)
     tune.Tuner(tune.with_resources(trainable, trial_resources(workers=2, cpus=8, gpus=2)), ...)
@@ -42,17 +44,12 @@ from mmengine.hooks import Hook
 
 from rspose_tune._ray_compat import trial_storage, trial_working_directory
 from rspose_tune.spaces import PARAM_NAMES
+from rspose_tune.training import DIVERGED, LossDivergedError, newest_checkpoint, prepare_trial_config
 
-from ._checkpoint import newest_checkpoint
-from ._hooks import DIVERGED, LOSS_KEYS, LossDivergedError, TuneReportHook
+__all__ = ["DIVERGED_FILE", "train_rspose"]
 
-__all__ = ["DIVERGED_FILE", "LOSS_KEYS", "LossDivergedError", "TuneReportHook", "prepare_trial_config", "train_rspose",
-           "trial_resources"]
-
-RESOLVED_CONFIG = "resolved_config.py"
 #: Written into the trial's storage folder when its loss diverged; later attempts refuse to train.
 DIVERGED_FILE = "diverged.json"
-TRIAL_META = "trial.json"
 
 
 def tune_report(result: Mapping[str, Any], checkpoint_dir: str | None) -> None:
@@ -68,29 +65,6 @@ def tune_report(result: Mapping[str, Any], checkpoint_dir: str | None) -> None:
         tune.report(dict(result))
     else:
         tune.report(dict(result), checkpoint=tune.Checkpoint.from_directory(checkpoint_dir))
-
-
-def prepare_trial_config(preset, params: Mapping[str, Any] | None, trial_dir: Path, *, seed: int = 0,
-                         meta: Mapping[str, Any] | None = None, **build_options):
-    """Build the trial's MMPose config and save it (and the seed) beside the trial's results.
-
-    ``params=None``: the base config's stock loss (the baseline). ``meta`` adds keys to
-    ``trial.json``. ``build_options`` go to
-    :func:`rspose_tune.mmpose_adapter.configs.build_config` (``max_epochs``, ``val_interval``,
-    ``batch_size``, ``num_workers``, ``shrink``, ``scratch``).
-    """
-    from rspose_tune.mmpose_adapter import setup_mmpose
-    from rspose_tune.mmpose_adapter.configs import build_config
-
-    setup_mmpose()
-    trial_dir = Path(trial_dir)
-    trial_dir.mkdir(parents=True, exist_ok=True)
-    cfg = build_config(preset, params, work_dir=trial_dir / "mmpose", seed=seed, **build_options)
-    cfg.dump(str(trial_dir / RESOLVED_CONFIG))
-    meta = {"preset": preset.name, "seed": int(seed), "params": None if params is None else dict(params),
-            **(meta or {})}
-    (trial_dir / TRIAL_META).write_text(json.dumps(meta, indent=1, default=str))
-    return cfg
 
 
 def train_rspose(
@@ -126,7 +100,7 @@ def train_rspose(
     """
     from ray import tune
 
-    from ._rank import train_rank
+    from rspose_tune.training import train_rank
 
     context = tune.get_context()
     trial_id = context.get_trial_id() or "local"
@@ -208,13 +182,6 @@ def record_divergence(fs, trial_fs_path: str, reason: str) -> None:
     fs.create_dir(trial_fs_path, recursive=True)
     with fs.open_output_stream(f"{trial_fs_path.rstrip('/')}/{DIVERGED_FILE}") as f:
         f.write(json.dumps({"reason": reason}).encode())
-
-
-def trial_resources(workers: int, cpus: float, gpus: float):
-    """A trial's Ray resources: one placement-group bundle per rank (see :mod:`trainables._ray_ranks`)."""
-    from ._ray_ranks import trial_resources as _trial_resources
-
-    return _trial_resources(workers, cpus, gpus)
 
 
 def _ensure_generated_data(preset) -> None:

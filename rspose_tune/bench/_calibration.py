@@ -25,7 +25,7 @@ import torch
 
 from rspose_tune.demo_data import generate_demo_dataset, is_complete
 from rspose_tune.spaces import load_preset
-from trainables.mmpose_trainable import prepare_trial_config
+from rspose_tune.training import prepare_trial_config
 
 SETTINGS = {
     "known_good": dict(delta_rank=0.4, coeff_rank=1.0, delta_sort=1.5, coeff_sort=2.0, delta_inst=3.0, coeff_inst=0.25),

@@ -17,10 +17,10 @@ baseline measured in the same run on the same inputs (interleaved repeats, media
     (parameters, buffers, AdamW state) of the *other* model, which is resident too: i.e. what
     a process training that model alone would peak at. Paper App. D: 1.520 s vs 1.427 s per
     iteration (x1.065) and ~2 % more memory; targets here: <= 1.02x and <= +1 %;
-(c) ``rank``: the trial's rank code path (``trainables._rank``: ``open_rendezvous`` ->
+(c) ``rank``: the trial's rank code path (:mod:`rspose_tune.training`: ``open_rendezvous`` ->
     ``process_group`` -> ``train_rank``) training the demo preset for one epoch in a 1-rank
     process group (NCCL on CUDA, gloo on CPU), config from
-    ``trainables.mmpose_trainable.prepare_trial_config``; it must report the preset's metric
+    ``rspose_tune.training.prepare_trial_config``; it must report the preset's metric
     with a checkpoint.
 
 ``--device cpu`` runs a small variant (narrowed ViT, small batches, few repeats; the CI test)
@@ -76,7 +76,7 @@ PROFILES: dict[str, dict[str, int]] = {
             "repeats": 3, "warmup": 1, "demo_train": 48, "demo_val": 16},
 }
 #: Default of ``--pg-timeout``: how long the 1-rank process group (and its TCPStore) may wait in a
-#: collective before it fails (trainables._rank's own default, 1800 s, would eat a GPU loan).
+#: collective before it fails (rspose_tune.training._rank's own default, 1800 s, would eat a GPU loan).
 PG_TIMEOUT_S = 60.0
 #: Default of ``--deadline`` per device: past it the check prints where it was, writes what it has
 #: and exits 3 (0 = none). The CUDA run is sized to a short GPU loan; the CPU variant has none.
@@ -88,7 +88,7 @@ DEADLINE_S = {"cuda": 270.0, "cpu": 0.0}
 REGISTRY_SCOPES = ("mmpose", "mmpretrain")
 DEEP_IMPORTS = ("mmengine.runner", "mmcv.transforms", "mmpretrain.models", "mmpretrain.datasets", "mmdet.utils",
                 "xtcocotools.coco", "pycocotools.coco", "rspose_tune.bench._losses", "rspose_tune.bench._step",
-                "rspose_tune.demo_data", "rspose_tune.spaces", "trainables._rank", "trainables.mmpose_trainable")
+                "rspose_tune.demo_data", "rspose_tune.spaces", "rspose_tune.training")
 JSON_NAME = "gpu_check.json"
 LOG_NAME = "gpu_check.log"
 
@@ -416,11 +416,10 @@ def run_step(args: argparse.Namespace) -> dict[str, Any]:
 # (c) the rank code path
 # --------------------------------------------------------------------------------------------
 def run_rank(args: argparse.Namespace) -> dict[str, Any]:
-    """Train the demo preset for one epoch through trainables._rank in a 1-rank process group."""
+    """Train the demo preset for one epoch through rspose_tune.training in a 1-rank process group."""
     from rspose_tune.demo_data import generate_demo_dataset, is_complete
     from rspose_tune.spaces import load_preset
-    from trainables._rank import open_rendezvous, process_group, train_rank
-    from trainables.mmpose_trainable import prepare_trial_config
+    from rspose_tune.training import open_rendezvous, prepare_trial_config, process_group, train_rank
 
     params = dict(load_preset("demo").known_good[0])
     backend = "nccl" if args.device == "cuda" else "gloo"
@@ -759,7 +758,7 @@ def _print_part(part: str, r: dict[str, Any], args: argparse.Namespace, wall: fl
               f"{_fmt_ratio(r['mem_ratio'])} (target <= {TARGET_MEMORY_RATIO}x); {PAPER}")
         print(f"    memory: {r['memory_how']}")
     else:
-        print(f"(c) trainables._rank: 1-rank {r['backend']} process group, demo preset, 1 epoch on {args.device}: "
+        print(f"(c) rspose_tune.training: 1-rank {r['backend']} process group, demo preset, 1 epoch on {args.device}: "
               f"{r['metric_name']} {r['metric']:.4f} after epoch {r['epoch']}, loss {r['loss']:.4f}, world_size "
               f"{r['world_size']}, gpu_type {r['gpu_type']}, process-group timeout {r['pg_timeout_s']:.0f} s, {r['reports']} report(s), checkpoint "
               f"{r['checkpoint_files']}; {r['wall_s']:.1f} s ({r['data_s']:.1f} s of it data); data {r['data']}")

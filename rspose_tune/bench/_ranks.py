@@ -2,7 +2,7 @@
 
 The two routes of issue 8 for a data-parallel Tune trial, timed alike in the same Ray:
 
-1. **bundles** (what rspose_tune uses, :mod:`trainables._ray_ranks`): the trial holds a placement
+1. **bundles** (what rspose_tune uses, ``trainables._ray_ranks``): the trial holds a placement
    group of N bundles; it is rank 0 itself and starts ranks 1..N-1 as Ray actors in the other
    bundles; the ranks meet at a TCPStore rank 0 opened on an ephemeral port.
 2. **train-v2**: the trial launches a ``ray.train.torch.TorchTrainer`` (Ray Train V2, the default in
@@ -33,7 +33,7 @@ def _bundles_trial(config) -> None:
     from ray.util.placement_group import get_current_placement_group
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-    from trainables._rank import open_rendezvous, process_group
+    from rspose_tune.training import open_rendezvous, process_group
 
     bundles = tune.get_context().get_trial_resources().bundles
     pg = get_current_placement_group()
@@ -45,7 +45,7 @@ def _bundles_trial(config) -> None:
             import torch
             import torch.distributed as dist
 
-            from trainables._rank import process_group
+            from rspose_tune.training import process_group
 
             with process_group(rdzv, rank):
                 t = torch.ones(1)

@@ -33,7 +33,7 @@ PLAIN = textwrap.dedent(
     import json, sys, time
     from mmengine.runner import Runner
     from rspose_tune.spaces import load_preset
-    from trainables.mmpose_trainable import prepare_trial_config
+    from rspose_tune.training import prepare_trial_config
     preset = load_preset("demo", data_root=sys.argv[1])
     t0 = time.perf_counter()  # as Ray's time_total_s: after the trainable's module is imported
     cfg = prepare_trial_config(preset, json.loads(sys.argv[2]), sys.argv[3], seed=0, max_epochs=int(sys.argv[4]))

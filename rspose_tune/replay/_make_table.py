@@ -2,8 +2,8 @@
 
 Trains every setting of a space-filling design (:func:`design_settings`) for the full budget on
 each training seed, one after the other in this process, with the same config the live trainable
-builds (:func:`trainables.mmpose_trainable.prepare_trial_config`) and the same per-epoch report
-(:class:`trainables.mmpose_trainable.TuneReportHook`, without checkpoints), so every row is what a
+builds (:func:`rspose_tune.training.prepare_trial_config`) and the same per-epoch report
+(:class:`rspose_tune.training.TuneReportHook`, without checkpoints), so every row is what a
 live search would have written to its ``trials/*.parquet`` (columns of
 :data:`rspose_tune.results.SCHEMA`; ``status`` ``completed`` on the last epoch).
 
@@ -120,7 +120,7 @@ def _train_curve(preset: Any, setting: Mapping[str, Any], seed: int, trial_id: s
                  max_epochs: int) -> list[dict[str, Any]]:  # fmt: skip
     from mmengine.runner import Runner
 
-    from trainables.mmpose_trainable import TuneReportHook, prepare_trial_config
+    from rspose_tune.training import TuneReportHook, prepare_trial_config
 
     results: list[dict[str, Any]] = []
     trial_dir = work / "trials" / trial_id

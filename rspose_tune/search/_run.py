@@ -100,8 +100,9 @@ def _make_trainable(p: Plan, *, nested: bool = False):
     ``nested``: for the stages' experiment inside the run directory (where its rows go)."""
     from ray import tune
 
+    from rspose_tune._resources import trial_resources
     from rspose_tune.results import has_row
-    from trainables.mmpose_trainable import train_rspose, trial_resources
+    from trainables.mmpose_trainable import train_rspose
 
     # has_row: a trial resumes from a checkpoint newer than Ray's snapshot only if its row exists
     trainable = tune.with_parameters(train_rspose, preset=p.preset, seed=p.spec.seed, max_epochs=p.max_epochs,

@@ -76,10 +76,10 @@ def test_cpu_check_runs_all_parts_without_ray(tmp_path):
     assert sorted(result["results"]) == ["losses", "rank", "step"]
     assert result["results"]["rank"]["pg_timeout_s"] == 60.0 and result["results"]["rank"]["backend"] == "gloo"
     log = (tmp_path / "out" / "gpu_check.log").read_text()
-    assert "=== GPU check summary ===" in log and "(c) trainables._rank" in log
+    assert "=== GPU check summary ===" in log and "(c) rspose_tune.training" in log
     assert "ray imported: no" in out
     assert "=== GPU check summary ===" in out
-    for part in ("(a) loss fwd+bwd on cpu", "(b) train step", "(c) trainables._rank: 1-rank gloo"):
+    for part in ("(a) loss fwd+bwd on cpu", "(b) train step", "(c) rspose_tune.training: 1-rank gloo"):
         assert part in out
     # (a) and (b): MSE, RSPose and their ratio are finite and positive.
     for label in ("(a) loss fwd+bwd, ms", "(b) train step, s (median)", "(b) peak memory, GiB"):

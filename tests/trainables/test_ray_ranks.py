@@ -117,7 +117,8 @@ def test_asha_stopping_a_two_rank_trial_frees_its_ranks_and_the_next_trial_runs(
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
-    from trainables.mmpose_trainable import train_rspose, trial_resources
+    from rspose_tune._resources import trial_resources
+    from trainables.mmpose_trainable import train_rspose
 
     bad = 0.123
     trainable = tune.with_parameters(train_rspose, preset=demo_preset, max_epochs=2,
@@ -146,7 +147,8 @@ def test_asha_stopping_a_two_rank_trial_frees_its_ranks_and_the_next_trial_runs(
 def test_killed_rank_fails_the_trial_over_from_its_checkpoint(demo_preset, tmp_path, local_ray):
     from ray import tune
 
-    from trainables.mmpose_trainable import train_rspose, trial_resources
+    from rspose_tune._resources import trial_resources
+    from trainables.mmpose_trainable import train_rspose
 
     marker, log = str(tmp_path / "killed"), str(tmp_path / "epochs.log")
     trainable = tune.with_parameters(train_rspose, preset=demo_preset, max_epochs=3,
@@ -181,7 +183,8 @@ def test_a_divergence_on_another_rank_is_not_retried(demo_preset, tmp_path, loca
     """Issue 17: rank 1 diverging reached rank 0 as RankFailedError, and FailureConfig retried the trial."""
     from ray import tune
 
-    from trainables.mmpose_trainable import DIVERGED_FILE, train_rspose, trial_resources
+    from rspose_tune._resources import trial_resources
+    from trainables.mmpose_trainable import DIVERGED_FILE, train_rspose
 
     log = str(tmp_path / "epochs.log")
     trainable = tune.with_parameters(train_rspose, preset=demo_preset, max_epochs=2,
@@ -206,7 +209,8 @@ def test_two_rank_data_parallel_trial_on_cpu_gloo_with_dataloader_workers(demo_p
     DataLoader worker processes (a daemonic rank process could not start them)."""
     from ray import tune
 
-    from trainables.mmpose_trainable import train_rspose, trial_resources
+    from rspose_tune._resources import trial_resources
+    from trainables.mmpose_trainable import train_rspose
 
     trainable = tune.with_parameters(train_rspose, preset=demo_preset, max_epochs=2, num_workers=1)
     tuner = tune.Tuner(

@@ -253,8 +253,8 @@ def test_demo_run_reports_the_same_ap_after_a_trial_checkpoint_round_trip(small_
     from mmengine.runner import Runner
 
     from rspose_tune.spaces import load_preset
-    from trainables._checkpoint import CHECKPOINT_FILE, safe_checkpoint_loading, verify_checkpoint_dir
-    from trainables.mmpose_trainable import TuneReportHook, prepare_trial_config
+    from rspose_tune.training import (CHECKPOINT_FILE, TuneReportHook, prepare_trial_config, safe_checkpoint_loading,
+                                      verify_checkpoint_dir)
 
     preset = load_preset("demo", data_root=str(small_demo_data))
     reports = []
@@ -333,7 +333,7 @@ def test_exported_config_trains_and_tests_with_mmpose_tools_using_the_statistics
     trained_ap = next(s["coco/AP"] for s in scalars if "coco/AP" in s and s["step"] == best_epoch)
     assert trained_ap > 0.1, scalars
 
-    from trainables._checkpoint import safe_checkpoint_loading
+    from rspose_tune.training import safe_checkpoint_loading
 
     with safe_checkpoint_loading(), torch.serialization.safe_globals(_mmengine_checkpoint_globals()):
         state = torch.load(ckpt, weights_only=True)["state_dict"]

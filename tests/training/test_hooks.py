@@ -1,4 +1,4 @@
-"""trainables._hooks: the report hook refuses a non-finite loss."""
+"""rspose_tune.training._hooks: the report hook refuses a non-finite loss."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 
 
 def test_report_hook_rejects_non_finite_loss():
-    from trainables.mmpose_trainable import LossDivergedError, TuneReportHook
+    from rspose_tune.training import LossDivergedError, TuneReportHook
 
     class FakeRunner:
         epoch, iter = 0, 4

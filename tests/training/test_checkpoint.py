@@ -1,4 +1,4 @@
-"""trainables._checkpoint: the manifest that ties a checkpoint to its trial, picking the newest complete
+"""rspose_tune.training._checkpoint: the manifest that ties a checkpoint to its trial, picking the newest complete
 checkpoint, and weights-only loading."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import pytest
 
 
 def test_checkpoint_from_another_trial_is_refused(tmp_path):
-    from trainables._checkpoint import CHECKPOINT_FILE, CheckpointMismatchError, verify_checkpoint_dir, write_manifest
+    from rspose_tune.training._checkpoint import CHECKPOINT_FILE, CheckpointMismatchError, verify_checkpoint_dir, write_manifest
 
     (tmp_path / CHECKPOINT_FILE).write_bytes(b"not a real checkpoint")
     write_manifest(tmp_path, trial_id="abc", epoch=1)
@@ -25,7 +25,7 @@ def test_the_newest_complete_checkpoint_in_the_trial_folder_wins_over_an_older_o
     import pyarrow.fs as pafs
     from ray import tune
 
-    from trainables._checkpoint import (CHECKPOINT_FILE, CheckpointMismatchError, newest_checkpoint,
+    from rspose_tune.training._checkpoint import (CHECKPOINT_FILE, CheckpointMismatchError, newest_checkpoint,
                                         write_manifest)
 
     trial = tmp_path / "trial_t1"
@@ -69,7 +69,7 @@ def test_trial_checkpoint_loads_with_weights_only(tmp_path):
     import numpy as np
     import torch
 
-    from trainables._checkpoint import safe_checkpoint_loading, strip_unsafe_state
+    from rspose_tune.training._checkpoint import safe_checkpoint_loading, strip_unsafe_state
 
     from mmengine.logging import HistoryBuffer
 

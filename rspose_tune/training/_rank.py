@@ -1,7 +1,7 @@
 """One rank of a trial: an mmengine Runner inside a torch process group. No Ray in this module.
 
 A trial trained on N ranks runs :func:`train_rank` once per rank, each in its own process (rank 0
-in the Ray Tune trial's process, the others in Ray actors: :mod:`trainables._ray_ranks`). The
+in the Ray Tune trial's process, the others in Ray actors: ``trainables._ray_ranks``). The
 same function also runs alone, without Ray: a 1-rank process group on one GPU is what
 ``python -m rspose_tune.bench gpu`` checks on a bare GPU machine.
 

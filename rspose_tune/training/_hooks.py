@@ -53,7 +53,7 @@ class TuneReportHook(Hook):
         trial_id: written into each checkpoint's manifest.
         report: ``report(result, checkpoint_dir_or_None)``, called once per validation; it must
             return only after the checkpoint directory was persisted (in a trial:
-            :func:`trainables.mmpose_trainable.tune_report`).
+            the trainable's ``tune_report``, ``trainables.mmpose_trainable``).
         checkpoint: whether to attach a checkpoint to each report.
     """
 
