@@ -4,6 +4,7 @@
 holds everything that defines the run: the resolved preset (in the preset YAML schema of
 :mod:`rspose_tune.spaces`, with absolute data and weights paths, so it reads the same from any
 working directory), the number of trials, the budget, the seed, the resources per trial, the
+trainable (``MODULE:NAME``: :data:`DEFAULT_TRAINABLE` unless ``--trainable`` named another), the
 scheduler and sampler settings (TPE options included), the stages after the search (confirm:
 how many settings on which seeds; the stock-loss baseline), the warm-start settings taken from
 earlier runs (resolved when the run started), the package versions, the git revision, the command line and
@@ -28,6 +29,8 @@ from rspose_tune.errors import RSPoseTuneError
 import datetime as dt
 import json
 import os
+import pkgutil
+import re
 import socket
 import sys
 from collections.abc import Mapping, Sequence
@@ -42,6 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, Stri
 from rspose_tune.spaces import PARAM_NAMES, Preset, SearchSpaceError, parse_preset
 
 __all__ = [
+    "DEFAULT_TRAINABLE",
     "FINISHED_FILE",
     "JOURNAL_FILE",
     "SPEC_FILE",
@@ -60,6 +64,7 @@ __all__ = [
     "preset_to_yaml",
     "read_spec",
     "resolve_storage",
+    "resolve_trainable",
     "trial_dir_name",
     "write_spec",
 ]
@@ -72,6 +77,11 @@ FINISHED_FILE = "finished.json"
 JOURNAL_FILE = "optuna.journal"
 SPEC_VERSION = 1
 _FORMAT = "rspose_tune.run_spec"
+#: The Ray Tune function trainable every trial of a run calls, as ``MODULE:NAME``, unless the search's
+#: ``--trainable`` names another (the contract it must keep: docs/real_backbone.md). Run specs written
+#: before the field existed read as this.
+DEFAULT_TRAINABLE = "trainables.mmpose_trainable:train_rspose"
+_TRAINABLE_FORM = re.compile(r"(?!\d)\w+(\.(?!\d)\w+)*:(?!\d)\w+(\.(?!\d)\w+)*")
 
 
 def trial_dir_name(trial) -> str:
@@ -82,6 +92,27 @@ def trial_dir_name(trial) -> str:
 
 class RunSpecError(RSPoseTuneError, ValueError):
     """A run spec is missing, unreadable or invalid; the message names the file and the key."""
+
+
+def resolve_trainable(text: str, where: str = "--trainable"):
+    """The callable ``text`` (``MODULE:NAME``) names, imported with :func:`pkgutil.resolve_name`.
+
+    :class:`RunSpecError` naming ``where`` and the rule when ``text`` is not ``MODULE:NAME``, the
+    module cannot be imported, it has no ``NAME``, or that is not callable.
+    """
+    rule = f"must be MODULE:NAME, a callable NAME of an importable MODULE (default {DEFAULT_TRAINABLE})"
+    if not isinstance(text, str) or not _TRAINABLE_FORM.fullmatch(text):
+        raise RunSpecError(f"{where} {text!r} {rule}")
+    module, name = text.split(":")
+    try:
+        found = pkgutil.resolve_name(text)
+    except ImportError as exc:  # ModuleNotFoundError too: the module, or one it imports
+        raise RunSpecError(f"{where} {text!r} {rule}: importing {module} failed ({type(exc).__name__}: {exc})") from None
+    except AttributeError:
+        raise RunSpecError(f"{where} {text!r} {rule}: module {module} has no {name!r}") from None
+    if not callable(found):
+        raise RunSpecError(f"{where} {text!r} {rule}: {name} is a {type(found).__name__}, not callable")
+    return found
 
 
 # --------------------------------------------------------------------------------------------
@@ -210,6 +241,7 @@ class RunSpec:
     scheduler: str
     sampler: str
     n_startup_trials: int
+    trainable: str = DEFAULT_TRAINABLE  # MODULE:NAME of the function every trial calls
     # Stages after the search (see rspose_tune.search): the confirm_top best full-budget settings
     # re-run on each of confirm_seeds; baseline: the stock loss on baseline_seeds.
     confirm_top: int = 0
@@ -243,6 +275,7 @@ class RunSpec:
             "storage": self.storage,
             "num_trials": self.num_trials,
             "seed": self.seed,
+            "trainable": self.trainable,
             "budget": {"max_epochs": self.max_epochs, "grace_epochs": self.grace_epochs,
                        "reduction_factor": self.reduction_factor},  # fmt: skip
             "resources": {"gpus_per_trial": self.gpus_per_trial, "cpus_per_trial": self.cpus_per_trial,
@@ -293,7 +326,7 @@ class RunSpec:
             reduction_factor=f.budget.reduction_factor, gpus_per_trial=float(f.resources.gpus_per_trial),
             cpus_per_trial=float(f.resources.cpus_per_trial), workers_per_trial=f.resources.workers_per_trial,
             dataloader_workers=f.resources.dataloader_workers, scheduler=f.scheduler.type, sampler=f.sampler.type,
-            n_startup_trials=f.sampler.n_startup_trials, confirm_top=confirm.top, confirm_seeds=tuple(confirm.seeds),
+            n_startup_trials=f.sampler.n_startup_trials, trainable=f.trainable or DEFAULT_TRAINABLE, confirm_top=confirm.top, confirm_seeds=tuple(confirm.seeds),
             baseline=baseline.enabled, baseline_seeds=tuple(baseline.seeds),
             warm_start=tuple({"source": w.source, "params": dict(w.params)} for w in f.warm_start or ()),
             tpe_options=dict(f.sampler.tpe_options or {}), created_utc=str(f.created_utc or ""),
@@ -360,6 +393,7 @@ class _SpecFile(_Model):
     preset: dict[str, Any]  # validated by spaces.parse_preset
     num_trials: StrictInt
     seed: StrictInt
+    trainable: Optional[StrictStr] = None  # absent in specs written before --trainable: DEFAULT_TRAINABLE
     budget: _Budget
     resources: _Resources
     scheduler: _Scheduler

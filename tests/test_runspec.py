@@ -98,3 +98,17 @@ def test_run_spec_round_trips_the_stages_and_reads_old_specs():
     data["stages"] = {"confirm": {"top": -1}}
     with pytest.raises(Exception, match="stages.confirm.top"):
         RunSpec.from_dict(data, "x")
+
+
+def test_the_trainable_round_trips_and_a_spec_without_it_reads_as_the_default():
+    from rspose_tune.runspec import DEFAULT_TRAINABLE, RunSpec
+
+    spec = _stage_spec(trainable="my_pkg.trials:train")
+    data = yaml.safe_load(yaml.safe_dump(spec.to_dict()))
+    assert data["trainable"] == "my_pkg.trials:train" and RunSpec.from_dict(data, "x") == spec
+    data.pop("trainable")
+    old = RunSpec.from_dict(data, "x")  # a spec written before --trainable: the trainable it ran
+    assert old.trainable == DEFAULT_TRAINABLE == "trainables.mmpose_trainable:train_rspose"
+    data["trainable"] = 3
+    with pytest.raises(runspec.RunSpecError, match="`trainable` is 3"):
+        RunSpec.from_dict(data, "x")

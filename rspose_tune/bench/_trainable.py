@@ -5,8 +5,9 @@ times each, each in a fresh process:
 
 - plain: ``Runner.from_cfg(cfg).train()`` on the config the trainable would build, timed from
   after the imports of the trainable's module (which Ray does before its clock starts);
-- trainable: one Ray Tune trial of :func:`trainables.mmpose_trainable.train_rspose` (reports and
-  a checkpoint after every epoch), timed as Ray's ``time_total_s`` of the trial.
+- trainable: one Ray Tune trial of the search's default trainable
+  (:data:`rspose_tune.runspec.DEFAULT_TRAINABLE`, resolved as the search resolves ``--trainable``;
+  reports and a checkpoint after every epoch), timed as Ray's ``time_total_s`` of the trial.
 
 Both include config building, data and model set-up. Ray's own start-up and the trial actor's
 creation are excluded here (``python -m rspose_tune.bench search`` measures those). Both use one
@@ -48,7 +49,8 @@ TRAINABLE = textwrap.dedent(
     import ray
     from ray import tune
     from rspose_tune.spaces import load_preset
-    from trainables.mmpose_trainable import train_rspose
+    from rspose_tune.runspec import DEFAULT_TRAINABLE, resolve_trainable
+    train_rspose = resolve_trainable(DEFAULT_TRAINABLE)
     preset = load_preset("demo", data_root=sys.argv[1])
     ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
     trainable = tune.with_resources(tune.with_parameters(train_rspose, preset=preset, seed=0, max_epochs=int(sys.argv[4])), {"cpu": 1})

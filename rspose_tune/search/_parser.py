@@ -7,6 +7,7 @@ import math
 
 from rspose_tune import DEFAULT_STORAGE
 from rspose_tune._flags import int_at_least
+from rspose_tune.runspec import DEFAULT_TRAINABLE
 from rspose_tune.spaces import list_presets
 
 __all__ = ["DEFAULT_PRESET", "DEFAULT_TRIALS", "FALLBACK_TRIALS", "RESUME_MAY_CHANGE", "build_parser"]
@@ -82,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="ASHA grace period in epochs (default: the preset's)")
     what.add_argument("--reduction-factor", type=_positive_int("--reduction-factor"), default=None,
                       help="ASHA reduction factor, >= 2 (default: the preset's)")
+    what.add_argument("--trainable", default=None, metavar="MODULE:NAME",
+                      help="the Ray Tune function trainable every trial calls, imported before Ray starts (its "
+                      f"keyword arguments: docs/real_backbone.md) (default: {DEFAULT_TRAINABLE})")
     what.add_argument("--data-root", default=None, help="dataset root (overrides the preset and RSPOSE_TUNE_DATA_ROOT)")
     what.add_argument("--weights", default=None,
                       help="pretrained backbone checkpoint path, or 'none' (overrides the preset and RSPOSE_TUNE_WEIGHTS)")
@@ -148,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--no-report", action="store_true", help="skip the report and the export at the end")
     out.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="Ray Tune progress verbosity")
     parser.epilog = (
-        "A run's identity (preset, data root, weights, number of trials, budget, seed, scheduler, sampler, "
+        "A run's identity (preset, data root, weights, trainable, number of trials, budget, seed, scheduler, sampler, "
         "resources per trial, confirm stage, baseline, warm-start settings) is written once to "
         "<storage>/<name>/run_spec.yaml; --resume reads it and refuses "
         "flags that differ from it. Flags that may change on --resume: " + ", ".join(RESUME_MAY_CHANGE) + ". "

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from rspose_tune._resources import ResourceError, plan_ranks
 from rspose_tune._stages import resolve_warm_start, stage_settings
 from rspose_tune.errors import RSPoseTuneError
 from rspose_tune.runspec import (
+    DEFAULT_TRAINABLE,
     SPEC_FILE,
     RunSpec,
     RunSpecError,
@@ -25,6 +27,7 @@ from rspose_tune.runspec import (
     provenance,
     read_spec,
     resolve_storage,
+    resolve_trainable,
     spec_exists,
 )
 from rspose_tune.search._parser import DEFAULT_PRESET, DEFAULT_TRIALS, FALLBACK_TRIALS, RESUME_MAY_CHANGE
@@ -57,6 +60,8 @@ class Plan:
     # reads the run's identity from it, never from the flags.
     spec: RunSpec | None = None
     new_run: bool = True  # False: --resume (the spec exists; Ray's state too, unless it never started)
+    # The function every trial calls: the spec's ``trainable`` (MODULE:NAME), resolved before Ray starts.
+    trainable: Callable | None = None
 
 
 def _check_storage(storage: str) -> str:
@@ -83,6 +88,14 @@ def _check_storage(storage: str) -> str:
     except OSError as exc:
         raise SearchError(f"--storage {storage!r}: the folder is not writable ({exc.strerror})") from exc
     return str(path)
+
+
+def _trainable(text: str, where: str = "--trainable") -> Callable:
+    """The trainable ``text`` (``MODULE:NAME``) names; a :class:`SearchError` naming ``where`` if none."""
+    try:
+        return resolve_trainable(text, where)
+    except RunSpecError as exc:
+        raise SearchError(str(exc)) from None
 
 
 def _check_name(name: str) -> str:
@@ -155,6 +168,8 @@ def plan(args: argparse.Namespace, argv: list[str] | None = None) -> Plan:
     Touches nothing but the storage folder (and generates the demo data when it is missing).
     ``argv`` (default ``sys.argv[1:]``) is the command line the run spec records.
     """
+    # The trainable first: a bad --trainable writes nothing, not even the storage folder.
+    trainable = None if args.resume else _trainable(args.trainable or DEFAULT_TRAINABLE)
     storage = _check_storage(args.storage)
     address = args.address or os.environ.get("RAY_ADDRESS") or None
     if args.resume:
@@ -181,13 +196,13 @@ def plan(args: argparse.Namespace, argv: list[str] | None = None) -> Plan:
         run=name, storage=storage, preset=preset, num_trials=num_trials, seed=seed,
         max_epochs=max_epochs, grace_epochs=grace, reduction_factor=rf, gpus_per_trial=gpus, cpus_per_trial=cpus,
         workers_per_trial=workers, dataloader_workers=args.num_workers, scheduler=args.scheduler or "asha",
-        sampler=sampler,
+        sampler=sampler, trainable=args.trainable or DEFAULT_TRAINABLE,
         # TPE samples at random until it has n_startup_trials finished trials.
         n_startup_trials=startup_trials(num_trials, sampler),
         warm_start=tuple(warm), tpe_options=dict(TPE_OPTIONS), **stages,
         **provenance(argv),
     )  # fmt: skip
-    return _plan_of(spec, address, new_run=True)
+    return _plan_of(spec, address, new_run=True, trainable=trainable)
 
 
 def dry_run(args: argparse.Namespace) -> int:
@@ -199,6 +214,7 @@ def dry_run(args: argparse.Namespace) -> int:
 
     if args.resume:
         raise SearchError("--dry-run plans a new run; it cannot be combined with --resume")
+    _trainable(args.trainable or DEFAULT_TRAINABLE)
     try:
         storage = resolve_storage(args.storage)
     except RunSpecError as exc:
@@ -237,10 +253,10 @@ def dry_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _plan_of(spec: RunSpec, address: str | None, *, new_run: bool) -> Plan:
+def _plan_of(spec: RunSpec, address: str | None, *, new_run: bool, trainable: Callable) -> Plan:
     return Plan(spec.preset, spec.run, spec.storage, spec.run_dir, spec.num_trials, spec.max_epochs,
                 spec.grace_epochs, spec.reduction_factor, spec.gpus_per_trial, spec.cpus_per_trial, address,
-                workers=spec.workers_per_trial, spec=spec, new_run=new_run)  # fmt: skip
+                workers=spec.workers_per_trial, spec=spec, new_run=new_run, trainable=trainable)  # fmt: skip
 
 
 def _plan_resume(args: argparse.Namespace, storage: str, address: str | None) -> Plan:
@@ -268,8 +284,9 @@ def _plan_resume(args: argparse.Namespace, storage: str, address: str | None) ->
             f"--resume of run {spec.run!r}: " + "; ".join(conflicts) + f". These are fixed by "
             f"{join(spec.run_dir, SPEC_FILE)}; drop them (flags that may change: {', '.join(RESUME_MAY_CHANGE)})"
         )
+    trainable = _trainable(spec.trainable, f"{join(spec.run_dir, SPEC_FILE)}: `trainable`")
     _prepare_data(spec.preset)
-    return _plan_of(spec, address, new_run=False)
+    return _plan_of(spec, address, new_run=False, trainable=trainable)
 
 
 def _preset_name(backbone: str, search_dir: str | None) -> str:
@@ -308,6 +325,7 @@ def resume_conflicts(spec: RunSpec, args: argparse.Namespace) -> list[str]:
     differs("--scheduler", args.scheduler, spec.scheduler)
     differs("--sampler", args.sampler, spec.sampler)
     differs("--seed", args.seed, spec.seed)
+    differs("--trainable", getattr(args, "trainable", None), spec.trainable)
     differs("--max-epochs", args.max_epochs, spec.max_epochs)
     differs("--grace-epochs", args.grace_epochs, spec.grace_epochs)
     differs("--reduction-factor", args.reduction_factor, spec.reduction_factor)

@@ -102,10 +102,11 @@ def _make_trainable(p: Plan, *, nested: bool = False):
 
     from rspose_tune._resources import trial_resources
     from rspose_tune.results import has_row
-    from trainables.mmpose_trainable import train_rspose
 
-    # has_row: a trial resumes from a checkpoint newer than Ray's snapshot only if its row exists
-    trainable = tune.with_parameters(train_rspose, preset=p.preset, seed=p.spec.seed, max_epochs=p.max_epochs,
+    # The plan resolved the run spec's `trainable` (default trainables.mmpose_trainable:train_rspose;
+    # its keyword arguments: docs/real_backbone.md). has_row: a trial resumes from a checkpoint newer
+    # than Ray's snapshot only if its row exists.
+    trainable = tune.with_parameters(p.trainable, preset=p.preset, seed=p.spec.seed, max_epochs=p.max_epochs,
                                      num_workers=p.spec.dataloader_workers,
                                      has_row=functools.partial(has_row, nested=nested))  # fmt: skip
     # One placement-group bundle per rank; a trial on N > 1 ranks trains data-parallel.

@@ -207,3 +207,84 @@ def test_resume_refuses_changed_stage_flags(flags, message):
     assert [c for c in resume_conflicts(_stage_spec(), args) if message in c]
     same = build_parser().parse_args(["--resume", "--confirm-top", "2", "--confirm-seeds", "2", "--baseline"])
     assert resume_conflicts(_stage_spec(), same) == []
+
+
+# --------------------------------------------------------------------------------------------
+# --trainable: the search's trainable is a plug-in (MODULE:NAME), resolved before Ray starts
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("value", "rule"), [
+    ("train_rspose", "must be MODULE:NAME"),
+    ("trainables.mmpose_trainable.train_rspose", "must be MODULE:NAME"),
+    ("trainables.mmpose_trainable:", "must be MODULE:NAME"),
+    ("no_such_module_rspose:train", "importing no_such_module_rspose failed (ModuleNotFoundError"),
+    ("trainables.mmpose_trainable:no_such_name", "module trainables.mmpose_trainable has no 'no_such_name'"),
+    ("trainables.mmpose_trainable:DIVERGED_FILE", "DIVERGED_FILE is a str, not callable"),
+])  # fmt: skip
+@pytest.mark.parametrize("dry_run", [False, True], ids=["start", "dry-run"])
+def test_a_bad_trainable_is_one_error_line_and_writes_nothing(value, rule, dry_run, tmp_path, capsys):
+    storage = tmp_path / "out"
+    code, err = _run(["--trainable", value, "--storage", str(storage), "--name", "r",
+                      *(["--dry-run"] if dry_run else [])], capsys)  # fmt: skip
+    assert code == 2 and err.count("error:") == 1 and len(err.strip().splitlines()) == 1, err
+    assert f"--trainable {value!r} must be MODULE:NAME, a callable NAME of an importable MODULE" in err
+    assert rule in err
+    assert not storage.exists()  # no run folder, not even the storage root
+
+
+def test_the_trainable_is_recorded_resolved_and_fixed_on_resume(demo_preset, tmp_path, capsys):
+    from rspose_tune.runspec import DEFAULT_TRAINABLE, SPEC_FILE, read_spec
+    from tests.search import conftest
+    from trainables.mmpose_trainable import train_rspose
+
+    data = str(demo_preset.data.root)
+    default = _start(["--storage", str(tmp_path), "--name", "d", "--data-root", data])
+    assert default.spec.trainable == DEFAULT_TRAINABLE and default.trainable is train_rspose
+    custom = _start(["--storage", str(tmp_path), "--name", "c", "--data-root", data,
+                     "--trainable", "tests.search.conftest:_run"])  # any importable callable; fmt: skip
+    assert read_spec(custom.run_dir).trainable == "tests.search.conftest:_run" and custom.trainable is conftest._run
+    resumed = search.plan(search.build_parser().parse_args(["--resume", "--storage", str(tmp_path), "--name", "c"]))
+    assert resumed.trainable is conftest._run  # from the spec, without the flag
+    # A changed --trainable on --resume is refused like the other identity flags; the same one is accepted.
+    code, err = _run(["--resume", "--storage", str(tmp_path), "--name", "d", "--trainable", "tests.search.conftest:_run"],
+                     capsys)  # fmt: skip
+    assert code == 2 and err.count("error:") == 1
+    assert f"--trainable 'tests.search.conftest:_run' differs from the run's {DEFAULT_TRAINABLE!r}" in err
+    assert SPEC_FILE in err
+    same = search.build_parser().parse_args(["--resume", "--storage", str(tmp_path), "--name", "d",
+                                             "--trainable", DEFAULT_TRAINABLE])  # fmt: skip
+    assert search.plan(same).trainable is train_rspose
+
+
+def test_a_run_spec_without_a_trainable_resumes_with_the_default(demo_preset, tmp_path):
+    """A run started before --trainable existed: its spec has no `trainable`, and it ran the default."""
+    import yaml
+
+    from rspose_tune.runspec import DEFAULT_TRAINABLE, SPEC_FILE
+    from trainables.mmpose_trainable import train_rspose
+
+    _start(["--storage", str(tmp_path), "--name", "old", "--data-root", str(demo_preset.data.root)])
+    path = tmp_path / "old" / SPEC_FILE
+    data = yaml.safe_load(path.read_text())
+    del data["trainable"]
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    for flags in ([], ["--trainable", DEFAULT_TRAINABLE]):  # without the flag, and with the default given
+        p = search.plan(search.build_parser().parse_args(["--resume", "--storage", str(tmp_path), "--name", "old",
+                                                          *flags]))  # fmt: skip
+        assert p.spec.trainable == DEFAULT_TRAINABLE and p.trainable is train_rspose and not p.new_run
+
+
+def test_a_run_spec_naming_a_trainable_that_is_gone_fails_its_resume_naming_the_spec(demo_preset, tmp_path, capsys):
+    import yaml
+
+    from rspose_tune.runspec import SPEC_FILE
+
+    _start(["--storage", str(tmp_path), "--name", "r", "--data-root", str(demo_preset.data.root)])
+    path = tmp_path / "r" / SPEC_FILE
+    data = yaml.safe_load(path.read_text())
+    data["trainable"] = "no_such_module_rspose:train"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    code, err = _run(["--resume", "--storage", str(tmp_path), "--name", "r"], capsys)
+    assert code == 2 and err.count("error:") == 1
+    assert f"{path}: `trainable` 'no_such_module_rspose:train' must be MODULE:NAME" in err
