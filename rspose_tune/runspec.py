@@ -42,6 +42,7 @@ import pyarrow.fs as pafs
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError
 
+from rspose_tune._layout import FINISHED_FILE, JOURNAL_FILE, SPEC_FILE  # the run folder's file names
 from rspose_tune.spaces import PARAM_NAMES, Preset, SearchSpaceError, parse_preset
 
 __all__ = [
@@ -69,12 +70,6 @@ __all__ = [
     "write_spec",
 ]
 
-#: File name of the spec inside the run directory.
-SPEC_FILE = "run_spec.yaml"
-#: Written when a run's search ended with every trial finished.
-FINISHED_FILE = "finished.json"
-#: The run's Optuna study (``<run>/optuna.journal``): the searcher writes it, the report reads it.
-JOURNAL_FILE = "optuna.journal"
 SPEC_VERSION = 1
 _FORMAT = "rspose_tune.run_spec"
 #: The Ray Tune function trainable every trial of a run calls, as ``MODULE:NAME``, unless the search's

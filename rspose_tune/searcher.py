@@ -102,10 +102,10 @@ from ray.tune.search import Searcher
 
 # Re-exported (``from rspose_tune.searcher import ...`` keeps working; a run's tuner.pkl written before
 # the move names rspose_tune.searcher.ResumableConcurrencyLimiter and still unpickles).
+from rspose_tune._layout import JOURNAL_FILE
 from rspose_tune._limiter import ResumableConcurrencyLimiter
 from rspose_tune._numbers import finite_or_none as _finite
 from rspose_tune._scheduler import build_scheduler  # re-exported
-from rspose_tune.runspec import JOURNAL_FILE
 from rspose_tune.spaces import COMPONENTS, LOSS_PARAMS, PARAM_NAMES, ParamSpec, component_names, validate_space
 
 __all__ = [
