@@ -4,8 +4,11 @@ Layers, from the bottom up (each only imports the ones below it):
 
 - :mod:`rspose_tune.losses` - pure-torch Spatial Rank / Spatial Sort / Instance Sort.
 - :mod:`rspose_tune.mmpose_adapter` - MMPose registration (losses, heads) and config building.
-- :mod:`trainables` (top-level package) - Ray Tune trainables that run an MMPose Runner.
+- :mod:`rspose_tune.training` - one rank of a trial (an MMPose Runner), without Ray.
 - :mod:`rspose_tune.search` / :mod:`rspose_tune.report` / :mod:`rspose_tune.export` - the CLIs.
+
+The Ray Tune trainable is the top-level package ``trainables``: it imports this package, never the
+other way round (the search loads it by name, ``--trainable``; docs/ARCHITECTURE.md).
 
 Importing this package defines names only: no MMPose, Ray or torch import, no patching.
 """

@@ -196,7 +196,7 @@ def train_ranks(cfg, *, bundles: Sequence[Mapping[str, float]], metric: str, tri
             a collective and then ended after :data:`RANK_DIVERGED_GRACE_S`.
 
     Raises:
-        LossDivergedError: this rank's own divergence (:data:`trainables._hooks.DIVERGED`) as it
+        LossDivergedError: this rank's own divergence (:data:`rspose_tune.training.DIVERGED`) as it
             was raised, or another rank's, naming the rank.
         RankFailedError: another rank died or raised anything else.
     """

@@ -1,7 +1,7 @@
 """``python -m rspose_tune.search``: Optuna TPE + ASHA over the RSPose loss settings on Ray.
 
-Wiring only: the preset (:mod:`rspose_tune.spaces`), the trainable
-(:mod:`trainables.mmpose_trainable`), the searcher (:mod:`rspose_tune.searcher`), the Parquet
+Wiring only: the preset (:mod:`rspose_tune.spaces`), the trainable (``--trainable MODULE:NAME``,
+loaded by name: default ``trainables.mmpose_trainable:train_rspose``), the searcher (:mod:`rspose_tune.searcher`), the Parquet
 callback (:mod:`rspose_tune.results`), then the report (:mod:`rspose_tune.report`) and the export
 (:mod:`rspose_tune.export`) of the best setting.
 
