@@ -89,16 +89,28 @@ class RunSpecError(RSPoseTuneError, ValueError):
     """A run spec is missing, unreadable or invalid; the message names the file and the key."""
 
 
-def resolve_trainable(text: str, where: str = "--trainable"):
+def resolve_trainable(text: str, where: str = "--trainable", *, load: bool = True):
     """The callable ``text`` (``MODULE:NAME``) names, imported with :func:`pkgutil.resolve_name`.
 
     :class:`RunSpecError` naming ``where`` and the rule when ``text`` is not ``MODULE:NAME``, the
-    module cannot be imported, it has no ``NAME``, or that is not callable.
+    module cannot be imported, it has no ``NAME``, or that is not callable. ``load=False`` (``--dry-run``,
+    which imports and writes nothing): only the form and that the module is found; returns None.
     """
     rule = f"must be MODULE:NAME, a callable NAME of an importable MODULE (default {DEFAULT_TRAINABLE})"
     if not isinstance(text, str) or not _TRAINABLE_FORM.fullmatch(text):
         raise RunSpecError(f"{where} {text!r} {rule}")
     module, name = text.split(":")
+    if not load:
+        import importlib.util
+
+        why = f"ModuleNotFoundError: No module named {module!r}"
+        try:
+            found = importlib.util.find_spec(module)  # imports the parent packages only
+        except ImportError as exc:
+            found, why = None, f"{type(exc).__name__}: {exc}"
+        if found is None:
+            raise RunSpecError(f"{where} {text!r} {rule}: importing {module} failed ({why})")
+        return None
     try:
         found = pkgutil.resolve_name(text)
     except ImportError as exc:  # ModuleNotFoundError too: the module, or one it imports

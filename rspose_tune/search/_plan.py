@@ -90,10 +90,11 @@ def _check_storage(storage: str) -> str:
     return str(path)
 
 
-def _trainable(text: str, where: str = "--trainable") -> Callable:
-    """The trainable ``text`` (``MODULE:NAME``) names; a :class:`SearchError` naming ``where`` if none."""
+def _trainable(text: str, where: str = "--trainable", *, load: bool = True) -> Callable | None:
+    """The trainable ``text`` (``MODULE:NAME``) names; a :class:`SearchError` naming ``where`` if none
+    (``load=False``: its form and module only, imported by nothing)."""
     try:
-        return resolve_trainable(text, where)
+        return resolve_trainable(text, where, load=load)
     except RunSpecError as exc:
         raise SearchError(str(exc)) from None
 
@@ -214,7 +215,7 @@ def dry_run(args: argparse.Namespace) -> int:
 
     if args.resume:
         raise SearchError("--dry-run plans a new run; it cannot be combined with --resume")
-    _trainable(args.trainable or DEFAULT_TRAINABLE)
+    _trainable(args.trainable or DEFAULT_TRAINABLE, load=False)  # the form and the module; a start imports it
     try:
         storage = resolve_storage(args.storage)
     except RunSpecError as exc:
