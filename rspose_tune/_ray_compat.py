@@ -12,6 +12,9 @@ refuses a Ray these functions were not written against.
   (``TrainContext.get_storage()``: developer API).
 - :func:`restored_search_alg`: the search algorithm of a ``Tuner.restore`` d tuner
   (``tuner._local_tuner._tune_config``: private).
+- :func:`restored_run_config`: the run config of a ``Tuner.restore`` d tuner
+  (``tuner._local_tuner._run_config``: private; ``Tuner.restore`` takes no callbacks, and
+  ``--resume`` applies this start's ``--mlflow``/``--wandb`` callbacks to it).
 - :func:`asha_milestones`: where Ray's ``ASHAScheduler`` puts its rungs (``_brackets``: private;
   tests only, to check :func:`rspose_tune._asha.asha_rungs`).
 - :func:`use_classic_progress_table`: the pre-2.7 progress table, which shows trial parameters
@@ -33,6 +36,7 @@ __all__ = [
     "RayVersionError",
     "asha_milestones",
     "check_ray_version",
+    "restored_run_config",
     "restored_search_alg",
     "trial_location",
     "trial_storage",
@@ -85,6 +89,12 @@ def trial_storage(context: Any) -> tuple[Any, str]:
 def restored_search_alg(tuner: Any) -> Any:
     """The search algorithm a ``Tuner.restore`` d tuner unpickled from ``tuner.pkl``."""
     return tuner._local_tuner._tune_config.search_alg
+
+
+def restored_run_config(tuner: Any) -> Any:
+    """The ``RunConfig`` a ``Tuner.restore`` d tuner unpickled from ``tuner.pkl`` (its ``callbacks``
+    are the ones ``fit`` uses)."""
+    return tuner._local_tuner._run_config
 
 
 def asha_milestones(scheduler: Any) -> list[float]:

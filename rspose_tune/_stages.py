@@ -234,6 +234,9 @@ def run_stages(p, args: argparse.Namespace, make_trainable, callbacks: Sequence[
     if exists(join(where, "tuner.pkl")):
         print(f"confirm stage: continuing {where}")
         tuner = tune.Tuner.restore(where, trainable=trainable, resume_unfinished=True, resume_errored=True)
+        from rspose_tune.tracking import use_tracking_callbacks
+
+        use_tracking_callbacks(tuner, list(callbacks))  # this start's --mlflow/--wandb
         return list(tuner.fit())
     configs, notes = stage_configs(spec, read_results(join(p.run_dir, "trials")))
     for note in notes:

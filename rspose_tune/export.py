@@ -13,7 +13,12 @@ name, with the **base config's own schedule** (its ``max_epochs``, e.g. 210, and
   ``checkpoint.save_best`` on the preset's metric and ``rule`` from its mode;
 - the ``rspose_tune`` bookkeeping key is removed; ``work_dir`` is ``./work_dirs/<file stem>``
   (what ``tools/train.py`` would pick), and provenance (run, trial, metric, git revision)
-  goes into a comment header.
+  goes into a comment header;
+- when the search was tracked (``--mlflow``/``--wandb``, recorded in ``<run>/tracking.json``), the
+  matching mmengine vis backend (``MLFlowVisBackend`` with the tracking URI and the run's experiment,
+  ``WandbVisBackend`` with the project and the run as group) is added to
+  ``visualizer.vis_backends`` (the base config's stay), so the full training is logged next to the
+  search; ``--no-tracking-export`` leaves it out.
 
 Pretrained weights are never downloaded: when the base config names remote weights, pass
 ``--weights PATH`` (a local file) or ``--weights none`` (train from scratch).
@@ -141,12 +146,14 @@ def export_config(
     data_root: str | None = None,
     weights: str | None = None,
     display: str | None = None,
+    tracking: bool = True,
 ) -> Path:
     """Build, check and write the exported config of ``trial``; return its path.
 
     Args:
         weights: a local checkpoint path, ``'none'`` (train from scratch) or None (the run's).
         display: where the file will live, for its header (default: ``out``).
+        tracking: add the vis backend of the run's tracking (``<run>/tracking.json``), if any.
     """
     from mmengine.config import Config
 
@@ -171,6 +178,8 @@ def export_config(
     cfg = build_config(preset, _params(trial), max_epochs=max_epochs, val_interval=val_interval, scratch=scratch)
     # save_best follows the preset's metric and mode: what this config's evaluator reports
     finalize_export_config(cfg, base, metric=preset.metric, mode=preset.mode, work_dir=f"./work_dirs/{out.stem}")
+    if tracking:
+        _add_tracking_backends(cfg, run, name=out.stem)
     out.parent.mkdir(parents=True, exist_ok=True)
     cfg.dump(str(out))
     out.write_text(_header(trial, run, preset, display or str(out.resolve()), max_epochs) + out.read_text())
@@ -178,6 +187,18 @@ def export_config(
     if check.train_cfg["max_epochs"] != max_epochs or "rspose_tune" in check:
         raise RuntimeError(f"the exported config {out} does not read back as written")
     return out
+
+
+def _add_tracking_backends(cfg, run: RunData, *, name: str) -> None:
+    """Append the vis backends of the run's tracking to ``cfg.visualizer.vis_backends`` (kept)."""
+    from rspose_tune.tracking import read_tracking, vis_backends
+
+    extra = vis_backends(read_tracking(run.path), run_name=name)
+    if not extra:
+        return
+    visualizer = dict(cfg.get("visualizer") or dict(type="PoseLocalVisualizer", name="visualizer"))
+    visualizer["vis_backends"] = [*(visualizer.get("vis_backends") or [dict(type="LocalVisBackend")]), *extra]
+    cfg["visualizer"] = visualizer
 
 
 def _header(trial: pd.Series, run: RunData, preset, out: str, max_epochs: int) -> str:
@@ -226,6 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--weights", metavar="PATH|none",
                         help="pretrained backbone weights (local file), or 'none' to train from scratch; "
                         "default: the run's weights (from its run_spec.yaml)")  # fmt: skip
+    parser.add_argument("--no-tracking-export", action="store_true",
+                        help="do not add the MLflow/W&B vis backend of the run's tracking (<run>/tracking.json, "
+                        "from the search's --mlflow/--wandb) to the config's visualizer")  # fmt: skip
     return parser
 
 
@@ -247,13 +271,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if is_uri(target):  # an object store: build locally, check, then upload
             tmp = tempfile.TemporaryDirectory(prefix="rspose_export_")
             path = export_config(trial, run, Path(tmp.name) / target.rsplit("/", 1)[-1], data_root=args.data_root,
-                                 weights=args.weights, display=target)  # fmt: skip
+                                 weights=args.weights, display=target, tracking=not args.no_tracking_export)  # fmt: skip
             fs, where = filesystem(target)
             fs.create_dir(where.rsplit("/", 1)[0], recursive=True)
             with open(path, "rb") as src, fs.open_output_stream(where) as dst:
                 dst.write(src.read())
         else:
-            path = export_config(trial, run, Path(target), data_root=args.data_root, weights=args.weights)
+            path = export_config(trial, run, Path(target), data_root=args.data_root, weights=args.weights,
+                                 tracking=not args.no_tracking_export)  # fmt: skip
     except RSPoseTuneError as exc:
         hint = ""
         if isinstance(exc, ConfigBuildError) and "weights" in str(exc) and "--weights none" not in str(exc):

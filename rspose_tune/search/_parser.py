@@ -18,7 +18,7 @@ FALLBACK_TRIALS = 32
 #: Flags that only say how and where a run executes: --resume accepts any value for them.
 RESUME_MAY_CHANGE = ("--storage", "--name", "--address", "--max-concurrent", "--num-cpus",
                      "--allow-pending-trials", "--dashboard-host", "--dashboard-port", "--no-dashboard",
-                     "--no-report", "--verbose")  # fmt: skip
+                     "--no-report", "--verbose", "--mlflow", "--wandb")  # fmt: skip
 
 
 def _positive_int(flag: str):
@@ -150,6 +150,13 @@ def build_parser() -> argparse.ArgumentParser:
     dash.add_argument("--no-dashboard", action="store_true", help="do not start the Ray dashboard")
     out = parser.add_argument_group("output")
     out.add_argument("--no-report", action="store_true", help="skip the report and the export at the end")
+    out.add_argument("--mlflow", metavar="TRACKING_URI", default=None,
+                     help="also log every trial to MLflow (Ray Tune's MLflowLoggerCallback): a local path, "
+                     "file:///abs/path or http(s)://host:port of a tracking server; one MLflow experiment named "
+                     "after the run, one MLflow run per trial (docs/tracking.md)")  # fmt: skip
+    out.add_argument("--wandb", metavar="PROJECT", default=None,
+                     help="also log every trial to this Weights & Biases project (Ray Tune's WandbLoggerCallback; "
+                     "WANDB_MODE=offline for air-gapped clusters), grouped by the run (docs/tracking.md)")  # fmt: skip
     out.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="Ray Tune progress verbosity")
     parser.epilog = (
         "A run's identity (preset, data root, weights, trainable, number of trials, budget, seed, scheduler, sampler, "

@@ -32,6 +32,7 @@ from rspose_tune.runspec import (
 )
 from rspose_tune.search._parser import DEFAULT_PRESET, DEFAULT_TRIALS, FALLBACK_TRIALS, RESUME_MAY_CHANGE
 from rspose_tune.spaces import PARAM_NAMES, MissingDataError, SearchSpaceError, budget_problem, load_preset
+from rspose_tune.tracking import Tracking, check_tracking
 
 __all__ = ["Plan", "SearchError", "dry_run", "plan", "resume_conflicts"]
 
@@ -62,6 +63,8 @@ class Plan:
     new_run: bool = True  # False: --resume (the spec exists; Ray's state too, unless it never started)
     # The function every trial calls: the spec's ``trainable`` (MODULE:NAME), resolved before Ray starts.
     trainable: Callable | None = None
+    # --mlflow/--wandb of this start (not the run's identity: they may change on --resume)
+    tracking: Tracking = Tracking()
 
 
 def _check_storage(storage: str) -> str:
@@ -167,8 +170,14 @@ def plan(args: argparse.Namespace, argv: list[str] | None = None) -> Plan:
     """Validate flags, the preset and its files (or read the run spec on ``--resume``).
 
     Touches nothing but the storage folder (and generates the demo data when it is missing).
-    ``argv`` (default ``sys.argv[1:]``) is the command line the run spec records.
+    ``argv`` (default ``sys.argv[1:]``) is the command line the run spec records. ``--mlflow`` and
+    ``--wandb`` are checked first (a tracking server must answer), before anything is written.
     """
+    tracking = check_tracking(getattr(args, "mlflow", None), getattr(args, "wandb", None))
+    return dataclasses.replace(_plan(args, argv), tracking=tracking)
+
+
+def _plan(args: argparse.Namespace, argv: list[str] | None) -> Plan:
     # The trainable first: a bad --trainable writes nothing, not even the storage folder.
     trainable = None if args.resume else _trainable(args.trainable or DEFAULT_TRAINABLE)
     storage = _check_storage(args.storage)
@@ -220,6 +229,7 @@ def dry_run(args: argparse.Namespace) -> int:
         storage = resolve_storage(args.storage)
     except RunSpecError as exc:
         raise SearchError(str(exc)) from None
+    check_tracking(getattr(args, "mlflow", None), getattr(args, "wandb", None), reach=False)  # the form only
     preset, (max_epochs, grace, rf), (gpus, cpus, workers) = _preset_budget_resources(args)
     if args.name is not None and exists(join(storage, _check_name(args.name))):
         raise SearchError(f"run {join(storage, args.name)!r} already exists: choose another --name")

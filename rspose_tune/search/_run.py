@@ -27,12 +27,14 @@ def run_search(p: Plan, args: argparse.Namespace, extra_callbacks=(), *, reuse_a
     from rspose_tune._limiter import ResumableConcurrencyLimiter
     from rspose_tune._scheduler import build_scheduler
     from rspose_tune.searcher import JOURNAL_FILE_NAME, PruningAwareOptunaSearch
+    from rspose_tune.tracking import use_tracking_callbacks
 
     # Keeping only the last checkpoints forces an experiment snapshot per report; that is intended.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     spec = p.spec
     if p.new_run:
         write_spec(spec)  # the run's identity, once; --resume, report and export read it
+    _record_tracking(p)
     preset = p.preset
     trainable = _make_trainable(p)
     # Always with the run: a local file, or a URI (uploaded at every experiment snapshot).
@@ -54,6 +56,7 @@ def run_search(p: Plan, args: argparse.Namespace, extra_callbacks=(), *, reuse_a
     scheduler = build_scheduler(spec.scheduler, mode=preset.mode, max_epochs=p.max_epochs, grace_epochs=p.grace,
                                 reduction_factor=p.reduction_factor)
     callback = _results_callback(p)
+    tracking = _tracking_callbacks(p)
     reporter = tune.CLIReporter(
         metric_columns=["epoch", "metric", "loss"],
         parameter_columns=list(PARAM_NAMES),
@@ -63,7 +66,7 @@ def run_search(p: Plan, args: argparse.Namespace, extra_callbacks=(), *, reuse_a
     run_config = tune.RunConfig(
         name=p.name,
         storage_path=p.storage,
-        callbacks=[callback, *extra_callbacks],
+        callbacks=[callback, *tracking, *extra_callbacks],
         progress_reporter=reporter,
         verbose=args.verbose,
         # The one failure policy: an error in any rank (or a dead node) fails the trial, which
@@ -90,6 +93,7 @@ def run_search(p: Plan, args: argparse.Namespace, extra_callbacks=(), *, reuse_a
     if not p.new_run and exists(join(p.run_dir, "tuner.pkl")):
         tuner = tune.Tuner.restore(p.run_dir, trainable=trainable, resume_unfinished=True, resume_errored=True)
         _set_restored_concurrency(tuner, max_concurrent)
+        use_tracking_callbacks(tuner, tracking)  # this start's --mlflow/--wandb, not the first start's
     else:  # a new run, or one whose driver died before Ray wrote its state: start it from its spec
         tuner = tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)
     return tuner.fit()
@@ -111,6 +115,27 @@ def _make_trainable(p: Plan, *, nested: bool = False):
                                      has_row=functools.partial(has_row, nested=nested))  # fmt: skip
     # One placement-group bundle per rank; a trial on N > 1 ranks trains data-parallel.
     return tune.with_resources(trainable, trial_resources(p.workers, p.cpus, p.gpus))
+
+
+def _tracking_callbacks(p: Plan) -> list:
+    """The ``--mlflow``/``--wandb`` callbacks of this start (:mod:`rspose_tune.tracking`)."""
+    from rspose_tune.tracking import tracking_callbacks
+
+    return tracking_callbacks(p.tracking, run=p.name, run_dir=p.run_dir, backbone=p.preset.name, seed=p.spec.seed)
+
+
+def _record_tracking(p: Plan) -> None:
+    """``<run>/tracking.json``: this start's tracking, for the export; a note when it drops the earlier one."""
+    from rspose_tune.tracking import read_tracking, tracking_record, write_tracking
+
+    before = None if p.new_run else read_tracking(p.run_dir)
+    now = tracking_record(p.tracking, p.name)
+    for key, flag, field in (("mlflow", "--mlflow", "tracking_uri"), ("wandb", "--wandb", "project")):
+        if before and before.get(key) and not now[key]:
+            print(f"note: the run was tracked with {flag} {before[key][field]}; this start tracks nothing there "
+                  f"(pass {flag} {before[key][field]} to go on)")  # fmt: skip
+    if before is not None or p.tracking:
+        write_tracking(p.run_dir, p.tracking, p.name)
 
 
 def _results_callback(p: Plan, *, nested: bool = False):
@@ -152,7 +177,7 @@ def run_confirm_stage(p: Plan, args: argparse.Namespace) -> list:
 def _stage_callbacks(p: Plan) -> list:
     """The confirm experiment's callbacks (pickled into ``<run>/confirm/tuner.pkl``): its rows go
     to ``<run>/trials/`` of wherever the run is when they are written."""
-    return [_results_callback(p, nested=True)]
+    return [_results_callback(p, nested=True), *_tracking_callbacks(p)]
 
 
 def _run_rows(p: Plan):
