@@ -40,7 +40,7 @@ PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
 "${PIP[@]}" install -q --no-deps -r requirements/lock.txt
 # 4. This project, editable (rspose_tune, trainables, search_spaces).
 "${PIP[@]}" install -q --no-deps --no-build-isolation -e .
-"$VENV/bin/python" -c 'import rspose_tune, trainables, search_spaces, torch, mmpose, ray, optuna, xtcocotools.coco, optuna_dashboard, moto.server; print("set-up OK: torch", torch.__version__, "(CUDA", torch.version.cuda, "available:", torch.cuda.is_available(), ") mmpose", mmpose.__version__, "ray", ray.__version__, "optuna", optuna.__version__)'
+"$VENV/bin/python" -c 'import rspose_tune, trainables, search_spaces, torch, mmpose, ray, optuna, xtcocotools.coco, optuna_dashboard, moto.server, mlflow, wandb; print("set-up OK: torch", torch.__version__, "(CUDA", torch.version.cuda, "available:", torch.cuda.is_available(), ") mmpose", mmpose.__version__, "ray", ray.__version__, "optuna", optuna.__version__)'
 echo "setup.sh: done in $(( $(date +%s) - start )) s; activate with: source $VENV/bin/activate"
 if [ "$FULL_MMCV" = 1 ]; then
   # Optional, after a working set-up: the venv keeps mmcv-lite unless full mmcv built and imports.

@@ -13,6 +13,7 @@ USER_ERRORS = [
     ("rspose_tune.spaces", "MissingDataError", FileNotFoundError),
     ("rspose_tune.search", "SearchError", RuntimeError),
     ("rspose_tune.runspec", "RunSpecError", ValueError),
+    ("rspose_tune.tracking", "TrackingError", ValueError),
     ("rspose_tune.report", "ReportError", ValueError),
     ("rspose_tune._resources", "ResourceError", ValueError),
     ("rspose_tune._stages", "StageError", ValueError),
