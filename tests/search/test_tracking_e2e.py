@@ -118,6 +118,7 @@ def test_search_logs_to_mlflow_server_and_wandb_offline_then_export_gets_vis_bac
                     "--max-epochs", "2", "--grace-epochs", "1", "--reduction-factor", "2", "--max-concurrent", "2",
                     "--no-dashboard", "--mlflow", mlflow_server, "--wandb", "rspose-test")  # fmt: skip
         out, _ = proc.communicate(timeout=900)
+        (tmp_path / "search.out").write_text(out)  # the whole output, for a failure's post-mortem
     finally:
         for k, v in env_before.items():
             os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
