@@ -4,12 +4,20 @@ integrations; classes at module level so ``tuner.pkl`` pickles them by reference
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 
 from ray.air.integrations.mlflow import MLflowLoggerCallback
 from ray.air.integrations.wandb import WandbLoggerCallback, _WandbLoggingActor
 
 __all__ = ["MLflowTrialCallback", "WandbTrialCallback"]
+
+
+def mlflow_metric_name(key: str) -> str:
+    """``key`` as MLflow allows a metric name (alphanumerics and ``_ - . : /`` and spaces): MMPose's
+    ``coco/AP (M)`` becomes ``coco/AP_M``; any other character outside the rule becomes ``_``."""
+    key = re.sub(r"\s*\(([^()]*)\)", r"_\1", key)
+    return re.sub(r"[^\w\-. :/]", "_", key)
 
 
 def _trial_tags(trial: Any, *, backbone: str, seed: int, run: str) -> dict[str, str]:
@@ -60,8 +68,12 @@ class MLflowTrialCallback(MLflowLoggerCallback):
     def log_trial_result(self, iteration: int, trial: Any, result: dict) -> None:
         if trial not in self._trial_runs:
             self.log_trial_start(trial)
+        from ray.tune.utils import flatten_dict
+
         step = int(result.get("epoch", result.get("training_iteration", 0)))
-        self.mlflow_util.log_metrics(run_id=self._trial_runs[trial], metrics_to_log=result, step=step)
+        # MLflow refuses some of MMPose's metric names (``coco/AP (M)``): one error would end the search
+        metrics = {mlflow_metric_name(key): value for key, value in flatten_dict(result).items()}
+        self.mlflow_util.log_metrics(run_id=self._trial_runs[trial], metrics_to_log=metrics, step=step)
 
 
 class _EpochStepActor(_WandbLoggingActor):

@@ -18,6 +18,8 @@ through Ray Tune's own logger callbacks, and the matching mmengine vis backend o
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import urllib.error
@@ -109,8 +111,11 @@ def _check_wandb(project: str) -> str:
         return text
     import wandb  # Ray's WandbLoggerCallback.setup needs a key, else it fails inside Tuner.fit
 
+    # wandb.api.api_key reads the key as Ray's callback will (env, netrc, settings) without the network
+    # (wandb.login would verify it online); its deprecation warning is not the user's business
     try:
-        key = wandb.api.api_key
+        with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+            key = wandb.api.api_key
     except Exception:  # noqa: BLE001 - wandb's settings loader; no key then
         key = None
     if not key:

@@ -169,3 +169,27 @@ def test_restored_tuner_gets_this_starts_tracking_callbacks(tmp_path):
     use_tracking_callbacks(tuner, [])
     assert run_config.callbacks == [keep]
     json.dumps(run_config.callbacks[:0])
+
+
+def test_mlflow_callback_logs_mmposes_metric_names_that_mlflow_refuses(tmp_path):
+    """MMPose's COCO metric reports ``coco/AP (M)``, a name MLflow refuses (one such error ended the
+    whole search): it is logged as ``coco/AP_M``, the rest unchanged (real MLflow, file store)."""
+    from mlflow import MlflowClient
+
+    from rspose_tune._tracking_callbacks import mlflow_metric_name
+    from rspose_tune.tracking import tracking_callbacks
+
+    assert [mlflow_metric_name(k) for k in ("coco/AP (M)", "coco/AR (L)", "coco/AP .5", "a[b]", "loss_rank")] == [
+        "coco/AP_M", "coco/AR_L", "coco/AP .5", "a_b_", "loss_rank"]  # fmt: skip
+    uri = (tmp_path / "mlruns").as_uri()
+    (callback,) = tracking_callbacks(Tracking(mlflow=uri), run="r", run_dir=str(tmp_path), backbone="demo", seed=0)
+    callback.setup()
+    trial = _Trial("abc_00000", {"delta_rank": 0.4, "coeff_rank": 1.0})
+    callback.log_trial_start(trial)
+    callback.log_trial_result(1, trial, {"epoch": 1, "coco/AP": 0.5, "coco/AP (M)": 0.25, "coco/AR (L)": 0.75,
+                                         "node": "n1", "config": {"delta_rank": 0.4}})  # fmt: skip
+    callback.log_trial_end(trial)
+    client = MlflowClient(tracking_uri=uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("r").experiment_id])
+    assert run.data.metrics["coco/AP_M"] == 0.25 and run.data.metrics["coco/AR_L"] == 0.75
+    assert run.data.metrics["coco/AP"] == 0.5 and run.info.status == "FINISHED"
