@@ -120,7 +120,7 @@ EXTRA_PINS: dict[str, str] = {"xtcocotools": "1.14.3"}
 CHECK_MODULES: dict[str, str] = {
     "Cython": "cython", "PIL": "pillow", "addict": "addict", "annotated_types": "annotated-types", "click": "click",
     "cv2": "opencv-python-headless", "cython": "cython", "einops": "einops", "functorch": "torch",
-    "importlib_metadata": "importlib-metadata", "json_tricks": "json-tricks", "lazy_importer": "lazy-importer",
+    "importlib_metadata": "importlib-metadata", "json_tricks": "json-tricks",
     "markdown": "markdown", "mat4py": "mat4py", "matplotlib": "matplotlib", "mmcv": "mmcv-lite", "mmdet": "mmdet",
     "mmengine": "mmengine", "mmpose": "mmpose", "mmpretrain": "mmpretrain", "modelindex": "model-index",
     "mpl_toolkits": "matplotlib", "munkres": "munkres", "numpy": "numpy", "ordered_set": "ordered-set",

@@ -43,11 +43,12 @@ def test_a_resumed_confirm_stage_writes_rows_where_the_run_is_now(tmp_path):
 
     from rspose_tune import search
     from rspose_tune.results import read_results
+    from rspose_tune.tracking import Tracking
 
     preset = load_preset("demo")
     old, new = tmp_path / "old" / "run", tmp_path / "new" / "run"
     p = SimpleNamespace(preset=preset, max_epochs=3, grace=1, reduction_factor=3, cpus=1.0, gpus=0.0, workers=1,
-                        name="run", run_dir=str(old), spec=SimpleNamespace(seed=0))  # fmt: skip
+                        name="run", run_dir=str(old), spec=SimpleNamespace(seed=0), tracking=Tracking())  # fmt: skip
     callbacks = pickle.loads(pickle.dumps(search._stage_callbacks(p)))  # as in <run>/confirm/tuner.pkl
     storage = SimpleNamespace(storage_filesystem=pafs.LocalFileSystem(), experiment_fs_path=str(new / "confirm"),
                               experiment_dir_name="confirm")  # the restored experiment, moved  # fmt: skip
