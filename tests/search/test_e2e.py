@@ -31,6 +31,19 @@ def _cli(*args: str, **kwargs) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
 
 
+def kill_driver_after_first_row(proc: subprocess.Popen, run_dir: Path) -> float:
+    """SIGKILL the search ``proc`` (started with ``start_new_session=True``: the driver and everything it
+    started) once ``run_dir`` has its first epoch-1 Parquet row, mid-search; the time of the kill."""
+    deadline = time.monotonic() + 400
+    while time.monotonic() < deadline and len(list((run_dir / "trials").glob("*-e000001.parquet"))) < 1:
+        time.sleep(1)
+        assert proc.poll() is None, proc.stdout.read()[-3000:]
+    os.killpg(proc.pid, signal.SIGKILL)
+    killed_at = time.time()
+    proc.wait()
+    return killed_at
+
+
 def _study(run_dir: Path):
     import optuna
     from optuna.storages import JournalStorage
@@ -118,14 +131,7 @@ def test_driver_killed_then_resume_finishes_interrupted_trials_from_their_checkp
     # fifo: no trial is stopped early, so a trial running at the kill must continue after --resume
     args = ["--storage", str(tmp_path), "--name", "resume", "--data-root", str(demo_data), "--num-trials", "2",
             "--max-epochs", "4", "--scheduler", "fifo", "--max-concurrent", "2", "--no-dashboard", "--no-report"]
-    proc = _cli(*args, start_new_session=True)
-    deadline = time.monotonic() + 400
-    while time.monotonic() < deadline and len(list((run_dir / "trials").glob("*-e000001.parquet"))) < 1:
-        time.sleep(1)
-        assert proc.poll() is None, proc.stdout.read()[-3000:]
-    os.killpg(proc.pid, signal.SIGKILL)  # the driver and everything it started, mid-search
-    killed_at = time.time()
-    proc.wait()
+    killed_at = kill_driver_after_first_row(_cli(*args, start_new_session=True), run_dir)
     before = read_results(run_dir / "trials")
     interrupted = set(before[before["status"] == "running"]["trial_id"]) - set(
         before[before["status"] != "running"]["trial_id"])

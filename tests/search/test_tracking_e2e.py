@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.search.test_e2e import _cli, demo_data  # noqa: F401 (the module-scoped demo dataset)
+from tests.search.test_e2e import _cli, demo_data, kill_driver_after_first_row  # noqa: F401 (demo_data: a fixture)
 
 
 def _free_port() -> int:
@@ -207,13 +207,7 @@ def test_mlflow_file_store_a_killed_driver_resumed_continues_each_trials_mlflow_
     args = ["--storage", str(tmp_path), "--name", "res", "--data-root", str(demo_data), "--num-trials", "2",
             "--max-epochs", "3", "--scheduler", "fifo", "--max-concurrent", "2", "--no-dashboard", "--no-report",
             "--confirm-top", "0", "--no-baseline", "--mlflow", str(store)]  # fmt: skip
-    proc = _cli(*args, start_new_session=True)
-    deadline = time.monotonic() + 400
-    while time.monotonic() < deadline and len(list((run_dir / "trials").glob("*-e000001.parquet"))) < 1:
-        time.sleep(1)
-        assert proc.poll() is None, proc.stdout.read()[-3000:]
-    os.killpg(proc.pid, signal.SIGKILL)  # the driver and everything it started, mid-search
-    proc.wait()
+    kill_driver_after_first_row(_cli(*args, start_new_session=True), run_dir)  # mid-search
     before = read_results(run_dir / "trials")
     assert (before["status"] == "running").any(), before  # some trial was interrupted
 
