@@ -81,6 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--backbone", default=None,
                         help="preset (name or YAML) giving the search space, mode, ASHA budget and known-good "
                              "settings, instead of the table's metadata")  # fmt: skip
+    parser.add_argument("--search-space", default=None, metavar="PRESET",
+                        help="preset (name or YAML) whose search space the searcher proposes from, e.g. another "
+                             "scaling of pos_thr; proposals are still matched to recorded settings in the table's "
+                             "own space (default: the table's space)")  # fmt: skip
     parser.add_argument("--policies", nargs="+", choices=list(POLICIES), default=list(DEFAULT_POLICIES),
                         help=f"policies to replay, of {list(POLICIES)} (default: {list(DEFAULT_POLICIES)})")  # fmt: skip
     parser.add_argument("--seeds", type=int_at_least("--seeds", 1), default=20,
@@ -117,6 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="racing in the replayed confirm stage: from the R-th seed on, drop a candidate as soon "
                              "as its paired t-interval against the leader lies wholly on the worse side "
                              "(2 <= R < --confirm-seeds; default: no racing, as the live stage)")  # fmt: skip
+    parser.add_argument("--confirm-from", choices=("full", "rung"), default="full",
+                        help="which search trials the replayed confirm stage takes its candidates from: 'full', the "
+                             "best at the full budget (as the live stage); 'rung', the best at the highest ASHA rung "
+                             "below it, among every trial that reached that rung (default: full)")  # fmt: skip
     parser.add_argument("--json", metavar="PATH", default=None,
                         help="also write every figure printed (and the settings of the replay) to this JSON file")
     return parser
@@ -144,6 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _replay(args: argparse.Namespace, argv: Sequence[str]) -> int:
     import optuna
 
+    from rspose_tune._asha import asha_rungs
     from rspose_tune.replay._make_table import DEMO_TABLE
     from rspose_tune.replay._simulator import POLICIES, ReplaySettings, replay
     from rspose_tune.replay._confirm import confirm
@@ -157,6 +166,11 @@ def _replay(args: argparse.Namespace, argv: Sequence[str]) -> int:
         _check_writable(args.json, "--json", folder=False)  # before the replay, not after it
     preset = None if args.backbone is None else load_preset(args.backbone)
     table = load_table(args.tables or [DEMO_TABLE], preset=preset)
+    search_space = None
+    if args.search_space is not None:
+        from rspose_tune.replay._table import _space_of_preset
+
+        search_space = _space_of_preset(load_preset(args.search_space))
     grace, grace_from = args.grace_epochs, "--grace-epochs"
     if grace is None:
         grace, grace_from = table.budget.get("grace_epochs", 1), f"{table.source}: the recorded budget's grace_epochs"
@@ -174,7 +188,11 @@ def _replay(args: argparse.Namespace, argv: Sequence[str]) -> int:
         raise ReplayError(f"{factor_from} is {factor!r}, but must be a number > 1")
     settings = ReplaySettings(budget_epochs=budget, workers=args.workers, grace_epochs=grace,
                               reduction_factor=factor, n_startup_trials=startup,
-                              known_good=args.known_good)  # fmt: skip
+                              known_good=args.known_good, search_space=search_space)  # fmt: skip
+    rank_epochs = None  # the confirm candidates' level: the full budget
+    if args.confirm_from == "rung":
+        rungs = asha_rungs(table.max_epochs, settings.grace_epochs, settings.reduction_factor)
+        rank_epochs = rungs[-1] if rungs else None  # no rung below the full budget: the full budget
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     previous = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # one "trial finished" line per simulated trial otherwise
@@ -185,7 +203,8 @@ def _replay(args: argparse.Namespace, argv: Sequence[str]) -> int:
             traces = [replay(table, POLICIES[name], seed, settings) for seed in seeds]
             summaries.append(summarize(table, traces, budget, args.target))
             if args.confirm_top:
-                outcomes = [confirm(table, t, args.confirm_top, args.confirm_seeds, args.confirm_race) for t in traces]
+                outcomes = [confirm(table, t, args.confirm_top, args.confirm_seeds, args.confirm_race,
+                                    rank_epochs=rank_epochs) for t in traces]  # fmt: skip
                 confirmed.append(summarize_confirm(table, traces, outcomes))
     finally:
         optuna.logging.set_verbosity(previous)
@@ -194,10 +213,12 @@ def _replay(args: argparse.Namespace, argv: Sequence[str]) -> int:
         f"W={settings.workers} workers, budget {budget} epochs, ASHA grace {settings.grace_epochs} / reduction "
         f"factor {settings.reduction_factor:g}, TPE start-up {settings.n_startup_trials} trials, known-good "
         f"{'first' if settings.known_good else 'not used'}"
+        + (f", search space of {args.search_space} (matched in the table's)" if args.search_space else "")
     )
     print(format_report(table, summaries, header=header, target=args.target))
     if confirmed:
-        print(format_confirm(table, confirmed, top=args.confirm_top, seeds=args.confirm_seeds, race=args.confirm_race))
+        print(format_confirm(table, confirmed, top=args.confirm_top, seeds=args.confirm_seeds, race=args.confirm_race,
+                             level=rank_epochs))  # fmt: skip
     wall = time.perf_counter() - t0
     print(f"\n(replayed in {wall:.1f} s)")
     if args.json:
@@ -209,6 +230,7 @@ def _replay(args: argparse.Namespace, argv: Sequence[str]) -> int:
             "settings": dataclasses.asdict(settings), "search_seeds": seeds, "target": args.target,
             "policies": [dataclasses.asdict(s) for s in summaries],
             "confirm": ({"top": args.confirm_top, "seeds": args.confirm_seeds, "race": args.confirm_race,
+                         "from": args.confirm_from, "rank_epochs": rank_epochs or table.max_epochs,
                          "policies": [dataclasses.asdict(c) for c in confirmed]} if confirmed else None),
             "replayed_s": wall,
         })  # fmt: skip

@@ -73,9 +73,14 @@ def confirm_seeds(table: CurveTable, search_seed: int | None, n: int) -> tuple[i
     return tuple(others[:n])
 
 
-def confirm(table: CurveTable, trace: Trace, top: int, seeds: int, race_after: int = 0) -> ConfirmOutcome:
+def confirm(table: CurveTable, trace: Trace, top: int, seeds: int, race_after: int = 0,
+            rank_epochs: int | None = None) -> ConfirmOutcome:  # fmt: skip
     """Replay the confirm stage of ``--confirm-top top --confirm-seeds seeds`` after ``trace``
-    (``race_after`` >= 2: with racing from that round on, see the module docstring; 0: none)."""
+    (``race_after`` >= 2: with racing from that round on, see the module docstring; 0: none).
+
+    ``rank_epochs``: rank the candidates by their metric at this epoch, among every trial that
+    reached it (e.g. the top ASHA rung below the full budget, so a trial ASHA stopped there can be
+    a candidate); default: the answer's level (the full budget)."""
     from rspose_tune.report import paired_difference
 
     if top < 1 or seeds < 1:
@@ -85,11 +90,13 @@ def confirm(table: CurveTable, trace: Trace, top: int, seeds: int, race_after: i
     finals: dict[int, float] = {}  # setting -> best observed full-budget metric of its search trials
     order: list[int] = []
     level = trace.final_epochs or table.max_epochs  # the full budget; PASHA-style: its top level at the end
+    if rank_epochs is not None:
+        level = rank_epochs
     for record in trace.trials:
         if record.last_epoch < level:
             continue
         curve = next(c for c in table.curves[record.setting] if c.trial_id == record.curve)
-        value = curve.metric[list(curve.epochs).index(record.last_epoch)]  # as observed at the answer's level
+        value = curve.metric[list(curve.epochs).index(level)]  # as observed at the ranking level
         if record.setting not in finals:
             order.append(record.setting)
             finals[record.setting] = value

@@ -75,6 +75,10 @@ class ReplaySettings:
         reduction_factor: ASHA reduction factor (> 1).
         n_startup_trials: TPE's random start-up trials.
         known_good: Ask the table's known-good settings first (as the live search does).
+        search_space: The space the searcher proposes from, ``{name: {low, high, log, fixed,
+            allow_off}}`` (default ``None``: the table's own). The table's space still matches each
+            proposal to a recorded setting (:meth:`CurveTable.nearest`), so a policy with another
+            scaling of a parameter is measured with the same instrument.
     """
 
     budget_epochs: int
@@ -83,6 +87,7 @@ class ReplaySettings:
     reduction_factor: float = 3
     n_startup_trials: int = 10
     known_good: bool = False
+    search_space: dict | None = None
 
     def check(self, max_epochs: int) -> None:
         """Raise ``ValueError`` naming the option and the rule when a value is invalid."""
@@ -182,7 +187,7 @@ def make_searcher(policy: Policy, table: CurveTable, settings: ReplaySettings, s
     from rspose_tune.searcher import TPE_OPTIONS, PruningAwareOptunaSearch, ResumableConcurrencyLimiter
 
     searcher = PruningAwareOptunaSearch(
-        table.space,
+        table.space if settings.search_space is None else settings.search_space,
         max_epochs=table.max_epochs,
         metric="metric",
         mode=table.mode,

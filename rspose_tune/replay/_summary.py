@@ -86,6 +86,24 @@ class PolicySummary:
     exact_share: float  # proposals that were a recorded setting
     other_pattern_share: float  # proposals answered from another on/off pattern
     median_distance: float
+    distinct: float = math.nan  # median recorded settings tried per search
+    repeated_share: float = math.nan  # epochs that replayed a curve segment the same search had seen
+
+
+def repeated_epochs(trace: Trace) -> int:
+    """Epochs of ``trace`` that replayed a stretch of a curve its search had already seen: a trial
+    answered by a recorded setting an earlier trial also got (same search seed, so the same curve)
+    learns nothing new up to the epoch the earlier ones reached. In a live search those proposals
+    are distinct settings near the recorded one; the table cannot say how they would differ, so a
+    large share means the table, not the policy, decides the outcome (docs/replay.md)."""
+    seen: dict[tuple[int, str], int] = {}
+    repeated = 0
+    for record in sorted(trace.trials, key=lambda r: r.start_s):
+        key = (record.setting, record.curve)
+        if key in seen:
+            repeated += min(record.last_epoch, seen[key])
+        seen[key] = max(seen.get(key, 0), record.last_epoch)
+    return repeated
 
 
 def summarize(table: CurveTable, traces: Sequence[Trace], budget: int, target: float) -> PolicySummary:
@@ -128,6 +146,8 @@ def summarize(table: CurveTable, traces: Sequence[Trace], budget: int, target: f
         exact_share=sum(t.exact for t in trials) / n,
         other_pattern_share=sum(not t.same_pattern for t in trials) / n,
         median_distance=float(np.median([t.distance for t in trials])) if trials else math.nan,
+        distinct=float(np.median([len({r.setting for r in t.trials}) for t in traces])),
+        repeated_share=sum(repeated_epochs(t) for t in traces) / max(sum(t.spent_epochs for t in traces), 1),
     )
 
 
@@ -178,13 +198,13 @@ def format_report(table: CurveTable, summaries: Sequence[PolicySummary], *, head
         "",
         f"To get within {target:g} {m} of the table's best (regret <= {target:g}); median [IQR] over seeds:",
         f"  {'policy':<20} {'reached':>8}  {'epochs':<22} {'sim. time':<30} {'trials':>6}  {'start-up':>8}  "
-        f"{'stopped':>7}  {'nearest':>7}  {'other on/off':>12}  {'median dist.':>12}",
+        f"{'stopped':>7}  {'nearest':>7}  {'other on/off':>12}  {'median dist.':>12}  {'distinct':>8}  {'repeated':>8}",
     ]
     for s in summaries:
         lines.append(
             f"  {s.name:<20} {s.reached:>4}/{s.seeds:<3}  {_q(s.reach_epochs, '.0f'):<22} {_qt(s.reach_time):<30} "
             f"{s.trials:>6.0f}  {s.startup:>8.0f}  {s.stopped_share:>7.0%}  {1 - s.exact_share:>7.1%}  {s.other_pattern_share:>12.1%}  "
-            f"{s.median_distance:>12.3f}"
+            f"{s.median_distance:>12.3f}  {s.distinct:>8.0f}  {s.repeated_share:>8.0%}"
         )
     lines += [
         "",
@@ -193,6 +213,9 @@ def format_report(table: CurveTable, summaries: Sequence[PolicySummary], *, head
         "nearest: share of proposals answered by the nearest recorded setting instead of exactly; other on/off:",
         "share answered from a setting with other components switched on/off (none recorded with the proposal's);",
         "median dist.: proposal to answer, in the unit cube of the searched parameters (log where the space is).",
+        "distinct: median recorded settings a search tried; repeated: share of epochs replaying a stretch of a curve",
+        "the same search had already seen (a proposal answered by a setting tried before): the table cannot tell",
+        "those proposals apart, so where this is large the table's resolution, not the policy, limits the replay.",
     ]
     return "\n".join(lines)
 
@@ -256,14 +279,18 @@ def summarize_confirm(table: CurveTable, traces: Sequence[Trace], outcomes: Sequ
 
 
 def format_confirm(table: CurveTable, summaries: Sequence[ConfirmSummary], *, top: int, seeds: int,
-                   race: int = 0) -> str:  # fmt: skip
-    """The confirm-stage section the CLI prints."""
+                   race: int = 0, level: int | None = None) -> str:  # fmt: skip
+    """The confirm-stage section the CLI prints (``level``: the candidates were ranked at that
+    ASHA rung, ``--confirm-from rung``; None: at the full budget)."""
     m = table.metric_name
     racing = f" --confirm-race {race}" if race else ""
+    if level is not None:
+        racing += " --confirm-from rung"
+    where = "full-budget settings" if level is None else f"settings at epoch {level} (the highest ASHA rung below the full budget)"
     lines = [
         "",
         f"Confirm stage (--confirm-top {top} --confirm-seeds {seeds}{racing}) after each replayed search: the {top} best "
-        f"distinct full-budget settings",
+        f"distinct {where}",
         "re-run on the other recorded training seeds; winner = best mean over them. 'names best': the winner is the",
         f"table's best setting (mean over all its curves); 'search alone': the search's best trial already was;",
         f"regret in {m}, median [IQR] over replays; 'wrong, distinguishable': wrong winners whose paired",

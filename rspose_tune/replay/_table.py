@@ -153,7 +153,8 @@ class CurveTable:
         Candidates are the settings with the same on/off components (all settings when none
         has them); among them the one at the smallest Euclidean distance in the unit cube of
         the searched dimensions (log-scaled where the space says so; dimensions that are off in
-        either count 0). Ties go to the lower index.
+        either count 0; a value outside the table's range counts as the nearest end of it, e.g.
+        ``pos_thr`` 0 as the table's lowest ``pos_thr``). Ties go to the lower index.
         """
         pattern = _pattern(config)
         point = _unit_point(config, self.space)
@@ -192,8 +193,9 @@ def _unit_point(config: Mapping[str, Any], space: Mapping[str, Mapping[str, Any]
             continue
         value = fill_defaults(config)[name]
         value, low, high = float(value), float(spec["low"]), float(spec["high"])
+        value = min(max(value, low), high)  # a proposal from a wider search space: the nearest edge
         if spec.get("log"):
-            value, low, high = (math.log(max(v, 1e-300)) for v in (value, low, high))
+            value, low, high = (math.log(v) for v in (value, low, high))
         out.append((value - low) / (high - low))
     return out
 

@@ -148,3 +148,30 @@ def test_cli_confirm_flags_are_checked(argv, message, capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
+
+
+def test_cli_search_space_and_confirm_from_rung(tmp_path, capsys):
+    """Issue 26: ``--search-space`` proposes from another preset's space (here a linear ``pos_thr``),
+    matched in the table's; ``--confirm-from rung`` ranks the confirm candidates at epoch 6, the
+    demo's highest ASHA rung below 10."""
+    from rspose_tune.spaces import load_preset
+
+    source = Path(load_preset("demo").source)
+    text = source.read_text()
+    assert "pos_thr: {low: 1.0e-6, high: 0.7, log: true}" in text or "pos_thr: {low: 0.0, high: 0.7, log: false}" in text
+    linear = tmp_path / "demo-linear.yaml"
+    linear.write_text(text.replace("pos_thr: {low: 1.0e-6, high: 0.7, log: true}", "pos_thr: {low: 0.0, high: 0.7, log: false}"))
+    (tmp_path / "configs").symlink_to(source.parent / "configs")
+    out_json = tmp_path / "r.json"
+    argv = ["--seeds", "2", "--policies", "asha-random", "--confirm-top", "2", "--confirm-seeds", "2",
+            "--search-space", str(linear), "--confirm-from", "rung", "--json", str(out_json)]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert f"search space of {linear} (matched in the table's)" in out
+    assert "--confirm-from rung" in out and "settings at epoch 6 (the highest ASHA rung" in out
+    data = json.loads(out_json.read_text())
+    assert data["confirm"]["from"] == "rung" and data["confirm"]["rank_epochs"] == 6
+    assert data["settings"]["search_space"]["pos_thr"]["log"] is False
+    with pytest.raises(SystemExit) as exc:
+        main(["--confirm-from", "half"])
+    assert exc.value.code == 2

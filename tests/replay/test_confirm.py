@@ -105,3 +105,21 @@ def test_racing_drops_a_candidate_once_paired_seeds_show_it_worse_and_saves_its_
     assert early.dropped == 1 and sorted(early.by_seed[0]) == [1, 2] and early.epochs == full.epochs - 2 * MAX_EPOCHS
     with pytest.raises(ValueError, match="race_after"):
         confirm(table, trace, top=3, seeds=4, race_after=1)
+
+
+def test_confirm_from_a_rung_takes_a_trial_asha_stopped_there():
+    """Issue 26: ``rank_epochs`` ranks the candidates at an ASHA rung among every trial that reached
+    it, so the table's best setting stopped at that rung (a full-budget trial filled the rung first)
+    can still be confirmed; the full-budget ranking cannot see it."""
+    from rspose_tune.replay._confirm import confirm
+
+    table = _seeded_table([{0: 0.60, 1: 0.60, 2: 0.60}, {0: 0.70, 1: 0.71, 2: 0.72}, {0: 0.50, 1: 0.50, 2: 0.50}])
+    trace = _trace_of(table, [0, 1, 2], search_seed=0)
+    trace.trials[1].last_epoch = 2  # the best setting, stopped at the rung at epoch 2
+    full = confirm(table, trace, top=1, seeds=2)
+    assert full.candidates == (0,) and not full.correct
+    rung = confirm(table, trace, top=1, seeds=2, rank_epochs=2)
+    assert rung.candidates == (1,) and rung.correct and rung.seeds == (1, 2)
+    assert rung.by_seed == {1: {1: pytest.approx(0.71), 2: pytest.approx(0.72)}}  # at the full budget, not the rung
+    both = confirm(table, trace, top=3, seeds=2, rank_epochs=2)
+    assert both.candidates == (1, 0, 2)  # ranked by the metric at epoch 2: 0.70 * 0.75/0.9375, ...

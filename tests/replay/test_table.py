@@ -99,3 +99,17 @@ def test_seeds_are_read_from_the_rows_or_the_trial_id():
     table = table_from_frame(pd.DataFrame(rows), source="s", max_epochs=MAX_EPOCHS, mode="max", space=SPACE_ON)
     assert sorted(c[0].seed for c in table.curves) == [3, 7]
     assert table.common_seeds == []  # no seed every setting has
+
+
+def test_nearest_counts_a_value_outside_the_range_as_its_nearest_end(mixed_table):
+    """Issue 26: a proposal from a wider search space (``replay --search-space``) matches as if it
+    were at the table's edge, in linear and log dimensions alike."""
+    setting = mixed_table.settings[0]
+    for name, outside, edge in (("delta_rank", 50.0, 1.0), ("delta_rank", -3.0, 0.1)):
+        a = mixed_table.nearest(dict(setting, **{name: outside}))
+        b = mixed_table.nearest(dict(setting, **{name: edge}))
+        assert (a.index, a.distance) == (b.index, pytest.approx(b.distance))
+    log_dim = next(s for s in mixed_table.settings if s["delta_sort"])
+    a = mixed_table.nearest(dict(log_dim, delta_sort=1e-9))  # below a log range: its low end, not log(1e-300)
+    b = mixed_table.nearest(dict(log_dim, delta_sort=0.1))
+    assert (a.index, a.distance) == (b.index, pytest.approx(b.distance))
