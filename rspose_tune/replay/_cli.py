@@ -81,10 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--backbone", default=None,
                         help="preset (name or YAML) giving the search space, mode, ASHA budget and known-good "
                              "settings, instead of the table's metadata")  # fmt: skip
-    parser.add_argument("--search-space", default=None, metavar="PRESET",
-                        help="preset (name or YAML) whose search space the searcher proposes from, e.g. another "
-                             "scaling of pos_thr; proposals are still matched to recorded settings in the table's "
-                             "own space (default: the table's space)")  # fmt: skip
+    parser.add_argument("--search-space", default=None, metavar="PRESET|TABLE",
+                        help="the search space the searcher proposes from: a preset (name or YAML), or a table "
+                             "(.parquet) whose recorded space to use, e.g. another scaling of pos_thr; proposals are "
+                             "still matched to recorded settings in the table's own space (default: the table's "
+                             "space)")  # fmt: skip
     parser.add_argument("--policies", nargs="+", choices=list(POLICIES), default=list(DEFAULT_POLICIES),
                         help=f"policies to replay, of {list(POLICIES)} (default: {list(DEFAULT_POLICIES)})")  # fmt: skip
     parser.add_argument("--seeds", type=int_at_least("--seeds", 1), default=20,
@@ -157,7 +158,7 @@ def _replay(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from rspose_tune.replay._simulator import POLICIES, ReplaySettings, replay
     from rspose_tune.replay._confirm import confirm
     from rspose_tune.replay._summary import format_confirm, format_report, summarize, summarize_confirm
-    from rspose_tune.replay._table import load_table
+    from rspose_tune.replay._table import TableError, load_table
     from rspose_tune.searcher import startup_trials
     from rspose_tune.spaces import load_preset
 
@@ -167,7 +168,12 @@ def _replay(args: argparse.Namespace, argv: Sequence[str]) -> int:
     preset = None if args.backbone is None else load_preset(args.backbone)
     table = load_table(args.tables or [DEMO_TABLE], preset=preset)
     search_space = None
-    if args.search_space is not None:
+    if args.search_space is not None and args.search_space.endswith(".parquet"):
+        try:
+            search_space = load_table([args.search_space]).space  # its recorded space (file metadata)
+        except TableError as exc:
+            raise ReplayError(f"--search-space: {exc}") from None
+    elif args.search_space is not None:
         from rspose_tune.replay._table import _space_of_preset
 
         search_space = _space_of_preset(load_preset(args.search_space))

@@ -175,3 +175,21 @@ def test_cli_search_space_and_confirm_from_rung(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["--confirm-from", "half"])
     assert exc.value.code == 2
+
+
+def test_cli_search_space_from_a_table_and_bad_values(tmp_path, capsys):
+    """``--search-space TABLE.parquet`` proposes from that table's recorded space (here the shipped
+    table's log pos_thr on itself: the same as no flag); a missing file or preset is one error line."""
+    base = ["--seeds", "1", "--budget-epochs", "60", "--policies", "asha-tpe", "--json"]
+    assert main([*base, str(tmp_path / "a.json")]) == 0
+    assert main([*base, str(tmp_path / "b.json"), "--search-space", str(DEMO_TABLE)]) == 0
+    a, b = (json.loads((tmp_path / f"{n}.json").read_text()) for n in "ab")
+    assert a["settings"]["search_space"] is None and b["settings"]["search_space"]["pos_thr"]["log"] is True
+    assert [p["rows"] for p in a["policies"]] == [p["rows"] for p in b["policies"]]
+    capsys.readouterr()
+    for value in (str(tmp_path / "none.parquet"), "no-such-preset"):
+        with pytest.raises(SystemExit) as exc:
+            raise SystemExit(main(["--seeds", "1", "--search-space", value]))
+        assert exc.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: ") and ("--search-space" in err[0] or "no-such-preset" in err[0]), err

@@ -4,13 +4,18 @@ the shipped demo table, training and resuming curves, extra seeds, bad input."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from rspose_tune.replay import DEMO_TABLE, design_settings, load_table
+from rspose_tune.replay import DEMO_TABLE, HELDOUT_TABLE, design_settings, load_table
 from rspose_tune.spaces import PARAM_NAMES
 from tests.replay.conftest import _one_error_line
+
+#: The held-out table's design: the demo preset with a linear pos_thr (docs/replay.md).
+HELDOUT_PRESET = "docs/replay_results/heldout/demo.yaml"
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_design_is_space_filling_with_components_off():
@@ -62,6 +67,33 @@ def test_shipped_demo_table():
     assert "pos_thr" in pq.read_schema(DEMO_TABLE).names
     assert meta["search_space"]["params"]["pos_thr"]["log"] is True
     assert all(1e-6 <= s["pos_thr"] <= 0.7 for s in table.settings) and len({s["pos_thr"] for s in table.settings}) > 32
+
+
+def test_shipped_heldout_table_is_independent_of_the_demo_table():
+    """Issue 26: the held-out table has another design (40 settings, linear pos_thr, design seed 1:
+    docs/replay_results/heldout/demo.yaml) and other training seeds (4, 5; 6, 7 for its 10 best), the same recipe."""
+    from rspose_tune.results import read_metadata
+    from rspose_tune.spaces import load_preset
+
+    table, demo = load_table([HELDOUT_TABLE]), load_table([DEMO_TABLE])
+    assert len(table.settings) == 40 and table.max_epochs == 10 and table.n_curves == 100
+    seeds = [sorted(c.seed for c in cs) for cs in table.curves]
+    assert seeds.count([4, 5, 6, 7]) == 10 and seeds.count([4, 5]) == 30
+    first_two = [np.mean([c.metric[-1] for c in cs if c.seed in (4, 5)]) for cs in table.curves]
+    assert {i for i, s in enumerate(seeds) if len(s) == 4} == set(np.argsort(first_two)[::-1][:10])
+    assert not {c.seed for cs in table.curves for c in cs} & {c.seed for cs in demo.curves for c in cs}
+    known = dict(load_preset("demo").known_good[0])  # the same in both presets
+    others = [s for s in table.settings[1:]]  # setting 0 is the known-good in both designs
+    assert table.settings[0] == known and not [s for s in others if s in demo.settings]
+    meta = read_metadata(HELDOUT_TABLE)
+    assert meta["search_space"]["params"]["pos_thr"] == {"name": "pos_thr", "low": 0.0, "high": 0.7, "log": False,
+                                                         "fixed": None, "allow_off": False}  # fmt: skip
+    assert meta["table"]["command"].startswith(f"python -m rspose_tune.replay make-table --backbone {HELDOUT_PRESET}")
+    assert "--design-seed 1" in meta["table"]["command"] and meta["table"]["complete"]
+    # the design is today's demo space's: make-table would rebuild exactly these settings
+    assert [dict(s) for s in table.settings] == [
+        {k: v for k, v in s.items()} for s in design_settings(load_preset(str(REPO / HELDOUT_PRESET)), 40, seed=1)]
+    assert HELDOUT_TABLE.stat().st_size < 512 * 1024
 
 
 @pytest.mark.parametrize(
