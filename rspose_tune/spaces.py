@@ -415,14 +415,15 @@ class Preset:
     cost: Cost = Cost()
     confirm: Confirm = Confirm()
 
-    def validate_paths(self) -> None:
-        """Raise :class:`MissingDataError` listing every missing data file, folder or weights.
+    def validate_paths(self, *, data: bool = True) -> None:
+        """Raise :class:`MissingDataError` listing every missing data file, folder or weights
+        (``data=False``: the weights only, for data that a start is about to generate).
 
         Nothing is downloaded. For generated data (``data.generated``) the message says how to
         generate it.
         """
         missing = []
-        for key, path in self.data.paths().items():
+        for key, path in (self.data.paths() if data else {}).items():
             want_dir = key in ("data.root", "data.train_img", "data.val_img")
             ok = path.is_dir() if want_dir else path.is_file()
             if not ok:
