@@ -81,8 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="full budget per trial (default: the preset's)")
     what.add_argument("--grace-epochs", type=_positive_int("--grace-epochs"), default=None,
                       help="ASHA grace period in epochs (default: the preset's)")
-    what.add_argument("--reduction-factor", type=_positive_int("--reduction-factor"), default=None,
-                      help="ASHA reduction factor, >= 2 (default: the preset's)")
+    what.add_argument("--reduction-factor", type=int_at_least("--reduction-factor", 2), default=None,
+                      help="ASHA reduction factor, an integer >= 2 (default: the preset's)")
     what.add_argument("--trainable", default=None, metavar="MODULE:NAME",
                       help="the Ray Tune function trainable every trial calls, imported before Ray starts (its "
                       f"keyword arguments: docs/real_backbone.md) (default: {DEFAULT_TRAINABLE})")

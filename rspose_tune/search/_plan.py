@@ -205,7 +205,7 @@ def _budget(args: argparse.Namespace, preset) -> tuple[int, int, int]:
         return max_epochs, grace, rf
     field, _ = problem
     if field == "reduction_factor":
-        raise SearchError(f"--reduction-factor must be >= 2, got {rf}")
+        raise SearchError(f"--reduction-factor must be an integer >= 2, got {rf}")  # (the parser refuses it first)
     if field == "grace_epochs" and grace > max_epochs:
         raise SearchError(f"--grace-epochs ({grace}) must not exceed --max-epochs ({max_epochs})")
     source = f"preset {preset.name!r} ({preset.source})"

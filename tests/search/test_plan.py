@@ -16,7 +16,6 @@ from tests.search.conftest import _run
     ("argv", "message"),
     [
         (["--backbone", "vith"], "`--backbone` must be one of"),
-        (["--reduction-factor", "1"], "--reduction-factor must be >= 2, got 1"),
         (["--max-epochs", "3", "--grace-epochs", "5"], "--grace-epochs (5) must not exceed --max-epochs (3)"),
         (["--gpus-per-trial", "1.5"], "--gpus-per-trial above 1 must be a whole number, got 1.5"),
         (["--name", "a/b"], "--name must be a plain folder name (not starting with '.' or '_'), got 'a/b'"),
