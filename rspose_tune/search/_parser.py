@@ -66,7 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--backbone", "--preset", dest="backbone", default=None,
                       help=f"search-space preset (a name from search_spaces/ or a YAML path); one of {list_presets()} "
                       f"(default: {DEFAULT_PRESET})")
-    what.add_argument("--search-dir", default=None, help="extra folder of preset YAML files")
+    what.add_argument("--search-dir", default=None, metavar="DIR",
+                      help="a folder of preset YAML files (<name>.yaml) added to the built-in presets; a name that is "
+                      "also built in is refused (pass the file's path to --backbone instead)")  # fmt: skip
     what.add_argument("--num-trials", type=_positive_int("--num-trials"), default=None,
                       help=f"trials to run (default: {DEFAULT_TRIALS} by preset, else {FALLBACK_TRIALS})")
     what.add_argument("--scheduler", choices=("asha", "fifo"), default=None,

@@ -365,3 +365,23 @@ def test_the_dry_run_names_a_missing_demo_data_root_as_a_note_and_a_start_genera
     out = capsys.readouterr().out
     assert code == 0 and f"the demo data is not at {tmp_path / 'new'} yet: a real start generates it" in out
     assert not (tmp_path / "out").exists() and not (tmp_path / "new").exists()
+
+
+def test_search_dir_adds_a_folder_to_the_built_in_presets(tmp_path, capsys):
+    """Issue 25: --search-dir replaced the built-in presets (`--search-dir D --backbone demo` was refused)."""
+    import yaml
+
+    from rspose_tune.spaces import load_preset
+
+    mine = tmp_path / "presets"
+    mine.mkdir()
+    raw = yaml.safe_load(load_preset("vit-b").source.read_text())
+    raw["base_config"] = str(load_preset("vit-b").source.parent / raw["base_config"])
+    (mine / "my-vit.yaml").write_text(yaml.safe_dump(raw))
+    for backbone in ("demo", "my-vit"):
+        code = search.main(["--search-dir", str(mine), "--backbone", backbone, "--dry-run", "--storage", str(tmp_path)])
+        out, err = capsys.readouterr()
+        assert code == 0 and f"preset {backbone!r}" in out, err
+    (mine / "demo.yaml").write_text(yaml.safe_dump(raw))
+    code, err = _run(["--search-dir", str(mine), "--backbone", "demo", "--dry-run", "--storage", str(tmp_path)], capsys)
+    assert code == 2 and err.count("error:") == 1 and "names both the built-in preset" in err
