@@ -110,9 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="enqueue the chosen setting of each earlier RUN (a run folder or URI, or a run name under "
                        "--storage; any backbone) after the preset's known-good settings")  # fmt: skip
     trust.add_argument("--dry-run", action="store_true",
-                       help="validate the flags and preset, print the ASHA rungs, trials and epochs per rung, "
-                       "expected and worst-case epochs and GPU-hours, then exit: starts no Ray, reads no data, "
-                       "writes nothing")  # fmt: skip
+                       help="run a start's checks (the same errors; it connects to no server and imports no "
+                       "trainable; missing data or weights are a note), print the ASHA rungs, trials and epochs per "
+                       "rung, expected and worst-case epochs and GPU-hours, then exit: starts no Ray, reads no "
+                       "data, writes nothing")  # fmt: skip
     trust.add_argument("--epoch-gpu-hours", type=_non_negative_float("--epoch-gpu-hours"), default=None, metavar="H",
                        help="with --dry-run: GPU-hours one epoch of one trial costs (default: the preset's "
                        "cost.epoch_gpu_hours)")  # fmt: skip

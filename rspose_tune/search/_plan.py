@@ -69,10 +69,10 @@ class Plan:
 
 
 def _check_storage(storage: str, *, open_uri: bool = True) -> str:
-    """The storage root as an absolute local path or a non-local URI, checked and created by
-    nothing: a local folder must exist and be writable, or be creatable (its nearest existing parent
-    a writable folder); a URI must open with pyarrow.fs (``open_uri``: a start; ``--dry-run`` does not
-    contact an object store)."""
+    """The storage root as an absolute local path or a non-local URI, checked without creating
+    anything (:func:`_make_storage` does, once every check passed): a local folder must exist and be
+    writable, or be creatable (its nearest existing parent a writable folder); a URI must open with
+    pyarrow.fs (``open_uri``: a start; ``--dry-run`` does not contact an object store)."""
     try:
         resolved = resolve_storage(storage)
     except RunSpecError as exc:
