@@ -31,7 +31,7 @@ def test_missing_dataset_fails_before_any_trial(capsys, tmp_path):
     code, err = _run(["--backbone", "vit-b", "--data-root", str(tmp_path / "nope"), "--weights", "none",
                       "--storage", str(tmp_path / "out")], capsys)
     assert code == 2 and str(tmp_path / "nope") in err
-    assert not (tmp_path / "out" / "vit-b-search").exists()
+    assert not (tmp_path / "out").exists()  # issue 25: not even the storage folder
 
 
 def test_unwritable_storage(capsys, tmp_path):
