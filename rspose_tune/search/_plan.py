@@ -91,8 +91,8 @@ def _check_storage(storage: str, *, open_uri: bool = True) -> str:
     if nearest != path and not nearest.is_dir():
         raise SearchError(f"--storage {storage!r}: cannot create the folder ({nearest} is a file)")
     if not os.access(nearest, os.W_OK | os.X_OK):
-        what = "the folder is not writable" if nearest == path else f"cannot create the folder ({nearest} is not writable)"
-        raise SearchError(f"--storage {storage!r}: {what}")
+        what = "the folder is not writable" if nearest == path else "cannot create the folder"
+        raise SearchError(f"--storage {storage!r}: {what} ({nearest} is not writable)")
     return str(path)
 
 
@@ -174,7 +174,9 @@ def _check_files(preset, *, start: bool) -> list[str]:
         generate = not is_complete(preset.data.root)
         if generate:
             check_root(preset.data.root)  # someone else's folder: refused before anything is written
-    notes = [f"the demo data is not at {preset.data.root} yet: a real start generates it"] if generate and not start else []
+    notes = []
+    if generate and not start:
+        notes.append(f"the demo data is not at {preset.data.root} yet: a real start generates it")
     try:
         preset.validate_paths(data=not generate)
     except MissingDataError as exc:
