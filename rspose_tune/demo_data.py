@@ -56,6 +56,7 @@ __all__ = [
     "TRAIN_IMG",
     "VAL_ANN",
     "VAL_IMG",
+    "check_root",
     "dataset_digest",
     "default_demo_root",
     "generate_demo_dataset",
@@ -175,14 +176,7 @@ def generate_demo_dataset(
     root = Path(root).expanduser().absolute()
     if is_complete(root, params):
         return root
-    if root.exists() and not root.is_dir():
-        raise DemoDataError(f"demo data root {str(root)!r} exists and is not a folder")
-    if root.is_dir() and any(root.iterdir()) and not (root / MANIFEST).is_file():
-        raise DemoDataError(
-            f"demo data root {str(root)!r} is not empty and holds no demo-data {MANIFEST}; "
-            "refusing to overwrite it. Point the demo at an empty or new folder "
-            "(--data-root or RSPOSE_TUNE_DATA_ROOT)."
-        )
+    check_root(root)
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = root.parent / f".{root.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
@@ -192,6 +186,21 @@ def generate_demo_dataset(
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return root
+
+
+def check_root(root: str | os.PathLike[str]) -> None:
+    """Raise :class:`DemoDataError` if :func:`generate_demo_dataset` would refuse to write into
+    ``root``: a file, or a non-empty folder without a demo-data manifest (someone else's data).
+    Writes nothing (``--dry-run`` and a start check it before anything is created)."""
+    root = Path(root).expanduser().absolute()
+    if root.exists() and not root.is_dir():
+        raise DemoDataError(f"demo data root {str(root)!r} exists and is not a folder")
+    if root.is_dir() and any(root.iterdir()) and not (root / MANIFEST).is_file():
+        raise DemoDataError(
+            f"demo data root {str(root)!r} is not empty and holds no demo-data {MANIFEST}; "
+            "refusing to overwrite it. Point the demo at an empty or new folder "
+            "(--data-root or RSPOSE_TUNE_DATA_ROOT)."
+        )
 
 
 def is_complete(root: str | os.PathLike[str], params: DemoDataParams | None = None) -> bool:

@@ -42,7 +42,6 @@ import pandas as pd
 from rspose_tune.errors import RSPoseTuneError, cli_error
 
 from rspose_tune.report import (
-    DEFAULT_STORAGE,
     PARAM_NAMES,
     ReportError,
     RunData,
@@ -50,6 +49,7 @@ from rspose_tune.report import (
     find_preset,
     load_runs,
     only_backbone,
+    storage_argument,
     summarize_trials,
 )
 
@@ -232,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Write the best RSPose loss setting of a backbone (or of --trial) as a standalone "
         "MMPose config for mmpose's tools/train.py, with the base config's full schedule.",
     )
-    parser.add_argument("storage", nargs="?", default=DEFAULT_STORAGE,
+    parser.add_argument("storage", nargs="?", default=None,
                         help="storage root holding <run>/trials/ (or one run directory): a local path or a "
                         "URI pyarrow.fs opens (file://, s3://); default ./results under the working directory")  # fmt: skip
     parser.add_argument("--backbone", metavar="NAME",
@@ -259,7 +259,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from rspose_tune.runspec import filesystem, is_uri
 
     try:
-        runs = load_runs(args.storage, args.run)
+        args.storage, why = storage_argument(args.storage, args.run)
+        runs = load_runs(args.storage, args.run, why=why)
         backbone = args.backbone or only_backbone(runs)
         trial, run = pick_trial(backbone, runs, args.trial)
         if args.out is not None and not args.out.endswith(".py"):

@@ -415,14 +415,15 @@ class Preset:
     cost: Cost = Cost()
     confirm: Confirm = Confirm()
 
-    def validate_paths(self) -> None:
-        """Raise :class:`MissingDataError` listing every missing data file, folder or weights.
+    def validate_paths(self, *, data: bool = True) -> None:
+        """Raise :class:`MissingDataError` listing every missing data file, folder or weights
+        (``data=False``: the weights only, for data that a start is about to generate).
 
         Nothing is downloaded. For generated data (``data.generated``) the message says how to
         generate it.
         """
         missing = []
-        for key, path in self.data.paths().items():
+        for key, path in (self.data.paths() if data else {}).items():
             want_dir = key in ("data.root", "data.train_img", "data.val_img")
             ok = path.is_dir() if want_dir else path.is_file()
             if not ok:
@@ -456,22 +457,30 @@ class Preset:
 # --------------------------------------------------------------------------------------------
 
 
-def _preset_files(search_dir: str | os.PathLike[str] | None) -> dict[str, Any]:
-    if search_dir is None:
-        folder: Any = resources.files("search_spaces")
-    else:
-        folder = Path(search_dir)
-        if not folder.is_dir():
-            raise SearchSpaceError(f"search_dir {str(folder)!r} is not a folder")
+def _folder_presets(folder: Any) -> dict[str, Any]:
     out = {}
     for entry in folder.iterdir():
         if entry.name.endswith(".yaml") and entry.is_file() and not entry.name.startswith("."):
             out[entry.name[: -len(".yaml")]] = entry
+    return out
+
+
+def _preset_files(search_dir: str | os.PathLike[str] | None) -> dict[str, Any]:
+    """The built-in presets (the ``search_spaces`` package) plus those of ``search_dir``, by name; a
+    name in both maps to ``(built-in, user file)`` (refused when loaded by that name)."""
+    out: dict[str, Any] = _folder_presets(resources.files("search_spaces"))
+    if search_dir is not None:
+        folder = Path(search_dir)
+        if not folder.is_dir():
+            raise SearchSpaceError(f"search_dir {str(folder)!r} is not a folder")
+        for name, entry in _folder_presets(folder).items():
+            out[name] = (out[name], entry) if name in out else entry
     return dict(sorted(out.items()))
 
 
 def list_presets(search_dir: str | os.PathLike[str] | None = None) -> list[str]:
-    """Names of the presets in ``search_dir`` (default: the installed ``search_spaces`` package)."""
+    """Names of the built-in presets (the installed ``search_spaces`` package) and of those in
+    ``search_dir`` (the search's ``--search-dir``: a folder added to them)."""
     return list(_preset_files(search_dir))
 
 
@@ -488,7 +497,8 @@ def load_preset(
     Args:
         name_or_path: A preset name from :func:`list_presets`, or a path ending in ``.yaml``/
             ``.yml`` or containing a path separator.
-        search_dir: Folder of ``<name>.yaml`` files (default: the ``search_spaces`` package).
+        search_dir: A folder of ``<name>.yaml`` files added to the built-in ``search_spaces``
+            package (``--search-dir``); a name in both is refused (pass the file's path instead).
         data_root: Replaces ``data.root`` (the CLI's ``--data-root``); beats the environment.
         weights: Replaces ``weights`` (``--weights``); ``'none'`` means no pretrained weights.
         env: Environment for ``RSPOSE_TUNE_DATA_ROOT`` and ``RSPOSE_TUNE_WEIGHTS``.
@@ -511,6 +521,11 @@ def load_preset(
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise SearchSpaceError(f"`--backbone` must be one of {list(files)}, got {text!r}{hint}")
         entry = files[text]
+        if isinstance(entry, tuple):  # a user preset named like a built-in one: neither silently wins
+            built_in, user = (Path(os.fspath(e)).absolute() for e in entry)
+            raise SearchSpaceError(f"`--backbone` {text!r} names both the built-in preset {str(built_in)!r} and "
+                                   f"{str(user)!r} of --search-dir: rename the file in --search-dir, or pass its "
+                                   f"path (--backbone {str(user)!r})")  # fmt: skip
         name = text
         raw = entry.read_text()
         source = Path(os.fspath(entry)).absolute()

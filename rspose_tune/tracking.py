@@ -102,11 +102,17 @@ def _check_mlflow_reachable(uri: str, timeout_s: float) -> None:
                             f"({reason}); start it (mlflow server --host ... --port ...) or fix the URI") from None  # fmt: skip
 
 
-def _check_wandb(project: str) -> str:
+def _wandb_project(project: str) -> str:
+    """The project name of ``--wandb``, its form checked (what ``--dry-run`` checks)."""
     text = (project or "").strip()
     if not text or _WANDB_BAD_CHARS & set(text) or len(text) > 128:
         raise TrackingError(f"--wandb {project!r}: a W&B project name is 1-128 characters without any of "
                             f"{' '.join(sorted(_WANDB_BAD_CHARS))}")  # fmt: skip
+    return text
+
+
+def _check_wandb(project: str) -> str:
+    text = _wandb_project(project)
     if os.environ.get("WANDB_MODE") in ("offline", "disabled") or os.environ.get("WANDB_API_KEY"):
         return text
     import wandb  # Ray's WandbLoggerCallback.setup needs a key, else it fails inside Tuner.fit
@@ -126,14 +132,13 @@ def _check_wandb(project: str) -> str:
 
 def check_tracking(mlflow: str | None, wandb: str | None, *, reach: bool = True,
                    timeout_s: float = REACH_TIMEOUT_S) -> Tracking:
-    """The tracking of the flags, validated; ``reach``: also check that an MLflow server answers
-    (and a local store's folder can be created) — what a start does, not ``--dry-run``."""
+    """The tracking of the flags, validated (their form: what ``--dry-run`` checks); ``reach``: also
+    check that an MLflow server answers (and a local store's folder can be created) and that W&B has
+    an API key here — what a start does."""
     uri = None if mlflow is None else normalize_mlflow_uri(mlflow)
     if uri is not None and reach:
         _check_mlflow_reachable(uri, timeout_s)
-    project = None if wandb is None else (_check_wandb(wandb) if reach else wandb.strip())
-    if wandb is not None and not project:
-        raise TrackingError("--wandb needs a project name")
+    project = None if wandb is None else (_check_wandb(wandb) if reach else _wandb_project(wandb))
     return Tracking(mlflow=uri, wandb=project)
 
 

@@ -1,6 +1,8 @@
-"""The README and docs/ pages: every relative link resolves, and the cluster commands agree.
+"""The README and docs/ pages: every relative link resolves, the cluster commands agree, and the
+flag lists of docs/real_backbone.md and docs/runs.md are the search parser's.
 
-Fast (no imports beyond the standard library); a moved or renamed page or heading fails here.
+Fast (the standard library, and the search's parser for the flag lists); a moved or renamed page or
+heading, or a flag added without its line in the docs, fails here.
 """
 
 from __future__ import annotations
@@ -89,3 +91,85 @@ def test_cluster_page_has_the_readme_cluster_commands():
     readme = _bash_block((REPO / "README.md").read_text(), "### A Ray cluster")
     page = _bash_block((REPO / "docs" / "cluster.md").read_text(), "## Start the nodes and the search (token authentication)")
     assert page == readme
+
+
+# --------------------------------------------------------------------------------------------
+# Issue 25: the flag lists of docs/real_backbone.md and docs/runs.md are the search parser's
+# --------------------------------------------------------------------------------------------
+
+FLAG = re.compile(r"`(--[a-z][a-z0-9-]*)")
+
+
+def _primary_flags(parser) -> dict[str, str]:
+    """Every option string of the search's parser mapped to its action's first long one
+    (``--preset`` to ``--backbone``, ``--no-baseline`` to ``--baseline``)."""
+    out = {}
+    for action in parser._actions:
+        longs = [o for o in action.option_strings if o.startswith("--")]
+        for option in longs:
+            out[option] = longs[0]
+    return out
+
+
+def _doc_flags(text: str, primary: dict[str, str], where: str) -> list[str]:
+    found = FLAG.findall(text)
+    unknown = [f for f in found if f not in primary]
+    assert not unknown, f"{where}: {unknown} are no flags of python -m rspose_tune.search"
+    return sorted({primary[f] for f in found})
+
+
+def flag_list_problems(real_backbone: str, runs: str) -> list[str]:
+    """Where the two pages' flag lists differ from the search parser's groups and resume rules."""
+    from rspose_tune.search import RESUME_MAY_CHANGE, build_parser
+
+    parser = build_parser()
+    primary = _primary_flags(parser)
+    problems = []
+    section = real_backbone.split("\n## Flags\n", 1)[1].split("\n## ", 1)[0]
+    bullets = dict(re.findall(r"^- \*\*(.+?)\*\*: (.*?)(?=^- \*\*|\Z)", section, re.S | re.M))
+    groups = {g.title: g for g in parser._action_groups if g.title not in ("positional arguments", "options")}
+    if sorted(bullets) != sorted(groups):
+        problems.append(f"real_backbone.md's groups {sorted(bullets)} are not --help's {sorted(groups)}")
+    count = re.search(r"lists every flag, in (\w+) groups", section)
+    words = {3: "three", 4: "four", 5: "five", 6: "six", 7: "seven"}
+    if not count or count.group(1) != words.get(len(groups)):
+        problems.append(f"real_backbone.md does not say '{words.get(len(groups))} groups'")
+    for title, group in groups.items():
+        want = sorted({primary[o] for a in group._group_actions for o in a.option_strings if o.startswith("--")})
+        have = _doc_flags(bullets.get(title, ""), primary, f"real_backbone.md's {title!r}")
+        if have != want:
+            problems.append(f"real_backbone.md's {title!r}: missing {sorted(set(want) - set(have))}, "
+                            f"extra {sorted(set(have) - set(want))}")  # fmt: skip
+    # runs.md: the flags that define a run are every flag but those that may change, the one-shot ones
+    # and --warm-start (read once, refused on --resume); the flags that may change are RESUME_MAY_CHANGE.
+    define = re.search(r"\*\*Flags that define the run\*\* \((.*?)\)", runs, re.S)
+    may = re.search(r"\*\*Flags that may change on `--resume`:\*\* (.*?)\(each", runs, re.S)
+    one_shot = {"--help", "--resume", "--dry-run", "--epoch-gpu-hours", "--warm-start"}
+    want = sorted(set(primary.values()) - set(RESUME_MAY_CHANGE) - one_shot)
+    have = _doc_flags(define.group(1) if define else "", primary, "runs.md's flags that define the run")
+    if have != want:
+        problems.append(f"runs.md's flags that define the run: missing {sorted(set(want) - set(have))}, "
+                        f"extra {sorted(set(have) - set(want))}")  # fmt: skip
+    have = _doc_flags(may.group(1) if may else "", primary, "runs.md's flags that may change")
+    if have != sorted(RESUME_MAY_CHANGE):
+        missing, extra = sorted(set(RESUME_MAY_CHANGE) - set(have)), sorted(set(have) - set(RESUME_MAY_CHANGE))
+        problems.append(f"runs.md's flags that may change on --resume: missing {missing}, extra {extra}")
+    return problems
+
+
+def test_the_flag_lists_of_the_docs_are_the_parsers():
+    docs = REPO / "docs"
+    problems = flag_list_problems((docs / "real_backbone.md").read_text(), (docs / "runs.md").read_text())
+    assert not problems, "\n".join(problems)
+
+
+def test_a_flag_missing_from_the_docs_is_found():
+    """The issue-25 state: runs.md without --trainable, real_backbone.md with four groups and no tracking flags."""
+    real = (REPO / "docs" / "real_backbone.md").read_text()
+    runs = (REPO / "docs" / "runs.md").read_text()
+    old_real = real.replace("in five groups", "in four groups")
+    old_real = old_real.replace(", `--mlflow`, `--wandb` ([tracking.md](tracking.md))", "")
+    problems = flag_list_problems(old_real, runs.replace("`--trainable`,", ""))
+    assert any("four" not in p and "'five groups'" in p for p in problems), problems
+    assert "real_backbone.md's 'output': missing ['--mlflow', '--wandb'], extra []" in problems
+    assert "runs.md's flags that define the run: missing ['--trainable'], extra []" in problems

@@ -105,7 +105,7 @@ def test_dry_run_demo_with_missing_generated_data_is_a_note(tmp_path):
     (["--dry-run", "--resume"], "error: --dry-run plans a new run"),
     (["--dry-run", "--grace-epochs", "20"], "error: --grace-epochs (20) must not exceed --max-epochs (10)"),
     (["--dry-run", "--backbone", "vith"], "error: "),
-    (["--dry-run", "--warm-start", "/nonexistent/run"], "error: --warm-start '/nonexistent/run': no run"),
+    (["--dry-run", "--warm-start", "/nonexistent/run"], "error: --warm-start '/nonexistent/run': cannot read run '/nonexistent/run'"),
     (["--epoch-gpu-hours", "1"], "error: --epoch-gpu-hours prices a search for --dry-run only"),
     (["--dry-run", "--epoch-gpu-hours", "-1"], "--epoch-gpu-hours must be a finite number >= 0"),
 ])  # fmt: skip

@@ -383,11 +383,24 @@ def test_home_is_expanded(monkeypatch, tmp_path):
 def test_user_preset_in_search_dir(tmp_path):
     write(tmp_path, VALID, name="my-data.yaml")
     write(tmp_path, "not yaml: [", name="notes.txt")
-    assert list_presets(tmp_path) == ["my-data"]
+    assert list_presets(tmp_path) == sorted([*SHIPPED, "my-data"])  # added to the built-in presets
     preset = load_preset("my-data", search_dir=tmp_path, env={})
     assert preset.name == "my-data" and preset.source == tmp_path / "my-data.yaml"
-    with pytest.raises(SearchSpaceError, match=r"must be one of \['my-data'\], got 'vit-b'"):
-        load_preset("vit-b", search_dir=tmp_path)
+    # issue 25: --search-dir replaced the built-in presets, so `--search-dir D --backbone demo` was refused
+    assert load_preset("vit-b", search_dir=tmp_path, env={}).source == load_preset("vit-b", env={}).source
+    with pytest.raises(SearchSpaceError, match=r"must be one of \[.*'my-data'.*\], got 'my-dat'"):
+        load_preset("my-dat", search_dir=tmp_path)
+
+
+def test_a_user_preset_named_like_a_built_in_one_is_refused_naming_both(tmp_path):
+    write(tmp_path, VALID, name="vit-b.yaml")
+    built_in = load_preset("vit-b", env={}).source
+    with pytest.raises(SearchSpaceError) as info:
+        load_preset("vit-b", search_dir=tmp_path, env={})
+    assert str(info.value) == (f"`--backbone` 'vit-b' names both the built-in preset {str(built_in)!r} and "
+                               f"{str(tmp_path / 'vit-b.yaml')!r} of --search-dir: rename the file in --search-dir, "
+                               f"or pass its path (--backbone {str(tmp_path / 'vit-b.yaml')!r})")
+    assert load_preset(str(tmp_path / "vit-b.yaml"), env={}).source == tmp_path / "vit-b.yaml"  # its path: fine
 
 
 def test_validate_paths_lists_every_missing_path(tmp_path):

@@ -26,6 +26,8 @@ import time
 
 import numpy as np
 
+from rspose_tune._flags import int_at_least
+
 # Explicit options: Optuna 5's own defaults are constant_liar=True and multivariate=None (= True for
 # one objective) with group=False, under which the switch-dependent parameters fall back to
 # independent sampling.
@@ -104,7 +106,7 @@ def run_once(options: dict, seed: int, trials: int, workers: int, preset, known_
             best = (observed, true)
         if asked < trials:
             ask()
-    return best[1], float(np.mean(distances))
+    return best[1], float(np.mean(distances)) if distances else math.nan  # NaN: never two trials in flight
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,9 +119,10 @@ def main(argv: list[str] | None = None) -> int:
     from rspose_tune.spaces import load_preset
 
     parser = argparse.ArgumentParser(prog="python -m rspose_tune.bench tpe", description=__doc__.split("\n")[0])
-    parser.add_argument("--seeds", type=int, default=30)
-    parser.add_argument("--trials", type=int, default=32)
-    parser.add_argument("--workers", type=int, default=8)
+    # At least one search per variant, one trial, one in flight (0 seeds printed NaN, 0 workers failed in np.mean).
+    parser.add_argument("--seeds", type=int_at_least("--seeds", 1), default=30, help="searches per variant")
+    parser.add_argument("--trials", type=int_at_least("--trials", 1), default=32, help="trials per search")
+    parser.add_argument("--workers", type=int_at_least("--workers", 1), default=8, help="trials in flight")
     parser.add_argument("--known-good", action="store_true", help="enqueue the demo's known-good setting first")
     args = parser.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -135,8 +138,9 @@ def main(argv: list[str] | None = None) -> int:
                          for s in range(args.seeds)]
         values = np.array([v for v, _ in results[name]])
         dist = np.array([d for _, d in results[name]])
+        distance = f"{dist.mean():.3f}" if np.isfinite(dist).all() else "n/a (one trial in flight)"
         line = (f"{name:40s} best true value: median {np.median(values):.4f}, mean {values.mean():.4f} "
-                f"(regret {0.75 - values.mean():.4f}); proposal-to-running distance {dist.mean():.3f}; "
+                f"(regret {0.75 - values.mean():.4f}); proposal-to-running distance {distance}; "
                 f"{time.perf_counter() - start:.0f} s")  # fmt: skip
         for ref in ("independent TPE", "+ constant_liar"):
             if name == ref or ref not in results:

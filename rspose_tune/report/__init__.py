@@ -89,7 +89,8 @@ from ._importance import (
     param_importance,
     spearman_importance,
 )
-from ._load import ReportError, RunData, RunSettings, find_preset, load_runs, only_backbone, run_settings, spec_settings
+from ._load import (ReportError, RunData, RunSettings, find_preset, load_runs, only_backbone, run_settings, spec_settings,
+                    storage_argument)
 from ._stats import (
     CONFIDENCE,
     FIDELITY_BANDS,
@@ -159,6 +160,7 @@ __all__ = [
     "runner_up",
     "select_best",
     "spearman_importance",
+    "storage_argument",
     "summarize_trials",
     "trial_wall_seconds",
 ]

@@ -9,7 +9,6 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from rspose_tune import DEFAULT_STORAGE
 from rspose_tune._asha import asha_rungs
 from rspose_tune._numbers import finite_or_none as _number
 from rspose_tune.errors import RSPoseTuneError, cli_error
@@ -17,7 +16,7 @@ from rspose_tune.spaces import PARAM_NAMES
 
 from ._backbone import backbone_report
 from ._importance import _first_metric_name, param_importance
-from ._load import RunData, _get, load_runs
+from ._load import RunData, _get, load_runs, storage_argument
 from ._stats import rung_fidelity
 from ._summary import summarize_trials
 from ._table import format_markdown, format_notes, write_csv
@@ -46,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Best RSPose loss setting per backbone (Table E.8 shape), search cost, runner-up "
         "noise check and plots, from the Parquet results of rspose_tune.search.",
     )
-    parser.add_argument("storage", nargs="?", default=DEFAULT_STORAGE,
+    parser.add_argument("storage", nargs="?", default=None,
                         help="storage root holding <run>/trials/ (or one run directory): a local path or a "
                         "URI pyarrow.fs opens (file://, s3://); default ./results under the working directory")  # fmt: skip
     parser.add_argument("--run", nargs="+", action="extend", metavar="NAME",
@@ -90,7 +89,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     try:
-        runs = load_runs(args.storage, args.run)
+        args.storage, why = storage_argument(args.storage, args.run)
+        runs = load_runs(args.storage, args.run, why=why)
         backbones = sorted({b for run in runs for b in run.frame["backbone"]})
         reports = [backbone_report(b, runs) for b in backbones]
     except RSPoseTuneError as exc:

@@ -142,7 +142,21 @@ def _run_dirs(storage: str) -> list[str]:
     return [join(storage, n) for n in names if fs.get_file_info(f"{root}/{n}/trials").type == pafs.FileType.Directory]
 
 
-def load_runs(storage: str | os.PathLike[str], runs: Sequence[str] | None = None) -> list[RunData]:
+def storage_argument(storage: str | None, runs: Sequence[str] | None) -> tuple[str, str]:
+    """``(storage, why)`` of the report's and the export's ``[STORAGE] --run NAME ...``: the given
+    storage, or the default ``results`` with the reason it was used (for :func:`load_runs`'s messages)."""
+    from rspose_tune import DEFAULT_STORAGE
+
+    if storage is not None:
+        return storage, ""
+    why = f"the default ./{DEFAULT_STORAGE} under the working directory, as no STORAGE argument was given"
+    if runs:
+        names = ", ".join(repr(r) for r in runs)
+        why += f"; --run reads every name after it as a run name, here {names}: put STORAGE before --run"
+    return DEFAULT_STORAGE, why
+
+
+def load_runs(storage: str | os.PathLike[str], runs: Sequence[str] | None = None, *, why: str = "") -> list[RunData]:
     """Every run with results under ``storage`` (or ``storage`` itself when it is a run dir).
 
     ``storage`` is a local path or a URI :mod:`pyarrow.fs` opens (``file://``, ``s3://``). A run's
@@ -150,8 +164,9 @@ def load_runs(storage: str | os.PathLike[str], runs: Sequence[str] | None = None
     metadata.
 
     Raises:
-        ReportError: the path does not exist, holds no run with results, or a name in ``runs``
-            is not one of its runs (the message lists the runs found).
+        ReportError: the path does not exist, is a file, holds no run with results, or a name in
+            ``runs`` is not one of its runs (the message lists the runs found). ``why``: how the
+            CLI came to this storage (e.g. the default), said after its path in these messages.
     """
     from rspose_tune.results import read_metadata, read_results
     from rspose_tune.runspec import RunSpecError, filesystem, read_spec, resolve_storage, spec_exists
@@ -159,11 +174,15 @@ def load_runs(storage: str | os.PathLike[str], runs: Sequence[str] | None = None
     try:
         storage = resolve_storage(os.fspath(storage))
         fs, root = filesystem(storage)
-        missing = fs.get_file_info(root).type == pafs.FileType.NotFound
+        kind = fs.get_file_info(root).type
     except (RunSpecError, OSError, ValueError) as exc:
         raise ReportError(f"storage path {os.fspath(storage)!r} cannot be opened: {exc}") from exc
-    if missing:
-        raise ReportError(f"storage path {storage!r} does not exist")
+    where = f"{storage!r}" + (f" ({why})" if why else "")
+    if kind == pafs.FileType.NotFound:
+        raise ReportError(f"storage path {where} does not exist")
+    if kind != pafs.FileType.Directory:
+        raise ReportError(f"storage path {where} is a file, not a folder: pass a storage root (holding "
+                          "<run>/trials/) or one run folder")  # fmt: skip
     found: dict[str, RunData] = {}
     for run_dir in _run_dirs(storage):
         name = run_dir.rstrip("/").rsplit("/", 1)[-1]
@@ -187,13 +206,13 @@ def load_runs(storage: str | os.PathLike[str], runs: Sequence[str] | None = None
         found[name] = RunData(name, run_dir, frame, dict(meta), settings, spec=spec)
     if not found:
         raise ReportError(
-            f"no runs with results under {storage!r}: expected <storage>/<run>/trials/*.parquet "
+            f"no runs with results under {where}: expected <storage>/<run>/trials/*.parquet "
             "(written by `python -m rspose_tune.search`), or a run directory itself"
         )
     if runs:
         unknown = [r for r in runs if r not in found]
         if unknown:
-            raise ReportError(f"--run {unknown} not found under {storage!r}; runs there: {sorted(found)}")
+            raise ReportError(f"--run {unknown} not found under {where}; runs there: {sorted(found)}")
         found = {name: found[name] for name in runs}
     return list(found.values())
 

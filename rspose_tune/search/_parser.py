@@ -66,7 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--backbone", "--preset", dest="backbone", default=None,
                       help=f"search-space preset (a name from search_spaces/ or a YAML path); one of {list_presets()} "
                       f"(default: {DEFAULT_PRESET})")
-    what.add_argument("--search-dir", default=None, help="extra folder of preset YAML files")
+    what.add_argument("--search-dir", default=None, metavar="DIR",
+                      help="a folder of preset YAML files (<name>.yaml) added to the built-in presets; a name that is "
+                      "also built in is refused (pass the file's path to --backbone instead)")  # fmt: skip
     what.add_argument("--num-trials", type=_positive_int("--num-trials"), default=None,
                       help=f"trials to run (default: {DEFAULT_TRIALS} by preset, else {FALLBACK_TRIALS})")
     what.add_argument("--scheduler", choices=("asha", "fifo"), default=None,
@@ -81,8 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="full budget per trial (default: the preset's)")
     what.add_argument("--grace-epochs", type=_positive_int("--grace-epochs"), default=None,
                       help="ASHA grace period in epochs (default: the preset's)")
-    what.add_argument("--reduction-factor", type=_positive_int("--reduction-factor"), default=None,
-                      help="ASHA reduction factor, >= 2 (default: the preset's)")
+    what.add_argument("--reduction-factor", type=int_at_least("--reduction-factor", 2), default=None,
+                      help="ASHA reduction factor, an integer >= 2 (default: the preset's)")
     what.add_argument("--trainable", default=None, metavar="MODULE:NAME",
                       help="the Ray Tune function trainable every trial calls, imported before Ray starts (its "
                       f"keyword arguments: docs/real_backbone.md) (default: {DEFAULT_TRAINABLE})")
@@ -108,9 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="enqueue the chosen setting of each earlier RUN (a run folder or URI, or a run name under "
                        "--storage; any backbone) after the preset's known-good settings")  # fmt: skip
     trust.add_argument("--dry-run", action="store_true",
-                       help="validate the flags and preset, print the ASHA rungs, trials and epochs per rung, "
-                       "expected and worst-case epochs and GPU-hours, then exit: starts no Ray, reads no data, "
-                       "writes nothing")  # fmt: skip
+                       help="run a start's checks (the same errors; it connects to no server and imports no "
+                       "trainable; missing data or weights are a note), print the ASHA rungs, trials and epochs per "
+                       "rung, expected and worst-case epochs and GPU-hours, then exit: starts no Ray, reads no "
+                       "data, writes nothing")  # fmt: skip
     trust.add_argument("--epoch-gpu-hours", type=_non_negative_float("--epoch-gpu-hours"), default=None, metavar="H",
                        help="with --dry-run: GPU-hours one epoch of one trial costs (default: the preset's "
                        "cost.epoch_gpu_hours)")  # fmt: skip

@@ -6,8 +6,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import socket
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rspose_tune._resources import ResourceError, plan_ranks
@@ -34,7 +35,7 @@ from rspose_tune.search._parser import DEFAULT_PRESET, DEFAULT_TRIALS, FALLBACK_
 from rspose_tune.spaces import PARAM_NAMES, MissingDataError, SearchSpaceError, budget_problem, load_preset
 from rspose_tune.tracking import Tracking, check_tracking
 
-__all__ = ["Plan", "SearchError", "dry_run", "plan", "resume_conflicts"]
+__all__ = ["Plan", "SearchError", "check_flags", "check_reachable", "dry_run", "plan", "resume_conflicts"]
 
 
 class SearchError(RSPoseTuneError, RuntimeError):
@@ -67,30 +68,74 @@ class Plan:
     tracking: Tracking = Tracking()
 
 
-def _check_storage(storage: str) -> str:
-    """The storage root as an absolute local path or a non-local URI; local folders are created."""
+def _check_storage(storage: str, *, open_uri: bool = True) -> str:
+    """The storage root as an absolute local path or a non-local URI, checked without creating
+    anything (:func:`_make_storage` does, once every check passed): a local folder must exist and be
+    writable, or be creatable (its nearest existing parent a writable folder); a URI must open with
+    pyarrow.fs (``open_uri``: a start; ``--dry-run`` does not contact an object store)."""
     try:
         resolved = resolve_storage(storage)
     except RunSpecError as exc:
         raise SearchError(str(exc)) from None
     if is_uri(resolved):
-        try:
-            filesystem(resolved)
-        except (ValueError, OSError) as exc:  # pyarrow.lib.ArrowInvalid is a ValueError
-            raise SearchError(f"--storage {storage!r}: pyarrow.fs cannot open it ({exc})") from None
+        if open_uri:
+            try:
+                filesystem(resolved)
+            except (ValueError, OSError) as exc:  # pyarrow.lib.ArrowInvalid is a ValueError
+                raise SearchError(f"--storage {storage!r}: pyarrow.fs cannot open it ({exc})") from None
         return resolved
     path = Path(resolved)
+    nearest = next(p for p in (path, *path.parents) if p.exists())  # the root always exists
+    if nearest == path and not path.is_dir():
+        raise SearchError(f"--storage {storage!r}: {path} is a file, not a folder (the results root)")
+    if nearest != path and not nearest.is_dir():
+        raise SearchError(f"--storage {storage!r}: cannot create the folder ({nearest} is a file)")
+    if not os.access(nearest, os.W_OK | os.X_OK):
+        what = "the folder is not writable" if nearest == path else "cannot create the folder"
+        raise SearchError(f"--storage {storage!r}: {what} ({nearest} is not writable)")
+    return str(path)
+
+
+def _make_storage(storage: str, given: str) -> None:
+    """Create the local storage folder ``storage`` (``--storage given``) after every check passed."""
+    if is_uri(storage):
+        return
+    path = Path(storage)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise SearchError(f"--storage {storage!r}: cannot create the folder ({exc.strerror})") from exc
+        raise SearchError(f"--storage {given!r}: cannot create the folder ({exc.strerror})") from exc
     probe = path / f".rspose_write_probe_{os.getpid()}"
     try:
         probe.write_text("")
         probe.unlink()
     except OSError as exc:
-        raise SearchError(f"--storage {storage!r}: the folder is not writable ({exc.strerror})") from exc
-    return str(path)
+        raise SearchError(f"--storage {given!r}: the folder is not writable ({exc.strerror})") from exc
+
+
+def check_reachable(address: str, timeout_s: float = 5.0, *, reach: bool = True, flag: str = "--address") -> None:
+    """The form of a Ray address (``auto``, ``local`` or ``[ray://]host:port``) and, with ``reach``
+    (a start, not ``--dry-run``), that ``host:port`` accepts connections: ``ray.init(address=...)``
+    retries an unreachable GCS for minutes before it gives up. ``auto`` (the cluster started on this
+    machine) is left to Ray, which fails fast itself. ``flag``: where the address came from."""
+    if address in {"auto", "local"}:
+        return
+    target = address.split("://", 1)[-1]
+    host, sep, port_text = target.rpartition(":")
+    if not sep or not host or not port_text.isdigit():
+        raise SearchError(f"{flag} must be 'auto' or host:port (optionally ray://host:port), got {address!r}")
+    if not reach:
+        return
+    try:
+        with socket.create_connection((host.strip("[]"), int(port_text)), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise SearchError(
+            f"{flag} {address!r}: no Ray cluster reachable there ({reason}). Start one with "
+            "`ray start --head` on the head node, or drop --address (and unset RAY_ADDRESS) "
+            "to run on a local Ray"
+        ) from exc
 
 
 def _trainable(text: str, where: str = "--trainable", *, load: bool = True) -> Callable | None:
@@ -118,6 +163,29 @@ def _new_run_name(storage: str, backbone: str) -> str:
     return name
 
 
+def _check_files(preset, *, start: bool) -> list[str]:
+    """The data and weights of ``preset``: a demo data root that a start would refuse to generate
+    into is an error for both; missing files are an error for a start (the demo's data excepted: a
+    start generates it) and a note for ``--dry-run`` (returned)."""
+    generate = False
+    if getattr(preset.data, "generated", None) == "demo":
+        from rspose_tune.demo_data import check_root, is_complete
+
+        generate = not is_complete(preset.data.root)
+        if generate:
+            check_root(preset.data.root)  # someone else's folder: refused before anything is written
+    notes = []
+    if generate and not start:
+        notes.append(f"the demo data is not at {preset.data.root} yet: a real start generates it")
+    try:
+        preset.validate_paths(data=not generate)
+    except MissingDataError as exc:
+        if start:
+            raise
+        notes.append("missing here (a real start refuses to run without them):\n" + str(exc).split("\n", 1)[1])
+    return notes
+
+
 def _prepare_data(preset) -> None:
     if getattr(preset.data, "generated", None) == "demo":
         from rspose_tune.demo_data import generate_demo_dataset, is_complete
@@ -139,7 +207,7 @@ def _budget(args: argparse.Namespace, preset) -> tuple[int, int, int]:
         return max_epochs, grace, rf
     field, _ = problem
     if field == "reduction_factor":
-        raise SearchError(f"--reduction-factor must be >= 2, got {rf}")
+        raise SearchError(f"--reduction-factor must be an integer >= 2, got {rf}")  # (the parser refuses it first)
     if field == "grace_epochs" and grace > max_epochs:
         raise SearchError(f"--grace-epochs ({grace}) must not exceed --max-epochs ({max_epochs})")
     source = f"preset {preset.name!r} ({preset.source})"
@@ -166,89 +234,104 @@ def _preset_budget_resources(args: argparse.Namespace):
     return preset, _budget(args, preset), (gpus, cpus, workers)
 
 
-def plan(args: argparse.Namespace, argv: list[str] | None = None) -> Plan:
-    """Validate flags, the preset and its files (or read the run spec on ``--resume``).
+@dataclass(frozen=True)
+class _Checked:
+    """What :func:`check_flags` resolved; nothing is created yet."""
 
-    Touches nothing but the storage folder (and generates the demo data when it is missing).
-    ``argv`` (default ``sys.argv[1:]``) is the command line the run spec records. ``--mlflow`` and
-    ``--wandb`` are checked first (a tracking server must answer), before anything is written.
+    storage: str
+    address: str | None
+    tracking: Tracking
+    trainable: Callable | None = None
+    # new runs only (None on --resume, which reads them from the run spec):
+    preset: object = None
+    budget: tuple[int, int, int] = (0, 0, 0)  # max_epochs, grace, reduction factor
+    resources: tuple[float, float, int] = (0.0, 0.0, 0)  # gpus, cpus, workers per trial
+    seed: int = 0
+    stages: dict = field(default_factory=dict)
+    warm: tuple = ()  # the resolved --warm-start entries
+    notes: tuple[str, ...] = ()  # --dry-run: files missing here
+
+
+def check_flags(args: argparse.Namespace, *, start: bool) -> _Checked:
+    """The checks of a start (``start=True``) and of ``--dry-run``: one list, in one order, so the
+    dry run refuses what a start refuses, with the same message; a refused command creates nothing.
+
+    In order: the trainable, the storage, the Ray address, ``--mlflow``/``--wandb``, then for a new
+    run the preset with its budget and resources, ``--name``, the stages, ``--warm-start``, and the
+    data root and weights. What only a start does: import the trainable (the dry run checks its form
+    and that its module exists), open a storage URI, connect to the address and the MLflow server,
+    find a W&B key; missing data or weights are an error for a start and a note for the dry run.
     """
-    tracking = check_tracking(getattr(args, "mlflow", None), getattr(args, "wandb", None))
-    return dataclasses.replace(_plan(args, argv), tracking=tracking)
-
-
-def _plan(args: argparse.Namespace, argv: list[str] | None) -> Plan:
-    # The trainable first: a bad --trainable writes nothing, not even the storage folder.
-    trainable = None if args.resume else _trainable(args.trainable or DEFAULT_TRAINABLE)
-    storage = _check_storage(args.storage)
+    if args.resume and not start:
+        raise SearchError("--dry-run plans a new run; it cannot be combined with --resume")
+    trainable = None if args.resume else _trainable(args.trainable or DEFAULT_TRAINABLE, load=start)
+    storage = _check_storage(args.storage, open_uri=start)
     address = args.address or os.environ.get("RAY_ADDRESS") or None
+    if address:
+        check_reachable(address, reach=start, flag="--address" if args.address else "RAY_ADDRESS")
+    tracking = check_tracking(getattr(args, "mlflow", None), getattr(args, "wandb", None), reach=start)
     if args.resume:
-        return _plan_resume(args, storage, address)
-    preset, (max_epochs, grace, rf), (gpus, cpus, workers) = _preset_budget_resources(args)
-    if args.name is not None:
-        name = _check_name(args.name)
-        if exists(join(storage, name)):
-            raise SearchError(f"run {join(storage, name)!r} already exists: pass --resume to continue it, or "
-                              "choose another --name (without --name every start gets a new one)")  # fmt: skip
-    else:
-        name = _new_run_name(storage, preset.name)
-    from rspose_tune.searcher import TPE_OPTIONS, startup_trials
-
+        return _Checked(storage, address, tracking)
+    preset, budget, resources = _preset_budget_resources(args)
+    if args.name is not None and exists(join(storage, _check_name(args.name))):
+        raise SearchError(f"run {join(storage, args.name)!r} already exists: pass --resume to continue it, or "
+                          "choose another --name (without --name every start gets a new one)")  # fmt: skip
     seed = 0 if args.seed is None else args.seed
     stages = stage_settings(args, preset, seed)
-    warm, notes = resolve_warm_start(args.warm_start or (), storage, preset)
-    for note in notes:
+    warm, warm_notes = resolve_warm_start(args.warm_start or (), storage, preset)
+    for note in warm_notes:
         print(note)
+    notes = _check_files(preset, start=start)
+    return _Checked(storage, address, tracking, trainable, preset, budget, resources, seed, stages, tuple(warm),
+                    tuple(notes))  # fmt: skip
+
+
+def plan(args: argparse.Namespace, argv: list[str] | None = None) -> Plan:
+    """Check the flags (:func:`check_flags`), then create the storage folder, generate the demo data
+    when it is missing, and build the run spec of a new run (or read it on ``--resume``).
+
+    ``argv`` (default ``sys.argv[1:]``) is the command line the run spec records.
+    """
+    checked = check_flags(args, start=True)
+    if args.resume:
+        p = _plan_resume(args, checked.storage, checked.address)
+    else:
+        _make_storage(checked.storage, args.storage)
+        p = _plan_new(args, argv, checked)
+    return dataclasses.replace(p, tracking=checked.tracking)
+
+
+def _plan_new(args: argparse.Namespace, argv: list[str] | None, checked: _Checked) -> Plan:
+    from rspose_tune.searcher import TPE_OPTIONS, startup_trials
+
+    preset, storage = checked.preset, checked.storage
+    (max_epochs, grace, rf), (gpus, cpus, workers) = checked.budget, checked.resources
+    name = _check_name(args.name) if args.name is not None else _new_run_name(storage, preset.name)
     _prepare_data(preset)
     num_trials = args.num_trials or DEFAULT_TRIALS.get(preset.name, FALLBACK_TRIALS)
     sampler = args.sampler or "tpe"
     spec = RunSpec(
-        run=name, storage=storage, preset=preset, num_trials=num_trials, seed=seed,
+        run=name, storage=storage, preset=preset, num_trials=num_trials, seed=checked.seed,
         max_epochs=max_epochs, grace_epochs=grace, reduction_factor=rf, gpus_per_trial=gpus, cpus_per_trial=cpus,
         workers_per_trial=workers, dataloader_workers=args.num_workers, scheduler=args.scheduler or "asha",
         sampler=sampler, trainable=args.trainable or DEFAULT_TRAINABLE,
         # TPE samples at random until it has n_startup_trials finished trials.
         n_startup_trials=startup_trials(num_trials, sampler),
-        warm_start=tuple(warm), tpe_options=dict(TPE_OPTIONS), **stages,
+        warm_start=checked.warm, tpe_options=dict(TPE_OPTIONS), **checked.stages,
         **provenance(argv),
     )  # fmt: skip
-    return _plan_of(spec, address, new_run=True, trainable=trainable)
+    return _plan_of(spec, checked.address, new_run=True, trainable=checked.trainable)
 
 
 def dry_run(args: argparse.Namespace) -> int:
-    """``--dry-run``: validate the flags and preset like a start would, print what the search would
-    cost (:mod:`rspose_tune._dryrun`) and return 0. Starts no Ray, reads no data, writes nothing;
-    missing data or weights are a note, not an error."""
+    """``--dry-run``: the checks of a start (:func:`check_flags`), then what the search would cost
+    (:mod:`rspose_tune._dryrun`); returns 0. Starts no Ray, reads no data, writes nothing; missing
+    data or weights are a note, not an error."""
     from rspose_tune._dryrun import DryRunPlan, format_plan
-    from rspose_tune._stages import _run_dir
 
-    if args.resume:
-        raise SearchError("--dry-run plans a new run; it cannot be combined with --resume")
-    _trainable(args.trainable or DEFAULT_TRAINABLE, load=False)  # the form and the module; a start imports it
-    try:
-        storage = resolve_storage(args.storage)
-    except RunSpecError as exc:
-        raise SearchError(str(exc)) from None
-    check_tracking(getattr(args, "mlflow", None), getattr(args, "wandb", None), reach=False)  # the form only
-    preset, (max_epochs, grace, rf), (gpus, cpus, workers) = _preset_budget_resources(args)
-    if args.name is not None and exists(join(storage, _check_name(args.name))):
-        raise SearchError(f"run {join(storage, args.name)!r} already exists: choose another --name")
-    seed = 0 if args.seed is None else args.seed
-    stages = stage_settings(args, preset, seed)
-    warm = []
-    for given in args.warm_start or ():
-        run_dir = _run_dir(given, storage)
-        if not exists(join(run_dir, "trials")):
-            raise SearchError(f"--warm-start {given!r}: no run with results at {run_dir!r}")
-        warm.append(f"the chosen setting of {run_dir} (read when the run starts)")
-    notes = []
-    try:
-        preset.validate_paths()
-    except MissingDataError as exc:
-        if preset.data.generated == "demo":
-            notes.append(f"the demo data is not at {preset.data.root} yet: a real start generates it")
-        else:
-            notes.append("missing here (a real start refuses to run without them):\n" + str(exc).split("\n", 1)[1])
+    checked = check_flags(args, start=False)
+    preset, stages = checked.preset, checked.stages
+    (max_epochs, grace, rf), (gpus, cpus, workers) = checked.budget, checked.resources
     per_epoch = preset.cost.epoch_gpu_hours if args.epoch_gpu_hours is None else args.epoch_gpu_hours
     source = preset.cost.source if args.epoch_gpu_hours is None else "--epoch-gpu-hours"
     num_trials = args.num_trials or DEFAULT_TRIALS.get(preset.name, FALLBACK_TRIALS)
@@ -257,7 +340,7 @@ def dry_run(args: argparse.Namespace) -> int:
         reduction_factor=rf, scheduler=args.scheduler or "asha", sampler=args.sampler or "tpe", gpus=gpus, cpus=cpus,
         workers=workers, confirm_top=stages["confirm_top"], confirm_seeds=stages["confirm_seeds"],
         baseline_seeds=stages["baseline_seeds"], epoch_gpu_hours=per_epoch, cost_source=source,
-        warm_start=tuple(warm), notes=tuple(notes),
+        warm_start=tuple(w["source"] for w in checked.warm), notes=checked.notes,
         params=tuple((n, preset.params[n].describe()) for n in PARAM_NAMES),
         known_good=tuple(dict(k) for k in preset.known_good),
     )), end="")  # fmt: skip

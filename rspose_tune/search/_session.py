@@ -6,12 +6,11 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
-import socket
 import sys
 from pathlib import Path
 
 from rspose_tune._resources import ResourceError, check_feasible, rank_bundle
-from rspose_tune.search._plan import Plan, SearchError
+from rspose_tune.search._plan import Plan, SearchError, check_reachable
 
 __all__ = ["check_reachable", "start_ray"]
 
@@ -25,30 +24,6 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def check_reachable(address: str, timeout_s: float = 5.0) -> None:
-    """Fail fast if a ``host:port`` Ray address does not accept connections.
-
-    ``ray.init(address=...)`` retries an unreachable GCS for minutes before it gives up.
-    ``auto`` (the cluster started on this machine) is left to Ray, which fails fast itself.
-    """
-    if address in {"auto", "local"}:
-        return
-    target = address.split("://", 1)[-1]
-    host, sep, port_text = target.rpartition(":")
-    if not sep or not host or not port_text.isdigit():
-        raise SearchError(f"--address must be 'auto' or host:port (optionally ray://host:port), got {address!r}")
-    try:
-        with socket.create_connection((host.strip("[]"), int(port_text)), timeout=timeout_s):
-            pass
-    except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        raise SearchError(
-            f"--address {address!r}: no Ray cluster reachable there ({reason}). Start one with "
-            "`ray start --head` on the head node, or drop --address (and unset RAY_ADDRESS) "
-            "to run on a local Ray"
-        ) from exc
-
-
 def start_ray(p: Plan, args: argparse.Namespace):
     """Join the cluster at ``p.address``, or start a fresh local Ray with a loopback-only dashboard.
 
@@ -58,8 +33,7 @@ def start_ray(p: Plan, args: argparse.Namespace):
     """
     import ray
 
-    if p.address:
-        check_reachable(p.address)
+    if p.address:  # its form and that it answers: checked with the plan (check_reachable)
         try:
             return ray.init(address=p.address, log_to_driver=args.verbose > 1)
         except (ConnectionError, RuntimeError, ValueError) as exc:

@@ -76,3 +76,34 @@ def test_unreadable_results_exit_2_naming_the_run(tmp_path, capsys):
     (folder / "t-e000001.parquet").write_bytes(b"not parquet")
     assert rep.main([str(tmp_path)]) == 2
     assert "cannot read the results of run" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("cli", ["report", "export"])
+def test_a_file_as_storage_is_one_error_line(tmp_path, capsys, cli):
+    """Issue 25: a file ended in NotADirectoryError (exit 1) in both CLIs."""
+    from rspose_tune import export
+
+    main = {"report": rep.main, "export": export.main}[cli]
+    path = tmp_path / "results.parquet"
+    path.write_text("")
+    assert main([str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"error: storage path {str(path)!r} is a file, not a folder: pass a storage root (holding "
+                   "<run>/trials/) or one run folder\n")
+
+
+@pytest.mark.parametrize("cli", ["report", "export"])
+def test_the_default_storage_is_named_with_the_reason_it_was_used(tmp_path, capsys, monkeypatch, cli):
+    """Issue 25: `report --run x STORAGE` named ./results without saying why (--run took STORAGE)."""
+    from rspose_tune import export
+
+    main = {"report": rep.main, "export": export.main}[cli]
+    monkeypatch.chdir(tmp_path)
+    assert main(["--run", "x", "/data/runs"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and len(err.strip().splitlines()) == 1
+    assert (f"storage path {str(tmp_path / 'results')!r} (the default ./results under the working directory, as no "
+            "STORAGE argument was given; --run reads every name after it as a run name, here 'x', '/data/runs': put "
+            "STORAGE before --run) does not exist") in err
+    assert main([str(tmp_path / "elsewhere")]) == 2  # a STORAGE given: no reason to add
+    assert capsys.readouterr().err == f"error: storage path {str(tmp_path / 'elsewhere')!r} does not exist\n"

@@ -14,6 +14,9 @@ from rspose_tune import search
         (["--max-concurrent", "two"], "--max-concurrent must be an integer >= 1, got 'two'"),
         (["--gpus-per-trial", "-1"], "--gpus-per-trial must be a finite number >= 0, got -1"),
         (["--verbose", "5"], "argument --verbose: invalid choice"),
+        # issue 25: 0 said ">= 1" and 1 said ">= 2"; both name the one rule
+        (["--reduction-factor", "0"], "--reduction-factor must be an integer >= 2, got 0"),
+        (["--reduction-factor", "1"], "--reduction-factor must be an integer >= 2, got 1"),
     ],
 )
 def test_bad_flag_values_exit_2_naming_the_flag(argv, message, capsys):

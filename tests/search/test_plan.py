@@ -3,6 +3,8 @@ storage, the preset's rules), the run spec it writes, run names, and --resume (n
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 
 from rspose_tune import search
@@ -14,7 +16,6 @@ from tests.search.conftest import _run
     ("argv", "message"),
     [
         (["--backbone", "vith"], "`--backbone` must be one of"),
-        (["--reduction-factor", "1"], "--reduction-factor must be >= 2, got 1"),
         (["--max-epochs", "3", "--grace-epochs", "5"], "--grace-epochs (5) must not exceed --max-epochs (3)"),
         (["--gpus-per-trial", "1.5"], "--gpus-per-trial above 1 must be a whole number, got 1.5"),
         (["--name", "a/b"], "--name must be a plain folder name (not starting with '.' or '_'), got 'a/b'"),
@@ -30,7 +31,7 @@ def test_missing_dataset_fails_before_any_trial(capsys, tmp_path):
     code, err = _run(["--backbone", "vit-b", "--data-root", str(tmp_path / "nope"), "--weights", "none",
                       "--storage", str(tmp_path / "out")], capsys)
     assert code == 2 and str(tmp_path / "nope") in err
-    assert not (tmp_path / "out" / "vit-b-search").exists()
+    assert not (tmp_path / "out").exists()  # issue 25: not even the storage folder
 
 
 def test_unwritable_storage(capsys, tmp_path):
@@ -102,13 +103,17 @@ def test_resume_refuses_every_conflicting_flag_in_one_error(demo_preset, tmp_pat
                    "--scheduler 'fifo' differs from the run's 'asha'", "--num-trials 9 differs from the run's 8",
                    "--cpus-per-trial 2.0 differs from the run's 1.0", "run_spec.yaml"):
         assert needle in err, needle
-    # The same values again, and the flags that may change, are accepted.
-    args = search.build_parser().parse_args([
-        "--resume", "--storage", str(tmp_path), "--name", "r", "--seed", "3", "--data-root", data, "--backbone", "demo",
-        "--weights", "none", "--max-concurrent", "1", "--verbose", "0", "--address", "127.0.0.1:6379", "--no-dashboard",
-    ])  # fmt: skip
-    p = search.plan(args)
-    assert p.address == "127.0.0.1:6379" and p.spec.seed == 3
+    # The same values again, and the flags that may change, are accepted (the plan checks that the
+    # address answers: a listening socket stands in for a Ray head).
+    with socket.create_server(("127.0.0.1", 0)) as head:
+        address = f"127.0.0.1:{head.getsockname()[1]}"
+        args = search.build_parser().parse_args([
+            "--resume", "--storage", str(tmp_path), "--name", "r", "--seed", "3", "--data-root", data,
+            "--backbone", "demo", "--weights", "none", "--max-concurrent", "1", "--verbose", "0", "--address", address,
+            "--no-dashboard",
+        ])  # fmt: skip
+        p = search.plan(args)
+    assert p.address == address and p.spec.seed == 3
 
 
 def test_default_run_names_are_unique_and_resume_picks_the_latest_unfinished(demo_preset, tmp_path, capsys):
@@ -290,3 +295,93 @@ def test_a_run_spec_naming_a_trainable_that_is_gone_fails_its_resume_naming_the_
     code, err = _run(["--resume", "--storage", str(tmp_path), "--name", "r"], capsys)
     assert code == 2 and err.count("error:") == 1
     assert f"{path}: `trainable` 'no_such_module_rspose:train' must be MODULE:NAME" in err
+
+
+# --------------------------------------------------------------------------------------------
+# Issue 25: one list of checks for a start and --dry-run, in one order; a refused command creates nothing
+# --------------------------------------------------------------------------------------------
+
+
+def _files(root):
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+@pytest.mark.parametrize(("case", "message"), [
+    ("storage-file", "{tmp}/f is a file, not a folder (the results root)"),
+    ("storage-under-file", "--storage '{tmp}/f/sub': cannot create the folder ({tmp}/f is a file)"),
+    ("address", "--address must be 'auto' or host:port (optionally ray://host:port), got 'foo'"),
+    ("wandb", "--wandb 'a/b': a W&B project name is 1-128 characters without any of"),
+    ("demo-root", "demo data root '{tmp}/mine' is not empty and holds no demo-data manifest.json; refusing to "
+                  "overwrite it"),
+    ("name-taken", "run '{tmp}/out/taken' already exists: pass --resume to continue it, or choose another --name"),
+])  # fmt: skip
+@pytest.mark.parametrize("dry_run", [False, True], ids=["start", "dry-run"])
+def test_a_start_and_a_dry_run_refuse_the_same_input_alike_and_create_nothing(case, message, dry_run, tmp_path,
+                                                                               capsys):  # fmt: skip
+    """Before, --dry-run accepted each of these (exit 0) while a start refused it; a start with
+    --address foo printed "results in <a folder it never created>" before its error."""
+    (tmp_path / "f").write_text("")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("someone's data")
+    (tmp_path / "out" / "taken").mkdir(parents=True)
+    argv = {
+        "storage-file": ["--storage", str(tmp_path / "f")],
+        "storage-under-file": ["--storage", str(tmp_path / "f" / "sub")],
+        "address": ["--address", "foo"],
+        "wandb": ["--wandb", "a/b"],
+        "demo-root": ["--data-root", str(tmp_path / "mine")],
+        "name-taken": ["--name", "taken"],
+    }[case]
+    if "--storage" not in argv:
+        argv = [*argv, "--storage", str(tmp_path / "out")]
+    before = _files(tmp_path)
+    code = search.main([*argv, *(["--dry-run"] if dry_run else [])])
+    out, err = capsys.readouterr()
+    assert code == 2, out + err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+    assert message.format(tmp=tmp_path) in err
+    assert "results in" not in out and "would cost" not in out
+    assert _files(tmp_path) == before  # nothing created: no storage folder, no run folder, no data
+
+
+def test_a_refused_resume_leaves_no_storage_folder_behind(tmp_path, capsys):
+    """Before, `--resume --name x --storage /new/path` refused but created /new/path."""
+    storage = tmp_path / "new" / "path"
+    code, err = _run(["--resume", "--name", "x", "--storage", str(storage)], capsys)
+    assert code == 2 and err.count("error:") == 1 and "--resume: no run to resume at" in err
+    assert not (tmp_path / "new").exists()
+    code, err = _run(["--resume", "--storage", str(storage)], capsys)  # the latest unfinished run: none
+    assert code == 2 and "--resume: no unfinished run of preset 'demo'" in err
+    assert not (tmp_path / "new").exists()
+
+
+def test_a_start_creates_the_storage_folder_once_every_check_passed(demo_preset, tmp_path):
+    p = _start(["--storage", str(tmp_path / "a" / "b"), "--name", "r", "--data-root", str(demo_preset.data.root)])
+    assert (tmp_path / "a" / "b" / "r" / "run_spec.yaml").is_file() and p.storage == str(tmp_path / "a" / "b")
+
+
+def test_the_dry_run_names_a_missing_demo_data_root_as_a_note_and_a_start_generates_it(tmp_path, capsys):
+    code = search.main(["--dry-run", "--storage", str(tmp_path / "out"), "--data-root", str(tmp_path / "new")])
+    out = capsys.readouterr().out
+    assert code == 0 and f"the demo data is not at {tmp_path / 'new'} yet: a real start generates it" in out
+    assert not (tmp_path / "out").exists() and not (tmp_path / "new").exists()
+
+
+def test_search_dir_adds_a_folder_to_the_built_in_presets(tmp_path, capsys):
+    """Issue 25: --search-dir replaced the built-in presets (`--search-dir D --backbone demo` was refused)."""
+    import yaml
+
+    from rspose_tune.spaces import load_preset
+
+    mine = tmp_path / "presets"
+    mine.mkdir()
+    raw = yaml.safe_load(load_preset("vit-b").source.read_text())
+    raw["base_config"] = str(load_preset("vit-b").source.parent / raw["base_config"])
+    (mine / "my-vit.yaml").write_text(yaml.safe_dump(raw))
+    for backbone in ("demo", "my-vit"):
+        code = search.main(["--search-dir", str(mine), "--backbone", backbone, "--dry-run", "--storage", str(tmp_path)])
+        out, err = capsys.readouterr()
+        assert code == 0 and f"preset {backbone!r}" in out, err
+    (mine / "demo.yaml").write_text(yaml.safe_dump(raw))
+    code, err = _run(["--search-dir", str(mine), "--backbone", "demo", "--dry-run", "--storage", str(tmp_path)], capsys)
+    assert code == 2 and err.count("error:") == 1 and "names both the built-in preset" in err
