@@ -97,7 +97,7 @@ def test_cli_default_is_the_demo_table(capsys):
 
 
 def test_replay_runs_the_searchs_tpe_start_up_count(capsys, tmp_path):
-    """Issue 17: the search runs startup_trials(n) = min(10, max(2, n // 3)) random trials; the
+    """Issue 17: the search runs startup_trials(n) = max(2, n // 3) random trials (issue 26: no cap of 10); the
     replay ran 10 whatever the search size."""
     from rspose_tune import search
     from rspose_tune.searcher import startup_trials
@@ -105,7 +105,8 @@ def test_replay_runs_the_searchs_tpe_start_up_count(capsys, tmp_path):
     args = search.build_parser().parse_args(["--num-trials", "8", "--storage", str(tmp_path)])
     assert main(["--seeds", "1", "--budget-epochs", "20", "--policies", "asha-tpe", "--num-trials", "8"]) == 0
     assert f"TPE start-up {startup_trials(8)} trials" in capsys.readouterr().out
-    assert startup_trials(8) == 2 and startup_trials(64) == 10 and startup_trials(8, "random") == 8
+    assert startup_trials(8) == 2 and startup_trials(32) == 10 and startup_trials(64) == 21
+    assert startup_trials(8, "random") == 8
     assert search.DEFAULT_TRIALS["demo"] == 8 and args.num_trials == 8  # the demo search's own size
 
 
