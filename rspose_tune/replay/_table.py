@@ -354,6 +354,9 @@ def load_table(paths: Sequence[str | os.PathLike[str]], *, preset: Any = None) -
         p = Path(path).expanduser()
         if not p.exists():
             raise TableError(f"{path}: no such file or folder (give a replay table .parquet or a run folder).")
+        if p.is_dir() and next(p.rglob("*.parquet"), None) is None:
+            raise TableError(f"{path}: no table here: the folder holds no .parquet file (give a replay table .parquet, "
+                             "a run folder or its trials/ folder).")  # fmt: skip
         try:
             _check_file_columns(p, path)
             frame = read_results(p)

@@ -194,3 +194,10 @@ def test_cli_search_space_from_a_table_and_bad_values(tmp_path, capsys):
         assert exc.value.code == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error: ") and ("--search-space" in err[0] or "no-such-preset" in err[0]), err
+
+
+def test_cli_an_empty_folder_is_no_table_here(tmp_path, capsys):
+    """Issue 25: ``replay EMPTY_DIR`` said "missing column(s)"."""
+    (tmp_path / "empty" / "trials").mkdir(parents=True)
+    assert main([str(tmp_path / "empty")]) == 2
+    _one_error_line(capsys.readouterr().err, f"{tmp_path / 'empty'}: no table here")
