@@ -244,7 +244,9 @@ def run_stages(p, args: argparse.Namespace, make_trainable, callbacks: Sequence[
     if not configs:
         return []
     n_confirm = sum(c["stage"] == "confirm" for c in configs)
-    print(f"confirm stage: {n_confirm} confirm trial(s) (top {spec.confirm_top} on seeds {list(spec.confirm_seeds)}), "
+    n_settings = len({c["confirms"] for c in configs if c["stage"] == "confirm"})
+    print(f"confirm stage: {n_confirm} confirm trial(s) ({n_settings} setting(s) of --confirm-top {spec.confirm_top} on "
+          f"seeds {list(spec.confirm_seeds)}), "
           f"{len(configs) - n_confirm} baseline trial(s) with the stock loss, {p.max_epochs} epochs each, never "
           f"pruned; in {where}")  # fmt: skip
     # Each trial's config is one preset point; the domains list the points' values so Ray accepts them.

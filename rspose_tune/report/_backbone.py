@@ -117,8 +117,8 @@ def backbone_report(backbone: str, runs: Sequence[RunData]) -> BackboneReport:
             continue
         parts.append(summarize_trials(frame, run.settings))
         modes.add(run.settings.mode)
-        if run.settings.source != "run metadata":
-            notes.append(f"{run.name}: {run.settings.source}.")
+        if run.settings.source not in ("run metadata", "run spec"):  # a fallback: say where the settings came from
+            notes.append(f"{run.name}: mode, resources and budget read from {run.settings.source}.")
     if not parts:
         raise ReportError(f"no trials of backbone {backbone!r} in runs {[r.name for r in runs]}")
     trials = pd.concat(parts, ignore_index=True)

@@ -97,3 +97,16 @@ def test_merged_runs_keep_every_seed_of_a_setting():
     win = r.confirmed[0]
     assert win.by_seed == pytest.approx({1: (0.71 + 0.75) / 2, 2: 0.70, 3: 0.72})
     assert any("seed 1 was trained 2 times (r/c4, r2/d4)" in note for note in r.notes)
+
+
+def test_settings_from_the_run_spec_need_no_note_a_fallback_does(tmp_path):
+    """Issue 25: every run with a run spec printed a bare "note: <run>: run spec." line."""
+    import dataclasses
+
+    write_run(tmp_path, "r", [trial("t", KNOWN_GOOD, [0.5, 0.6], "completed")], max_epochs=2)
+    runs = rep.load_runs(tmp_path)
+    for source, noted in (("run spec", False), ("run metadata; mode from preset file p.yaml", True)):
+        changed = [dataclasses.replace(r, settings=dataclasses.replace(r.settings, source=source)) for r in runs]
+        notes = rep.backbone_report("vit-b", changed).notes
+        assert any(f"r: mode, resources and budget read from {source}." == n for n in notes) == noted, notes
+        assert noted or not [n for n in notes if "run spec" in n], notes

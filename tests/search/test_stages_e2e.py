@@ -47,6 +47,7 @@ def test_confirm_baseline_and_warm_start_end_to_end(tmp_path, demo_preset):
     out = _cli(tmp_path, "--storage", str(tmp_path), "--name", "first", "--data-root", data, "--num-trials", "3",
                "--confirm-top", "2", "--confirm-seeds", "2", "--baseline", *FAST)  # fmt: skip
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "confirm stage: 4 confirm trial(s) (2 setting(s) of --confirm-top 2 on seeds [1, 2])" in out.stdout
     run_dir = tmp_path / "first"
     spec = read_spec(str(run_dir))
     assert (spec.confirm_top, spec.confirm_seeds, spec.baseline, spec.baseline_seeds) == (2, (1, 2), True, (1, 2))
