@@ -150,8 +150,10 @@ def test_preflight_names_every_missing_module_in_one_line(tmp_path):
 
 @pytest.mark.slow
 def test_deadline_stops_the_check_and_keeps_what_it_has(tmp_path):
-    proc = _run("gpu", "--device", "cpu", "--parts", "losses,step", "--deadline", "2", "--out", str(tmp_path / "o"),
-                timeout=300)
+    # a step part that takes ~11 s on the 2-core machine (the default CPU profile finished in 1.8 s on
+    # a quiet machine, so a 2-s deadline only fired under load)
+    proc = _run("gpu", "--device", "cpu", "--parts", "losses,step", "--batch-size", "32", "--embed-dims", "256",
+                "--deadline", "2", "--out", str(tmp_path / "o"), timeout=300)
     assert proc.returncode == 3, proc.stderr[-3000:]
     assert "error: --deadline 2 s reached" in proc.stderr and "Thread " in proc.stderr
     result = json.loads((tmp_path / "o" / "gpu_check.json").read_text())
