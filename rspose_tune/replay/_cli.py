@@ -158,7 +158,7 @@ def _replay(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from rspose_tune.replay._simulator import POLICIES, ReplaySettings, replay
     from rspose_tune.replay._confirm import confirm
     from rspose_tune.replay._summary import format_confirm, format_report, summarize, summarize_confirm
-    from rspose_tune.replay._table import TableError, load_table
+    from rspose_tune.replay._table import TableError, _space_of_preset, load_table
     from rspose_tune.searcher import startup_trials
     from rspose_tune.spaces import load_preset
 
@@ -174,8 +174,6 @@ def _replay(args: argparse.Namespace, argv: Sequence[str]) -> int:
         except TableError as exc:
             raise ReplayError(f"--search-space: {exc}") from None
     elif args.search_space is not None:
-        from rspose_tune.replay._table import _space_of_preset
-
         search_space = _space_of_preset(load_preset(args.search_space))
     grace, grace_from = args.grace_epochs, "--grace-epochs"
     if grace is None:
