@@ -173,9 +173,11 @@ def test_cli_search_space_and_confirm_from_rung(tmp_path, capsys):
     data = json.loads(out_json.read_text())
     assert data["confirm"]["from"] == "rung" and data["confirm"]["rank_epochs"] == 6
     assert data["settings"]["search_space"]["pos_thr"]["log"] is False
+    capsys.readouterr()
     with pytest.raises(SystemExit) as exc:
         main(["--confirm-from", "half"])
     assert exc.value.code == 2
+    assert "error: argument --confirm-from: invalid choice: 'half' (choose from 'full', 'rung')" in capsys.readouterr().err
 
 
 def test_cli_search_space_from_a_table_and_bad_values(tmp_path, capsys):

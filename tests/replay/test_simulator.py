@@ -4,6 +4,7 @@ replay and compares ASHA's decisions."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -236,3 +237,19 @@ def test_gp_policy_proposes_with_optunas_gp_sampler(known_table):
     assert isinstance(limiter.searcher._open_study().sampler, optuna.samplers.GPSampler)
     trace = replay(known_table, POLICIES["full-gp"], 0, settings)
     assert len(trace.trials) == 6 and len(trace.incumbents) >= 1  # 3 random start-up trials, then 3 from the GP
+
+
+def test_search_space_is_what_the_searcher_proposes_from():
+    """Issue 26: ``ReplaySettings.search_space`` replaces the table's space for proposals only: here
+    pos_thr fixed at 0.5 in every proposal, each still answered by a recorded setting of the table."""
+    from rspose_tune.replay import DEMO_TABLE, load_table
+
+    table = load_table([DEMO_TABLE])
+    space = {**table.space, "pos_thr": {"fixed": 0.5}}
+    settings = ReplaySettings(budget_epochs=60, workers=2, grace_epochs=2, reduction_factor=3, n_startup_trials=3,
+                              search_space=space)  # fmt: skip
+    trace = replay(table, POLICIES["asha-random"], 0, settings)
+    assert trace.trials and {r.config["pos_thr"] for r in trace.trials} == {0.5}
+    assert all(0 <= r.setting < len(table.settings) for r in trace.trials)
+    own = replay(table, POLICIES["asha-random"], 0, dataclasses.replace(settings, search_space=None))
+    assert len({r.config["pos_thr"] for r in own.trials}) > 1  # the table's space searches it
