@@ -77,6 +77,15 @@ class MLflowTrialCallback(MLflowLoggerCallback):
 
 
 class _EpochStepActor(_WandbLoggingActor):
+    def run(self) -> None:
+        super().run()
+        # wandb 0.31's ``finish()`` only *publishes* its finish to the wandb-core process, which writes
+        # the run's records to its ``.wandb`` file when it closes the stream. Ray 2.60's callback kills
+        # this actor as soon as ``run()`` returns, and a search's end shuts Ray down with it: a core still
+        # closing the stream then dies with the records unwritten (a 7-byte, header-only file, seen once
+        # in CI). ``teardown()`` waits for the core to close every stream and exit.
+        self._wandb.teardown()
+
     def _handle_result(self, result: dict):
         log, config_update = super()._handle_result(result)
         if "epoch" in log:  # wandb.log's step is the result's training_iteration: make it the epoch

@@ -4,6 +4,7 @@ vis backends, and the MLflow callback continuing a trial's run after a restore (
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -193,3 +194,53 @@ def test_mlflow_callback_logs_mmposes_metric_names_that_mlflow_refuses(tmp_path)
     (run,) = client.search_runs([client.get_experiment_by_name("r").experiment_id])
     assert run.data.metrics["coco/AP_M"] == 0.25 and run.data.metrics["coco/AR_L"] == 0.75
     assert run.data.metrics["coco/AP"] == 0.5 and run.info.status == "FINISHED"
+
+
+_ACTOR_SCRIPT = r"""
+import glob, json, os, queue, sys
+from ray.air.integrations.wandb import _QueueItem, _WandbLoggingActor
+from rspose_tune._tracking_callbacks import _EpochStepActor
+
+cls = {"ray": _WandbLoggingActor, "ours": _EpochStepActor}[sys.argv[1]]
+logdir = sys.argv[2]
+q = queue.Queue()
+for epoch in (1, 2):
+    q.put((_QueueItem.RESULT, {"training_iteration": epoch, "epoch": epoch, "coco/AP": 0.1 * epoch}))
+q.put((_QueueItem.END, None))
+cls(logdir=logdir, queue=q, exclude=[], to_config=[], project="p", id="t1", dir=logdir).run()
+def children_named(word):  # this process's children running `word` (Linux /proc; no psutil here)
+    found = []
+    for stat in glob.glob("/proc/[0-9]*/stat"):
+        try:
+            ppid = int(open(stat).read().rsplit(")", 1)[1].split()[1])
+            cmd = open(stat[:-4] + "cmdline", "rb").read().decode(errors="replace")
+        except (OSError, ValueError, IndexError):
+            continue  # a process that ended while we looked
+        if ppid == os.getpid() and word in cmd:
+            found.append(stat)
+    return found
+alive = children_named("wandb")
+print(json.dumps({"core_alive": bool(alive)}))
+os._exit(0)  # what ray.kill does to the actor: no atexit hook runs
+"""
+
+
+@pytest.mark.parametrize("actor, core_alive", [("ray", True), ("ours", False)])
+def test_wandb_actor_returns_only_after_wandb_core_wrote_and_exited(tmp_path, actor, core_alive):
+    """Ray kills a trial's W&B logging actor as soon as its ``run()`` returns, and ``wandb.finish()``
+    returns before wandb-core has written the run: Ray's actor leaves the core still running (so a kill
+    can lose the records: a header-only ``.wandb`` file in CI); ours returns after the core exited, and
+    the file holds the run and both epochs."""
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    env.pop("WANDB_API_KEY", None)
+    proc = subprocess.run([sys.executable, "-c", _ACTOR_SCRIPT, actor, str(tmp_path)], env=env,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"core_alive": core_alive}
+    if actor == "ours":
+        from tests.search.test_tracking_e2e import read_wandb_records
+
+        (path,) = (tmp_path / "wandb").glob("offline-run-*/run-t1.wandb")
+        records = read_wandb_records(path)
+        assert any(r.HasField("run") for r in records)
+        assert sum(r.HasField("history") for r in records) == 2
