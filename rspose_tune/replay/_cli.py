@@ -6,47 +6,15 @@ import argparse
 import dataclasses
 import logging
 import math
-import os
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
-from typing import NoReturn
 
 from rspose_tune._flags import int_at_least
 from rspose_tune.errors import RSPoseTuneError, cli_error
+from rspose_tune.replay._common import ReplayError, _check_writable, _Parser
 
 __all__ = ["ReplayError", "build_parser", "main"]
-
-
-class ReplayError(RSPoseTuneError, ValueError):
-    """Bad input to ``python -m rspose_tune.replay`` or its ``make-table``: a flag, or a recorded value
-    that stands in for one; the message names it. Printed by :func:`rspose_tune.errors.cli_error`."""
-
-
-class _Parser(argparse.ArgumentParser):
-    """Bad flags give one ``error:`` line (naming the flag and the rule) and exit code 2."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
-
-
-def _check_writable(given: str, flag: str, *, folder: bool) -> Path:
-    """``given`` (a flag's path) made absolute, refused before any work when it cannot be written:
-    ``folder``: a folder to create or use, else a file to create or replace."""
-    path = Path(given).expanduser().absolute()
-    if folder and path.exists() and not path.is_dir():
-        raise ReplayError(f"{flag} {given}: exists and is not a folder")
-    if not folder and path.is_dir():
-        raise ReplayError(f"{flag} {given}: is a folder; name the file to write")
-    parent = path if folder else path.parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise ReplayError(f"{flag} {given}: {parent} is not a folder")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ReplayError(f"{flag} {given}: {parent} is not writable")
-    return path
 
 
 def _float_above(flag: str, low: float, *, strict: bool):

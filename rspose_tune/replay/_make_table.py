@@ -173,7 +173,7 @@ def _write_parquet(rows: list[dict[str, Any]], path: Path, metadata: Mapping[str
 
 def main(argv: Sequence[str] | None = None) -> int:
     from rspose_tune.errors import RSPoseTuneError, cli_error
-    from rspose_tune.replay._cli import _Parser
+    from rspose_tune.replay._common import _Parser
 
     parser = _Parser(
         prog="python -m rspose_tune.replay make-table",
@@ -214,7 +214,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _make_table(args, argv: Sequence[str] | None) -> int:
-    from rspose_tune.replay._cli import ReplayError, _check_writable
+    from rspose_tune.replay._common import ReplayError, _check_writable
     from rspose_tune.spaces import load_preset
 
     work = _check_writable(args.work_dir, "--work-dir", folder=True)  # before any training, not after it
