@@ -86,3 +86,35 @@ def test_the_architecture_table_lists_the_layers_in_this_order():
             row_of[name] = hits[0]
     order = [row_of[n] for names in LAYERS for n in names if n in row_of]
     assert order == sorted(order), [n for names in LAYERS for n in names if n in row_of]
+
+
+def _project_graph() -> dict[str, set[str]]:
+    """Module -> the project modules it imports (inside functions too), each resolved to a module file."""
+    graph: dict[str, set[str]] = {}
+    for path, module in _modules():
+        targets = graph.setdefault(module, set())
+        for _line, target in _imports(path, module):
+            while target and not _is_module(target):  # `from a.b import name`: the module a.b
+                target = target.rpartition(".")[0]
+            if target and target != module:
+                targets.add(target)
+    return graph
+
+
+def test_no_module_imports_itself_back_through_a_chain():
+    """No circle (A imports B, ..., which imports A), counting imports inside functions: imports run one way."""
+    graph, circles, state = _project_graph(), [], {}
+
+    def visit(module: str, stack: list[str]) -> None:
+        state[module] = "open"
+        for target in sorted(graph.get(module, ())):
+            if state.get(target) == "open":
+                circles.append(" -> ".join([*stack[stack.index(target):], target]))
+            elif target not in state:
+                visit(target, [*stack, target])
+        state[module] = "done"
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+    assert not circles, "\n".join(circles)
