@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -294,7 +293,3 @@ def simulate(table: CurveTable, scheduler, search_alg, *, settings: ReplaySettin
     trace.final_epochs = int(getattr(scheduler, "top_epochs", table.max_epochs))
     return trace
 
-
-def replay_many(table: CurveTable, policy: Policy, seeds: Sequence[int], settings: ReplaySettings) -> list[Trace]:
-    """:func:`replay` for each seed."""
-    return [replay(table, policy, seed, settings) for seed in seeds]
