@@ -44,21 +44,19 @@ route on this CPU machine (:mod:`rspose_tune.bench._rehearse`).
 
 from __future__ import annotations
 
-from rspose_tune.errors import RSPoseTuneError, cli_error
-
 import argparse
-import gc
-import json
 import math
 import os
 import platform
-import statistics
 import sys
-import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from rspose_tune.bench._gpu_parts import free_cuda, run_losses, run_rank, run_step
+from rspose_tune.bench._gpu_preflight import deep_import_problems, missing_modules, preflight
+from rspose_tune.bench._gpu_record import JSON_NAME, LOG_NAME, _arm_deadline, _Record, _UsageError
+from rspose_tune.errors import RSPoseTuneError, cli_error
 
 __all__ = ["main", "preflight"]
 
@@ -80,20 +78,6 @@ PG_TIMEOUT_S = 60.0
 #: Default of ``--deadline`` per device: past it the check prints where it was, writes what it has
 #: and exits 3 (0 = none). The CUDA run is sized to a short GPU loan; the CPU variant has none.
 DEADLINE_S = {"cuda": 270.0, "cpu": 0.0}
-#: mmengine imports a scope's ``registry`` module inside ``try/except`` and turns any failure into
-#: "X is not in the registry" (a KeyError far from its cause). The check imports these scopes'
-#: registries, and every location those registries would import lazily, up front, where an import
-#: error shows its cause; plus the modules it runs itself.
-REGISTRY_SCOPES = ("mmpose", "mmpretrain")
-DEEP_IMPORTS = ("mmengine.runner", "mmcv.transforms", "mmpretrain.models", "mmpretrain.datasets", "mmdet.utils",
-                "xtcocotools.coco", "pycocotools.coco", "rspose_tune.bench._losses", "rspose_tune.bench._step",
-                "rspose_tune.demo_data", "rspose_tune.spaces", "rspose_tune.training")
-JSON_NAME = "gpu_check.json"
-LOG_NAME = "gpu_check.log"
-
-
-class _UsageError(RSPoseTuneError):
-    """A bad flag or environment: printed as one ``error:`` line, exit 2."""
 
 
 class _ArgumentParser(argparse.ArgumentParser):
@@ -209,262 +193,6 @@ def _fill_profile(args: argparse.Namespace, device: str) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# Preflight: every module the check needs, named at once
-# --------------------------------------------------------------------------------------------
-def preflight() -> list[str]:
-    """What this Python cannot import, as readable items; empty when the check can run."""
-    problems, missing = missing_modules()
-    return problems + deep_import_problems(missing)
-
-
-def missing_modules() -> tuple[list[str], list[str]]:
-    """Every top-level module of the bundle's closure that cannot be found (nothing is imported).
-
-    Returns ``(readable items, module names)``.
-    """
-    import importlib.util
-
-    from rspose_tune.bench._bundle import CHECK_MODULES, MACHINE_PACKAGES
-
-    problems: list[str] = []
-    missing: list[str] = []
-    for module, dist in CHECK_MODULES.items():
-        try:
-            found = importlib.util.find_spec(module) is not None
-        except (ImportError, ValueError):
-            found = False
-        if not found:
-            missing.append(module)
-            where = "the machine's" if dist in MACHINE_PACKAGES else "in the bundle"
-            problems.append(f"{module} ({dist}, {where})")
-    return problems, missing
-
-
-def deep_import_problems(missing: list[str]) -> list[str]:
-    """Import the registries and modules that mmengine would import lazily and swallow (:data:`DEEP_IMPORTS`).
-
-    Failures caused by a module already in ``missing`` are not repeated.
-    """
-    import importlib
-
-    if "torch" in missing or "setuptools" in missing:
-        return []  # nothing below imports without them
-    if sys.version_info >= (3, 12):
-        # mmengine's Runner (collect_env) imports distutils, which Python 3.12 removed; importing
-        # setuptools puts its copy in place as `distutils` (3.11, this project's Python, has its own).
-        import setuptools  # noqa: F401
-    problems: list[str] = []
-    deep: list[str] = []
-    try:
-        from rspose_tune.mmpose_adapter import setup_mmpose
-
-        setup_mmpose()  # the mmcv.ops shim, mmpose.models, rspose_tune's registrations
-        from mmengine.registry import Registry
-
-        for scope in REGISTRY_SCOPES:
-            deep.append(f"{scope}.registry")
-            registry_module = importlib.import_module(f"{scope}.registry")
-            deep += sorted({loc for v in vars(registry_module).values() if isinstance(v, Registry)
-                            for loc in v._locations})
-    except Exception as exc:  # noqa: BLE001 - reported as an import problem, with its cause
-        problems.append(_import_problem("rspose_tune.mmpose_adapter.setup_mmpose()", exc, missing))
-    for name in (*deep, *DEEP_IMPORTS):
-        try:
-            importlib.import_module(name)
-        except Exception as exc:  # noqa: BLE001
-            problems.append(_import_problem(name, exc, missing))
-    return list(dict.fromkeys(p for p in problems if p))
-
-
-def _import_problem(name: str, exc: BaseException, missing: list[str]) -> str:
-    if isinstance(exc, ModuleNotFoundError) and exc.name:
-        if exc.name.split(".")[0] in missing:
-            return ""  # already named
-        return f"{name} (No module named {exc.name!r})"
-    return f"{name} ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
-
-
-# --------------------------------------------------------------------------------------------
-# Helpers
-# --------------------------------------------------------------------------------------------
-def _tensor_bytes(tensors) -> int:
-    seen: set[int] = set()
-    total = 0
-    for t in tensors:
-        if t is None or id(t) in seen:
-            continue
-        seen.add(id(t))
-        total += t.numel() * t.element_size()
-    return total
-
-
-def _persistent_bytes(model, optimizer) -> int:
-    """Parameters, buffers and optimizer state: what stays allocated between steps."""
-    import torch
-
-    state = [v for s in optimizer.state.values() for v in s.values() if isinstance(v, torch.Tensor)]
-    return _tensor_bytes([*model.parameters(), *model.buffers(), *state])
-
-
-def _free_cuda() -> None:
-    import torch
-
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
-# --------------------------------------------------------------------------------------------
-# (a) losses
-# --------------------------------------------------------------------------------------------
-def run_losses(args: argparse.Namespace) -> dict[str, Any]:
-    """RSPose spatial_rank_sort vs KeypointMSELoss, fwd+bwd, interleaved; ms and peak extra MiB."""
-    from rspose_tune.bench import _losses, _step
-
-    data = _losses.build_inputs(args.loss_batch, 17, seed=args.seed)
-    largs = argparse.Namespace(delta_rank=0.4, delta_sort=1.5, loop_groups=0)
-    runs = {m: _losses._make_step(m, data, args.device, largs)[0] for m in ("mse", "ours")}
-    peaks: dict[str, list[int]] = {m: [] for m in runs}
-
-    def measured(name: str) -> Callable[[], None]:
-        def fn() -> None:
-            with _losses._PeakMemory(args.device) as mem:
-                runs[name]()
-            peaks[name].append(mem.extra_bytes)
-
-        return fn
-
-    timings = _step.interleaved({m: measured(m) for m in runs}, args)
-    med = {m: statistics.median(t) for m, t in timings["wall"].items()}
-    b, k, h, w = data["labels"].shape
-    return {
-        "shape": f"{b} x {k} x {h}x{w}",
-        "ms": {m: med[m] * 1e3 for m in med},
-        "peak_mib": {m: max(peaks[m]) / 2**20 for m in peaks},
-        "ratio": med["ours"] / med["mse"],
-    }
-
-
-# --------------------------------------------------------------------------------------------
-# (b) training step
-# --------------------------------------------------------------------------------------------
-def run_step(args: argparse.Namespace) -> dict[str, Any]:
-    """ViTPose train_step, RSPose vs MSE head: median seconds and peak memory, interleaved."""
-    import torch
-    from mmengine.logging import MMLogger
-    from mmengine.optim import OptimWrapper
-
-    from rspose_tune.bench import _losses, _step
-
-    MMLogger.get_instance("rspose_bench_gpu", log_level="WARNING")
-    sargs = argparse.Namespace(**vars(args))  # _step reads device, batch_size, embed_dims, ..., seed
-    t0 = time.perf_counter()
-    models = _step.build_models(sargs)
-    data = _step.synthetic_batch(sargs)
-    build_s = time.perf_counter() - t0
-    optims = {n: torch.optim.AdamW(m.parameters(), lr=5e-4, weight_decay=0.1) for n, m in models.items()}
-    wrappers = {n: OptimWrapper(o) for n, o in optims.items()}
-    peaks: dict[str, list[int]] = {n: [] for n in models}
-    losses: dict[str, dict[str, float]] = {}
-
-    def step_fn(name: str) -> Callable[[], None]:
-        model, wrapper = models[name], wrappers[name]
-
-        def run() -> None:
-            if args.device == "cuda":
-                torch.cuda.reset_peak_memory_stats()
-                out = model.train_step(data, wrapper)
-                torch.cuda.synchronize()
-                peaks[name].append(torch.cuda.max_memory_allocated())
-            else:
-                with _losses._PeakMemory("cpu") as mem:
-                    out = model.train_step(data, wrapper)
-                peaks[name].append(mem.extra_bytes)
-            losses[name] = {k: float(v.detach()) for k, v in out.items()}
-
-        return run
-
-    timings = _step.interleaved({n: step_fn(n) for n in models}, sargs)
-    persistent = {n: _persistent_bytes(models[n], optims[n]) for n in models}
-    other = {"mse": "rspose", "rspose": "mse"}
-    if args.device == "cuda":
-        # Both models are resident: a model's own peak is the step's peak minus the other's state.
-        peak = {n: max(peaks[n][args.warmup:] or peaks[n]) - persistent[other[n]] for n in models}
-        memory_how = "torch.cuda.max_memory_allocated during the step - the other model's params/buffers/AdamW state"
-    else:
-        # RSS high-water mark over the step (rough: glibc keeps freed memory) + this model's state.
-        peak = {n: max(peaks[n][args.warmup:] or peaks[n]) + persistent[n] for n in models}
-        memory_how = "rough on CPU: this model's params/buffers/AdamW state + the step's RSS high-water mark"
-    med = {n: statistics.median(t) for n, t in timings["wall"].items()}
-    result = {
-        "build_s": build_s,
-        "s": med,
-        "min_s": {n: min(t) for n, t in timings["wall"].items()},
-        "ratio": med["rspose"] / med["mse"],
-        "peak_gib": {n: peak[n] / 2**30 for n in models},
-        "persistent_gib": {n: persistent[n] / 2**30 for n in models},
-        "mem_ratio": peak["rspose"] / peak["mse"],
-        "memory_how": memory_how,
-        "losses": losses,
-        "params_m": sum(p.numel() for p in models["mse"].parameters()) / 1e6,
-    }
-    return result
-
-
-# --------------------------------------------------------------------------------------------
-# (c) the rank code path
-# --------------------------------------------------------------------------------------------
-def run_rank(args: argparse.Namespace) -> dict[str, Any]:
-    """Train the demo preset for one epoch through rspose_tune.training in a 1-rank process group."""
-    from rspose_tune.demo_data import generate_demo_dataset, is_complete
-    from rspose_tune.spaces import load_preset
-    from rspose_tune.training import open_rendezvous, prepare_trial_config, process_group, train_rank
-
-    params = dict(load_preset("demo").known_good[0])
-    backend = "nccl" if args.device == "cuda" else "gloo"
-    reports: list[tuple[dict, list[str]]] = []
-
-    def report(result, checkpoint_dir) -> None:
-        files = sorted(os.listdir(checkpoint_dir)) if checkpoint_dir else []
-        reports.append((dict(result), files))
-
-    with tempfile.TemporaryDirectory(prefix="rspose_gpu_check_") as tmp:
-        t0 = time.perf_counter()
-        if args.demo_train:  # a small demo dataset of its own
-            root = generate_demo_dataset(Path(tmp) / "demo_data", n_train=args.demo_train, n_val=args.demo_val)
-            preset = load_preset("demo", data_root=root)
-        else:
-            preset = load_preset("demo", data_root=args.data_root)
-            if not is_complete(preset.data.root):
-                generate_demo_dataset(preset.data.root)
-        data_s = time.perf_counter() - t0
-        cfg = prepare_trial_config(preset, params, Path(tmp) / "trial", seed=args.seed, max_epochs=1)
-        rdzv, store = open_rendezvous("127.0.0.1", 1, backend, timeout_s=args.pg_timeout)
-        with process_group(rdzv, 0, store=store):
-            train_rank(cfg, metric=preset.metric, trial_id="gpu-check", report=report, device=args.device)
-        wall = time.perf_counter() - t0
-    if not reports:
-        raise RuntimeError("train_rank finished one epoch but reported nothing")
-    result, files = reports[-1]
-    return {
-        "backend": backend,
-        "pg_timeout_s": rdzv.timeout_s,
-        "metric_name": preset.metric,
-        "metric": float(result["metric"]),
-        "epoch": int(result["epoch"]),
-        "world_size": int(result.get("world_size", -1)),
-        "gpu_type": result.get("gpu_type"),
-        "loss": float(result.get("loss", float("nan"))),
-        "checkpoint_files": files,
-        "reports": len(reports),
-        "wall_s": wall,
-        "data_s": data_s,
-        "data": f"{preset.data.root}" + (f" (generated: {args.demo_train} train / {args.demo_val} val images)"
-                                          if args.demo_train else ""),
-    }
-
-
-# --------------------------------------------------------------------------------------------
 # Report
 # --------------------------------------------------------------------------------------------
 def _fmt_ratio(x: float) -> str:
@@ -513,115 +241,6 @@ def _summary(args: argparse.Namespace, results: dict[str, Any], errors: dict[str
           + ("; targets " + ("met" if ok else "NOT met") if check_targets and "step" in results else
              "; targets not checked on cpu (toy model)" if "step" in results else ""))
     return ok
-
-
-class _Tee:
-    """A text stream that writes to the original stream and to the log file (both flushed per write)."""
-
-    def __init__(self, stream, log):
-        self._stream, self._log = stream, log
-
-    def write(self, text: str) -> int:
-        self._stream.write(text)
-        self._stream.flush()
-        self._log.write(text)
-        self._log.flush()
-        return len(text)
-
-    def flush(self) -> None:
-        self._stream.flush()
-        self._log.flush()
-
-    def __getattr__(self, name: str):
-        return getattr(self._stream, name)
-
-
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, float) and not math.isfinite(x):
-        return str(x)
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    return x
-
-
-class _Record:
-    """``--out DIR``: the log (a tee of stdout and stderr) and the JSON, rewritten whole after each step."""
-
-    def __init__(self, out: str | None, argv: list[str]):
-        self.dir = Path(out).absolute() if out else None
-        self.data: dict[str, Any] = {"argv": ["python", "-m", "rspose_tune.bench", "gpu", *argv],
-                                     "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                                     "finished": False, "status": "starting", "log": LOG_NAME,
-                                     "results": {}, "errors": {}}
-        self.log = None
-        self._saved = None
-
-    def open(self) -> None:
-        if self.dir is None:
-            return
-        try:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            self.log = (self.dir / LOG_NAME).open("w", encoding="utf-8")
-            self.write()
-        except OSError as exc:
-            raise _UsageError(f"--out {self.dir}: cannot write there ({exc.strerror or exc})") from None
-        self._saved = (sys.stdout, sys.stderr)
-        sys.stdout, sys.stderr = _Tee(sys.stdout, self.log), _Tee(sys.stderr, self.log)
-
-    def update(self, **kw: Any) -> None:
-        self.data.update(kw)
-        self.write()
-
-    def write(self) -> None:
-        if self.dir is None:
-            return
-        tmp = self.dir / f".{JSON_NAME}.tmp"
-        tmp.write_text(json.dumps(_jsonable(self.data), indent=1) + "\n")
-        os.replace(tmp, self.dir / JSON_NAME)
-
-    def close(self) -> None:
-        if self._saved:
-            sys.stdout, sys.stderr = self._saved
-            self._saved = None
-        if self.log:
-            self.log.close()
-            self.log = None
-
-
-def _arm_deadline(seconds: float, record: _Record) -> Callable[[], None]:
-    """After ``seconds``: print every thread's stack, mark the JSON, exit 3. Returns the disarm function.
-
-    A Python timer thread does it (it needs the GIL; collectives and CUDA waits release it);
-    faulthandler's C watchdog, 30 s later, exits even if the interpreter is wedged.
-    """
-    import faulthandler
-    import threading
-
-    if seconds <= 0:
-        return lambda: None
-
-    def fire() -> None:
-        print(f"\nerror: --deadline {seconds:.0f} s reached; the stacks of every thread follow; exit 3", file=sys.stderr,
-              flush=True)
-        faulthandler.dump_traceback(file=sys.__stderr__, all_threads=True)
-        if record.log:
-            record.log.flush()
-            faulthandler.dump_traceback(file=record.log, all_threads=True)
-        record.update(status=f"deadline: stopped after {seconds:.0f} s")
-        os._exit(3)
-
-    timer = threading.Timer(seconds, fire)
-    timer.daemon = True
-    timer.start()
-    faulthandler.dump_traceback_later(seconds + 30, exit=True, file=sys.__stderr__)
-
-    def disarm() -> None:
-        timer.cancel()
-        faulthandler.cancel_dump_traceback_later()
-
-    return disarm
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -711,7 +330,7 @@ def _check(args: argparse.Namespace, record: _Record) -> int:
             record.update(errors=errors)
             continue
         finally:
-            _free_cuda()  # the part's models and optimizer state are garbage now
+            free_cuda()  # the part's models and optimizer state are garbage now
         results[part]["part_wall_s"] = time.perf_counter() - t0
         _print_part(part, results[part], args, results[part]["part_wall_s"])
         record.update(results=results)
