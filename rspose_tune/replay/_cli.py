@@ -151,8 +151,8 @@ def _replay(args: argparse.Namespace, argv: Sequence[str]) -> int:
         factor, factor_from = table.budget.get("reduction_factor", 3), f"{table.source}: the recorded budget's reduction_factor"
     budget = args.budget_epochs if args.budget_epochs is not None else len(table.settings) * table.max_epochs
     startup = args.n_startup_trials
-    if startup is None:  # what the live search runs (its run spec records the same number)
-        startup = startup_trials(args.num_trials or len(table.settings))
+    if startup is None and args.num_trials is not None:  # what the live search runs (its run spec records it)
+        startup = startup_trials(args.num_trials)
     if isinstance(grace, bool) or not isinstance(grace, int) or not 1 <= grace <= table.max_epochs:
         raise ReplayError(f"{grace_from} is {grace!r}, but must be an integer in [1, {table.max_epochs}] "
                           "(the table's max_epochs)")  # fmt: skip
@@ -160,7 +160,7 @@ def _replay(args: argparse.Namespace, argv: Sequence[str]) -> int:
         raise ReplayError(f"{factor_from} is {factor!r}, but must be a number > 1")
     settings = ReplaySettings(budget_epochs=budget, workers=args.workers, grace_epochs=grace,
                               reduction_factor=factor, n_startup_trials=startup,
-                              known_good=args.known_good, search_space=search_space)  # fmt: skip
+                              known_good=args.known_good, search_space=search_space).for_table(table)  # fmt: skip
     rank_epochs = None  # the confirm candidates' level: the full budget
     if args.confirm_from == "rung":
         rungs = asha_rungs(table.max_epochs, settings.grace_epochs, settings.reduction_factor)

@@ -28,6 +28,7 @@ The budget is in epochs trained: a replay stops before the first result that wou
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import math
 from dataclasses import dataclass, field
@@ -72,7 +73,9 @@ class ReplaySettings:
         workers: Trials running at once (W, >= 1).
         grace_epochs: ASHA grace period (>= 1, <= the table's max_epochs).
         reduction_factor: ASHA reduction factor (> 1).
-        n_startup_trials: TPE's random start-up trials.
+        n_startup_trials: TPE's random start-up trials (default ``None``: the live search's rule,
+            :func:`rspose_tune.searcher.startup_trials`, for one trial per recorded setting; see
+            :meth:`for_table`).
         known_good: Ask the table's known-good settings first (as the live search does).
         search_space: The space the searcher proposes from, ``{name: {low, high, log, fixed,
             allow_off}}`` (default ``None``: the table's own). The table's space still matches each
@@ -84,9 +87,18 @@ class ReplaySettings:
     workers: int = 4
     grace_epochs: int = 2
     reduction_factor: float = 3
-    n_startup_trials: int = 10
+    n_startup_trials: int | None = None
     known_good: bool = False
     search_space: dict | None = None
+
+    def for_table(self, table: CurveTable) -> ReplaySettings:
+        """These settings with ``n_startup_trials`` filled in when ``None``, as the live search of
+        ``len(table.settings)`` trials sets it (:func:`rspose_tune.searcher.startup_trials`)."""
+        if self.n_startup_trials is not None:
+            return self
+        from rspose_tune.searcher import startup_trials
+
+        return dataclasses.replace(self, n_startup_trials=startup_trials(len(table.settings)))
 
     def check(self, max_epochs: int) -> None:
         """Raise ``ValueError`` naming the option and the rule when a value is invalid."""
@@ -183,6 +195,7 @@ def make_scheduler(policy: Policy, table: CurveTable, settings: ReplaySettings):
 
 def make_searcher(policy: Policy, table: CurveTable, settings: ReplaySettings, seed: int):
     """The project's searcher (in memory) in its concurrency limiter, as the live search builds it."""
+    settings = settings.for_table(table)
     from rspose_tune.searcher import TPE_OPTIONS, PruningAwareOptunaSearch, ResumableConcurrencyLimiter
 
     searcher = PruningAwareOptunaSearch(
@@ -203,6 +216,7 @@ def make_searcher(policy: Policy, table: CurveTable, settings: ReplaySettings, s
 
 def replay(table: CurveTable, policy: Policy, seed: int, settings: ReplaySettings) -> Trace:
     """Replay ``policy`` once (search seed ``seed``) on ``table``; see the module docstring."""
+    settings = settings.for_table(table)
     settings.check(table.max_epochs)
     if policy.sampler not in ("tpe", "gp", "random") or policy.scheduler not in ("asha", "fifo", "pasha"):
         raise ValueError(f"Unknown policy {policy!r}: sampler must be 'tpe', 'gp' or 'random', "
@@ -222,6 +236,7 @@ def simulate(table: CurveTable, scheduler, search_alg, *, settings: ReplaySettin
     from ray.tune.schedulers import TrialScheduler
     from ray.tune.search import Searcher
 
+    settings = settings.for_table(table)
     settings.check(table.max_epochs)
     rng = np.random.default_rng(seed)
     trace = Trace(policy=policy or Policy("custom", "custom", "custom"), seed=seed)

@@ -220,6 +220,18 @@ def test_start_up_proposals_under_concurrency_are_counted(known_table, workers):
     assert summary.startup == 4 + workers - 1
 
 
+def test_start_up_trials_default_to_the_live_search_rule(known_table):
+    """Issue 24: ReplaySettings had its own default of 10; now the searcher's rule for one trial per
+    recorded setting (16 settings: 5), the default the CLI also reaches."""
+    from rspose_tune.searcher import startup_trials
+
+    settings = ReplaySettings(budget_epochs=12 * MAX_EPOCHS, workers=1)
+    assert settings.for_table(known_table).n_startup_trials == startup_trials(len(known_table.settings)) == 5
+    assert ReplaySettings(budget_epochs=1, n_startup_trials=7).for_table(known_table).n_startup_trials == 7
+    trace = replay(known_table, POLICIES["full-tpe"], 0, settings)
+    assert len(trace.trials) == 12 and sum(t.startup for t in trace.trials) == 5
+
+
 def test_a_replay_searches_on_one_training_seed(known_table):
     trace = replay(known_table, POLICIES["asha-random"], 3, ReplaySettings(budget_epochs=40, workers=2))
     assert trace.search_seed in (0, 1)
