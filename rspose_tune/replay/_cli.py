@@ -30,6 +30,24 @@ def _float_above(flag: str, low: float, *, strict: bool):
     return parse
 
 
+def _option(flag: str, name: str, convert=int):
+    """An argparse ``type`` for ``flag``, which sets option ``name`` of ``ReplaySettings``: held to
+    that option's rule (``_simulator.option_rule``) as the flag is read."""
+    from rspose_tune.replay._simulator import option_rule
+
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            value = text
+        rule = option_rule(name, value)
+        if rule:
+            raise argparse.ArgumentTypeError(f"{flag} must be {rule}, got {text if value is not text else repr(text)}")
+        return value
+
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     from rspose_tune.replay._simulator import DEFAULT_POLICIES, POLICIES
 
@@ -60,19 +78,19 @@ def build_parser() -> argparse.ArgumentParser:
                         help="search seeds per policy (default 20)")
     parser.add_argument("--first-seed", type=int_at_least("--first-seed", 0), default=0,
                         help="seeds are first-seed, first-seed+1, ... (default 0)")
-    parser.add_argument("--budget-epochs", type=int_at_least("--budget-epochs", 0), default=None,
+    parser.add_argument("--budget-epochs", type=_option("--budget-epochs", "budget_epochs"), default=None,
                         help="epochs each replay may train in all (default: one full training per recorded "
                              "setting, the cost of training every setting of the table once)")
-    parser.add_argument("--workers", "-W", type=int_at_least("--workers", 1), default=4,
+    parser.add_argument("--workers", "-W", type=_option("--workers", "workers"), default=4,
                         help="trials running at once (default 4)")
-    parser.add_argument("--grace-epochs", type=int_at_least("--grace-epochs", 1), default=None,
+    parser.add_argument("--grace-epochs", type=_option("--grace-epochs", "grace_epochs"), default=None,
                         help="ASHA grace period (default: the table's / preset's budget)")
-    parser.add_argument("--reduction-factor", type=_float_above("--reduction-factor", 1, strict=True), default=None,
+    parser.add_argument("--reduction-factor", type=_option("--reduction-factor", "reduction_factor", float), default=None,
                         help="ASHA reduction factor, > 1 (default: the table's / preset's budget)")
     parser.add_argument("--num-trials", type=int_at_least("--num-trials", 1), default=None,
                         help="trials of the live search the replay stands for: it sets TPE's start-up trials "
                              "as the search sets them (default: the table's number of settings)")  # fmt: skip
-    parser.add_argument("--n-startup-trials", type=int_at_least("--n-startup-trials", 0), default=None,
+    parser.add_argument("--n-startup-trials", type=_option("--n-startup-trials", "n_startup_trials"), default=None,
                         help="TPE's random start-up trials (default: the search's rule for --num-trials, "
                              "rspose_tune.searcher.startup_trials)")  # fmt: skip
     parser.add_argument("--known-good", action="store_true",
@@ -153,14 +171,10 @@ def _replay(args: argparse.Namespace, argv: Sequence[str]) -> int:
     startup = args.n_startup_trials
     if startup is None and args.num_trials is not None:  # what the live search runs (its run spec records it)
         startup = startup_trials(args.num_trials)
-    if isinstance(grace, bool) or not isinstance(grace, int) or not 1 <= grace <= table.max_epochs:
-        raise ReplayError(f"{grace_from} is {grace!r}, but must be an integer in [1, {table.max_epochs}] "
-                          "(the table's max_epochs)")  # fmt: skip
-    if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not factor > 1:
-        raise ReplayError(f"{factor_from} is {factor!r}, but must be a number > 1")
     settings = ReplaySettings(budget_epochs=budget, workers=args.workers, grace_epochs=grace,
                               reduction_factor=factor, n_startup_trials=startup,
                               known_good=args.known_good, search_space=search_space).for_table(table)  # fmt: skip
+    settings.check(table.max_epochs, sources={"grace_epochs": grace_from, "reduction_factor": factor_from})
     rank_epochs = None  # the confirm candidates' level: the full budget
     if args.confirm_from == "rung":
         rungs = asha_rungs(table.max_epochs, settings.grace_epochs, settings.reduction_factor)

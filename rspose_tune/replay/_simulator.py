@@ -35,10 +35,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from rspose_tune.replay._common import ReplayError
 from rspose_tune.replay._table import CurveTable
 
-__all__ = ["POLICIES", "Policy", "ReplaySettings", "Trace", "TrialRecord", "make_scheduler", "make_searcher", "replay",
-           "simulate"]
+__all__ = ["POLICIES", "Policy", "ReplaySettings", "Trace", "TrialRecord", "make_scheduler", "make_searcher",
+           "option_rule", "replay", "simulate"]
 
 
 @dataclass(frozen=True)
@@ -100,20 +101,34 @@ class ReplaySettings:
 
         return dataclasses.replace(self, n_startup_trials=startup_trials(len(table.settings)))
 
-    def check(self, max_epochs: int) -> None:
-        """Raise ``ValueError`` naming the option and the rule when a value is invalid."""
-        rules = [
-            ("budget_epochs", _is_int(self.budget_epochs) and self.budget_epochs >= 0, "an int >= 0"),
-            ("workers", _is_int(self.workers) and self.workers >= 1, "an int >= 1"),
-            ("grace_epochs", _is_int(self.grace_epochs) and 1 <= self.grace_epochs <= max_epochs,
-             f"an int in [1, max_epochs={max_epochs}]"),
-            ("reduction_factor", isinstance(self.reduction_factor, (int, float)) and not isinstance(self.reduction_factor, bool)
-             and math.isfinite(self.reduction_factor) and self.reduction_factor > 1, "a number > 1"),
-            ("n_startup_trials", _is_int(self.n_startup_trials) and self.n_startup_trials >= 0, "an int >= 0"),
-        ]  # fmt: skip
-        for name, ok, rule in rules:
-            if not ok:
-                raise ValueError(f"The value of `{name}` is {getattr(self, name)!r}, but must be {rule}.")
+    def check(self, max_epochs: int, sources: dict[str, str] | None = None) -> None:
+        """Raise :class:`ReplayError` naming the option (or, in ``sources``, where its value came
+        from: a flag, a table's recorded budget) and the rule (:func:`option_rule`) it breaks."""
+        for name in _OPTION_LOWEST:
+            value = getattr(self, name)
+            rule = None if name == "n_startup_trials" and value is None else option_rule(name, value, max_epochs)
+            if rule and sources and name in sources:
+                raise ReplayError(f"{sources[name]} is {value!r}, but must be {rule}")
+            if rule:
+                raise ReplayError(f"The value of `{name}` is {value!r}, but must be {rule}.")
+
+
+#: The checked options of :class:`ReplaySettings` and their lowest value (``reduction_factor``: above 1).
+_OPTION_LOWEST = {"budget_epochs": 0, "workers": 1, "grace_epochs": 1, "reduction_factor": 1, "n_startup_trials": 0}
+
+
+def option_rule(name: str, value: object, max_epochs: int | None = None) -> str | None:
+    """The rule ``value`` breaks as option ``name`` of :class:`ReplaySettings`, or ``None``: the one
+    home of these rules (``check`` and the replay CLI's flags use it). ``max_epochs=None`` (a flag,
+    read before the table): ``grace_epochs``'s upper bound is not checked."""
+    if name == "reduction_factor":
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 1
+        return None if ok else "a finite number > 1"
+    low = _OPTION_LOWEST[name]
+    if name == "grace_epochs" and max_epochs is not None:
+        ok = _is_int(value) and low <= value <= max_epochs  # type: ignore[operator]
+        return None if ok else f"an integer in [{low}, {max_epochs}] (the table's max_epochs)"
+    return None if _is_int(value) and value >= low else f"an integer >= {low}"  # type: ignore[operator]
 
 
 def _is_int(value: object) -> bool:

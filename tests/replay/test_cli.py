@@ -32,6 +32,9 @@ def test_cli_replays_a_run_and_prints_every_policy(tmp_path, capsys):
     [
         (["--workers", "0"], "error: argument --workers/-W: --workers must be an integer >= 1, got 0"),
         (["--reduction-factor", "1"], "--reduction-factor must be a finite number > 1"),
+        (["--reduction-factor", "inf"], "--reduction-factor must be a finite number > 1, got inf"),
+        (["--n-startup-trials", "-1"], "--n-startup-trials must be an integer >= 0, got -1"),
+        (["--budget-epochs", "x"], "--budget-epochs must be an integer >= 0, got 'x'"),
         (["--policies", "bohb"], "argument --policies: invalid choice: 'bohb'"),
         (["/nonexistent/table.parquet"], "error: /nonexistent/table.parquet: no such file or folder"),
         (["--grace-epochs", "11"], "error: --grace-epochs is 11, but must be an integer in [1, 10] (the table's max_epochs)"),

@@ -117,6 +117,21 @@ def test_settings_are_checked(known_table, field, value):
         replay(known_table, POLICIES["asha-tpe"], 0, settings)
 
 
+def test_each_option_has_one_rule_for_check_and_the_cli(known_table):
+    """Issue 24: ``ReplaySettings.check`` repeated the CLI's rules; both now read ``option_rule``, and
+    check raises the package's ``ReplayError`` (one ``error:`` line in a CLI), naming a value's source."""
+    from rspose_tune.errors import RSPoseTuneError
+    from rspose_tune.replay._simulator import option_rule
+
+    assert option_rule("workers", 0) == "an integer >= 1" and option_rule("workers", 1) is None
+    assert option_rule("grace_epochs", 5) is None and option_rule("grace_epochs", 5, max_epochs=4) is not None
+    with pytest.raises(RSPoseTuneError, match=r"The value of `workers` is 0, but must be an integer >= 1\.$"):
+        ReplaySettings(budget_epochs=1, workers=0).check(4)
+    with pytest.raises(RSPoseTuneError, match=r"^t.parquet: grace_epochs is 5, but must be an integer in \[1, 4\]"):
+        ReplaySettings(budget_epochs=1, grace_epochs=5).check(4, sources={"grace_epochs": "t.parquet: grace_epochs"})
+    assert ReplaySettings(budget_epochs=1).check(4) is None  # n_startup_trials None: the default rule, not an error
+
+
 class _FixedSearcher:
     """Proposes a fixed list of configs (then FINISHED); for feeding the same trials to two controllers."""
 
