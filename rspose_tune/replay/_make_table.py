@@ -183,8 +183,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", default=str(DEMO_TABLE), help=f"table file to write (default: {DEMO_TABLE})")
     parser.add_argument("--work-dir", default="results/replay_table", help="curves so far (resume) and trial dirs")
     parser.add_argument("--settings", type=int, default=64, help="number of settings (default 64)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="training seeds (default 0 1)")
-    parser.add_argument("--extra-seeds", type=int, nargs="+", default=[],
+    # action="extend": `--seeds 0 1 --seeds 2` is seeds 0 1 2 (a later --seeds used to replace the earlier)
+    parser.add_argument("--seeds", type=int, nargs="+", action="extend", default=None,
+                        help="training seeds (default 0 1)")
+    parser.add_argument("--extra-seeds", type=int, nargs="+", action="extend", default=None,
                         help="further training seeds for the --extra-top best settings only, trained once every "
                              "--seeds curve is done (e.g. 2 3: 4 seeds for the best settings, so the replay can "
                              "hold a confirm stage there)")  # fmt: skip
@@ -199,6 +201,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--partial", action="store_true",
                         help="write the table from the curves finished so far (metadata says which are missing)")
     args = parser.parse_args(argv)
+    args.seeds = [0, 1] if args.seeds is None else args.seeds
+    args.extra_seeds = [] if args.extra_seeds is None else args.extra_seeds
+    for flag, seeds in (("--seeds", args.seeds), ("--extra-seeds", args.extra_seeds)):
+        if len(set(seeds)) < len(seeds):
+            parser.error(f"{flag} {seeds} names a seed twice")
     for flag, value, low in (("--settings", args.settings, 1), ("--threads", args.threads, 1),
                              ("--epochs", args.epochs, 1), ("--n-train", args.n_train, 1),
                              ("--n-val", args.n_val, 1), ("--limit", args.limit, 0),

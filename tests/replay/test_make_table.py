@@ -103,7 +103,13 @@ def test_shipped_heldout_table_is_independent_of_the_demo_table():
      (["--backbone", "no-such-preset"], "error: "),
      (["--backbone", "vit-b", "--n-train", "8"], "error: --n-train/--n-val only apply to a preset with generated demo data"),
      (["--extra-seeds", "1", "--seeds", "0", "1"], "error: --extra-seeds [1] must not repeat a --seeds seed [0, 1]"),
-     (["--extra-top", "0"], "error: --extra-top must be >= 1, got 0")],
+     (["--extra-top", "0"], "error: --extra-top must be >= 1, got 0"),
+     # issue 24: a repeated --seeds replaced the earlier one; now they add up (a bad preset: nothing trains)
+     (["--seeds", "0", "--seeds", "2", "--extra-seeds", "0", "--backbone", "no-such-preset"],
+      "error: --extra-seeds [0] must not repeat a --seeds seed [0, 2]"),
+     (["--seeds", "1", "--seeds", "1", "--backbone", "no-such-preset"], "error: --seeds [1, 1] names a seed twice"),
+     (["--extra-seeds", "2", "3", "--extra-seeds", "3", "--backbone", "no-such-preset"],
+      "error: --extra-seeds [2, 3, 3] names a seed twice")],
 )  # fmt: skip
 def test_make_table_bad_input_is_one_error_line(tmp_path, argv, message, capsys):
     from rspose_tune.replay._make_table import main as make_table
