@@ -29,9 +29,8 @@ the loss's fixed cost). Without ``--device`` and with no GPU visible it runs tha
 says so in one line (``--device cuda`` without a GPU is refused). Nothing here imports Ray; the
 summary says so.
 
-Cannot mislead, cannot hang: before anything else every module of the bundle's closure is looked
-up, and the registries mmengine would import lazily (and whose failures it swallows) are imported,
-so every missing module is named in one ``error:`` line (exit 2); the process group times out
+Cannot mislead, cannot hang: the preflight (:mod:`rspose_tune.bench._gpu_preflight`) names every
+missing module in one ``error:`` line (exit 2); the process group times out
 after ``--pg-timeout`` (60 s); ``--deadline`` (cuda 270 s) prints every thread's stack and exits
 3; each part prints its figures when it ends, and ``--out DIR`` rewrites ``gpu_check.json`` then
 and keeps ``gpu_check.log``.

@@ -1,5 +1,6 @@
-"""The GPU check's preflight (``python -m rspose_tune.bench gpu``): every module it needs, named at once,
-before anything slow runs (see :mod:`rspose_tune.bench._gpu`)."""
+"""The GPU check's preflight (``python -m rspose_tune.bench gpu``, :mod:`rspose_tune.bench._gpu`): before
+anything else every module of the bundle's closure is looked up, and the registries mmengine would
+import lazily (and whose failures it swallows) are imported, so every missing module is named at once."""
 
 from __future__ import annotations
 
