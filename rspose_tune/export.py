@@ -39,8 +39,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from rspose_tune._flags import add_run_selection
 from rspose_tune.errors import RSPoseTuneError, cli_error
-
 from rspose_tune.report import (
     PARAM_NAMES,
     ReportError,
@@ -232,13 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Write the best RSPose loss setting of a backbone (or of --trial) as a standalone "
         "MMPose config for mmpose's tools/train.py, with the base config's full schedule.",
     )
-    parser.add_argument("storage", nargs="?", default=None,
-                        help="storage root holding <run>/trials/ (or one run directory): a local path or a "
-                        "URI pyarrow.fs opens (file://, s3://); default ./results under the working directory")  # fmt: skip
     parser.add_argument("--backbone", metavar="NAME",
                         help="backbone (preset name) to export (default: the one backbone of the selected runs)")
-    parser.add_argument("--run", nargs="+", action="extend", metavar="NAME",
-                        help="only these runs (put the storage path before --run)")  # fmt: skip
+    add_run_selection(parser, run_help="only these runs (put the storage path before --run)")  # after --backbone in --help
     parser.add_argument("--trial", metavar="ID", help="export this trial's setting instead of the best")
     parser.add_argument("--out", metavar="PATH",
                         help="output .py, a local path or a URI (default <storage>/<run>/export/<backbone>_rspose.py)")  # fmt: skip

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rspose_tune._asha import asha_rungs
+from rspose_tune._flags import add_run_selection
 from rspose_tune._numbers import finite_or_none as _number
 from rspose_tune.errors import RSPoseTuneError, cli_error
 from rspose_tune.spaces import PARAM_NAMES
@@ -38,18 +39,13 @@ def upload_folder(local_dir: Path, target: str) -> list[str]:
     return out
 
 
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m rspose_tune.report",
         description="Best RSPose loss setting per backbone (Table E.8 shape), search cost, runner-up "
         "noise check and plots, from the Parquet results of rspose_tune.search.",
     )
-    parser.add_argument("storage", nargs="?", default=None,
-                        help="storage root holding <run>/trials/ (or one run directory): a local path or a "
-                        "URI pyarrow.fs opens (file://, s3://); default ./results under the working directory")  # fmt: skip
-    parser.add_argument("--run", nargs="+", action="extend", metavar="NAME",
-                        help="only these runs (repeatable; put the storage path before --run)")  # fmt: skip
+    add_run_selection(parser, run_help="only these runs (repeatable; put the storage path before --run)")
     parser.add_argument("--markdown", metavar="PATH", help="also write the table and notes as Markdown")
     parser.add_argument("--csv", metavar="PATH", help="also write one row per backbone as CSV (empty = off)")
     parser.add_argument("--plots", metavar="DIR", help="write plots to DIR/<run>/ (default <storage>/<run>/report/)")
