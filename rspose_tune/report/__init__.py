@@ -69,8 +69,8 @@ Modules (each imports only the ones before it): :mod:`._load` (runs, their rows 
 :mod:`._summary` (trial summaries, selection, noise, cost), :mod:`._stats` (confirm stage,
 baseline, ASHA fidelity), :mod:`._backbone` (:class:`BackboneReport`), :mod:`._table` (table,
 notes, CSV), :mod:`._importance`, :mod:`._plots` (matplotlib only) and :mod:`._cli` (the command
-line, imported on first use of :func:`main`, :func:`build_parser`, :func:`make_plots` or
-:func:`upload_folder`, so the layers below the CLIs can import the rest without it).
+line, imported on first use of :func:`main`, :func:`report_runs`, :func:`build_parser`,
+:func:`make_plots` or :func:`upload_folder`, so the layers below the CLIs can import the rest without it).
 """
 
 from __future__ import annotations
@@ -92,12 +92,12 @@ from ._summary import *  # noqa: F403
 from ._table import *  # noqa: F403
 
 __all__ = [
-    "DEFAULT_STORAGE", "PARAM_NAMES", "asha_rungs", "main", "storage_argument",
+    "DEFAULT_STORAGE", "PARAM_NAMES", "asha_rungs", "main", "report_runs", "storage_argument",
     *_backbone.__all__, *_importance.__all__, *_load.__all__, *_stats.__all__, *_summary.__all__, *_table.__all__,
 ]  # fmt: skip
 
 #: The CLI's names, imported from :mod:`._cli` on first use (PEP 562).
-_CLI_NAMES = ("build_parser", "main", "make_plots", "upload_folder")
+_CLI_NAMES = ("build_parser", "main", "make_plots", "report_runs", "upload_folder")
 
 
 def __getattr__(name: str) -> Any:

@@ -288,16 +288,17 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if args.no_report:
         return 0
-    from rspose_tune import export, report
+    from rspose_tune.export import export_setting
+    from rspose_tune.report import report_runs
 
-    status = report.main([p.storage, "--run", p.name])
+    status = report_runs(p.storage, [p.name])
     if status != 0:
         return status
     if outcome["completed"] == 0:
         print("no trial reached the full budget: nothing to export (python -m rspose_tune.export --trial ID "
               "exports a pruned trial's setting)")  # fmt: skip
         return 0
-    return export.main([p.storage, "--run", p.name, "--backbone", p.preset.name])
+    return export_setting(p.storage, [p.name], backbone=p.preset.name)
 
 
 def trial_outcomes(rows, num_trials: int) -> dict:
