@@ -239,11 +239,6 @@ class SearchOptions:
         values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)}
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
-    @property
-    def trials_at_once(self) -> int:
-        """``--max-concurrent``, else :data:`DEFAULT_MAX_CONCURRENT`."""
-        return self.max_concurrent or DEFAULT_MAX_CONCURRENT
-
 
 def search_flags() -> tuple[tuple[str, Flag], ...]:
     """``(destination, flag)`` of every search flag, in --help's order."""

@@ -172,7 +172,7 @@ def _new_run_name(storage: str, backbone: str) -> str:
     return name
 
 
-def _check_files(preset, *, start: bool) -> list[str]:
+def _check_files(preset: Preset, *, start: bool) -> list[str]:
     """The data and weights of ``preset``: a demo data root that a start would refuse to generate
     into is an error for both; missing files are an error for a start (the demo's data excepted: a
     start generates it) and a note for ``--dry-run`` (returned)."""
@@ -195,7 +195,7 @@ def _check_files(preset, *, start: bool) -> list[str]:
     return notes
 
 
-def _prepare_data(preset) -> None:
+def _prepare_data(preset: Preset) -> None:
     if getattr(preset.data, "generated", None) == "demo":
         from rspose_tune.demo_data import generate_demo_dataset, is_complete
 

@@ -10,7 +10,7 @@ import sys
 from rspose_tune._ray_compat import check_ray_version, restored_search_alg, use_classic_progress_table
 from rspose_tune.errors import RSPoseTuneError, cli_error
 from rspose_tune.runspec import SPEC_FILE, exists, join, mark_finished, trial_dir_name, write_spec
-from rspose_tune.search._parser import SearchOptions, parse_options
+from rspose_tune.search._parser import DEFAULT_MAX_CONCURRENT, SearchOptions, parse_options
 from rspose_tune.search._plan import Plan, SearchError, dry_run, plan
 from rspose_tune.search._session import _check_cluster_can_hold_a_trial, _print_dashboard, start_ray
 from rspose_tune.spaces import PARAM_NAMES
@@ -50,7 +50,7 @@ def run_search(p: Plan, options: SearchOptions, extra_callbacks=(), *, reuse_act
         warm_start=spec.warm_start,  # after the known-good settings; each records its source
         tpe_options=spec.tpe_options,  # constant liar, not multivariate (searcher.TPE_OPTIONS)
     )
-    max_concurrent = options.trials_at_once
+    max_concurrent = _trials_at_once(options)
     search_alg = ResumableConcurrencyLimiter(searcher, max_concurrent=max_concurrent)
     scheduler = build_scheduler(spec.scheduler, mode=preset.mode, max_epochs=p.max_epochs, grace_epochs=p.grace,
                                 reduction_factor=p.reduction_factor)
@@ -96,6 +96,11 @@ def run_search(p: Plan, options: SearchOptions, extra_callbacks=(), *, reuse_act
     else:  # a new run, or one whose driver died before Ray wrote its state: start it from its spec
         tuner = tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)
     return tuner.fit()
+
+
+def _trials_at_once(options: SearchOptions) -> int:
+    """``--max-concurrent``, else :data:`DEFAULT_MAX_CONCURRENT`."""
+    return options.max_concurrent or DEFAULT_MAX_CONCURRENT
 
 
 def _make_trainable(p: Plan, *, nested: bool = False):
@@ -171,7 +176,7 @@ def run_confirm_stage(p: Plan, options: SearchOptions) -> list:
     reporter = tune.CLIReporter(metric_columns=["epoch", "metric", "loss"],
                                 parameter_columns=["stage", "seed", *PARAM_NAMES], max_report_frequency=15)  # fmt: skip
     return run_stages(p, lambda: _make_trainable(p, nested=True), _stage_callbacks(p), reporter,
-                      max_concurrent=options.trials_at_once, verbose=options.verbose)
+                      max_concurrent=_trials_at_once(options), verbose=options.verbose)
 
 
 def _stage_callbacks(p: Plan) -> list:
