@@ -1,22 +1,46 @@
-"""argparse value parsers shared by the CLIs: the error names the flag and the rule broken."""
+"""argparse pieces shared by the CLIs: value parsers whose error names the flag and the rule broken,
+and the ``[STORAGE] --run NAME ...`` selection of the report and the export."""
 
 from __future__ import annotations
 
 import argparse
+import math
+from collections.abc import Callable
 
-__all__ = ["int_at_least"]
+__all__ = ["add_run_selection", "float_at_least", "int_at_least"]
+
+
+def _parser(convert: Callable[[str], float], ok: Callable[[float], bool], bad_form: str, bad_value: str,
+            *, show_text: bool):  # fmt: skip
+    """An argparse ``type``: ``convert``, then ``ok``; ``"<rule>, got <value>"`` otherwise."""
+
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{bad_form}, got {text!r}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"{bad_value}, got {text if show_text else value}")
+        return value
+
+    return parse
 
 
 def int_at_least(flag: str, minimum: int):
     """An argparse ``type`` accepting integers >= ``minimum``."""
+    rule = f"{flag} must be an integer >= {minimum}"
+    return _parser(int, lambda v: v >= minimum, rule, rule, show_text=False)
 
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{flag} must be an integer >= {minimum}, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"{flag} must be an integer >= {minimum}, got {value}")
-        return value
 
-    return parse
+def float_at_least(flag: str, minimum: float):
+    """An argparse ``type`` accepting finite numbers >= ``minimum``."""
+    return _parser(float, lambda v: math.isfinite(v) and v >= minimum, f"{flag} must be a number >= {minimum:g}",
+                   f"{flag} must be a finite number >= {minimum:g}", show_text=True)  # fmt: skip
+
+
+def add_run_selection(parser: argparse.ArgumentParser, *, run_help: str) -> None:
+    """The report's and the export's ``[STORAGE] --run NAME ...`` (read by ``report.storage_argument``)."""
+    parser.add_argument("storage", nargs="?", default=None,
+                        help="storage root holding <run>/trials/ (or one run directory): a local path or a "
+                        "URI pyarrow.fs opens (file://, s3://); default ./results under the working directory")  # fmt: skip
+    parser.add_argument("--run", nargs="+", action="extend", metavar="NAME", help=run_help)

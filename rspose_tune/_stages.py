@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from rspose_tune.errors import RSPoseTuneError
 
-import argparse
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -45,17 +44,19 @@ class StageError(RSPoseTuneError, ValueError):
     """A bad ``--confirm-*``/``--baseline``/``--warm-start`` flag; one ``error:`` line, exit 2."""
 
 
-def stage_settings(args: argparse.Namespace, preset, seed: int) -> dict[str, Any]:
-    """``confirm_top``, ``confirm_seeds`` (the seeds), ``baseline``, ``baseline_seeds`` from the
-    flags, else the preset's ``confirm`` defaults."""
-    top = preset.confirm.top if args.confirm_top is None else args.confirm_top
-    n = preset.confirm.seeds if args.confirm_seeds is None else args.confirm_seeds
-    baseline = preset.confirm.baseline if args.baseline is None else args.baseline
+def stage_settings(preset, seed: int, *, top: int | None = None, seeds: int | None = None,
+                   baseline: bool | None = None) -> dict[str, Any]:
+    """``confirm_top``, ``confirm_seeds`` (the seeds), ``baseline``, ``baseline_seeds`` from
+    ``--confirm-top``, ``--confirm-seeds`` and ``--baseline`` (``top``, ``seeds``, ``baseline``), else
+    the preset's ``confirm`` defaults."""
+    top = preset.confirm.top if top is None else top
+    n = preset.confirm.seeds if seeds is None else seeds
+    baseline = preset.confirm.baseline if baseline is None else baseline
     if top > 0 and n < 2:
         raise StageError(f"--confirm-seeds must be >= 2 when --confirm-top is > 0 (a 95 % interval over seeds "
                          f"needs two), got {n}")  # fmt: skip
-    if args.confirm_seeds is not None and top == 0:
-        raise StageError(f"--confirm-seeds {args.confirm_seeds} needs --confirm-top >= 1 (preset {preset.name!r} "
+    if seeds is not None and top == 0:
+        raise StageError(f"--confirm-seeds {seeds} needs --confirm-top >= 1 (preset {preset.name!r} "
                          "has no confirm stage by default)")  # fmt: skip
     confirm_seeds = tuple(seed + i for i in range(1, n + 1)) if top > 0 else ()
     return {"confirm_top": top, "confirm_seeds": confirm_seeds, "baseline": bool(baseline),
@@ -215,8 +216,9 @@ def stage_configs(spec, rows) -> tuple[list[dict[str, Any]], list[str]]:
     return configs, notes
 
 
-def run_stages(p, args: argparse.Namespace, make_trainable, callbacks: Sequence[Any], reporter) -> list:
-    """Run (or, on ``--resume``, continue) the confirm/baseline experiment of the run ``p``.
+def run_stages(p, make_trainable, callbacks: Sequence[Any], reporter, *, max_concurrent: int, verbose: int) -> list:
+    """Run (or, on ``--resume``, continue) the confirm/baseline experiment of the run ``p``, at most
+    ``max_concurrent`` trials at once, with Ray Tune's progress ``verbose``.
 
     ``make_trainable()`` gives the same trainable (with resources) as the search's; rows are
     written by ``callbacks`` (a :class:`rspose_tune.results_callback.ParquetResultsCallback` into the
@@ -252,7 +254,7 @@ def run_stages(p, args: argparse.Namespace, make_trainable, callbacks: Sequence[
     # Each trial's config is one preset point; the domains list the points' values so Ray accepts them.
     keys = [*PARAM_NAMES, "stage", "seed", "confirms"]
     space = {k: tune.choice(list(dict.fromkeys(c[k] for c in configs))) for k in keys}
-    search_alg = BasicVariantGenerator(points_to_evaluate=configs, max_concurrent=args.max_concurrent or 8)
+    search_alg = BasicVariantGenerator(points_to_evaluate=configs, max_concurrent=max_concurrent)
     tuner = tune.Tuner(
         trainable,
         param_space=space,
@@ -263,7 +265,7 @@ def run_stages(p, args: argparse.Namespace, make_trainable, callbacks: Sequence[
             storage_path=p.run_dir,
             callbacks=list(callbacks),
             progress_reporter=reporter,
-            verbose=args.verbose,
+            verbose=verbose,
             failure_config=tune.FailureConfig(max_failures=2),
             sync_config=tune.SyncConfig(sync_artifacts=True),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),

@@ -39,8 +39,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from rspose_tune._flags import add_run_selection
 from rspose_tune.errors import RSPoseTuneError, cli_error
-
 from rspose_tune.report import (
     PARAM_NAMES,
     ReportError,
@@ -53,7 +53,7 @@ from rspose_tune.report import (
     summarize_trials,
 )
 
-__all__ = ["PLUGIN_MODULE", "export_config", "finalize_export_config", "main", "pick_trial"]
+__all__ = ["PLUGIN_MODULE", "export_config", "export_setting", "finalize_export_config", "main", "pick_trial"]
 
 #: Module that registers rspose_tune's MMPose modules when MMPose imports it (``custom_imports``).
 PLUGIN_MODULE = "rspose_tune.mmpose_adapter.plugin"
@@ -232,13 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Write the best RSPose loss setting of a backbone (or of --trial) as a standalone "
         "MMPose config for mmpose's tools/train.py, with the base config's full schedule.",
     )
-    parser.add_argument("storage", nargs="?", default=None,
-                        help="storage root holding <run>/trials/ (or one run directory): a local path or a "
-                        "URI pyarrow.fs opens (file://, s3://); default ./results under the working directory")  # fmt: skip
     parser.add_argument("--backbone", metavar="NAME",
                         help="backbone (preset name) to export (default: the one backbone of the selected runs)")
-    parser.add_argument("--run", nargs="+", action="extend", metavar="NAME",
-                        help="only these runs (put the storage path before --run)")  # fmt: skip
+    add_run_selection(parser, run_help="only these runs (put the storage path before --run)")  # after --backbone in --help
     parser.add_argument("--trial", metavar="ID", help="export this trial's setting instead of the best")
     parser.add_argument("--out", metavar="PATH",
                         help="output .py, a local path or a URI (default <storage>/<run>/export/<backbone>_rspose.py)")  # fmt: skip
@@ -255,31 +251,39 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    return export_setting(args.storage, args.run, backbone=args.backbone, trial_id=args.trial, out=args.out,
+                          data_root=args.data_root, weights=args.weights, tracking=not args.no_tracking_export)  # fmt: skip
+
+
+def export_setting(storage: str | None = None, runs: Sequence[str] | None = None, *, backbone: str | None = None,
+                   trial_id: str | None = None, out: str | None = None, data_root: str | None = None,
+                   weights: str | None = None, tracking: bool = True) -> int:
+    """``python -m rspose_tune.export`` after parsing: write the chosen (or ``trial_id``'s) setting's
+    config and print where; the exit status (2: one ``error:`` line)."""
     from rspose_tune.mmpose_adapter.configs import ConfigBuildError
     from rspose_tune.runspec import filesystem, is_uri
 
     try:
-        args.storage, why = storage_argument(args.storage, args.run)
-        runs = load_runs(args.storage, args.run, why=why)
-        backbone = args.backbone or only_backbone(runs)
-        trial, run = pick_trial(backbone, runs, args.trial)
-        if args.out is not None and not args.out.endswith(".py"):
-            raise ReportError(f"--out must end in .py (an MMPose Python config), got {args.out!r}")
-        target = args.out or f"{run.path.rstrip('/')}/export/{backbone}_rspose.py"
+        storage, why = storage_argument(storage, runs)
+        found = load_runs(storage, runs, why=why)
+        backbone = backbone or only_backbone(found)
+        trial, run = pick_trial(backbone, found, trial_id)
+        if out is not None and not out.endswith(".py"):
+            raise ReportError(f"--out must end in .py (an MMPose Python config), got {out!r}")
+        target = out or f"{run.path.rstrip('/')}/export/{backbone}_rspose.py"
         if trial["status"] != "completed":
             print(f"warning: trial {trial['trial_id']!r} is {trial['status']} at epoch {trial['last_epoch']}: its "
                   "setting was not trained to the full budget in the search", file=sys.stderr)  # fmt: skip
         if is_uri(target):  # an object store: build locally, check, then upload
             tmp = tempfile.TemporaryDirectory(prefix="rspose_export_")
-            path = export_config(trial, run, Path(tmp.name) / target.rsplit("/", 1)[-1], data_root=args.data_root,
-                                 weights=args.weights, display=target, tracking=not args.no_tracking_export)  # fmt: skip
+            path = export_config(trial, run, Path(tmp.name) / target.rsplit("/", 1)[-1], data_root=data_root,
+                                 weights=weights, display=target, tracking=tracking)  # fmt: skip
             fs, where = filesystem(target)
             fs.create_dir(where.rsplit("/", 1)[0], recursive=True)
             with open(path, "rb") as src, fs.open_output_stream(where) as dst:
                 dst.write(src.read())
         else:
-            path = export_config(trial, run, Path(target), data_root=args.data_root, weights=args.weights,
-                                 tracking=not args.no_tracking_export)  # fmt: skip
+            path = export_config(trial, run, Path(target), data_root=data_root, weights=weights, tracking=tracking)
     except RSPoseTuneError as exc:
         hint = ""
         if isinstance(exc, ConfigBuildError) and "weights" in str(exc) and "--weights none" not in str(exc):

@@ -11,14 +11,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 #: Bottom up, as the table of docs/ARCHITECTURE.md; a module is in the layer of its longest prefix.
 LAYERS = [
-    ("rspose_tune", "rspose_tune.errors", "rspose_tune._layout", "rspose_tune._numbers"),
+    ("rspose_tune", "rspose_tune.errors", "rspose_tune._layout", "rspose_tune._numbers", "rspose_tune._flags"),
     ("rspose_tune.losses",), ("rspose_tune.spaces",), ("rspose_tune.mmpose_adapter",), ("rspose_tune.demo_data",),
     ("rspose_tune.training",), ("rspose_tune._resources",), ("rspose_tune._ray_compat",), ("rspose_tune._asha",),
     ("rspose_tune._pasha",), ("rspose_tune._scheduler",), ("rspose_tune._limiter",), ("rspose_tune.searcher",),
     ("rspose_tune.results",), ("rspose_tune.results_callback",), ("rspose_tune.runspec",),
     ("rspose_tune.tracking", "rspose_tune._tracking_callbacks"), ("rspose_tune.report",),
     ("rspose_tune._stages", "rspose_tune._dryrun"),
-    ("rspose_tune.search", "rspose_tune.export", "rspose_tune._flags", "rspose_tune.__main__"),
+    ("rspose_tune.search", "rspose_tune.export", "rspose_tune.__main__"),
     ("rspose_tune.bench",), ("rspose_tune.replay",), ("trainables",),
 ]  # fmt: skip
 LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}

@@ -14,24 +14,19 @@ from rspose_tune.spaces import PARAM_NAMES, load_preset
 from tests.conftest import KG, B, C
 
 
-def _args(**kw):
-    base = dict(confirm_top=None, confirm_seeds=None, baseline=None)
-    return argparse.Namespace(**{**base, **kw})
-
-
 def test_stage_settings_defaults_flags_and_errors():
     demo = load_preset("demo")
-    assert stage_settings(_args(), demo, 5) == {"confirm_top": 0, "confirm_seeds": (), "baseline": False,
-                                                 "baseline_seeds": ()}  # fmt: skip  (the demo: off)
-    assert stage_settings(_args(), load_preset("vit-b"), 5) == {"confirm_top": 3, "confirm_seeds": (6, 7, 8),
-                                                                "baseline": True, "baseline_seeds": (6, 7, 8)}  # fmt: skip
-    got = stage_settings(_args(confirm_top=0, baseline=True), demo, 0)
+    assert stage_settings(demo, 5) == {"confirm_top": 0, "confirm_seeds": (), "baseline": False,
+                                       "baseline_seeds": ()}  # fmt: skip  (the demo: off)
+    assert stage_settings(load_preset("vit-b"), 5) == {"confirm_top": 3, "confirm_seeds": (6, 7, 8),
+                                                       "baseline": True, "baseline_seeds": (6, 7, 8)}  # fmt: skip
+    got = stage_settings(demo, 0, top=0, baseline=True)
     assert got["confirm_seeds"] == () and got["baseline_seeds"] == (0,)
-    assert stage_settings(_args(confirm_top=3, confirm_seeds=4, baseline=False), demo, 0)["confirm_seeds"] == (1, 2, 3, 4)
+    assert stage_settings(demo, 0, top=3, seeds=4, baseline=False)["confirm_seeds"] == (1, 2, 3, 4)
     with pytest.raises(StageError, match="--confirm-seeds must be >= 2"):
-        stage_settings(_args(confirm_top=2, confirm_seeds=1), demo, 0)
+        stage_settings(demo, 0, top=2, seeds=1)
     with pytest.raises(StageError, match="--confirm-seeds 3 needs --confirm-top"):
-        stage_settings(_args(confirm_top=0, confirm_seeds=3), demo, 0)
+        stage_settings(demo, 0, top=0, seeds=3)
 
 
 def test_project_setting_clips_fixes_and_refuses():

@@ -69,8 +69,8 @@ Modules (each imports only the ones before it): :mod:`._load` (runs, their rows 
 :mod:`._summary` (trial summaries, selection, noise, cost), :mod:`._stats` (confirm stage,
 baseline, ASHA fidelity), :mod:`._backbone` (:class:`BackboneReport`), :mod:`._table` (table,
 notes, CSV), :mod:`._importance`, :mod:`._plots` (matplotlib only) and :mod:`._cli` (the command
-line, imported on first use of :func:`main`, :func:`build_parser`, :func:`make_plots` or
-:func:`upload_folder`, so the layers below the CLIs can import the rest without it).
+line, imported on first use of :func:`main`, :func:`report_runs`, :func:`build_parser`,
+:func:`make_plots` or :func:`upload_folder`, so the layers below the CLIs can import the rest without it).
 """
 
 from __future__ import annotations
@@ -81,92 +81,23 @@ from rspose_tune import DEFAULT_STORAGE
 from rspose_tune._asha import asha_rungs
 from rspose_tune.spaces import PARAM_NAMES
 
-from ._backbone import BackboneReport, backbone_report
-from ._importance import (
-    MIN_COMPLETED_FOR_OPTUNA,
-    PED_ANOVA_TOP_TRIALS,
-    Importance,
-    param_importance,
-    spearman_importance,
-)
-from ._load import (ReportError, RunData, RunSettings, find_preset, load_runs, only_backbone, run_settings, spec_settings,
-                    storage_argument)
-from ._stats import (
-    CONFIDENCE,
-    FIDELITY_BANDS,
-    FIDELITY_LOW,
-    SELECTION_BIAS_NOTE,
-    Comparison,
-    ConfirmedSetting,
-    RungFidelity,
-    baseline_by_seed,
-    confirmed_settings,
-    fidelity_band,
-    fidelity_lines,
-    paired_difference,
-    repeated_seeds,
-    rung_fidelity,
-    t_interval,
-    top_settings,
-)
-from ._summary import (
-    NOISE_Z,
-    Noise,
-    estimate_noise,
-    gpu_hours,
-    metric_mode,
-    noise_flag,
-    runner_up,
-    select_best,
-    summarize_trials,
-    trial_wall_seconds,
-)
-from ._table import COMPONENTS, OFF, TABLE_HEADER, format_markdown, format_notes, table_rows, write_csv
+# Each module's ``__all__`` is the one list of its public names; this package re-exports them.
+from . import _backbone, _importance, _load, _stats, _summary, _table
+from ._backbone import *  # noqa: F403
+from ._importance import *  # noqa: F403
+from ._load import *  # noqa: F403
+from ._load import storage_argument
+from ._stats import *  # noqa: F403
+from ._summary import *  # noqa: F403
+from ._table import *  # noqa: F403
 
 __all__ = [
-    "CONFIDENCE",
-    "FIDELITY_BANDS",
-    "Comparison",
-    "ConfirmedSetting",
-    "RungFidelity",
-    "baseline_by_seed",
-    "confirmed_settings",
-    "fidelity_band",
-    "paired_difference",
-    "rung_fidelity",
-    "t_interval",
-    "top_settings",
-    "DEFAULT_STORAGE",
-    "MIN_COMPLETED_FOR_OPTUNA",
-    "NOISE_Z",
-    "PARAM_NAMES",
-    "BackboneReport",
-    "Importance",
-    "Noise",
-    "ReportError",
-    "RunData",
-    "RunSettings",
-    "asha_rungs",
-    "backbone_report",
-    "estimate_noise",
-    "find_preset",
-    "format_markdown",
-    "gpu_hours",
-    "load_runs",
-    "main",
-    "metric_mode",
-    "noise_flag",
-    "param_importance",
-    "runner_up",
-    "select_best",
-    "spearman_importance",
-    "storage_argument",
-    "summarize_trials",
-    "trial_wall_seconds",
-]
+    "DEFAULT_STORAGE", "PARAM_NAMES", "asha_rungs", "main", "report_runs", "storage_argument",
+    *_backbone.__all__, *_importance.__all__, *_load.__all__, *_stats.__all__, *_summary.__all__, *_table.__all__,
+]  # fmt: skip
 
 #: The CLI's names, imported from :mod:`._cli` on first use (PEP 562).
-_CLI_NAMES = ("build_parser", "main", "make_plots", "upload_folder")
+_CLI_NAMES = ("build_parser", "main", "make_plots", "report_runs", "upload_folder")
 
 
 def __getattr__(name: str) -> Any:

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rspose_tune._asha import asha_rungs
+from rspose_tune._flags import add_run_selection
 from rspose_tune._numbers import finite_or_none as _number
 from rspose_tune.errors import RSPoseTuneError, cli_error
 from rspose_tune.spaces import PARAM_NAMES
@@ -21,7 +22,7 @@ from ._stats import rung_fidelity
 from ._summary import summarize_trials
 from ._table import format_markdown, format_notes, write_csv
 
-__all__ = ["build_parser", "main", "make_plots", "upload_folder"]
+__all__ = ["build_parser", "main", "make_plots", "report_runs", "upload_folder"]
 
 
 def upload_folder(local_dir: Path, target: str) -> list[str]:
@@ -38,18 +39,13 @@ def upload_folder(local_dir: Path, target: str) -> list[str]:
     return out
 
 
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m rspose_tune.report",
         description="Best RSPose loss setting per backbone (Table E.8 shape), search cost, runner-up "
         "noise check and plots, from the Parquet results of rspose_tune.search.",
     )
-    parser.add_argument("storage", nargs="?", default=None,
-                        help="storage root holding <run>/trials/ (or one run directory): a local path or a "
-                        "URI pyarrow.fs opens (file://, s3://); default ./results under the working directory")  # fmt: skip
-    parser.add_argument("--run", nargs="+", action="extend", metavar="NAME",
-                        help="only these runs (repeatable; put the storage path before --run)")  # fmt: skip
+    add_run_selection(parser, run_help="only these runs (repeatable; put the storage path before --run)")
     parser.add_argument("--markdown", metavar="PATH", help="also write the table and notes as Markdown")
     parser.add_argument("--csv", metavar="PATH", help="also write one row per backbone as CSV (empty = off)")
     parser.add_argument("--plots", metavar="DIR", help="write plots to DIR/<run>/ (default <storage>/<run>/report/)")
@@ -85,36 +81,44 @@ def make_plots(run: RunData, out_dir: Path, best_trial: str | None) -> list[Path
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return report_runs(args.storage, args.run, markdown=args.markdown, csv=args.csv, plot_dir=args.plots,
+                       plots=not args.no_plots)  # fmt: skip
+
+
+def report_runs(storage: str | None = None, runs: Sequence[str] | None = None, *, markdown: str | None = None,
+                csv: str | None = None, plot_dir: str | None = None, plots: bool = True) -> int:
+    """``python -m rspose_tune.report STORAGE --run RUNS ...`` after parsing: print the table and the
+    notes, write the Markdown, CSV and plots asked for; the exit status (2: one ``error:`` line)."""
     from rspose_tune.runspec import is_uri
 
-    args = build_parser().parse_args(argv)
     try:
-        args.storage, why = storage_argument(args.storage, args.run)
-        runs = load_runs(args.storage, args.run, why=why)
-        backbones = sorted({b for run in runs for b in run.frame["backbone"]})
-        reports = [backbone_report(b, runs) for b in backbones]
+        storage, why = storage_argument(storage, runs)
+        found = load_runs(storage, runs, why=why)
+        backbones = sorted({b for run in found for b in run.frame["backbone"]})
+        reports = [backbone_report(b, found) for b in backbones]
     except RSPoseTuneError as exc:
         return cli_error(exc)
     table, notes = format_markdown(reports), format_notes(reports)
-    print(f"Runs under {args.storage}: {', '.join(r.name for r in runs)}\n")
+    print(f"Runs under {storage}: {', '.join(r.name for r in found)}\n")
     print(table)
     print(notes)
-    if args.markdown:
-        path = Path(args.markdown)
+    if markdown:
+        path = Path(markdown)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(f"# RSPose loss search: best settings\n\nRuns: {', '.join(r.name for r in runs)}\n\n"
+        path.write_text(f"# RSPose loss search: best settings\n\nRuns: {', '.join(r.name for r in found)}\n\n"
                         f"{table}\n{notes}")  # fmt: skip
         print(f"wrote {path}")
-    if args.csv:
-        write_csv(reports, args.csv)
-        print(f"wrote {args.csv}")
-    if not args.no_plots:
+    if csv:
+        write_csv(reports, csv)
+        print(f"wrote {csv}")
+    if plots:
         best_by_run = {(r.best_run, r.best_trial) for r in reports}
-        for run in runs:
+        for run in found:
             best = next((t for rn, t in best_by_run if rn == run.name), None)
             target = f"{run.path.rstrip('/')}/report"
-            if args.plots or not is_uri(run.path):
-                out_dir = Path(args.plots) / run.name if args.plots else Path(target)
+            if plot_dir or not is_uri(run.path):
+                out_dir = Path(plot_dir) / run.name if plot_dir else Path(target)
                 written = [str(p) for p in make_plots(run, out_dir, best)]
             else:  # an object store: plot locally, then upload
                 with tempfile.TemporaryDirectory(prefix="rspose_plots_") as tmp:

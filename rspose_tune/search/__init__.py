@@ -7,7 +7,8 @@ callback (:mod:`rspose_tune.results`), then the report (:mod:`rspose_tune.report
 
 With no arguments it runs the CPU ``demo`` preset on a local Ray and finishes in a few minutes.
 
-One module per concept, each importing only the ones before it: the flags (``_parser``), the plan
+One module per concept, each importing only the ones before it: the flags, declared once in the table
+:class:`SearchOptions` that the rest receives instead of argparse's ``Namespace`` (``_parser``), the plan
 resolved from them before Ray starts, with the run spec and ``--dry-run`` (``_plan``), the Ray
 session (``_session``), the run: the Tuner, the confirm stage, :func:`main` and its exit codes
 (``_run``). This package re-exports their names; ``__main__`` runs :func:`main`.
@@ -15,7 +16,17 @@ session (``_session``), the run: the Tuner, the confirm stage, :func:`main` and 
 
 from __future__ import annotations
 
-from rspose_tune.search._parser import DEFAULT_PRESET, DEFAULT_TRIALS, FALLBACK_TRIALS, RESUME_MAY_CHANGE, build_parser
+from rspose_tune.search._parser import (
+    DEFAULT_PRESET,
+    DEFAULT_TRIALS,
+    FALLBACK_TRIALS,
+    RESUME_MAY_CHANGE,
+    Flag,
+    SearchOptions,
+    build_parser,
+    parse_options,
+    search_flags,
+)
 from rspose_tune.search._plan import Plan, SearchError, dry_run, plan, resume_conflicts
 from rspose_tune.search._run import (
     _stage_callbacks,
@@ -26,4 +37,4 @@ from rspose_tune.search._run import (
 )
 from rspose_tune.search._session import _check_cluster_can_hold_a_trial, _print_dashboard, check_reachable, start_ray
 
-__all__ = ["SearchError", "build_parser", "main"]
+__all__ = ["SearchError", "SearchOptions", "build_parser", "main"]

@@ -3,7 +3,6 @@ the run spec of a new run or the one ``--resume`` reads), and ``--dry-run``."""
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 import socket
@@ -31,8 +30,18 @@ from rspose_tune.runspec import (
     resolve_trainable,
     spec_exists,
 )
-from rspose_tune.search._parser import DEFAULT_PRESET, DEFAULT_TRIALS, FALLBACK_TRIALS, RESUME_MAY_CHANGE
-from rspose_tune.spaces import PARAM_NAMES, MissingDataError, SearchSpaceError, budget_problem, load_preset
+from rspose_tune.search._parser import (
+    DEFAULT_PRESET,
+    DEFAULT_TRIALS,
+    FALLBACK_TRIALS,
+    FIXED,
+    ONCE,
+    RESUME_MAY_CHANGE,
+    SearchOptions,
+    preset_name,
+    search_flags,
+)
+from rspose_tune.spaces import PARAM_NAMES, MissingDataError, Preset, budget_problem, load_preset
 from rspose_tune.tracking import Tracking, check_tracking
 
 __all__ = ["Plan", "SearchError", "check_flags", "check_reachable", "dry_run", "plan", "resume_conflicts"]
@@ -46,7 +55,7 @@ class SearchError(RSPoseTuneError, RuntimeError):
 class Plan:
     """Everything resolved from the flags before Ray starts."""
 
-    preset: object
+    preset: Preset
     name: str
     storage: str
     run_dir: str
@@ -163,7 +172,7 @@ def _new_run_name(storage: str, backbone: str) -> str:
     return name
 
 
-def _check_files(preset, *, start: bool) -> list[str]:
+def _check_files(preset: Preset, *, start: bool) -> list[str]:
     """The data and weights of ``preset``: a demo data root that a start would refuse to generate
     into is an error for both; missing files are an error for a start (the demo's data excepted: a
     start generates it) and a note for ``--dry-run`` (returned)."""
@@ -186,7 +195,7 @@ def _check_files(preset, *, start: bool) -> list[str]:
     return notes
 
 
-def _prepare_data(preset) -> None:
+def _prepare_data(preset: Preset) -> None:
     if getattr(preset.data, "generated", None) == "demo":
         from rspose_tune.demo_data import generate_demo_dataset, is_complete
 
@@ -195,12 +204,12 @@ def _prepare_data(preset) -> None:
     preset.validate_paths()  # missing data or weights: fail before any trial starts
 
 
-def _budget(args: argparse.Namespace, preset) -> tuple[int, int, int]:
+def _budget(options: SearchOptions, preset: Preset) -> tuple[int, int, int]:
     """``(max_epochs, grace, reduction_factor)`` from the flags, else the preset; validated."""
     budget = preset.budget
-    max_epochs = args.max_epochs or budget.max_epochs
-    grace = args.grace_epochs or min(budget.grace_epochs, max_epochs)
-    rf = args.reduction_factor or budget.reduction_factor
+    max_epochs = options.max_epochs or budget.max_epochs
+    grace = options.grace_epochs or min(budget.grace_epochs, max_epochs)
+    rf = options.reduction_factor or budget.reduction_factor
     # The preset's own budget rules (spaces.budget_problem), naming the flag that broke them.
     problem = budget_problem(max_epochs, grace, rf, budget.val_interval)
     if problem is None:
@@ -214,24 +223,24 @@ def _budget(args: argparse.Namespace, preset) -> tuple[int, int, int]:
     if field == "val_interval":
         raise SearchError(f"--max-epochs {max_epochs} is below the validation interval {budget.val_interval} of "
                           f"{source}: no trial would ever be validated")  # fmt: skip
-    given = "--grace-epochs" if args.grace_epochs else "the grace period min(budget.grace_epochs, --max-epochs)"
+    given = "--grace-epochs" if options.grace_epochs else "the grace period min(budget.grace_epochs, --max-epochs)"
     raise SearchError(f"{given} ({grace}) must be a multiple of the validation interval {budget.val_interval} of "
                       f"{source}: ASHA's rungs (grace x reduction factor^k) must fall on epochs that are validated")
 
 
-def _preset_budget_resources(args: argparse.Namespace):
+def _preset_budget_resources(options: SearchOptions):
     """The preset the flags name, its budget ``(max_epochs, grace, rf)`` and per-trial resources
     ``(gpus, cpus, workers)``, each flag overriding the preset's value (shared by a start and
     ``--dry-run``)."""
-    preset = load_preset(args.backbone or DEFAULT_PRESET, search_dir=args.search_dir, data_root=args.data_root,
-                         weights=args.weights)  # fmt: skip
-    gpus = preset.resources.gpus if args.gpus_per_trial is None else args.gpus_per_trial
-    cpus = preset.resources.cpus if args.cpus_per_trial is None else args.cpus_per_trial
+    preset = load_preset(options.backbone or DEFAULT_PRESET, search_dir=options.search_dir, data_root=options.data_root,
+                         weights=options.weights)  # fmt: skip
+    gpus = preset.resources.gpus if options.gpus_per_trial is None else options.gpus_per_trial
+    cpus = preset.resources.cpus if options.cpus_per_trial is None else options.cpus_per_trial
     try:
-        workers = plan_ranks(gpus, cpus, args.workers_per_trial or preset.resources.workers)
+        workers = plan_ranks(gpus, cpus, options.workers_per_trial or preset.resources.workers)
     except ResourceError as exc:
         raise SearchError(str(exc)) from None
-    return preset, _budget(args, preset), (gpus, cpus, workers)
+    return preset, _budget(options, preset), (gpus, cpus, workers)
 
 
 @dataclass(frozen=True)
@@ -243,7 +252,7 @@ class _Checked:
     tracking: Tracking
     trainable: Callable | None = None
     # new runs only (None on --resume, which reads them from the run spec):
-    preset: object = None
+    preset: Preset | None = None
     budget: tuple[int, int, int] = (0, 0, 0)  # max_epochs, grace, reduction factor
     resources: tuple[float, float, int] = (0.0, 0.0, 0)  # gpus, cpus, workers per trial
     seed: int = 0
@@ -252,7 +261,7 @@ class _Checked:
     notes: tuple[str, ...] = ()  # --dry-run: files missing here
 
 
-def check_flags(args: argparse.Namespace, *, start: bool) -> _Checked:
+def check_flags(options: SearchOptions, *, start: bool) -> _Checked:
     """The checks of a start (``start=True``) and of ``--dry-run``: one list, in one order, so the
     dry run refuses what a start refuses, with the same message; a refused command creates nothing.
 
@@ -262,23 +271,23 @@ def check_flags(args: argparse.Namespace, *, start: bool) -> _Checked:
     and that its module exists), open a storage URI, connect to the address and the MLflow server,
     find a W&B key; missing data or weights are an error for a start and a note for the dry run.
     """
-    if args.resume and not start:
+    if options.resume and not start:
         raise SearchError("--dry-run plans a new run; it cannot be combined with --resume")
-    trainable = None if args.resume else _trainable(args.trainable or DEFAULT_TRAINABLE, load=start)
-    storage = _check_storage(args.storage, open_uri=start)
-    address = args.address or os.environ.get("RAY_ADDRESS") or None
+    trainable = None if options.resume else _trainable(options.trainable or DEFAULT_TRAINABLE, load=start)
+    storage = _check_storage(options.storage, open_uri=start)
+    address = options.address or os.environ.get("RAY_ADDRESS") or None
     if address:
-        check_reachable(address, reach=start, flag="--address" if args.address else "RAY_ADDRESS")
-    tracking = check_tracking(getattr(args, "mlflow", None), getattr(args, "wandb", None), reach=start)
-    if args.resume:
+        check_reachable(address, reach=start, flag="--address" if options.address else "RAY_ADDRESS")
+    tracking = check_tracking(options.mlflow, options.wandb, reach=start)
+    if options.resume:
         return _Checked(storage, address, tracking)
-    preset, budget, resources = _preset_budget_resources(args)
-    if args.name is not None and exists(join(storage, _check_name(args.name))):
-        raise SearchError(f"run {join(storage, args.name)!r} already exists: pass --resume to continue it, or "
+    preset, budget, resources = _preset_budget_resources(options)
+    if options.name is not None and exists(join(storage, _check_name(options.name))):
+        raise SearchError(f"run {join(storage, options.name)!r} already exists: pass --resume to continue it, or "
                           "choose another --name (without --name every start gets a new one)")  # fmt: skip
-    seed = 0 if args.seed is None else args.seed
-    stages = stage_settings(args, preset, seed)
-    warm, warm_notes = resolve_warm_start(args.warm_start or (), storage, preset)
+    seed = 0 if options.seed is None else options.seed
+    stages = stage_settings(preset, seed, top=options.confirm_top, seeds=options.confirm_seeds, baseline=options.baseline)
+    warm, warm_notes = resolve_warm_start(options.warm_start or (), storage, preset)
     for note in warm_notes:
         print(note)
     notes = _check_files(preset, start=start)
@@ -286,35 +295,35 @@ def check_flags(args: argparse.Namespace, *, start: bool) -> _Checked:
                     tuple(notes))  # fmt: skip
 
 
-def plan(args: argparse.Namespace, argv: list[str] | None = None) -> Plan:
+def plan(options: SearchOptions, argv: list[str] | None = None) -> Plan:
     """Check the flags (:func:`check_flags`), then create the storage folder, generate the demo data
     when it is missing, and build the run spec of a new run (or read it on ``--resume``).
 
     ``argv`` (default ``sys.argv[1:]``) is the command line the run spec records.
     """
-    checked = check_flags(args, start=True)
-    if args.resume:
-        p = _plan_resume(args, checked.storage, checked.address)
+    checked = check_flags(options, start=True)
+    if options.resume:
+        p = _plan_resume(options, checked.storage, checked.address)
     else:
-        _make_storage(checked.storage, args.storage)
-        p = _plan_new(args, argv, checked)
+        _make_storage(checked.storage, options.storage)
+        p = _plan_new(options, argv, checked)
     return dataclasses.replace(p, tracking=checked.tracking)
 
 
-def _plan_new(args: argparse.Namespace, argv: list[str] | None, checked: _Checked) -> Plan:
+def _plan_new(options: SearchOptions, argv: list[str] | None, checked: _Checked) -> Plan:
     from rspose_tune.searcher import TPE_OPTIONS, startup_trials
 
     preset, storage = checked.preset, checked.storage
     (max_epochs, grace, rf), (gpus, cpus, workers) = checked.budget, checked.resources
-    name = _check_name(args.name) if args.name is not None else _new_run_name(storage, preset.name)
+    name = _check_name(options.name) if options.name is not None else _new_run_name(storage, preset.name)
     _prepare_data(preset)
-    num_trials = args.num_trials or DEFAULT_TRIALS.get(preset.name, FALLBACK_TRIALS)
-    sampler = args.sampler or "tpe"
+    num_trials = options.num_trials or DEFAULT_TRIALS.get(preset.name, FALLBACK_TRIALS)
+    sampler = options.sampler or "tpe"
     spec = RunSpec(
         run=name, storage=storage, preset=preset, num_trials=num_trials, seed=checked.seed,
         max_epochs=max_epochs, grace_epochs=grace, reduction_factor=rf, gpus_per_trial=gpus, cpus_per_trial=cpus,
-        workers_per_trial=workers, dataloader_workers=args.num_workers, scheduler=args.scheduler or "asha",
-        sampler=sampler, trainable=args.trainable or DEFAULT_TRAINABLE,
+        workers_per_trial=workers, dataloader_workers=options.num_workers, scheduler=options.scheduler or "asha",
+        sampler=sampler, trainable=options.trainable or DEFAULT_TRAINABLE,
         # TPE samples at random until it has n_startup_trials finished trials.
         n_startup_trials=startup_trials(num_trials, sampler),
         warm_start=checked.warm, tpe_options=dict(TPE_OPTIONS), **checked.stages,
@@ -323,21 +332,21 @@ def _plan_new(args: argparse.Namespace, argv: list[str] | None, checked: _Checke
     return _plan_of(spec, checked.address, new_run=True, trainable=checked.trainable)
 
 
-def dry_run(args: argparse.Namespace) -> int:
+def dry_run(options: SearchOptions) -> int:
     """``--dry-run``: the checks of a start (:func:`check_flags`), then what the search would cost
     (:mod:`rspose_tune._dryrun`); returns 0. Starts no Ray, reads no data, writes nothing; missing
     data or weights are a note, not an error."""
     from rspose_tune._dryrun import DryRunPlan, format_plan
 
-    checked = check_flags(args, start=False)
+    checked = check_flags(options, start=False)
     preset, stages = checked.preset, checked.stages
     (max_epochs, grace, rf), (gpus, cpus, workers) = checked.budget, checked.resources
-    per_epoch = preset.cost.epoch_gpu_hours if args.epoch_gpu_hours is None else args.epoch_gpu_hours
-    source = preset.cost.source if args.epoch_gpu_hours is None else "--epoch-gpu-hours"
-    num_trials = args.num_trials or DEFAULT_TRIALS.get(preset.name, FALLBACK_TRIALS)
+    per_epoch = preset.cost.epoch_gpu_hours if options.epoch_gpu_hours is None else options.epoch_gpu_hours
+    source = preset.cost.source if options.epoch_gpu_hours is None else "--epoch-gpu-hours"
+    num_trials = options.num_trials or DEFAULT_TRIALS.get(preset.name, FALLBACK_TRIALS)
     print(format_plan(DryRunPlan(
         preset=preset.name, source=str(preset.source), num_trials=num_trials, max_epochs=max_epochs, grace=grace,
-        reduction_factor=rf, scheduler=args.scheduler or "asha", sampler=args.sampler or "tpe", gpus=gpus, cpus=cpus,
+        reduction_factor=rf, scheduler=options.scheduler or "asha", sampler=options.sampler or "tpe", gpus=gpus, cpus=cpus,
         workers=workers, confirm_top=stages["confirm_top"], confirm_seeds=stages["confirm_seeds"],
         baseline_seeds=stages["baseline_seeds"], epoch_gpu_hours=per_epoch, cost_source=source,
         warm_start=tuple(w["source"] for w in checked.warm), notes=checked.notes,
@@ -353,26 +362,26 @@ def _plan_of(spec: RunSpec, address: str | None, *, new_run: bool, trainable: Ca
                 workers=spec.workers_per_trial, spec=spec, new_run=new_run, trainable=trainable)  # fmt: skip
 
 
-def _plan_resume(args: argparse.Namespace, storage: str, address: str | None) -> Plan:
-    if args.name is not None:
-        run_dir = join(storage, _check_name(args.name))
+def _plan_resume(options: SearchOptions, storage: str, address: str | None) -> Plan:
+    if options.name is not None:
+        run_dir = join(storage, _check_name(options.name))
         if not spec_exists(run_dir):
             why = ("the folder does not exist" if not exists(run_dir) else
                    f"it has no {SPEC_FILE} (started by an older rspose_tune, or never started)")  # fmt: skip
             raise SearchError(f"--resume: no run to resume at {run_dir!r}: {why}; drop --resume to start a run")
         spec = read_spec(run_dir)
     else:
-        preset_name = _preset_name(args.backbone or DEFAULT_PRESET, args.search_dir)
-        spec = latest_unfinished(storage, preset_name)
+        wanted = preset_name(options.backbone or DEFAULT_PRESET)
+        spec = latest_unfinished(storage, wanted)
         if spec is None:
-            raise SearchError(f"--resume: no unfinished run of preset {preset_name!r} under {storage!r}; "
+            raise SearchError(f"--resume: no unfinished run of preset {wanted!r} under {storage!r}; "
                               "name one with --name, or drop --resume to start a run")  # fmt: skip
         print(f"--resume: continuing {spec.run!r} (started {spec.created_utc}), the most recent unfinished "
-              f"{preset_name!r} run under {storage}")  # fmt: skip
+              f"{wanted!r} run under {storage}")  # fmt: skip
     if spec.storage != storage and resolve_storage(spec.storage) != storage:
         print(f"note: the run was started with --storage {spec.storage}; it continues at {storage}")
         spec = dataclasses.replace(spec, storage=storage)
-    conflicts = resume_conflicts(spec, args)
+    conflicts = resume_conflicts(spec, options)
     if conflicts:
         raise SearchError(
             f"--resume of run {spec.run!r}: " + "; ".join(conflicts) + f". These are fixed by "
@@ -383,62 +392,26 @@ def _plan_resume(args: argparse.Namespace, storage: str, address: str | None) ->
     return _plan_of(spec, address, new_run=False, trainable=trainable)
 
 
-def _preset_name(backbone: str, search_dir: str | None) -> str:
-    """The name a preset given by ``--backbone`` has (a YAML path: its stem)."""
-    if backbone.endswith((".yaml", ".yml")) or "/" in backbone or os.sep in backbone:
-        return Path(backbone).stem
-    return backbone
+def _spec_value(spec: RunSpec, field: str):
+    value = spec
+    for part in field.split("."):
+        value = getattr(value, part)
+    return value
 
 
-def _same_path(given: str, recorded) -> bool:
-    return recorded is not None and Path(given).expanduser().absolute() == Path(recorded)
-
-
-def resume_conflicts(spec: RunSpec, args: argparse.Namespace) -> list[str]:
-    """One ``--flag X, but the run has Y`` per identity flag given with a value the spec does not hold."""
-    preset = spec.preset
+def resume_conflicts(spec: RunSpec, options: SearchOptions) -> list[str]:
+    """One line per flag of the table (:class:`SearchOptions`) that the run spec fixes, given with a
+    value it does not hold."""
     out = []
-
-    def differs(flag: str, given, recorded, same=None) -> None:
-        if given is None:
-            return
-        if not (same(given, recorded) if same else given == recorded):
-            out.append(f"{flag} {given!r} differs from the run's {recorded!r}")
-
-    if args.backbone is not None:
-        if args.search_dir is not None or _preset_name(args.backbone, None) != args.backbone:
-            try:
-                source = load_preset(args.backbone, search_dir=args.search_dir).source
-            except SearchSpaceError:
-                source = None
-            if source is None or Path(source) != Path(preset.source):
-                out.append(f"--backbone {args.backbone!r} is not the run's preset {preset.name!r} ({preset.source})")
-        elif args.backbone != preset.name:
-            out.append(f"--backbone {args.backbone!r} differs from the run's {preset.name!r}")
-    differs("--num-trials", args.num_trials, spec.num_trials)
-    differs("--scheduler", args.scheduler, spec.scheduler)
-    differs("--sampler", args.sampler, spec.sampler)
-    differs("--seed", args.seed, spec.seed)
-    differs("--trainable", getattr(args, "trainable", None), spec.trainable)
-    differs("--max-epochs", args.max_epochs, spec.max_epochs)
-    differs("--grace-epochs", args.grace_epochs, spec.grace_epochs)
-    differs("--reduction-factor", args.reduction_factor, spec.reduction_factor)
-    differs("--gpus-per-trial", args.gpus_per_trial, spec.gpus_per_trial)
-    differs("--cpus-per-trial", args.cpus_per_trial, spec.cpus_per_trial)
-    differs("--workers-per-trial", getattr(args, "workers_per_trial", None), spec.workers_per_trial)
-    differs("--num-workers", getattr(args, "num_workers", None), spec.dataloader_workers)
-    differs("--confirm-top", getattr(args, "confirm_top", None), spec.confirm_top)
-    if getattr(args, "confirm_seeds", None) is not None and args.confirm_seeds != len(spec.confirm_seeds):
-        out.append(f"--confirm-seeds {args.confirm_seeds!r} differs from the run's {len(spec.confirm_seeds)} "
-                   f"(seeds {list(spec.confirm_seeds)})")  # fmt: skip
-    differs("--baseline", getattr(args, "baseline", None), spec.baseline)
-    if getattr(args, "warm_start", None):
-        out.append(f"--warm-start was resolved when the run started ({len(spec.warm_start)} setting(s) in its spec) "
-                   "and cannot be given again")  # fmt: skip
-    differs("--data-root", args.data_root, str(preset.data.root), _same_path)
-    if args.weights is not None:
-        none = args.weights.strip().lower() in ("none", "null", "")
-        recorded = None if preset.weights is None else str(preset.weights)
-        if (recorded is not None or not none) and (none or not _same_path(args.weights, recorded)):
-            out.append(f"--weights {args.weights!r} differs from the run's {recorded or 'none'!r}")
+    for dest, flag in search_flags():
+        given = getattr(options, dest, None)
+        if given is None or flag.spec is None or flag.resume not in (FIXED, ONCE):
+            continue
+        if flag.resume == ONCE:
+            out.append(f"{flag.name} was resolved when the run started (the run spec's `{flag.spec}`) and cannot "
+                       "be given again")  # fmt: skip
+            continue
+        value = _spec_value(spec, flag.spec)
+        if not (flag.same(given, value, options) if flag.same else given == value):
+            out.append(f"{flag.name} {given!r} differs from the run's {flag.view(value) if flag.view else value!r}")
     return out

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import argparse
 import functools
 import os
 import sys
@@ -11,7 +10,7 @@ import sys
 from rspose_tune._ray_compat import check_ray_version, restored_search_alg, use_classic_progress_table
 from rspose_tune.errors import RSPoseTuneError, cli_error
 from rspose_tune.runspec import SPEC_FILE, exists, join, mark_finished, trial_dir_name, write_spec
-from rspose_tune.search._parser import build_parser
+from rspose_tune.search._parser import DEFAULT_MAX_CONCURRENT, SearchOptions, parse_options
 from rspose_tune.search._plan import Plan, SearchError, dry_run, plan
 from rspose_tune.search._session import _check_cluster_can_hold_a_trial, _print_dashboard, start_ray
 from rspose_tune.spaces import PARAM_NAMES
@@ -19,7 +18,7 @@ from rspose_tune.spaces import PARAM_NAMES
 __all__ = ["main", "run_confirm_stage", "run_search", "trial_outcomes"]
 
 
-def run_search(p: Plan, args: argparse.Namespace, extra_callbacks=(), *, reuse_actors: bool = True):
+def run_search(p: Plan, options: SearchOptions, extra_callbacks=(), *, reuse_actors: bool = True):
     """Run (or resume) the search of plan ``p``. ``reuse_actors=False`` (a fresh process per
     trial, Ray's default) exists for ``python -m rspose_tune.bench search``'s comparison."""
     from ray import tune
@@ -51,7 +50,7 @@ def run_search(p: Plan, args: argparse.Namespace, extra_callbacks=(), *, reuse_a
         warm_start=spec.warm_start,  # after the known-good settings; each records its source
         tpe_options=spec.tpe_options,  # constant liar, not multivariate (searcher.TPE_OPTIONS)
     )
-    max_concurrent = args.max_concurrent or 8
+    max_concurrent = _trials_at_once(options)
     search_alg = ResumableConcurrencyLimiter(searcher, max_concurrent=max_concurrent)
     scheduler = build_scheduler(spec.scheduler, mode=preset.mode, max_epochs=p.max_epochs, grace_epochs=p.grace,
                                 reduction_factor=p.reduction_factor)
@@ -68,7 +67,7 @@ def run_search(p: Plan, args: argparse.Namespace, extra_callbacks=(), *, reuse_a
         storage_path=p.storage,
         callbacks=[callback, *tracking, *extra_callbacks],
         progress_reporter=reporter,
-        verbose=args.verbose,
+        verbose=options.verbose,
         # The one failure policy: an error in any rank (or a dead node) fails the trial, which
         # Ray Tune restarts from its last checkpoint, at most twice.
         failure_config=tune.FailureConfig(max_failures=2),
@@ -97,6 +96,11 @@ def run_search(p: Plan, args: argparse.Namespace, extra_callbacks=(), *, reuse_a
     else:  # a new run, or one whose driver died before Ray wrote its state: start it from its spec
         tuner = tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)
     return tuner.fit()
+
+
+def _trials_at_once(options: SearchOptions) -> int:
+    """``--max-concurrent``, else :data:`DEFAULT_MAX_CONCURRENT`."""
+    return options.max_concurrent or DEFAULT_MAX_CONCURRENT
 
 
 def _make_trainable(p: Plan, *, nested: bool = False):
@@ -163,7 +167,7 @@ def _results_callback(p: Plan, *, nested: bool = False):
     )
 
 
-def run_confirm_stage(p: Plan, args: argparse.Namespace) -> list:
+def run_confirm_stage(p: Plan, options: SearchOptions) -> list:
     """The confirm and baseline trials of the run, after its search finished (:mod:`rspose_tune._stages`)."""
     from ray import tune
 
@@ -171,7 +175,8 @@ def run_confirm_stage(p: Plan, args: argparse.Namespace) -> list:
 
     reporter = tune.CLIReporter(metric_columns=["epoch", "metric", "loss"],
                                 parameter_columns=["stage", "seed", *PARAM_NAMES], max_report_frequency=15)  # fmt: skip
-    return run_stages(p, args, lambda: _make_trainable(p, nested=True), _stage_callbacks(p), reporter)
+    return run_stages(p, lambda: _make_trainable(p, nested=True), _stage_callbacks(p), reporter,
+                      max_concurrent=_trials_at_once(options), verbose=options.verbose)
 
 
 def _stage_callbacks(p: Plan) -> list:
@@ -188,7 +193,7 @@ def _run_rows(p: Plan):
     return read_results(trials) if exists(trials) else None
 
 
-def _stages_after_search(p: Plan, args: argparse.Namespace, num_trials: int) -> int | None:
+def _stages_after_search(p: Plan, options: SearchOptions, num_trials: int) -> int | None:
     """Run the confirm stage once every search trial finished; the number of its trials (None:
     the run has no stages, or the search is unfinished)."""
     if not (p.spec.confirm_top or p.spec.baseline):
@@ -197,7 +202,7 @@ def _stages_after_search(p: Plan, args: argparse.Namespace, num_trials: int) -> 
     if rows is None or trial_outcomes(_search_rows(rows), num_trials)["unfinished"]:
         print("confirm stage: waits until every search trial finished (--resume the run)")
         return None
-    return len(run_confirm_stage(p, args))
+    return len(run_confirm_stage(p, options))
 
 
 def _search_rows(rows):
@@ -221,14 +226,13 @@ def _set_restored_concurrency(tuner, max_concurrent: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    options = parse_options(argv)
     try:
-        if args.dry_run:
-            return dry_run(args)
-        if args.epoch_gpu_hours is not None:
+        if options.dry_run:
+            return dry_run(options)
+        if options.epoch_gpu_hours is not None:
             raise SearchError("--epoch-gpu-hours prices a search for --dry-run only; add --dry-run or drop it")
-        p = plan(args, argv)
+        p = plan(options, argv)
         check_ray_version()  # the private Ray APIs of rspose_tune._ray_compat
     except RSPoseTuneError as exc:
         return cli_error(exc)
@@ -245,15 +249,15 @@ def main(argv: list[str] | None = None) -> int:
               if spec.confirm_top else "then: no confirm stage", end="")  # fmt: skip
         print(f"; stock-loss baseline on seeds {list(spec.baseline_seeds)}" if spec.baseline else "; no baseline")
     try:
-        context = start_ray(p, args)
+        context = start_ray(p, options)
     except RSPoseTuneError as exc:
         return cli_error(exc)
     _print_dashboard(context)
     try:
-        if not args.allow_pending_trials:
+        if not options.allow_pending_trials:
             _check_cluster_can_hold_a_trial(p)
-        grid = run_search(p, args)
-        stage_trials = _stages_after_search(p, args, max(p.num_trials, len(grid)))
+        grid = run_search(p, options)
+        stage_trials = _stages_after_search(p, options, max(p.num_trials, len(grid)))
     except RSPoseTuneError as exc:
         return cli_error(exc)
     finally:
@@ -286,18 +290,19 @@ def main(argv: list[str] | None = None) -> int:
     if outcome["completed"] + outcome["pruned"] == 0:
         print(f"error: no trial of run {p.name!r} completed or was pruned", file=sys.stderr)
         return 1
-    if args.no_report:
+    if options.no_report:
         return 0
-    from rspose_tune import export, report
+    from rspose_tune.export import export_setting
+    from rspose_tune.report import report_runs
 
-    status = report.main([p.storage, "--run", p.name])
+    status = report_runs(p.storage, [p.name])
     if status != 0:
         return status
     if outcome["completed"] == 0:
         print("no trial reached the full budget: nothing to export (python -m rspose_tune.export --trial ID "
               "exports a pruned trial's setting)")  # fmt: skip
         return 0
-    return export.main([p.storage, "--run", p.name, "--backbone", p.preset.name])
+    return export_setting(p.storage, [p.name], backbone=p.preset.name)
 
 
 def trial_outcomes(rows, num_trials: int) -> dict:

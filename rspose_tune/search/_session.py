@@ -3,13 +3,13 @@ that the cluster can hold a trial before any starts."""
 
 from __future__ import annotations
 
-import argparse
 import ipaddress
 import os
 import sys
 from pathlib import Path
 
 from rspose_tune._resources import ResourceError, check_feasible, rank_bundle
+from rspose_tune.search._parser import SearchOptions
 from rspose_tune.search._plan import Plan, SearchError, check_reachable
 
 __all__ = ["check_reachable", "start_ray"]
@@ -24,7 +24,7 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def start_ray(p: Plan, args: argparse.Namespace):
+def start_ray(p: Plan, options: SearchOptions):
     """Join the cluster at ``p.address``, or start a fresh local Ray with a loopback-only dashboard.
 
     Without an address, ``address="local"``: Ray would otherwise join whatever cluster
@@ -35,23 +35,23 @@ def start_ray(p: Plan, args: argparse.Namespace):
 
     if p.address:  # its form and that it answers: checked with the plan (check_reachable)
         try:
-            return ray.init(address=p.address, log_to_driver=args.verbose > 1)
+            return ray.init(address=p.address, log_to_driver=options.verbose > 1)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise SearchError(f"--address {p.address!r}: cannot join the Ray cluster ({exc})") from exc
-    if not args.no_dashboard and not _is_loopback(args.dashboard_host):
+    if not options.no_dashboard and not _is_loopback(options.dashboard_host):
         print(
-            f"WARNING: the Ray dashboard will listen on {args.dashboard_host}, not loopback. Ray's job "
+            f"WARNING: the Ray dashboard will listen on {options.dashboard_host}, not loopback. Ray's job "
             "API runs any code it is sent (CVE-2023-48022); keep token authentication on and the "
             "port firewalled.",
             file=sys.stderr,
         )
     return ray.init(
         address="local",
-        num_cpus=args.num_cpus,
-        include_dashboard=not args.no_dashboard,
-        dashboard_host=args.dashboard_host,
-        dashboard_port=args.dashboard_port,
-        log_to_driver=args.verbose > 1,
+        num_cpus=options.num_cpus,
+        include_dashboard=not options.no_dashboard,
+        dashboard_host=options.dashboard_host,
+        dashboard_port=options.dashboard_port,
+        log_to_driver=options.verbose > 1,
     )
 
 

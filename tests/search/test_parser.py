@@ -35,3 +35,13 @@ def test_help_documents_every_flag(capsys):
                  "--address", "--storage", "--name", "--resume", "--seed", "--max-epochs", "--grace-epochs",
                  "--reduction-factor", "--data-root", "--weights", "--dashboard-host"):
         assert flag in out
+
+
+def test_the_parser_resume_rules_and_options_are_one_table():
+    dests = [a.dest for a in search.build_parser()._actions if a.dest != "help"]
+    assert dests == [d for d, _ in search.search_flags()]
+    assert search.parse_options([]) == search.SearchOptions()  # the table's defaults are argparse's
+    assert search.parse_options(["--warm-start", "a", "b"]).warm_start == ("a", "b")
+    may = {f.name for _, f in search.search_flags() if f.resume == "may change"}
+    assert set(search.RESUME_MAY_CHANGE) == may and len(search.RESUME_MAY_CHANGE) == len(may)
+    assert sorted(f.listed for _, f in search.search_flags() if f.resume == "may change") == list(range(1, len(may) + 1))

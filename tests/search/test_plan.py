@@ -4,6 +4,7 @@ storage, the preset's rules), the run spec it writes, run names, and --resume (n
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -60,7 +61,7 @@ def _start(argv, monkeypatch=None):
     """plan() + the spec write run_search does first: a run as a search leaves it before Ray's state."""
     from rspose_tune.runspec import write_spec
 
-    args = search.build_parser().parse_args(argv)
+    args = search.parse_options(argv)
     p = search.plan(args, argv)
     write_spec(p.spec)
     return p
@@ -81,7 +82,7 @@ def test_spec_records_the_run_and_resume_needs_only_the_name(demo_preset, tmp_pa
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)  # resume from another working directory, without the flags
     monkeypatch.setenv("RSPOSE_TUNE_DATA_ROOT", str(elsewhere))  # the environment does not count either
-    args = search.build_parser().parse_args(["--resume", "--storage", str(tmp_path / "out"), "--name", "r"])
+    args = search.parse_options(["--resume", "--storage", str(tmp_path / "out"), "--name", "r"])
     resumed = search.plan(args)
     assert resumed.spec == read_spec(str(tmp_path / "out" / "r")) == first.spec
     assert not resumed.new_run and str(resumed.preset.data.root) == data
@@ -107,7 +108,7 @@ def test_resume_refuses_every_conflicting_flag_in_one_error(demo_preset, tmp_pat
     # address answers: a listening socket stands in for a Ray head).
     with socket.create_server(("127.0.0.1", 0)) as head:
         address = f"127.0.0.1:{head.getsockname()[1]}"
-        args = search.build_parser().parse_args([
+        args = search.parse_options([
             "--resume", "--storage", str(tmp_path), "--name", "r", "--seed", "3", "--data-root", data,
             "--backbone", "demo", "--weights", "none", "--max-concurrent", "1", "--verbose", "0", "--address", address,
             "--no-dashboard",
@@ -131,11 +132,11 @@ def test_default_run_names_are_unique_and_resume_picks_the_latest_unfinished(dem
     newer = dataclasses.replace(b.spec, run="demo-29990101-000000", created_utc="2999-01-01T00:00:00+00:00")
     write_spec(newer)
     mark_finished(newer.run_dir, {"completed": 1})  # finished runs are never picked
-    args = search.build_parser().parse_args(["--resume", *base[:2]])
+    args = search.parse_options(["--resume", *base[:2]])
     p = search.plan(args)
     assert p.name == max(a.spec, b.spec, key=lambda s: (s.created_utc, s.run)).run
     assert f"--resume: continuing {p.name!r}" in capsys.readouterr().out
-    args = search.build_parser().parse_args(["--resume", *base[:2], "--backbone", "vit-b"])
+    args = search.parse_options(["--resume", *base[:2], "--backbone", "vit-b"])
     with pytest.raises(search.SearchError, match="no unfinished run of preset 'vit-b'"):
         search.plan(args)
 
@@ -145,7 +146,7 @@ def test_default_storage_is_results_under_the_working_directory(demo_preset, tmp
 
     assert rspose_tune.DEFAULT_STORAGE == "results"
     monkeypatch.chdir(tmp_path)
-    p = search.plan(search.build_parser().parse_args(["--data-root", str(demo_preset.data.root)]))
+    p = search.plan(search.parse_options(["--data-root", str(demo_preset.data.root)]))
     assert p.storage == str(tmp_path / "results") and p.run_dir.startswith(str(tmp_path / "results") + "/demo-")
 
 
@@ -206,11 +207,11 @@ def test_budget_flags_obey_the_presets_val_interval_rule(flags, message, tmp_pat
     (["--warm-start", "other"], "--warm-start was resolved when the run started"),
 ])  # fmt: skip
 def test_resume_refuses_changed_stage_flags(flags, message):
-    from rspose_tune.search import build_parser, resume_conflicts
+    from rspose_tune.search import parse_options, resume_conflicts
 
-    args = build_parser().parse_args(["--resume", *flags])
+    args = parse_options(["--resume", *flags])
     assert [c for c in resume_conflicts(_stage_spec(), args) if message in c]
-    same = build_parser().parse_args(["--resume", "--confirm-top", "2", "--confirm-seeds", "2", "--baseline"])
+    same = parse_options(["--resume", "--confirm-top", "2", "--confirm-seeds", "2", "--baseline"])
     assert resume_conflicts(_stage_spec(), same) == []
 
 
@@ -251,7 +252,7 @@ def test_the_trainable_is_recorded_resolved_and_fixed_on_resume(demo_preset, tmp
     custom = _start(["--storage", str(tmp_path), "--name", "c", "--data-root", data,
                      "--trainable", "tests.search.conftest:_run"])  # any importable callable; fmt: skip
     assert read_spec(custom.run_dir).trainable == "tests.search.conftest:_run" and custom.trainable is conftest._run
-    resumed = search.plan(search.build_parser().parse_args(["--resume", "--storage", str(tmp_path), "--name", "c"]))
+    resumed = search.plan(search.parse_options(["--resume", "--storage", str(tmp_path), "--name", "c"]))
     assert resumed.trainable is conftest._run  # from the spec, without the flag
     # A changed --trainable on --resume is refused like the other identity flags; the same one is accepted.
     code, err = _run(["--resume", "--storage", str(tmp_path), "--name", "d", "--trainable", "tests.search.conftest:_run"],
@@ -259,7 +260,7 @@ def test_the_trainable_is_recorded_resolved_and_fixed_on_resume(demo_preset, tmp
     assert code == 2 and err.count("error:") == 1
     assert f"--trainable 'tests.search.conftest:_run' differs from the run's {DEFAULT_TRAINABLE!r}" in err
     assert SPEC_FILE in err
-    same = search.build_parser().parse_args(["--resume", "--storage", str(tmp_path), "--name", "d",
+    same = search.parse_options(["--resume", "--storage", str(tmp_path), "--name", "d",
                                              "--trainable", DEFAULT_TRAINABLE])  # fmt: skip
     assert search.plan(same).trainable is train_rspose
 
@@ -277,7 +278,7 @@ def test_a_run_spec_without_a_trainable_resumes_with_the_default(demo_preset, tm
     del data["trainable"]
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     for flags in ([], ["--trainable", DEFAULT_TRAINABLE]):  # without the flag, and with the default given
-        p = search.plan(search.build_parser().parse_args(["--resume", "--storage", str(tmp_path), "--name", "old",
+        p = search.plan(search.parse_options(["--resume", "--storage", str(tmp_path), "--name", "old",
                                                           *flags]))  # fmt: skip
         assert p.spec.trainable == DEFAULT_TRAINABLE and p.trainable is train_rspose and not p.new_run
 
@@ -385,3 +386,34 @@ def test_search_dir_adds_a_folder_to_the_built_in_presets(tmp_path, capsys):
     (mine / "demo.yaml").write_text(yaml.safe_dump(raw))
     code, err = _run(["--search-dir", str(mine), "--backbone", "demo", "--dry-run", "--storage", str(tmp_path)], capsys)
     assert code == 2 and err.count("error:") == 1 and "names both the built-in preset" in err
+
+
+#: A value other than _stage_spec()'s for every flag the run spec fixes (a new one needs a line here).
+_OTHER = {"backbone": "vit-b", "num_trials": 9, "scheduler": "fifo", "sampler": "random", "seed": 9, "max_epochs": 9,
+          "grace_epochs": 9, "reduction_factor": 9, "trainable": "x:y", "data_root": "/elsewhere", "weights": "/w.pth",
+          "confirm_top": 9, "confirm_seeds": 9, "baseline": False, "warm_start": ("other",), "gpus_per_trial": 9.0,
+          "cpus_per_trial": 9.0, "workers_per_trial": 9, "num_workers": 9}  # fmt: skip
+
+
+@pytest.mark.parametrize("dest", sorted(_OTHER))
+def test_every_flag_the_run_spec_fixes_is_checked_on_resume_from_the_table(dest):
+    from rspose_tune.search import SearchOptions, resume_conflicts, search_flags
+    from rspose_tune.search._parser import FIXED, ONCE
+
+    flags = dict(search_flags())
+    assert sorted(d for d, f in flags.items() if f.spec and f.resume in (FIXED, ONCE)) == sorted(_OTHER)
+    got = resume_conflicts(_stage_spec(), SearchOptions(**{dest: _OTHER[dest]}))
+    assert len(got) == 1 and got[0].startswith(f"{flags[dest].name} "), got
+    assert resume_conflicts(_stage_spec(), SearchOptions()) == []
+
+
+def test_backbone_by_path_on_resume_is_the_runs_preset_file(tmp_path):
+    from rspose_tune.search import SearchOptions, resume_conflicts
+    from rspose_tune.spaces import load_preset
+
+    spec = _stage_spec()
+    assert resume_conflicts(spec, SearchOptions(backbone=str(load_preset("demo").source))) == []
+    other = tmp_path / "demo.yaml"
+    other.write_text(Path(load_preset("demo").source).read_text())
+    assert resume_conflicts(spec, SearchOptions(backbone=str(other))) == [
+        f"--backbone {str(other)!r} differs from the run's 'demo'"]

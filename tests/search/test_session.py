@@ -38,7 +38,7 @@ def test_dashboard_loopback_and_token_required(tmp_path, capsys):
 
     from rspose_tune import search
 
-    args = search.build_parser().parse_args(["--storage", str(tmp_path), "--dashboard-port", "8297", "--num-cpus", "1"])
+    args = search.parse_options(["--storage", str(tmp_path), "--dashboard-port", "8297", "--num-cpus", "1"])
     plan = search.Plan(None, "x", str(tmp_path), str(tmp_path / "x"), 1, 1, 1, 2, 0.0, 1.0, None)
     context = search.start_ray(plan, args)
     try:
@@ -64,7 +64,7 @@ def test_exposed_dashboard_warns(tmp_path, capsys, monkeypatch):
 
     calls = {}
     monkeypatch.setattr(ray, "init", lambda **kw: calls.update(kw))  # only the warning is under test
-    args = search.build_parser().parse_args(["--storage", str(tmp_path), "--dashboard-host", "0.0.0.0"])
+    args = search.parse_options(["--storage", str(tmp_path), "--dashboard-host", "0.0.0.0"])
     plan = search.Plan(None, "x", str(tmp_path), str(tmp_path / "x"), 1, 1, 1, 2, 0.0, 1.0, None)
     search.start_ray(plan, args)
     assert "CVE-2023-48022" in capsys.readouterr().err and calls["dashboard_host"] == "0.0.0.0"
@@ -81,7 +81,7 @@ def test_stale_cluster_file_is_ignored_without_an_address(tmp_path):
     code = textwrap.dedent(f"""
         import ray
         from rspose_tune import search
-        args = search.build_parser().parse_args(["--storage", {str(tmp_path)!r}, "--num-cpus", "1", "--no-dashboard"])
+        args = search.parse_options(["--storage", {str(tmp_path)!r}, "--num-cpus", "1", "--no-dashboard"])
         plan = search.Plan(None, "x", {str(tmp_path)!r}, {str(tmp_path / "x")!r}, 1, 1, 1, 2, 0.0, 1.0, None)
         context = search.start_ray(plan, args)
         print("CPUS", ray.cluster_resources().get("CPU"), "SESSION", context.address_info["session_dir"])
