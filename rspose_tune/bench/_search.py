@@ -42,7 +42,7 @@ def _search(storage: str, name: str, extra: list[str], trials: int, data: str, r
     from rspose_tune import search
     from rspose_tune.results import read_results
 
-    args = search.build_parser().parse_args([
+    args = search.parse_options([
         "--storage", storage, "--name", name, "--num-trials", str(trials), "--data-root", data,
         "--no-dashboard", "--verbose", "0", "--no-report", *extra,
     ])
