@@ -7,7 +7,7 @@ weights). :func:`load_preset` validates a file completely with one pydantic v2 m
 docs/real_backbone.md, "Presets", says how to write one). Modules, bottom up:
 
 - ``_params``: the loss hyperparameters' vocabulary (:data:`LOSS_PARAMS`, :data:`PARAM_NAMES`,
-  :data:`COMPONENTS`); imports nothing of the project but ``errors``;
+  :data:`COMPONENTS`) and :class:`LossSetting`; imports nothing of the project but ``errors``;
 - ``_budget``: the ASHA budget rule (:func:`budget_problem`);
 - ``_presets``: the frozen dataclasses everything reads (:class:`Preset`, :class:`ParamSpec`, ...);
 - ``_models``: the file's pydantic models, their rules and messages (:func:`validate_space`);
@@ -23,12 +23,16 @@ from rspose_tune.spaces._params import (
     COMPONENT_LABELS,
     COMPONENTS,
     LOSS_PARAMS,
+    PARAM_DEFAULTS,
     PARAM_NAMES,
     LossParam,
+    LossSetting,
+    LossSettingError,
     component_names,
     fill_defaults,
     is_off,
     loss_param,
+    switch_name,
 )
 from rspose_tune.spaces._presets import (
     ENV_DATA_ROOT,
@@ -61,6 +65,9 @@ __all__ = [
     "Resources",
     "SearchSpaceError",
     "LossParam",
+    "LossSetting",
+    "LossSettingError",
+    "PARAM_DEFAULTS",
     "budget_problem",
     "component_names",
     "is_off",
@@ -70,13 +77,14 @@ __all__ = [
     "load_preset",
     "loss_param",
     "parse_preset",
+    "switch_name",
     "validate_space",
 ]
 
 # Pickles (a run's ``tuner.pkl``, a searcher's state) name these classes ``rspose_tune.spaces.<Class>``,
 # as when this package was one module: new ones keep that name, so a later move inside the package
 # cannot break them (old ones load through the re-exports above either way).
-for _cls in (LossParam, ParamSpec, Budget, Resources, Cost, Confirm, DataSpec, Preset, SearchSpaceError,
+for _cls in (LossParam, LossSetting, LossSettingError, ParamSpec, Budget, Resources, Cost, Confirm, DataSpec, Preset, SearchSpaceError,
              MissingDataError):  # fmt: skip
     _cls.__module__ = __name__
 del _cls
