@@ -166,8 +166,11 @@ class _ParamsBase(_Section):
 
 
 def _threshold_rule(param: LossParam, value: float | None, at: str) -> None:
-    if param.kind == "threshold" and value is not None and value >= 1:
-        raise _rule("param", f"must be < 1 (labels peak at 1, so nothing would be a positive), got {value:g}", at)
+    """The parameter's own value rule (:meth:`LossParam.problem`: ``pos_thr`` < 1; the fields' types
+    already hold a finite number >= 0)."""
+    problem = None if value is None else param.problem(value)
+    if problem:
+        raise _rule("param", f"{problem}, got {value:g}", at)
 
 
 #: ``params``: one entry per loss hyperparameter; those with a default may be left out.
