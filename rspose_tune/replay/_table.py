@@ -35,8 +35,10 @@ from rspose_tune.spaces import (
     PARAM_NAMES,
     LossSetting,
     LossSettingError,
+    SearchSpaceError,
     fill_defaults,
     loss_param,
+    validate_space,
 )
 
 __all__ = ["REQUIRED_COLUMNS", "Curve", "CurveTable", "TableError", "Match", "load_table", "table_from_frame"]
@@ -302,15 +304,11 @@ def _with_defaults(space: Any) -> Any:
 
 
 def _check_space(space: Any, source: str) -> None:
-    if not isinstance(space, Mapping) or any(n not in space for n in PARAM_NAMES):
-        raise TableError(f"{source}: the search space must define all of {list(PARAM_NAMES)}, got {space!r}.")
-    for name in PARAM_NAMES:
-        spec = space[name]
-        if not isinstance(spec, Mapping):
-            raise TableError(f"{source}: search space entry {name!r} must be a mapping, got {spec!r}.")
-        low, high = spec.get("low"), spec.get("high")
-        if low is not None and (high is None or not float(low) < float(high)):
-            raise TableError(f"{source}: search space entry {name!r} has low={low!r}, high={high!r}; needs low < high.")
+    """The preset's rules (:func:`rspose_tune.spaces.validate_space`, the searcher's too), as a :class:`TableError`."""
+    try:
+        validate_space(space, source=f"{source}: the search space")
+    except SearchSpaceError as exc:
+        raise TableError(str(exc)) from None
 
 
 def _space_of_preset(preset: Any) -> dict[str, dict[str, Any]]:
