@@ -217,9 +217,6 @@ def shrink_model(cfg) -> None:
     head["in_channels"] = channels
     if "deconv_out_channels" in head and head["deconv_out_channels"]:
         head["deconv_out_channels"] = tuple(min(c, 32) for c in head["deconv_out_channels"])
-    neck = cfg.model.get("neck")
-    if neck is not None and neck.get("type") == "FeatureMapProcessor":
-        pass
 
 
 def _set_pretrained(cfg, weights: str | Path | None) -> None:
