@@ -24,7 +24,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from rspose_tune.spaces import COMPONENTS, LOSS_PARAMS, PARAM_NAMES, component_names, fill_defaults, is_off
+from rspose_tune.spaces import COMPONENTS, LOSS_PARAMS, PARAM_NAMES, LossSetting, LossSettingError, component_names
 
 __all__ = [
     "STAGE_EXPERIMENT",
@@ -69,20 +69,23 @@ def stage_settings(preset, seed: int, *, top: int | None = None, seeds: int | No
 
 
 def project_setting(params: Mapping[str, Any], space: Mapping[str, Any]) -> tuple[dict[str, float | None], list[str]]:
-    """``params`` (the loss values; an off component has coefficient None/0; a parameter with a
-    default, missing or None, is its default) moved into ``space``
+    """``params`` (the loss values, read as a :class:`rspose_tune.spaces.LossSetting`) moved into ``space``
     (:class:`rspose_tune.spaces.ParamSpec` per name): values outside a range are clipped to it,
     fixed values replace the given ones. Returns the setting and one line per change.
 
     Raises:
-        StageError: a component is off in ``params`` but ``space`` cannot switch it off.
+        StageError: a component is off in ``params`` but ``space`` cannot switch it off, or a value
+            breaks its rule.
     """
     out: dict[str, float | None] = {}
     changes = []
-    params = fill_defaults(params)
+    try:
+        setting = LossSetting.from_dict(params)
+    except LossSettingError as exc:
+        raise StageError(str(exc)) from None
     for p in LOSS_PARAMS:
         if p.component is None:
-            spec, value = space[p.name], params[p.name]
+            spec, value = space[p.name], setting[p.name]
             new = _into(spec, value)
             if value is None or float(new) != float(value):
                 changes.append(f"{p.name} {value!r} -> {new:g} ({spec.describe()})")
@@ -90,8 +93,8 @@ def project_setting(params: Mapping[str, Any], space: Mapping[str, Any]) -> tupl
     for c in COMPONENTS:
         dname, cname = component_names(c)
         dspec, cspec = space[dname], space[cname]
-        coeff = params.get(cname)
-        if is_off(coeff):
+        coeff = setting[cname]
+        if not setting.is_on(c):
             if not cspec.can_be_off:
                 raise StageError(f"component {c!r} is off there, but this preset cannot switch it off "
                                  f"({cname}: {cspec.describe()})")  # fmt: skip
@@ -101,7 +104,7 @@ def project_setting(params: Mapping[str, Any], space: Mapping[str, Any]) -> tupl
             out[cname], out[dname] = 0.0, None
             changes.append(f"{c} switched off (this preset fixes {cname} at 0)")
             continue
-        for name, spec, value in ((cname, cspec, coeff), (dname, dspec, params.get(dname))):
+        for name, spec, value in ((cname, cspec, coeff), (dname, dspec, setting[dname])):
             new = _into(spec, value)
             if value is None or float(new) != float(value):
                 changes.append(f"{name} {value!r} -> {new:g} ({spec.describe()})")
@@ -121,8 +124,8 @@ def _same(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
     def norm(v):
         return None if v is None or v == 0 else round(float(v), 9)
 
-    a, b = fill_defaults(a), fill_defaults(b)
-    return all(norm(a.get(n)) == norm(b.get(n)) for n in PARAM_NAMES)
+    a, b = LossSetting.from_dict(a), LossSetting.from_dict(b)
+    return all(norm(a[n]) == norm(b[n]) for n in PARAM_NAMES)
 
 
 def _run_dir(run: str, storage: str) -> str:
@@ -203,11 +206,7 @@ def stage_configs(spec, rows) -> tuple[list[dict[str, Any]], list[str]]:
             notes.append(f"confirm stage: {len(top)} distinct full-budget setting(s) to confirm, fewer than "
                          f"--confirm-top {spec.confirm_top}")  # fmt: skip
         for _, trial in (top.iterrows() if len(top) else []):
-            params = {n: (None if trial[n] is None or trial[n] != trial[n] else float(trial[n])) for n in PARAM_NAMES}
-            params = fill_defaults(params)
-            for c in COMPONENTS:
-                if params[component_names(c)[1]] is None:
-                    params[component_names(c)[1]] = 0.0
+            params = dict(LossSetting.from_row(trial))  # an off component: coefficient 0.0, delta None
             for seed in spec.confirm_seeds:
                 configs.append({**params, "stage": "confirm", "seed": int(seed), "confirms": str(trial["trial_id"])})
     if spec.baseline:

@@ -42,7 +42,6 @@ import pandas as pd
 from rspose_tune._flags import add_run_selection
 from rspose_tune.errors import RSPoseTuneError, cli_error
 from rspose_tune.report import (
-    PARAM_NAMES,
     ReportError,
     RunData,
     backbone_report,
@@ -52,6 +51,7 @@ from rspose_tune.report import (
     storage_argument,
     summarize_trials,
 )
+from rspose_tune.spaces import LossSetting
 
 __all__ = ["PLUGIN_MODULE", "export_config", "export_setting", "finalize_export_config", "main", "pick_trial"]
 
@@ -102,11 +102,8 @@ def pick_trial(backbone: str, runs: Sequence[RunData], trial_id: str | None = No
 
 
 def _params(trial: pd.Series) -> dict[str, float | None]:
-    out: dict[str, float | None] = {}
-    for name in PARAM_NAMES:
-        value = trial[name]
-        out[name] = None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
-    return out
+    """The trial's setting as its row stores it (:class:`rspose_tune.spaces.LossSetting`; off: null)."""
+    return LossSetting.from_row(trial).as_row()
 
 
 def run_preset(spec, *, data_root: str | None = None, weights: str | None = None):

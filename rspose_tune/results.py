@@ -28,7 +28,7 @@ Conventions:
 - ``pos_thr`` (schema version 3) is never null outside the baseline stage (it is not part of a
   component that can be off); files of schema versions 1 and 2 lack it, and :func:`read_results`
   reads their rows as its default, 0 (every non-zero label, what those runs trained with), as
-  for every parameter with a default (:func:`rspose_tune.spaces.fill_defaults`).
+  for every parameter with a default (:data:`rspose_tune.spaces.PARAM_DEFAULTS`).
 - Non-finite metric values (NaN, e.g. ``loss_sort`` of an off component) are stored as null.
 - ``status``: ``running`` for every reported result; when a trial ends its last row becomes
   ``completed`` (it reached ``max_epochs``), ``pruned`` (ended earlier: the scheduler stopped
@@ -70,7 +70,7 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from rspose_tune.spaces import COMPONENTS, LOSS_PARAMS, PARAM_NAMES, component_names, is_off
+from rspose_tune.spaces import PARAM_DEFAULTS, PARAM_NAMES, LossSetting
 
 __all__ = [
     "METADATA_KEY",
@@ -196,18 +196,8 @@ def _str_or_none(value: Any) -> str | None:
 def _params(config: Mapping[str, Any], *, baseline: bool = False) -> dict[str, float | None]:
     if baseline:
         return {name: None for name in PARAM_COLUMNS}
-    out: dict[str, float | None] = {}
-    for c in COMPONENTS:
-        delta, coeff_name = component_names(c)
-        coeff = _float_or_none(coeff_name, config.get(coeff_name))
-        off = is_off(coeff)
-        out[delta] = None if off else _float_or_none(delta, config.get(delta))
-        out[coeff_name] = None if off else coeff
-    for p in LOSS_PARAMS:
-        if p.component is None:
-            value = _float_or_none(p.name, config.get(p.name))
-            out[p.name] = p.default if value is None else value
-    return {name: out[name] for name in PARAM_COLUMNS}
+    given = {name: _float_or_none(name, config.get(name)) for name in PARAM_COLUMNS}  # NaN, inf: null
+    return LossSetting.from_dict(given).as_row()
 
 
 def _raw_metrics(result: Mapping[str, Any]) -> str | None:
@@ -474,9 +464,8 @@ def _fill_default_params(frame: pd.DataFrame) -> None:
     if frame.empty:
         return
     not_baseline = frame["stage"].fillna("search") != "baseline"
-    for p in LOSS_PARAMS:
-        if p.default is not None:
-            frame.loc[not_baseline & frame[p.name].isna(), p.name] = p.default
+    for name, default in PARAM_DEFAULTS.items():
+        frame.loc[not_baseline & frame[name].isna(), name] = default
 
 
 def read_metadata(path: str | os.PathLike[str], *, filesystem: pafs.FileSystem | None = None) -> dict[str, Any]:

@@ -17,7 +17,6 @@ import pickle
 import signal
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
@@ -286,18 +285,10 @@ def test_shipped_presets_map_onto_the_searcher():
                 assert off or preset.params[f"delta_{c}"].contains(config[f"delta_{c}"]), (name, config)
 
 
-@dataclass(frozen=True)
-class _Spec:  # duck type of rspose_tune.spaces.ParamSpec
-    name: str
-    low: float | None = None
-    high: float | None = None
-    log: bool = False
-    fixed: float | None = None
-    allow_off: bool = False
-
-
 def test_object_specs_equal_mapping_specs():
-    objects = {name: _Spec(name=name, **spec) for name, spec in SPACE.items()}
+    from rspose_tune.spaces import ParamSpec
+
+    objects = {name: ParamSpec(name=name, **spec) for name, spec in SPACE.items()}
     a, b = make_searcher(space=objects), make_searcher()
     assert [a.suggest(f"t{i}") for i in range(5)] == [b.suggest(f"t{i}") for i in range(5)]
 

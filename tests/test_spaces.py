@@ -484,3 +484,32 @@ def test_strict_numbers_with_the_key_path(value, message, tmp_path):
     path.write_text(text)
     with pytest.raises(SearchSpaceError, match=message):
         load_preset(str(path))
+
+
+#: ``pickle.dumps`` on main 986a56e (``rspose_tune/spaces.py`` one module) of ``{"dims": {coeff_sort: a
+#: ParamSpec range, pos_thr: a fixed ParamSpec}, "budget": Budget(10, 2, 3, 1), "param": LOSS_PARAMS[-1]}``:
+#: how a saved searcher state or a run's ``tuner.pkl`` names these classes.
+_OLD_PICKLE = (
+    b"\x80\x04\x95\x9a\x01\x00\x00\x00\x00\x00\x00}\x94(\x8c\x04dims\x94}\x94(\x8c\ncoeff_sort\x94\x8c\x12rspose_tune"
+    b".spaces\x94\x8c\tParamSpec\x94\x93\x94)\x81\x94}\x94(\x8c\x04name\x94h\x03\x8c\x03low\x94G?\xb9\x99\x99\x99\x99"
+    b"\x99\x9a\x8c\x04high\x94G@\x10\x00\x00\x00\x00\x00\x00\x8c\x03log\x94\x88\x8c\x05fixed\x94N\x8c\tallow_off\x94"
+    b"\x88ub\x8c\x07pos_thr\x94h\x06)\x81\x94}\x94(h\th\x0fh\nNh\x0bNh\x0c\x89h\rG\x00\x00\x00\x00\x00\x00\x00\x00h"
+    b"\x0e\x89ubu\x8c\x06budget\x94h\x04\x8c\x06Budget\x94\x93\x94)\x81\x94}\x94(\x8c\nmax_epochs\x94K\n\x8c\x0cgrace"
+    b"_epochs\x94K\x02\x8c\x10reduction_factor\x94K\x03\x8c\x0cval_interval\x94K\x01ub\x8c\x05param\x94h\x04\x8c\tLos"
+    b"sParam\x94\x93\x94)\x81\x94}\x94(h\th\x0f\x8c\x04kind\x94\x8c\tthreshold\x94\x8c\tcomponent\x94N\x8c\x06target"
+    b"\x94\x8c\x04loss\x94\x8c\x07default\x94G\x00\x00\x00\x00\x00\x00\x00\x00\x8c\x05label\x94\x8c\x08Pos. thr\x94ubu."
+)
+
+
+def test_pickles_of_the_one_module_spaces_still_load_and_new_ones_keep_its_name():
+    import pickle
+
+    from rspose_tune.spaces import LOSS_PARAMS, Budget
+
+    old = pickle.loads(_OLD_PICKLE)
+    assert old == {"dims": {"coeff_sort": ParamSpec("coeff_sort", low=0.1, high=4.0, log=True, allow_off=True),
+                            "pos_thr": ParamSpec("pos_thr", fixed=0.0)},
+                   "budget": Budget(10, 2, 3, 1), "param": LOSS_PARAMS[-1]}  # fmt: skip
+    assert type(old["dims"]["pos_thr"]) is ParamSpec
+    # a new pickle names the package, as the old module did, so a move inside the package cannot break it
+    assert pickle.dumps(old, protocol=4) == _OLD_PICKLE

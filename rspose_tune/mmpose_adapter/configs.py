@@ -14,12 +14,11 @@ from __future__ import annotations
 from rspose_tune.errors import RSPoseTuneError
 
 import copy
-import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from rspose_tune.spaces import LOSS_PARAMS, PARAM_NAMES, fill_defaults, loss_param
+from rspose_tune.spaces import LOSS_PARAMS, PARAM_NAMES, LossSetting, LossSettingError
 
 __all__ = [
     "LOSS_PARAM_NAMES",
@@ -82,18 +81,11 @@ def _check_params(params: Mapping[str, Any]) -> dict[str, float]:
     unknown = sorted(set(params) - set(LOSS_PARAM_NAMES))
     if unknown:
         raise ConfigBuildError(f"unknown loss parameter(s) {unknown}; valid: {list(LOSS_PARAM_NAMES)}")
-    out: dict[str, float] = {}
-    params = fill_defaults(params)  # a parameter with a default (pos_thr) given as None or not at all
-    for name in LOSS_PARAM_NAMES:
-        value = params.get(name)
-        if value is None:  # an "off" component's delta, or an off coefficient
-            value = 0.0
-        value = float(value)
-        if not math.isfinite(value) or value < 0:
-            raise ConfigBuildError(f"loss parameter `{name}` must be finite and >= 0, got {value}")
-        if loss_param(name).kind == "threshold" and value >= 1:
-            raise ConfigBuildError(f"loss parameter `{name}` must be < 1 (labels peak at 1), got {value}")
-        out[name] = value
+    try:
+        setting = LossSetting.from_dict(params)  # off: coefficient 0.0; pos_thr None or absent: its default
+    except LossSettingError as exc:
+        raise ConfigBuildError(f"loss parameter {exc}") from None
+    out = {name: 0.0 if value is None else value for name, value in setting.items()}  # an off component's delta
     if out["coeff_rank"] == 0 and out["coeff_sort"] == 0:
         raise ConfigBuildError("`coeff_rank` and `coeff_sort` are both 0: the heatmap would get no loss")
     return out
@@ -225,9 +217,6 @@ def shrink_model(cfg) -> None:
     head["in_channels"] = channels
     if "deconv_out_channels" in head and head["deconv_out_channels"]:
         head["deconv_out_channels"] = tuple(min(c, 32) for c in head["deconv_out_channels"])
-    neck = cfg.model.get("neck")
-    if neck is not None and neck.get("type") == "FeatureMapProcessor":
-        pass
 
 
 def _set_pretrained(cfg, weights: str | Path | None) -> None:

@@ -25,7 +25,8 @@ __all__ = ["HEATMAP_POS_THR", "POS_THR", "SIMCC_POS_THR", "RSPoseLoss", "check_c
 #: Default positive threshold, for heatmaps and SimCC alike: every non-zero label is a positive
 #: (the support the RSPose paper's Table 1 imbalance ratios imply). Defined once, as the default
 #: of the ``pos_thr`` loss hyperparameter (:data:`rspose_tune.spaces.LOSS_PARAMS`).
-POS_THR = float(loss_param("pos_thr").default)
+_POS_THR = loss_param("pos_thr")
+POS_THR = float(_POS_THR.default)
 #: Former per-codec defaults, now both :data:`POS_THR` (kept so imports keep working).
 HEATMAP_POS_THR = SIMCC_POS_THR = POS_THR
 
@@ -196,8 +197,9 @@ class RSPoseLoss(nn.Module):
         delta_sort, coeff_sort = check_component("sort", delta_sort, coeff_sort)
         if pos_thr is None:
             pos_thr = POS_THR
-        if not (_is_real(pos_thr) and 0 <= pos_thr < 1):
-            raise ValueError(f"The value of `pos_thr` is {pos_thr!r}, but must be a finite `0 <= pos_thr < 1`")
+        problem = _POS_THR.problem(pos_thr)  # the one rule (spaces.LossParam.problem)
+        if problem:
+            raise ValueError(f"The value of `pos_thr` is {pos_thr!r}, but {problem}")
         self.delta_rank = delta_rank
         self.coeff_rank = coeff_rank
         self.delta_sort = delta_sort

@@ -29,12 +29,22 @@ from typing import Any
 
 import numpy as np
 
-from rspose_tune.spaces import COMPONENTS, LOSS_PARAMS, PARAM_NAMES, component_names, fill_defaults, is_off, loss_param
+from rspose_tune.spaces import (
+    COMPONENTS,
+    PARAM_DEFAULTS,
+    PARAM_NAMES,
+    LossSetting,
+    LossSettingError,
+    SearchSpaceError,
+    fill_defaults,
+    loss_param,
+    validate_space,
+)
 
 __all__ = ["REQUIRED_COLUMNS", "Curve", "CurveTable", "TableError", "Match", "load_table", "table_from_frame"]
 
 #: Columns the replay reads (a parameter with a default may be missing: read as the default).
-REQUIRED_COLUMNS = ("trial_id", "epoch", "status", *(p.name for p in LOSS_PARAMS if p.default is None), "metric",
+REQUIRED_COLUMNS = ("trial_id", "epoch", "status", *(n for n in PARAM_NAMES if n not in PARAM_DEFAULTS), "metric",
                     "wall_s")  # fmt: skip
 
 
@@ -106,8 +116,9 @@ class CurveTable:
             raise TableError(f"{self.source}: no setting has a full-budget ({self.max_epochs}-epoch) curve.")
         self._sign = 1.0 if self.mode == "max" else -1.0
         self._values = np.array([np.mean([c.metric[-1] for c in cs]) for cs in self.curves])
-        self._patterns = [_pattern(s) for s in self.settings]
-        self._points = np.array([_unit_point(s, self.space) for s in self.settings])
+        settings = [LossSetting.from_dict(s) for s in self.settings]
+        self._patterns = [_pattern(s) for s in settings]
+        self._points = np.array([_unit_point(s, self.space) for s in settings])
 
     # ------------------------------------------------------------------ values
     @property
@@ -156,8 +167,9 @@ class CurveTable:
         either count 0; a value outside the table's range counts as the nearest end of it, e.g.
         ``pos_thr`` 0 as the table's lowest ``pos_thr``). Ties go to the lower index.
         """
-        pattern = _pattern(config)
-        point = _unit_point(config, self.space)
+        setting = LossSetting.from_dict(config)
+        pattern = _pattern(setting)
+        point = _unit_point(setting, self.space)
         candidates = [i for i, p in enumerate(self._patterns) if p == pattern]
         same = bool(candidates)
         if not same:
@@ -170,29 +182,22 @@ class CurveTable:
         return Match(index=int(idx[k]), distance=distance, exact=same and distance < 1e-9, same_pattern=same)
 
 
-def _is_off(config: Mapping[str, Any], component: str | None) -> bool:
-    if component is None:  # a parameter of no component is never off
-        return False
-    coeff = config.get(component_names(component)[1])
-    return is_off(coeff)
+def _pattern(setting: LossSetting) -> tuple[bool, ...]:
+    return tuple(setting.is_on(c) for c in COMPONENTS)
 
 
-def _pattern(config: Mapping[str, Any]) -> tuple[bool, ...]:
-    return tuple(not _is_off(config, c) for c in COMPONENTS)
-
-
-def _unit_point(config: Mapping[str, Any], space: Mapping[str, Mapping[str, Any]]) -> list[float]:
+def _unit_point(setting: LossSetting, space: Mapping[str, Mapping[str, Any]]) -> list[float]:
     """Coordinates in [0, 1] per searched dimension; NaN where the component is off."""
     out = []
     for name in PARAM_NAMES:
         spec = space[name]
         if spec.get("low") is None:
             continue  # fixed: not a dimension
-        if _is_off(config, loss_param(name).component):
+        component = loss_param(name).component
+        if component is not None and not setting.is_on(component):  # a parameter of no component is never off
             out.append(float("nan"))
             continue
-        value = fill_defaults(config)[name]
-        value, low, high = float(value), float(spec["low"]), float(spec["high"])
+        value, low, high = float(setting[name]), float(spec["low"]), float(spec["high"])
         value = min(max(value, low), high)  # a proposal from a wider search space: the nearest edge
         if spec.get("log"):
             value, low, high = (math.log(v) for v in (value, low, high))
@@ -201,11 +206,8 @@ def _unit_point(config: Mapping[str, Any], space: Mapping[str, Mapping[str, Any]
 
 
 def _setting_key(row: Mapping[str, Any]) -> tuple:
-    key = []
-    for name in PARAM_NAMES:
-        value = row[name]
-        key.append(None if value is None or (isinstance(value, float) and math.isnan(value)) else float(f"{value:.10g}"))
-    return tuple(key)
+    """A row's setting (:meth:`LossSetting.from_row`, as stored: off is null) to 10 significant digits."""
+    return tuple(None if v is None else float(f"{v:.10g}") for v in LossSetting.from_row(row).as_row().values())
 
 
 _SEED_IN_ID = re.compile(r"seed(\d+)$")
@@ -250,7 +252,7 @@ def table_from_frame(
             f"{source}: missing column(s) {missing}; a replay table needs {list(REQUIRED_COLUMNS)} "
             "(rows as written by rspose_tune.results)."
         )
-    frame = frame.assign(**{p.name: p.default for p in LOSS_PARAMS if p.default is not None and p.name not in frame})
+    frame = frame.assign(**{name: default for name, default in PARAM_DEFAULTS.items() if name not in frame})
     space = _with_defaults(space)
     known_good = [fill_defaults(k) for k in known_good]
     _check_space(space, source)
@@ -275,19 +277,16 @@ def table_from_frame(
         if not np.all(np.isfinite(wall)) or np.any(wall < 0):
             raise TableError(f"{source}: trial {trial_id!r} has wall_s {wall.tolist()}; it must be finite and >= 0.")
         records = rows.to_dict("records")
-        keys = {_setting_key(r) for r in records}
+        try:
+            keys = {_setting_key(r) for r in records}
+        except LossSettingError as exc:
+            raise TableError(f"{source}: trial {trial_id!r}: {exc}") from None
         if len(keys) != 1:
             raise TableError(f"{source}: trial {trial_id!r} changes its parameters between epochs: {sorted(keys, key=str)}.")
         curve = Curve(str(trial_id), tuple(int(e) for e in rows["epoch"]), tuple(metric.tolist()), tuple(_seconds(wall)),
                       seed=_training_seed(records[-1], str(trial_id)))
         groups.setdefault(keys.pop(), []).append(curve)
-    settings = []
-    for key in groups:
-        setting = fill_defaults(dict(zip(PARAM_NAMES, key)))
-        for c in COMPONENTS:
-            if setting[component_names(c)[1]] is None:
-                setting[component_names(c)[1]] = 0.0
-        settings.append(setting)
+    settings = [dict(LossSetting.from_dict(dict(zip(PARAM_NAMES, key)))) for key in groups]  # off: coeff 0.0
     return CurveTable(
         source=source, settings=settings, curves=list(groups.values()), max_epochs=int(max_epochs), mode=mode,
         space={n: dict(space[n]) for n in PARAM_NAMES}, known_good=[dict(k) for k in known_good],
@@ -299,21 +298,17 @@ def _with_defaults(space: Any) -> Any:
     """A space written before a parameter with a default existed: that parameter fixed at it."""
     if not isinstance(space, Mapping):
         return space
-    missing = {p.name: {"low": None, "high": None, "log": False, "fixed": p.default, "allow_off": False}
-               for p in LOSS_PARAMS if p.default is not None and p.name not in space}  # fmt: skip
+    missing = {name: {"low": None, "high": None, "log": False, "fixed": default, "allow_off": False}
+               for name, default in PARAM_DEFAULTS.items() if name not in space}  # fmt: skip
     return {**space, **missing}
 
 
 def _check_space(space: Any, source: str) -> None:
-    if not isinstance(space, Mapping) or any(n not in space for n in PARAM_NAMES):
-        raise TableError(f"{source}: the search space must define all of {list(PARAM_NAMES)}, got {space!r}.")
-    for name in PARAM_NAMES:
-        spec = space[name]
-        if not isinstance(spec, Mapping):
-            raise TableError(f"{source}: search space entry {name!r} must be a mapping, got {spec!r}.")
-        low, high = spec.get("low"), spec.get("high")
-        if low is not None and (high is None or not float(low) < float(high)):
-            raise TableError(f"{source}: search space entry {name!r} has low={low!r}, high={high!r}; needs low < high.")
+    """The preset's rules (:func:`rspose_tune.spaces.validate_space`, the searcher's too), as a :class:`TableError`."""
+    try:
+        validate_space(space, source=f"{source}: the search space")
+    except SearchSpaceError as exc:
+        raise TableError(str(exc)) from None
 
 
 def _space_of_preset(preset: Any) -> dict[str, dict[str, Any]]:

@@ -114,3 +114,19 @@ def test_demo_simcc_stock_and_rspose_configs(mmpose_ready, tmp_path):
         assert Config(dict(x=stock[key])).to_dict() == Config(dict(x=demo[key])).to_dict(), key
     assert stock.model.backbone == demo.model.backbone
     assert stock.train_dataloader.batch_size == demo.train_dataloader.batch_size
+
+
+@pytest.mark.parametrize(("change", "match"), [
+    ({"pos_thr": 1.0}, r"^loss parameter `pos_thr` must be < 1 \(labels peak at 1, so nothing would be a positive\), "
+                       r"got 1.0$"),  # the one rule (spaces.LossParam.problem)
+    ({"delta_rank": -1.0}, r"^loss parameter `delta_rank` must be finite and >= 0, got -1.0$"),
+    ({"coeff_inst": float("nan")}, r"^loss parameter `coeff_inst` must be finite and >= 0, got nan$"),
+    ({"coeff_rank": 0.0, "coeff_sort": None}, r"both 0: the heatmap would get no loss"),
+    ({"pos_thrx": 0.1}, r"unknown loss parameter\(s\) \['pos_thrx'\]"),
+])  # fmt: skip
+def test_loss_parameters_are_read_as_a_loss_setting(change, match, mmpose_ready):
+    from rspose_tune.mmpose_adapter.configs import ConfigBuildError, _check_params
+
+    assert _check_params({**KG, "coeff_inst": None}) == {**KG, "coeff_inst": 0.0, "delta_inst": 0.0, "pos_thr": 0.0}
+    with pytest.raises(ConfigBuildError, match=match):
+        _check_params({**KG, **change})

@@ -105,7 +105,7 @@ def test_nearest_counts_a_value_outside_the_range_as_its_nearest_end(mixed_table
     """Issue 26: a proposal from a wider search space (``replay --search-space``) matches as if it
     were at the table's edge, in linear and log dimensions alike."""
     setting = mixed_table.settings[0]
-    for name, outside, edge in (("delta_rank", 50.0, 1.0), ("delta_rank", -3.0, 0.1)):
+    for name, outside, edge in (("delta_rank", 50.0, 1.0), ("delta_rank", 0.01, 0.1)):  # a delta is >= 0
         a = mixed_table.nearest(dict(setting, **{name: outside}))
         b = mixed_table.nearest(dict(setting, **{name: edge}))
         assert (a.index, a.distance) == (b.index, pytest.approx(b.distance))
@@ -113,3 +113,16 @@ def test_nearest_counts_a_value_outside_the_range_as_its_nearest_end(mixed_table
     a = mixed_table.nearest(dict(log_dim, delta_sort=1e-9))  # below a log range: its low end, not log(1e-300)
     b = mixed_table.nearest(dict(log_dim, delta_sort=0.1))
     assert (a.index, a.distance) == (b.index, pytest.approx(b.distance))
+
+
+@pytest.mark.parametrize(("space", "match"), [
+    ({"delta_rank": {}}, r"^t: the search space: `params` is missing required key\(s\) \['coeff_rank'"),
+    ("x", r"^t: the search space: `params` must be a mapping, got 'x' \(str\)$"),
+    ({**SPACE, "delta_rank": {**SPACE["delta_rank"], "low": 2.0}}, r"`params.delta_rank` must have low < high"),
+    ({**SPACE, "coeff_rank": {**SPACE["coeff_rank"], "fixed": 0.0}}, r"`params.delta_rank` must be \{fixed: null\}"),
+])  # fmt: skip
+def test_a_table_space_is_checked_by_the_one_validator(space, match):
+    """The preset's rules (``spaces.validate_space``), as a TableError."""
+    rows = _curve_rows("t", _setting(0.5, 1.0, 1.0, 1.0, 1.0), 0.6)
+    with pytest.raises(TableError, match=match):
+        table_from_frame(pd.DataFrame(rows), source="t", max_epochs=4, mode="max", space=space)
