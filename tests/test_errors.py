@@ -11,6 +11,7 @@ from rspose_tune.errors import RSPoseTuneError
 USER_ERRORS = [
     ("rspose_tune.spaces", "SearchSpaceError", ValueError),
     ("rspose_tune.spaces", "MissingDataError", FileNotFoundError),
+    ("rspose_tune.spaces", "LossSettingError", ValueError),
     ("rspose_tune.search", "SearchError", RuntimeError),
     ("rspose_tune.runspec", "RunSpecError", ValueError),
     ("rspose_tune.tracking", "TrackingError", ValueError),
