@@ -157,20 +157,20 @@ def tracking_record(tracking: Tracking, run: str) -> dict[str, Any]:
 
 def write_tracking(run_dir: str, tracking: Tracking, run: str) -> None:
     """Record this start's tracking choice in ``<run>/tracking.json`` (rewritten at every start)."""
-    from rspose_tune.runspec import _write_text, join
+    from rspose_tune._storage import join, write_text
 
-    _write_text(join(run_dir, TRACKING_FILE), json.dumps(tracking_record(tracking, run), indent=1) + "\n")
+    write_text(join(run_dir, TRACKING_FILE), json.dumps(tracking_record(tracking, run), indent=1) + "\n")
 
 
 def read_tracking(run_dir: str) -> dict[str, Any] | None:
     """``tracking.json`` of a run (None: the run never recorded one)."""
-    from rspose_tune.runspec import _read_text, exists, join
+    from rspose_tune._storage import exists, join, read_text
 
     path = join(run_dir, TRACKING_FILE)
     if not exists(path):
         return None
     try:
-        data = json.loads(_read_text(path))
+        data = json.loads(read_text(path))
     except ValueError as exc:
         raise TrackingError(f"{path}: not valid JSON ({exc})") from exc
     if not isinstance(data, dict):
