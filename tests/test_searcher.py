@@ -585,6 +585,33 @@ def test_pickle_roundtrip_before_and_during_search(tmp_path):
     assert len(rerun) == 1 and rerun[0].state == TrialState.COMPLETE and rerun[0].value == 0.9
 
 
+def test_tuner_pkl_of_the_single_module_searcher_loads():
+    """A ResumableConcurrencyLimiter(PruningAwareOptunaSearch) pickled by rspose_tune 986a56e, when the
+    searcher was the module rspose_tune/searcher.py (as in a run's tuner.pkl), still loads and proposes
+    what a new searcher of the same settings proposes; new pickles name the same path."""
+    from rspose_tune.searcher import ResumableConcurrencyLimiter
+
+    data = (Path(__file__).parent / "data" / "tuner_searcher_986a56e.pkl").read_bytes()
+    assert "'rspose_tune.searcher'" in _pickled_strings(data)  # the class's path then
+    alg = pickle.loads(data)
+    assert isinstance(alg, ResumableConcurrencyLimiter) and isinstance(alg.searcher, PruningAwareOptunaSearch)
+    kg = [{"delta_rank": 0.5, "coeff_rank": 1.0, "delta_sort": 0.5, "coeff_sort": None, "delta_inst": 1.0,
+           "coeff_inst": 1.0}]  # fmt: skip
+    same = make_searcher(known_good=kg, seed=3)
+    assert [alg.searcher.suggest(t) for t in "abc"] == [same.suggest(t) for t in "abc"]
+    assert "'rspose_tune.searcher'" in _pickled_strings(pickle.dumps(alg))
+    assert "rspose_tune.searcher._search" not in _pickled_strings(pickle.dumps(alg))
+
+
+def _pickled_strings(data: bytes) -> str:
+    import io
+    import pickletools
+
+    out = io.StringIO()
+    pickletools.dis(data, out=out)
+    return out.getvalue()
+
+
 # --------------------------------------------------------------------------------------------
 # Real Ray Tune + ASHA
 # --------------------------------------------------------------------------------------------
