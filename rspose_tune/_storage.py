@@ -110,13 +110,14 @@ def write_text(path: str, text: str) -> None:
 
 
 def copy_file(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> None:
-    """Copy one file between any two locations (download, upload or local copy), creating the
-    target's folder; :class:`FileNotFoundError` when ``source`` is not a file."""
+    """Copy one file between any two locations (download, upload or local copy; a local target's
+    folder is created); :class:`FileNotFoundError` when ``source`` is not a file."""
     src_fs, src = filesystem(source)
     dst_fs, dst = filesystem(target)
     if src_fs.get_file_info(src).type != pafs.FileType.File:
         raise FileNotFoundError(f"{os.fspath(source)!r} is not a file")
-    dst_fs.create_dir(dst.rsplit("/", 1)[0], recursive=True)
+    if is_local(dst_fs):
+        dst_fs.create_dir(dst.rsplit("/", 1)[0], recursive=True)
     pafs.copy_files(src, dst, source_filesystem=src_fs, destination_filesystem=dst_fs, chunk_size=_CHUNK)
 
 
