@@ -11,6 +11,7 @@ an object store's upload is all-or-nothing. Only this module and the Parquet rea
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 
 import pyarrow.fs as pafs
@@ -94,11 +95,13 @@ def read_text(path: str) -> str:
 
 
 def write_text(path: str, text: str) -> None:
-    """Write ``text``: locally through a temporary file and a rename, on object stores in one PUT."""
+    """Write ``text``: locally through a hidden temporary file and a rename (atomic), on object stores
+    in one PUT."""
     fs, where = filesystem(path)
     fs.create_dir(where.rsplit("/", 1)[0], recursive=True)
     if is_local(fs):
-        tmp = f"{where}.{os.getpid()}.tmp"
+        head, _, name = where.rpartition("/")
+        tmp = f"{head}/.{name}.{uuid.uuid4().hex}.tmp"  # hidden: readers of a folder skip it
         try:
             Path(tmp).write_text(text)
             os.replace(tmp, where)

@@ -5,9 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-import uuid
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import optuna
@@ -15,6 +13,7 @@ from optuna.trial import TrialState
 from ray.tune.search import Searcher
 
 from rspose_tune._numbers import finite_or_none as _finite
+from rspose_tune._storage import read_text, write_text
 from rspose_tune.spaces import validate_space
 
 from ._journal import journal_location, local_journal, upload_journal
@@ -238,19 +237,12 @@ class PruningAwareOptunaSearch(Searcher):
         """Upload the journal when it lives on an object store (:meth:`sync_journal`), then write
         :meth:`get_state` as JSON (atomically) to ``checkpoint_path``."""
         self.sync_journal()
-        path = Path(checkpoint_path)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-        try:
-            tmp.write_text(json.dumps(self.get_state(), indent=1, allow_nan=False))
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        write_text(checkpoint_path, json.dumps(self.get_state(), indent=1, allow_nan=False))
 
     def restore(self, checkpoint_path: str) -> None:
         """Read a :meth:`save` file and reopen the study from its journal (see :meth:`set_state`)."""
-        data = Path(checkpoint_path).read_bytes()
         try:
-            state = json.loads(data.decode("utf-8"))
+            state = json.loads(read_text(checkpoint_path))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ValueError(
                 f"{checkpoint_path!r} is not a PruningAwareOptunaSearch state file (JSON): {exc}"
