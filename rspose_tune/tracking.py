@@ -83,12 +83,12 @@ def normalize_mlflow_uri(value: str) -> str:
 
 def _check_mlflow_reachable(uri: str, timeout_s: float) -> None:
     if uri.startswith("file://"):
+        from rspose_tune._storage import unwritable
+
         path = Path(urlparse(uri).path)
-        if path.exists() and not path.is_dir():
-            raise TrackingError(f"--mlflow {uri!r}: {path} is a file, not a folder for MLflow's file store")
-        parent = next((p for p in [path, *path.parents] if p.exists()), None)
-        if parent is None or not os.access(parent, os.W_OK | os.X_OK):
-            raise TrackingError(f"--mlflow {uri!r}: cannot create {path} ({parent} is not writable)")
+        why = unwritable(path)
+        if why is not None:
+            raise TrackingError(f"--mlflow {uri!r}: cannot use {path} as MLflow's file store ({why})")
         return
     try:
         with urllib.request.urlopen(f"{uri}/health", timeout=timeout_s):
