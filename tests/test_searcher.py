@@ -744,8 +744,33 @@ def test_tuner_restore_resumes_study_without_repeats(local_ray, tmp_path):
 def test_unknown_sampler_is_refused_with_the_choices():
     from rspose_tune.searcher import PruningAwareOptunaSearch
 
-    with pytest.raises(ValueError, match=r"`sampler` is 'cmaes', but must be one of \['tpe', 'gp'\]"):
+    with pytest.raises(ValueError, match=r"`sampler` is 'cmaes', but must be one of \['tpe', 'random', 'gp'\]"):
         PruningAwareOptunaSearch(SPACE, max_epochs=4, metric="m", mode="max", sampler="cmaes")
+
+
+def test_one_set_of_sampler_names_for_the_searcher_and_the_start_up_rule():
+    from rspose_tune.searcher import SAMPLERS, startup_trials
+
+    assert SAMPLERS == ("tpe", "random", "gp")
+    assert [startup_trials(30, s) for s in SAMPLERS] == [10, 30, 10]
+    with pytest.raises(ValueError, match=r"`sampler` is 'cmaes', but must be one of \['tpe', 'random', 'gp'\]"):
+        startup_trials(30, "cmaes")
+
+
+def test_random_sampler_proposes_what_tpe_start_up_trials_propose(tmp_path):
+    """``sampler="random"`` is random search as the CLI's ``--sampler random`` and the replay's random
+    policies ran it (TPE with every trial a start-up trial): the same proposals, after a restore too."""
+    runs = iter(range(100))
+
+    def proposals(**kwargs):
+        journal = tmp_path / f"{next(runs)}.journal"
+        searcher = make_searcher(known_good=KNOWN_GOOD[:1], seed=5, journal_path=journal, **kwargs)
+        out = [drive(searcher, f"t{i}", 1 + i % MAX_T) for i in range(8)]
+        clone = pickle.loads(pickle.dumps(searcher))  # a new driver: the seed derived from the history
+        return out + [clone.suggest("again")]
+
+    assert proposals(sampler="random") == proposals(sampler="tpe", n_startup_trials=2**31 - 1)
+    assert proposals(sampler="random") != proposals(sampler="tpe", n_startup_trials=2)
 
 
 # --------------------------------------------------------------------------------------------

@@ -10,8 +10,10 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-#: The model-based samplers :class:`PruningAwareOptunaSearch` can use after its start-up trials.
-SAMPLERS = ("tpe", "gp")
+#: Every sampler of a search, by the one name the searcher, the search's ``--sampler``, the run spec and
+#: the replay's policies use: ``tpe`` (Optuna's TPE after its random start-up trials), ``random`` (random
+#: search: every trial a start-up trial) and ``gp`` (Optuna's Gaussian process after them).
+SAMPLERS = ("tpe", "random", "gp")
 #: Optuna TPESampler options for parallel trials (measured: docs/trust.md#parallel-tpe).
 TPE_OPTIONS = {"constant_liar": True, "multivariate": False}
 #: The ``TPESampler`` keyword arguments ``tpe_options`` may set.
@@ -28,6 +30,8 @@ def startup_trials(num_trials: int, sampler: str = "tpe") -> int:
     runs (32) instead of 10, TPE's confirm stage named the best setting in 14 instead of 12 of 40
     replays on the shipped demo table and 18 instead of 8 on the held-out one, each with a lower
     mean regret. Searches of up to 32 trials (the default for the real presets) are unchanged."""
+    if sampler not in SAMPLERS:
+        raise ValueError(f"`sampler` is {sampler!r}, but must be one of {list(SAMPLERS)}.")
     if sampler == "random":
         return num_trials
     return max(2, num_trials // 3)
@@ -73,6 +77,8 @@ def make_sampler(
     with warnings.catch_warnings():  # `group` is marked experimental in Optuna 5; chosen knowingly
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning,
                                 message=".*``group``.*")  # fmt: skip
+        if sampler == "random":  # what TPE's start-up trials draw (TPESampler's own RandomSampler, same seed)
+            return optuna.samplers.RandomSampler(seed=derive_seed(seed, n_trials))
         if sampler == "gp":  # Optuna's Gaussian-process sampler (learns the noise); tpe_options do not apply
             return optuna.samplers.GPSampler(
                 seed=derive_seed(seed, n_trials), n_startup_trials=n_startup_trials,

@@ -62,10 +62,12 @@ class PruningAwareOptunaSearch(Searcher):
             ``rspose:warm_start``). The values must lie in ``space``.
         tpe_options: ``TPESampler`` keyword arguments (default :data:`TPE_OPTIONS`); e.g.
             ``{}`` for Optuna's independent TPE.
-        sampler: ``"tpe"`` (the default) or ``"gp"``: Optuna's ``GPSampler`` (a Gaussian process
-            over the COMPLETE trials; parameters outside the space every trial shares, such as the
-            delta of a component that may be off, are sampled at random). Compared on recorded
-            curves by ``python -m rspose_tune.replay --policies asha-tpe asha-gp``.
+        sampler: One of :data:`SAMPLERS`: ``"tpe"`` (the default), ``"random"`` (every trial
+            random, as TPE's start-up trials; ``n_startup_trials`` and ``tpe_options`` do not
+            apply) or ``"gp"``: Optuna's ``GPSampler`` (a Gaussian process over the COMPLETE
+            trials; parameters outside the space every trial shares, such as the delta of a
+            component that may be off, are sampled at random). Compared on recorded curves by
+            ``python -m rspose_tune.replay --policies asha-tpe asha-random asha-gp``.
         journal_path: Optuna journal file (``<run dir>/optuna.journal``), a local path or a URI
             that :mod:`pyarrow.fs` opens (``s3://...``: a local working copy is uploaded at every
             :meth:`save`, docs/trust.md#resume); ``None``: in memory (no resume across processes).
