@@ -9,8 +9,9 @@ docs/trust.md#the-searcher.
 
 Modules: ``_rules`` (sampler names, TPE options, start-up count, trial states), ``_space`` (the
 space as Optuna sees it), ``_state`` (records, saved state, reconciling a journal), ``_journal``
-(where the journal lives), ``_search`` (the searcher). Use :class:`ResumableConcurrencyLimiter`
-(re-exported, as :func:`build_scheduler`) around it for parallel trials.
+(where the journal lives), ``_persistence`` (saving, restoring, pickling), ``_search`` (the
+searcher). Use :class:`ResumableConcurrencyLimiter` (re-exported, as :func:`build_scheduler`)
+around it for parallel trials.
 """
 
 from __future__ import annotations

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -13,11 +12,11 @@ from optuna.trial import TrialState
 from ray.tune.search import Searcher
 
 from rspose_tune._numbers import finite_or_none as _finite
-from rspose_tune._storage import read_text, write_text
 from rspose_tune.spaces import validate_space
 
-from ._journal import journal_location, local_journal, upload_journal
-from ._rules import SAMPLERS, TPE_OPTION_KEYS, TPE_OPTIONS, make_sampler, to_optuna_state
+from ._journal import journal_location
+from ._persistence import Persistence
+from ._rules import SAMPLERS, TPE_OPTION_KEYS, TPE_OPTIONS, to_optuna_state
 from ._space import known_good_params, sample, spec_json, warm_entry
 from ._state import (
     ATTR_FAIL_REASON,
@@ -32,20 +31,17 @@ from ._state import (
     PRUNED,
     RECORD_OF_STATE,
     RUNNING,
-    STATE_FORMAT,
-    STATE_VERSION,
     Record,
-    check_format,
-    reconcile,
 )
 
 logger = logging.getLogger("rspose_tune.searcher")
 
 
-class PruningAwareOptunaSearch(Searcher):
+class PruningAwareOptunaSearch(Persistence, Searcher):
     """Optuna TPE (ask/tell) for Ray Tune with correct states for scheduler-stopped trials.
 
-    The semantics (pruning, off components, warm start, resume): docs/trust.md#the-searcher.
+    The semantics (pruning, off components, warm start, resume): docs/trust.md#the-searcher. Saving,
+    restoring and pickling are the :class:`~rspose_tune.searcher._persistence.Persistence` half.
 
     Args:
         space: ``{name: spec}`` for every :data:`PARAM_NAMES` (one with a default may be left out:
@@ -235,76 +231,12 @@ class PruningAwareOptunaSearch(Searcher):
         self._open_study().tell(trial, value, state=state)
         record.state = RECORD_OF_STATE[state]
 
-    def save(self, checkpoint_path: str) -> None:
-        """Upload the journal when it lives on an object store (:meth:`sync_journal`), then write
-        :meth:`get_state` as JSON (atomically) to ``checkpoint_path``."""
-        self.sync_journal()
-        write_text(checkpoint_path, json.dumps(self.get_state(), indent=1, allow_nan=False))
-
-    def restore(self, checkpoint_path: str) -> None:
-        """Read a :meth:`save` file and reopen the study from its journal (see :meth:`set_state`)."""
-        try:
-            state = json.loads(read_text(checkpoint_path))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ValueError(
-                f"{checkpoint_path!r} is not a PruningAwareOptunaSearch state file (JSON): {exc}"
-            ) from exc
-        self.set_state(state)
-
-    def sync_journal(self) -> None:
-        """Upload the local working copy of a journal on an object store (no-op otherwise)."""
-        upload_journal(self._journal_local, self._journal_path)
-
     def unfinished_trial_ids(self) -> list[str]:
         """Ray trials this searcher suggested that have not finished (after a restore: those that
         were running when the state was saved; Ray resumes them)."""
         return sorted(tid for tid, r in self._records.items() if r.state in (RUNNING, INTERRUPTED))
 
-    def get_state(self) -> dict[str, Any]:
-        """The explicit, JSON-serialisable state (version :data:`STATE_VERSION`)."""
-        return {
-            "format": STATE_FORMAT,
-            "version": STATE_VERSION,
-            "study_name": self._study_name,
-            "journal_path": self._journal_path,
-            "metric": self._metric,
-            "mode": self._mode,
-            "max_epochs": self._max_epochs,
-            "time_attr": self._time_attr,
-            "seed": self._seed,
-            "space": {n: spec_json(d) for n, d in self._dims.items()},
-            "known_good_used": self._known_good_used,
-            "trials": {tid: r.to_json() for tid, r in self._records.items()},
-            "pending": sorted(tid for tid, r in self._records.items() if r.state == RUNNING),
-        }
-
-    def set_state(self, state: Mapping[str, Any]) -> None:
-        """Restore from :meth:`get_state` output and reopen the study from the journal.
-
-        The settings in ``state`` must match this searcher's (space, budget, metric, mode, study
-        name, time attribute); trials pending in ``state`` are interrupted: FAIL in Optuna,
-        re-run if Ray resumes them (docs/trust.md#resume).
-        """
-        self._load_state(state)
-        self._open_study()
-
-    def __getstate__(self) -> dict[str, Any]:
-        # Ray pickles the searcher inside tuner.pkl; keep that explicit as well (no live objects).
-        return {"init": dict(self._init_kwargs), "state": self.get_state() if self._records else None}
-
-    def __setstate__(self, pickled: dict[str, Any]) -> None:
-        self.__init__(**pickled["init"])  # type: ignore[misc]
-        if pickled["state"] is not None:
-            self._load_state(pickled["state"])  # the study is opened on first use
-
     # ---------------------------------------------------------------- internals
-    def _local_journal(self) -> str:
-        """The journal file Optuna writes: the path itself, or a local copy of a URI's journal."""
-        path = local_journal(self._journal_path, self._journal_local)  # type: ignore[arg-type]
-        if path != self._journal_path:
-            self._journal_local = path
-        return path
-
     def _record(self, trial_id: str) -> Record | None:
         if self._study is None and self._records:  # unpickled mid-search: reconcile first
             self._open_study()
@@ -317,73 +249,6 @@ class PruningAwareOptunaSearch(Searcher):
                 trial_id,
             )
         return record
-
-    def _load_state(self, state: Mapping[str, Any]) -> None:
-        check_format(state)
-        ours = {"study_name": self._study_name, "max_epochs": self._max_epochs, "time_attr": self._time_attr,
-                "space": {n: spec_json(d) for n, d in self._dims.items()}}  # fmt: skip
-        saved_space = state.get("space")
-        if isinstance(saved_space, Mapping):  # one saved before a parameter with a default existed has it fixed there
-            specs = validate_space(saved_space, source="the saved searcher state's space")
-            state = {**state, "space": {n: spec_json(d) for n, d in specs.items()}}
-        for key, mine in ours.items():
-            if state[key] != mine:
-                raise ValueError(
-                    f"The saved searcher has {key}={state[key]!r}, but this searcher has {key}={mine!r}; "
-                    "resume with the settings of the original run."
-                )
-        for key in ("metric", "mode"):
-            mine, saved = getattr(self, f"_{key}"), state[key]
-            if mine is not None and saved is not None and mine != saved:
-                raise ValueError(f"The saved searcher has {key}={saved!r}, but this searcher has {key}={mine!r}.")
-            if mine is None and saved is not None:
-                setattr(self, f"_{key}", saved)
-                self._init_kwargs[key] = saved
-        if self._journal_path is None:
-            self._journal_path = journal_location(state["journal_path"])
-            self._init_kwargs["journal_path"] = self._journal_path
-        if self._journal_path is None and state["trials"]:
-            raise ValueError(
-                "Cannot restore the search history: the saved searcher used an in-memory study and this "
-                "one has no `journal_path`. Only journal-backed searches can be resumed."
-            )
-        self._records = {tid: Record(**rec) for tid, rec in state["trials"].items()}
-        self._known_good_used = max(self._known_good_used, int(state["known_good_used"]))
-        self._study, self._live = None, {}
-
-    def _open_study(self) -> optuna.Study:
-        if self._study is not None:
-            return self._study
-        if self._metric is None or self._mode is None:
-            raise ValueError(
-                f"PruningAwareOptunaSearch needs `metric` and `mode` (got metric={self._metric!r}, "
-                f"mode={self._mode!r}): pass them to PruningAwareOptunaSearch(...) or to "
-                "tune.TuneConfig(metric=..., mode=...) with a non-empty `param_space`."
-            )
-        if self._journal_path is None:
-            storage: optuna.storages.BaseStorage = optuna.storages.InMemoryStorage()
-        else:
-            storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(self._local_journal()))
-        direction = "maximize" if self._mode == "max" else "minimize"
-        study = optuna.create_study(
-            storage=storage,
-            study_name=self._study_name,
-            direction=direction,
-            load_if_exists=True,
-            pruner=optuna.pruners.NopPruner(),
-            sampler=optuna.samplers.RandomSampler(),  # replaced below, once the history is known
-        )
-        if study.direction.name.lower() != direction:
-            raise ValueError(
-                f"The study {self._study_name!r} in {self._journal_path!r} has direction "
-                f"{study.direction.name.lower()}, but mode={self._mode!r} needs {direction}."
-            )
-        trials = study.get_trials(deepcopy=False)
-        study.sampler = make_sampler(self._sampler, self._seed, len(trials), self._n_startup_trials, self._tpe_options)
-        self._known_good_used = reconcile(study, trials, self._records, known_good_used=self._known_good_used,
-                                          journal_path=self._journal_path, study_name=self._study_name)
-        self._study = study
-        return study
 
     def _report(self, trial_id: str, record: Record, result: Mapping[str, Any]) -> None:
         epoch = result.get(self._time_attr)
