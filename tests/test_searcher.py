@@ -757,6 +757,20 @@ def test_one_set_of_sampler_names_for_the_searcher_and_the_start_up_rule():
         startup_trials(30, "cmaes")
 
 
+def test_sampler_names_are_read_without_optuna_or_ray():
+    """The search's parser reads SAMPLERS at start; the searcher's Optuna and Ray load on first use."""
+    from tests.conftest import _run
+
+    code = """
+        import sys
+        from rspose_tune.searcher import SAMPLERS, TPE_OPTIONS, startup_trials
+        light = sorted(m for m in ("optuna", "ray") if m in sys.modules)
+        from rspose_tune.searcher import PruningAwareOptunaSearch, ResumableConcurrencyLimiter, STATE_VERSION
+        print(light, PruningAwareOptunaSearch.__module__, "optuna" in sys.modules, STATE_VERSION)
+    """
+    assert _run(code) == "[] rspose_tune.searcher True 1"
+
+
 def test_random_sampler_proposes_what_tpe_start_up_trials_propose(tmp_path):
     """``sampler="random"`` is random search as the CLI's ``--sampler random`` and the replay's random
     policies ran it (TPE with every trial a start-up trial): the same proposals, after a restore too."""

@@ -16,16 +16,13 @@ around it for parallel trials.
 
 from __future__ import annotations
 
-# Re-exported: ``from rspose_tune.searcher import ...`` keeps working; a run's tuner.pkl names
-# rspose_tune.searcher.PruningAwareOptunaSearch and rspose_tune.searcher.ResumableConcurrencyLimiter.
+from typing import Any
+
 from rspose_tune._layout import JOURNAL_FILE
-from rspose_tune._limiter import ResumableConcurrencyLimiter
-from rspose_tune._scheduler import build_scheduler
+from rspose_tune._scheduler import build_scheduler  # re-exported
 from rspose_tune.spaces import COMPONENTS, PARAM_NAMES
 
 from ._rules import SAMPLERS, TPE_OPTIONS, startup_trials, to_optuna_state
-from ._search import PruningAwareOptunaSearch
-from ._state import STATE_VERSION
 
 __all__ = [
     "COMPONENTS",
@@ -43,3 +40,22 @@ __all__ = [
 
 #: Conventional file name of the journal inside the run directory (defined by the run layout).
 JOURNAL_FILE_NAME = JOURNAL_FILE
+
+
+def __getattr__(name: str) -> Any:
+    """The names whose modules import Optuna or Ray, imported on first use (PEP 562), so that reading
+    :data:`SAMPLERS` (the search's parser) starts neither. A run's tuner.pkl names
+    rspose_tune.searcher.PruningAwareOptunaSearch and rspose_tune.searcher.ResumableConcurrencyLimiter."""
+    if name == "PruningAwareOptunaSearch":
+        from ._search import PruningAwareOptunaSearch
+
+        return PruningAwareOptunaSearch
+    if name == "STATE_VERSION":
+        from ._state import STATE_VERSION
+
+        return STATE_VERSION
+    if name == "ResumableConcurrencyLimiter":
+        from rspose_tune._limiter import ResumableConcurrencyLimiter
+
+        return ResumableConcurrencyLimiter
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

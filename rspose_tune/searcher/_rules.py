@@ -1,14 +1,16 @@
 """The rules of a search: the sampler names, TPE's options and start-up count, the Optuna state of
-a trial that Ray ended, and the sampler a (re)opened study gets."""
+a trial that Ray ended, and the sampler a (re)opened study gets. Imports no Optuna and no Ray until
+called (the search's parser reads :data:`SAMPLERS`)."""
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import optuna
-from optuna.trial import TrialState
+if TYPE_CHECKING:
+    import optuna
+    from optuna.trial import TrialState
 
 #: Every sampler of a search, by the one name the searcher, the search's ``--sampler``, the run spec and
 #: the replay's policies use: ``tpe`` (Optuna's TPE after its random start-up trials), ``random`` (random
@@ -50,6 +52,8 @@ def to_optuna_state(last_epoch: int | None, max_epochs: int, error: bool) -> Tri
         parameters), ``COMPLETE`` when ``last_epoch >= max_epochs``, else ``PRUNED`` (the
         scheduler stopped it early).
     """
+    from optuna.trial import TrialState
+
     if isinstance(max_epochs, bool) or not isinstance(max_epochs, int) or max_epochs < 1:
         raise ValueError(f"The value of `max_epochs` is {max_epochs!r}, but must be an int >= 1.")
     if last_epoch is not None and (
@@ -74,6 +78,8 @@ def make_sampler(
     sampler: str, seed: int | None, n_trials: int, n_startup_trials: int, tpe_options: Mapping[str, Any]
 ) -> optuna.samplers.BaseSampler:
     """The sampler of a study that holds ``n_trials`` trials (its seed: :func:`derive_seed`)."""
+    import optuna
+
     with warnings.catch_warnings():  # `group` is marked experimental in Optuna 5; chosen knowingly
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning,
                                 message=".*``group``.*")  # fmt: skip
