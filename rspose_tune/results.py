@@ -70,6 +70,8 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from rspose_tune._storage import filesystem as _filesystem
+from rspose_tune._storage import is_local
 from rspose_tune.spaces import PARAM_DEFAULTS, PARAM_NAMES, LossSetting
 
 __all__ = [
@@ -371,20 +373,6 @@ def build_metadata(
 # --------------------------------------------------------------------------------------------
 
 
-def _resolve(path: str | os.PathLike[str], filesystem: pafs.FileSystem | None) -> tuple[pafs.FileSystem, str]:
-    """(filesystem, path on it) for a local path or a URI (``s3://...``, ``file://...``)."""
-    text = os.fspath(path)
-    if filesystem is not None:
-        return filesystem, text
-    if "://" in text:
-        return pafs.FileSystem.from_uri(text)
-    return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(text))
-
-
-def _is_local(fs: pafs.FileSystem) -> bool:
-    return isinstance(fs, pafs.LocalFileSystem)
-
-
 def write_row(
     row: Mapping[str, Any],
     directory: str | os.PathLike[str],
@@ -397,7 +385,7 @@ def write_row(
     An existing file for the same key is replaced. The temporary file (hidden: ``.`` prefix) is
     removed if anything fails.
     """
-    fs, root = _resolve(directory, filesystem)
+    fs, root = _filesystem(directory, filesystem)
     schema = SCHEMA.with_metadata({METADATA_KEY: json.dumps(metadata or {}, sort_keys=True).encode()})
     table = pa.Table.from_pylist([dict(row)], schema=schema)
     name = row_file_name(row["trial_id"], row["epoch"])
@@ -406,7 +394,7 @@ def write_row(
     fs.create_dir(root, recursive=True)
     try:
         pq.write_table(table, tmp, filesystem=fs)
-        if _is_local(fs):
+        if is_local(fs):
             os.replace(tmp, final)
         else:
             fs.move(tmp, final)
@@ -444,7 +432,7 @@ def read_results(
     Sorted by ``trial_id``, ``epoch``; columns as :data:`SCHEMA` (an empty folder gives an empty
     frame with those columns). ``expand_raw`` adds one ``raw/<name>`` column per evaluator metric.
     """
-    fs, root = _resolve(path, filesystem)
+    fs, root = _filesystem(path, filesystem)
     root = _dataset_root(fs, root)
     dataset = pads.dataset(root, schema=SCHEMA, format="parquet", filesystem=fs, ignore_prefixes=[".", "_"])
     frame = dataset.to_table().to_pandas()
@@ -470,7 +458,7 @@ def _fill_default_params(frame: pd.DataFrame) -> None:
 
 def read_metadata(path: str | os.PathLike[str], *, filesystem: pafs.FileSystem | None = None) -> dict[str, Any]:
     """The :data:`METADATA_KEY` JSON of the first file under ``path`` (folder, run dir or file)."""
-    fs, root = _resolve(path, filesystem)
+    fs, root = _filesystem(path, filesystem)
     root = _dataset_root(fs, root)
     if fs.get_file_info(root).type == pafs.FileType.File:
         target = root

@@ -16,12 +16,12 @@ import pyarrow.parquet as pq
 from ray.tune import Callback
 
 from rspose_tune._ray_compat import trial_location
+from rspose_tune._storage import filesystem
 
 from rspose_tune.results import (
     _BUILTIN_METADATA_KEYS,
     _ERROR_REASON_MAX,
     _jsonable,
-    _resolve,
     build_metadata,
     final_status,
     make_row,
@@ -127,7 +127,7 @@ class ParquetResultsCallback(Callback):
     def _resolve_target(self, trial: Any) -> tuple[pafs.FileSystem, str]:
         if self._target is None:
             if self._root is not None:
-                self._target = _resolve(self._root, self._filesystem)
+                self._target = filesystem(self._root, self._filesystem)
             else:
                 fs, experiment, _ = trial_location(trial)
                 self._target = (fs, rows_root(experiment, nested=self._nested))

@@ -12,9 +12,9 @@ the working directory it was started from. ``--resume``, ``python -m rspose_tune
 ``python -m rspose_tune.export`` read it; nothing of the run's identity is taken from the flags or
 the environment again.
 
-Storage is a local folder or any URI :mod:`pyarrow.fs` accepts (``file://``, ``s3://`` ...):
-:func:`resolve_storage` turns ``file://`` URIs and relative paths into absolute local paths and
-keeps other URIs; :func:`filesystem` gives the ``(FileSystem, path)`` pair for either.
+Storage is a local folder or any URI :mod:`pyarrow.fs` accepts (``file://``, ``s3://`` ...); its
+I/O is :mod:`rspose_tune._storage` (``resolve_storage``, ``filesystem``, ``join``, ``exists``,
+``is_uri``: re-exported here).
 
 A run that ended normally (every trial finished) gets ``<run>/finished.json``
 (:func:`mark_finished`); :func:`latest_unfinished` finds the newest run of a preset without it.
@@ -35,7 +35,6 @@ import socket
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Annotated, Any, Optional, Union
 
 import pyarrow.fs as pafs
@@ -43,6 +42,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError
 
 from rspose_tune._layout import FINISHED_FILE, JOURNAL_FILE, SPEC_FILE  # the run folder's file names
+from rspose_tune._storage import exists, filesystem, is_uri, join, read_text, resolve_storage, write_text
 from rspose_tune.spaces import PARAM_NAMES, Preset, SearchSpaceError, parse_preset
 
 __all__ = [
@@ -120,71 +120,6 @@ def resolve_trainable(text: str, where: str = "--trainable", *, load: bool = Tru
     if not callable(found):
         raise RunSpecError(f"{where} {text!r} {rule}: {name} is a {type(found).__name__}, not callable")
     return found
-
-
-# --------------------------------------------------------------------------------------------
-# Storage locations
-# --------------------------------------------------------------------------------------------
-
-
-def is_uri(path: str) -> bool:
-    return "://" in path
-
-
-def resolve_storage(storage: str) -> str:
-    """An absolute local path (relative paths: to the working directory; ``file://`` URIs: their
-    path), or the URI itself for other filesystems (``s3://bucket/prefix``)."""
-    text = os.fspath(storage)
-    if text.startswith("file://"):
-        try:
-            fs, path = pafs.FileSystem.from_uri(text)
-        except (ValueError, OSError) as exc:  # pyarrow.lib.ArrowInvalid is a ValueError
-            raise RunSpecError(f"--storage {text!r}: not a URI that pyarrow.fs can open ({exc})") from exc
-        return str(Path(path).absolute())
-    if is_uri(text):  # opened when first used (an s3:// URI asks the store for its region then)
-        return text.rstrip("/")
-    return str(Path(text).expanduser().absolute())
-
-
-def filesystem(path: str) -> tuple[pafs.FileSystem, str]:
-    """``(filesystem, path on it)`` for a local path or a URI."""
-    if is_uri(path):
-        return pafs.FileSystem.from_uri(path)
-    return pafs.LocalFileSystem(), str(Path(path).expanduser().absolute())
-
-
-def join(base: str, *parts: str) -> str:
-    """``base/part/...`` for local paths and URIs alike (a URI's query string stays at the end)."""
-    head, sep, query = base.partition("?")
-    out = head.rstrip("/") + "".join(f"/{p.strip('/')}" for p in parts)
-    return out + sep + query
-
-
-def exists(path: str) -> bool:
-    fs, where = filesystem(path)
-    return fs.get_file_info(where).type != pafs.FileType.NotFound
-
-
-def _read_text(path: str) -> str:
-    fs, where = filesystem(path)
-    with fs.open_input_stream(where) as f:
-        return f.read().decode("utf-8")
-
-
-def _write_text(path: str, text: str) -> None:
-    """Write ``text``: locally through a temporary file and a rename, on object stores in one PUT."""
-    fs, where = filesystem(path)
-    fs.create_dir(where.rsplit("/", 1)[0], recursive=True)
-    if isinstance(fs, pafs.LocalFileSystem):
-        tmp = f"{where}.{os.getpid()}.tmp"
-        try:
-            Path(tmp).write_text(text)
-            os.replace(tmp, where)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
-        return
-    with fs.open_output_stream(where) as f:
-        f.write(text.encode("utf-8"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -456,7 +391,7 @@ def write_spec(spec: RunSpec) -> str:
         raise RunSpecError(f"{path} already exists: a run spec is written once, when the run starts")
     header = ("# rspose_tune run spec: written once when the run started; --resume, report and export\n"
               "# read it. Do not edit: flags that conflict with it are refused on --resume.\n")  # fmt: skip
-    _write_text(path, header + yaml.safe_dump(spec.to_dict(), sort_keys=False, allow_unicode=True, width=100))
+    write_text(path, header + yaml.safe_dump(spec.to_dict(), sort_keys=False, allow_unicode=True, width=100))
     return path
 
 
@@ -464,7 +399,7 @@ def read_spec(run_dir: str) -> RunSpec:
     """The spec of the run at ``run_dir`` (local path or URI)."""
     path = join(run_dir, SPEC_FILE)
     try:
-        text = _read_text(path)
+        text = read_text(path)
     except FileNotFoundError as exc:
         raise RunSpecError(f"{path} does not exist: not a run started by this rspose_tune") from exc
     try:
@@ -480,7 +415,7 @@ def spec_exists(run_dir: str) -> bool:
 
 def mark_finished(run_dir: str, summary: Mapping[str, Any]) -> None:
     """Record that the search of this run ended with every trial finished."""
-    _write_text(join(run_dir, FINISHED_FILE), json.dumps({"finished_utc": utc_now().isoformat(timespec="seconds"),
+    write_text(join(run_dir, FINISHED_FILE), json.dumps({"finished_utc": utc_now().isoformat(timespec="seconds"),
                                                          **summary}, indent=1) + "\n")  # fmt: skip
 
 

@@ -83,12 +83,12 @@ def normalize_mlflow_uri(value: str) -> str:
 
 def _check_mlflow_reachable(uri: str, timeout_s: float) -> None:
     if uri.startswith("file://"):
+        from rspose_tune._storage import unwritable
+
         path = Path(urlparse(uri).path)
-        if path.exists() and not path.is_dir():
-            raise TrackingError(f"--mlflow {uri!r}: {path} is a file, not a folder for MLflow's file store")
-        parent = next((p for p in [path, *path.parents] if p.exists()), None)
-        if parent is None or not os.access(parent, os.W_OK | os.X_OK):
-            raise TrackingError(f"--mlflow {uri!r}: cannot create {path} ({parent} is not writable)")
+        why = unwritable(path)
+        if why is not None:
+            raise TrackingError(f"--mlflow {uri!r}: cannot use {path} as MLflow's file store ({why})")
         return
     try:
         with urllib.request.urlopen(f"{uri}/health", timeout=timeout_s):
@@ -157,20 +157,20 @@ def tracking_record(tracking: Tracking, run: str) -> dict[str, Any]:
 
 def write_tracking(run_dir: str, tracking: Tracking, run: str) -> None:
     """Record this start's tracking choice in ``<run>/tracking.json`` (rewritten at every start)."""
-    from rspose_tune.runspec import _write_text, join
+    from rspose_tune._storage import join, write_text
 
-    _write_text(join(run_dir, TRACKING_FILE), json.dumps(tracking_record(tracking, run), indent=1) + "\n")
+    write_text(join(run_dir, TRACKING_FILE), json.dumps(tracking_record(tracking, run), indent=1) + "\n")
 
 
 def read_tracking(run_dir: str) -> dict[str, Any] | None:
     """``tracking.json`` of a run (None: the run never recorded one)."""
-    from rspose_tune.runspec import _read_text, exists, join
+    from rspose_tune._storage import exists, join, read_text
 
     path = join(run_dir, TRACKING_FILE)
     if not exists(path):
         return None
     try:
-        data = json.loads(_read_text(path))
+        data = json.loads(read_text(path))
     except ValueError as exc:
         raise TrackingError(f"{path}: not valid JSON ({exc})") from exc
     if not isinstance(data, dict):

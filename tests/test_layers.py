@@ -12,6 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 #: Bottom up, as the table of docs/ARCHITECTURE.md; a module is in the layer of its longest prefix.
 LAYERS = [
     ("rspose_tune", "rspose_tune.errors", "rspose_tune._layout", "rspose_tune._numbers", "rspose_tune._flags"),
+    ("rspose_tune._storage",),
     ("rspose_tune.losses",), ("rspose_tune.spaces",), ("rspose_tune.mmpose_adapter",), ("rspose_tune.demo_data",),
     ("rspose_tune.training",), ("rspose_tune._resources",), ("rspose_tune._ray_compat",), ("rspose_tune._asha",),
     ("rspose_tune._pasha",), ("rspose_tune._scheduler",), ("rspose_tune._limiter",), ("rspose_tune.searcher",),

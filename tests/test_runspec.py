@@ -55,16 +55,6 @@ def test_broken_spec_names_file_and_key(edit, message, tmp_path):
     assert message in str(exc.value)
 
 
-def test_storage_resolution(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    assert runspec.resolve_storage("results") == str(tmp_path / "results")
-    assert runspec.resolve_storage(f"file://{tmp_path}/x") == str(tmp_path / "x")
-    assert runspec.resolve_storage("s3://bucket/prefix/") == "s3://bucket/prefix"
-    assert runspec.join("s3://b/p", "run", "trials") == "s3://b/p/run/trials"
-    with pytest.raises(runspec.RunSpecError, match="--storage 'file://relative'"):
-        runspec.resolve_storage("file://relative")
-
-
 def test_spec_written_before_pos_thr_reads_it_as_the_default(tmp_path):
     """A run spec of the six-parameter version: its preset and known-good settings have no pos_thr."""
     spec = _spec(load_preset("vit-b", data_root=str(tmp_path / "data"), weights="none"), tmp_path)

@@ -576,6 +576,33 @@ def test_pickle_roundtrip_before_and_during_search(tmp_path):
     assert len(rerun) == 1 and rerun[0].state == TrialState.COMPLETE and rerun[0].value == 0.9
 
 
+def test_tuner_pkl_of_the_single_module_searcher_loads():
+    """A ResumableConcurrencyLimiter(PruningAwareOptunaSearch) pickled by rspose_tune 986a56e, when the
+    searcher was the module rspose_tune/searcher.py (as in a run's tuner.pkl), still loads and proposes
+    what a new searcher of the same settings proposes; new pickles name the same path."""
+    from rspose_tune.searcher import ResumableConcurrencyLimiter
+
+    data = (Path(__file__).parent / "data" / "tuner_searcher_986a56e.pkl").read_bytes()
+    assert "'rspose_tune.searcher'" in _pickled_strings(data)  # the class's path then
+    alg = pickle.loads(data)
+    assert isinstance(alg, ResumableConcurrencyLimiter) and isinstance(alg.searcher, PruningAwareOptunaSearch)
+    kg = [{"delta_rank": 0.5, "coeff_rank": 1.0, "delta_sort": 0.5, "coeff_sort": None, "delta_inst": 1.0,
+           "coeff_inst": 1.0}]  # fmt: skip
+    same = make_searcher(known_good=kg, seed=3)
+    assert [alg.searcher.suggest(t) for t in "abc"] == [same.suggest(t) for t in "abc"]
+    assert "'rspose_tune.searcher'" in _pickled_strings(pickle.dumps(alg))
+    assert "rspose_tune.searcher._search" not in _pickled_strings(pickle.dumps(alg))
+
+
+def _pickled_strings(data: bytes) -> str:
+    import io
+    import pickletools
+
+    out = io.StringIO()
+    pickletools.dis(data, out=out)
+    return out.getvalue()
+
+
 # --------------------------------------------------------------------------------------------
 # Real Ray Tune + ASHA
 # --------------------------------------------------------------------------------------------
@@ -708,8 +735,47 @@ def test_tuner_restore_resumes_study_without_repeats(local_ray, tmp_path):
 def test_unknown_sampler_is_refused_with_the_choices():
     from rspose_tune.searcher import PruningAwareOptunaSearch
 
-    with pytest.raises(ValueError, match=r"`sampler` is 'cmaes', but must be one of \['tpe', 'gp'\]"):
+    with pytest.raises(ValueError, match=r"`sampler` is 'cmaes', but must be one of \['tpe', 'random', 'gp'\]"):
         PruningAwareOptunaSearch(SPACE, max_epochs=4, metric="m", mode="max", sampler="cmaes")
+
+
+def test_one_set_of_sampler_names_for_the_searcher_and_the_start_up_rule():
+    from rspose_tune.searcher import SAMPLERS, startup_trials
+
+    assert SAMPLERS == ("tpe", "random", "gp")
+    assert [startup_trials(30, s) for s in SAMPLERS] == [10, 30, 10]
+    with pytest.raises(ValueError, match=r"`sampler` is 'cmaes', but must be one of \['tpe', 'random', 'gp'\]"):
+        startup_trials(30, "cmaes")
+
+
+def test_sampler_names_are_read_without_optuna_or_ray():
+    """The search's parser reads SAMPLERS at start; the searcher's Optuna and Ray load on first use."""
+    from tests.conftest import _run
+
+    code = """
+        import sys
+        from rspose_tune.searcher import SAMPLERS, TPE_OPTIONS, startup_trials
+        light = sorted(m for m in ("optuna", "ray") if m in sys.modules)
+        from rspose_tune.searcher import PruningAwareOptunaSearch, ResumableConcurrencyLimiter, STATE_VERSION
+        print(light, PruningAwareOptunaSearch.__module__, "optuna" in sys.modules, STATE_VERSION)
+    """
+    assert _run(code) == "[] rspose_tune.searcher True 1"
+
+
+def test_random_sampler_proposes_what_tpe_start_up_trials_propose(tmp_path):
+    """``sampler="random"`` is random search as the CLI's ``--sampler random`` and the replay's random
+    policies ran it (TPE with every trial a start-up trial): the same proposals, after a restore too."""
+    runs = iter(range(100))
+
+    def proposals(**kwargs):
+        journal = tmp_path / f"{next(runs)}.journal"
+        searcher = make_searcher(known_good=KNOWN_GOOD[:1], seed=5, journal_path=journal, **kwargs)
+        out = [drive(searcher, f"t{i}", 1 + i % MAX_T) for i in range(8)]
+        clone = pickle.loads(pickle.dumps(searcher))  # a new driver: the seed derived from the history
+        return out + [clone.suggest("again")]
+
+    assert proposals(sampler="random") == proposals(sampler="tpe", n_startup_trials=2**31 - 1)
+    assert proposals(sampler="random") != proposals(sampler="tpe", n_startup_trials=2)
 
 
 # --------------------------------------------------------------------------------------------

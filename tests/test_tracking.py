@@ -244,3 +244,21 @@ def test_wandb_actor_returns_only_after_wandb_core_wrote_and_exited(tmp_path, ac
         records = read_wandb_records(path)
         assert any(r.HasField("run") for r in records)
         assert sum(r.HasField("history") for r in records) == 2
+
+
+def test_local_store_under_a_file_or_a_locked_folder_is_refused(tmp_path):
+    import os
+
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(TrackingError, match=rf"cannot use {tmp_path}/afile/mlruns as MLflow's file store "
+                                            rf"\({tmp_path}/afile is a file\)"):  # fmt: skip
+        check_tracking(str(tmp_path / "afile" / "mlruns"), None)
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    try:
+        if os.access(locked, os.W_OK):
+            pytest.skip("running as root: every folder is writable")
+        with pytest.raises(TrackingError, match=rf"\({locked} is not writable\)"):
+            check_tracking(str(locked / "mlruns"), None)
+    finally:
+        locked.chmod(0o700)
