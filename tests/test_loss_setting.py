@@ -91,20 +91,41 @@ def test_a_run_spec_entry_reads_like_the_preset_it_came_from():
         assert LossSetting.from_dict(old) == LossSetting.from_dict({**entry["params"], "pos_thr": 0.0})
 
 
+def _reference_config(params: dict, dims: dict) -> dict:
+    """An Optuna trial's config as the searcher built it by hand before ``LossSetting`` (an
+    independent reading: a fixed value from the space, a sampled one from the trial, a switched-off or
+    zero coefficient as 0.0 with delta None)."""
+    from rspose_tune.spaces import COMPONENTS, component_names, switch_name
+
+    def value(name):
+        return dims[name].fixed if dims[name].is_fixed else params[name]
+
+    config = {}
+    for c in COMPONENTS:
+        delta, coeff = component_names(c)
+        on = params.get(switch_name(c), True)
+        config[coeff] = value(coeff) if on else 0.0
+        config[delta] = value(delta) if config[coeff] != 0.0 else None
+    config["pos_thr"] = value("pos_thr")
+    return config
+
+
 @pytest.mark.parametrize("preset", ["demo", "vit-b", "res50-simcc"])
 def test_an_optuna_trial_reads_as_the_searcher_sampled_it(preset):
     import optuna
 
-    from rspose_tune.searcher import _sample
+    from rspose_tune.searcher._space import sample
     from rspose_tune.spaces import load_preset
 
     dims = load_preset(preset).params
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     for _ in range(30):
         trial = study.ask()
-        config = _sample(trial, dims)
+        config = sample(trial, dims)
         study.tell(trial, 0.0)
-        assert dict(LossSetting.from_trial(study.trials[-1].params, dims)) == config
+        params = study.trials[-1].params
+        assert config == _reference_config(params, dims)
+        assert dict(LossSetting.from_trial(params, dims)) == config
 
 
 def test_a_value_type_frozen_hashable_and_named():

@@ -9,7 +9,15 @@ from typing import Any
 
 import optuna
 
-from rspose_tune.spaces import COMPONENTS, LOSS_PARAMS, PARAM_NAMES, ParamSpec, component_names
+from rspose_tune.spaces import (
+    COMPONENTS,
+    LOSS_PARAMS,
+    PARAM_NAMES,
+    LossSetting,
+    ParamSpec,
+    component_names,
+    switch_name,
+)
 
 
 def spec_json(spec: ParamSpec) -> dict[str, Any]:
@@ -38,18 +46,16 @@ def sample(trial: optuna.Trial, dims: Mapping[str, ParamSpec]) -> dict[str, floa
     Components first (in :data:`COMPONENTS` order), then the parameters of no component, so a
     space whose extra parameters are fixed asks Optuna exactly what it asked before they existed.
     """
-    config: dict[str, float | None] = {}
     for c in COMPONENTS:
         delta, coeff = (dims[n] for n in component_names(c))
         mode = _component_mode(coeff)
-        on = mode == "on" or (mode == "switch" and trial.suggest_categorical(f"{c}_on", (True, False)))
-        value = _suggest(trial, coeff) if on else 0.0
-        config[coeff.name] = value
-        config[delta.name] = _suggest(trial, delta) if value != 0.0 else None  # coeff 0 (range from 0): off
+        on = mode == "on" or (mode == "switch" and trial.suggest_categorical(switch_name(c), (True, False)))
+        if on and _suggest(trial, coeff) != 0.0:  # coeff 0 (a range from 0): off
+            _suggest(trial, delta)
     for p in LOSS_PARAMS:
         if p.component is None:
-            config[p.name] = _suggest(trial, dims[p.name])
-    return {name: config[name] for name in PARAM_NAMES}
+            _suggest(trial, dims[p.name])
+    return dict(LossSetting.from_trial(trial.params, dims))
 
 
 def _suggest(trial: optuna.Trial, dim: ParamSpec) -> float | None:
@@ -96,7 +102,7 @@ def known_good_params(entry: Mapping[str, Any], i: int, dims: Mapping[str, Param
                     f"the space does not allow it: give `{coeff.name}` allow_off, a fixed 0 or low 0."
                 )
             elif mode == "switch":
-                params[f"{c}_on"] = False
+                params[switch_name(c)] = False
             continue
         present = [d for d in (delta, coeff) if d.name in entry]
         if not present:
@@ -107,7 +113,7 @@ def known_good_params(entry: Mapping[str, Any], i: int, dims: Mapping[str, Param
                 f"but the space fixes `{coeff.name}` at 0 (always off)."
             )
         if mode == "switch":
-            params[f"{c}_on"] = True
+            params[switch_name(c)] = True
         for dim in present:
             take(dim)
     return params
