@@ -3,8 +3,8 @@
 The decisions are made by the code a live search runs (``rspose_tune.search.run_search``):
 
 - proposals: :class:`rspose_tune.searcher.PruningAwareOptunaSearch` (Optuna's TPESampler with
-  :data:`rspose_tune.searcher.TPE_OPTIONS`; random search is the same searcher with every trial a
-  start-up trial, as ``--sampler random``), wrapped in
+  :data:`rspose_tune.searcher.TPE_OPTIONS`; random search is the same searcher with Optuna's
+  RandomSampler, as ``--sampler random``), wrapped in
   :class:`rspose_tune.searcher.ResumableConcurrencyLimiter` (Ray's ``ConcurrencyLimiter``);
 - stopping: Ray's :class:`~ray.tune.schedulers.ASHAScheduler` (``time_attr="epoch"``) or
   :class:`~ray.tune.schedulers.FIFOScheduler` (full budget), called with no Ray cluster: the
@@ -37,6 +37,7 @@ import numpy as np
 
 from rspose_tune.replay._common import ReplayError
 from rspose_tune.replay._table import CurveTable
+from rspose_tune.searcher._rules import SAMPLERS
 
 __all__ = ["POLICIES", "Policy", "ReplaySettings", "Trace", "TrialRecord", "make_scheduler", "make_searcher",
            "option_rule", "replay", "simulate"]
@@ -221,10 +222,9 @@ def make_searcher(policy: Policy, table: CurveTable, settings: ReplaySettings, s
         known_good=table.known_good if settings.known_good else (),
         journal_path=None,
         seed=seed,
-        # random search = every trial a TPE start-up (random) trial, as `--sampler random`
-        n_startup_trials=2**31 - 1 if policy.sampler == "random" else settings.n_startup_trials,
+        n_startup_trials=settings.n_startup_trials,
         tpe_options=dict(TPE_OPTIONS),  # constant liar, as rspose_tune.search
-        sampler="gp" if policy.sampler == "gp" else "tpe",
+        sampler=policy.sampler,  # random: Optuna's RandomSampler, as `--sampler random`
     )
     return ResumableConcurrencyLimiter(searcher, max_concurrent=settings.workers)
 
@@ -233,8 +233,8 @@ def replay(table: CurveTable, policy: Policy, seed: int, settings: ReplaySetting
     """Replay ``policy`` once (search seed ``seed``) on ``table``; see the module docstring."""
     settings = settings.for_table(table)
     settings.check(table.max_epochs)
-    if policy.sampler not in ("tpe", "gp", "random") or policy.scheduler not in ("asha", "fifo", "pasha"):
-        raise ValueError(f"Unknown policy {policy!r}: sampler must be 'tpe', 'gp' or 'random', "
+    if policy.sampler not in SAMPLERS or policy.scheduler not in ("asha", "fifo", "pasha"):
+        raise ValueError(f"Unknown policy {policy!r}: sampler must be one of {list(SAMPLERS)}, "
                          "scheduler 'asha', 'fifo' or 'pasha'.")  # fmt: skip
     scheduler = make_scheduler(policy, table, settings)
     search_alg = make_searcher(policy, table, settings, seed)

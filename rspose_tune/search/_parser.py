@@ -15,6 +15,7 @@ from typing import Any
 
 from rspose_tune import DEFAULT_STORAGE
 from rspose_tune._flags import float_at_least, int_at_least
+from rspose_tune.searcher._rules import SAMPLERS
 from rspose_tune.runspec import DEFAULT_TRAINABLE
 from rspose_tune.spaces import SearchSpaceError, list_presets, load_preset
 
@@ -119,8 +120,9 @@ class SearchOptions:
         "--scheduler", group=_WHAT, spec="scheduler", choices=("asha", "fifo"),
         help="asha: stop weak trials early; fifo: every trial runs the full budget (baseline) (default: asha)")
     sampler: str | None = _flag(
-        "--sampler", group=_WHAT, spec="sampler", choices=("tpe", "random"),
-        help="tpe: Optuna TPE after its random start-up trials; random: random search (baseline) (default: tpe)")
+        "--sampler", group=_WHAT, spec="sampler", choices=SAMPLERS,
+        help="tpe: Optuna TPE after its random start-up trials; random: random search (baseline); "
+        "gp: Optuna's Gaussian process after the same start-up trials (default: tpe)")
     seed: int | None = _flag(
         "--seed", group=_WHAT, spec="seed", type=int,
         help="seed of the searcher and of every trial's training (default: 0)")

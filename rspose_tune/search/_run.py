@@ -47,6 +47,7 @@ def run_search(p: Plan, options: SearchOptions, extra_callbacks=(), *, reuse_act
         journal_path=journal,
         seed=spec.seed,
         n_startup_trials=spec.n_startup_trials,
+        sampler=spec.sampler,
         warm_start=spec.warm_start,  # after the known-good settings; each records its source
         tpe_options=spec.tpe_options,  # constant liar, not multivariate (searcher.TPE_OPTIONS)
     )

@@ -60,3 +60,30 @@ def test_a_resumed_confirm_stage_writes_rows_where_the_run_is_now(tmp_path):
     rows = read_results(new / "trials")
     assert list(rows["status"]) == ["completed"] and list(rows["stage"]) == ["confirm"]
     assert not old.exists()
+
+
+def test_the_searchers_sampler_is_the_runs(demo_preset, tmp_path, monkeypatch):
+    """``--sampler gp`` reaches the searcher (its start-up trials as TPE's), and ``random`` is Optuna's
+    RandomSampler: the run spec's sampler is what the search builds its searcher with."""
+    import pytest
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def capture(*args, **kwargs):
+        seen.update(kwargs)
+        raise Stop
+
+    import rspose_tune.searcher
+
+    monkeypatch.setattr(rspose_tune.searcher, "PruningAwareOptunaSearch", capture)  # _run imports it when called
+    for sampler, startup in (("gp", 3), ("random", 9), ("tpe", 3)):
+        options = search.parse_options(["--data-root", str(demo_preset.data.root), "--storage", str(tmp_path),
+                                        "--name", sampler, "--num-trials", "9", "--sampler", sampler,
+                                        "--cpus-per-trial", "1", "--no-dashboard"])  # fmt: skip
+        p = search.plan(options)
+        with pytest.raises(Stop):
+            search.run_search(p, options)
+        assert (seen["sampler"], seen["n_startup_trials"]) == (sampler, startup)
