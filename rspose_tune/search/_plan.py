@@ -12,6 +12,7 @@ from pathlib import Path
 
 from rspose_tune._resources import ResourceError, plan_ranks
 from rspose_tune._stages import resolve_warm_start, stage_settings
+from rspose_tune._storage import StorageError
 from rspose_tune.errors import RSPoseTuneError
 from rspose_tune.runspec import (
     DEFAULT_TRAINABLE,
@@ -84,7 +85,7 @@ def _check_storage(storage: str, *, open_uri: bool = True) -> str:
     pyarrow.fs (``open_uri``: a start; ``--dry-run`` does not contact an object store)."""
     try:
         resolved = resolve_storage(storage)
-    except RunSpecError as exc:
+    except StorageError as exc:
         raise SearchError(str(exc)) from None
     if is_uri(resolved):
         if open_uri:
