@@ -258,7 +258,7 @@ def export_setting(storage: str | None = None, runs: Sequence[str] | None = None
     """``python -m rspose_tune.export`` after parsing: write the chosen (or ``trial_id``'s) setting's
     config and print where; the exit status (2: one ``error:`` line)."""
     from rspose_tune.mmpose_adapter.configs import ConfigBuildError
-    from rspose_tune.runspec import filesystem, is_uri
+    from rspose_tune._storage import copy_file, is_uri
 
     try:
         storage, why = storage_argument(storage, runs)
@@ -275,10 +275,7 @@ def export_setting(storage: str | None = None, runs: Sequence[str] | None = None
             tmp = tempfile.TemporaryDirectory(prefix="rspose_export_")
             path = export_config(trial, run, Path(tmp.name) / target.rsplit("/", 1)[-1], data_root=data_root,
                                  weights=weights, display=target, tracking=tracking)  # fmt: skip
-            fs, where = filesystem(target)
-            fs.create_dir(where.rsplit("/", 1)[0], recursive=True)
-            with open(path, "rb") as src, fs.open_output_stream(where) as dst:
-                dst.write(src.read())
+            copy_file(path, target)
         else:
             path = export_config(trial, run, Path(target), data_root=data_root, weights=weights, tracking=tracking)
     except RSPoseTuneError as exc:

@@ -4,7 +4,6 @@ of each run, and their upload to an object store."""
 from __future__ import annotations
 
 import argparse
-import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,14 +26,11 @@ __all__ = ["build_parser", "main", "make_plots", "report_runs", "upload_folder"]
 
 def upload_folder(local_dir: Path, target: str) -> list[str]:
     """Copy the files of ``local_dir`` to ``target`` (a URI) with :mod:`pyarrow.fs`; their new paths."""
-    from rspose_tune.runspec import filesystem, join
+    from rspose_tune._storage import copy_file, join
 
-    fs, where = filesystem(target)
-    fs.create_dir(where, recursive=True)
     out = []
     for path in sorted(local_dir.iterdir()):
-        with open(path, "rb") as src, fs.open_output_stream(f"{where}/{path.name}") as dst:
-            shutil.copyfileobj(src, dst, length=1 << 20)
+        copy_file(path, join(target, path.name))
         out.append(join(target, path.name))
     return out
 

@@ -6,14 +6,12 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow.fs as pafs
 
 from rspose_tune.runspec import JOURNAL_FILE
 from rspose_tune.spaces import PARAM_NAMES, loss_param
@@ -68,19 +66,18 @@ def spearman_importance(frame: pd.DataFrame) -> tuple[dict[str, float], int | No
 @contextlib.contextmanager
 def _local_copy(path: str):
     """``path`` itself when local, else a temporary local copy of it; None when it does not exist."""
-    from rspose_tune.runspec import filesystem, is_uri
+    from rspose_tune._storage import copy_file
+    from rspose_tune.runspec import is_uri
 
     if not is_uri(path):
         yield Path(path) if os.path.isfile(path) else None
         return
-    fs, where = filesystem(path)
-    if fs.get_file_info(where).type != pafs.FileType.File:
-        yield None
-        return
     with tempfile.TemporaryDirectory(prefix="rspose_report_") as tmp:
-        local = Path(tmp) / Path(where).name
-        with fs.open_input_stream(where) as src, open(local, "wb") as dst:
-            shutil.copyfileobj(src, dst, length=1 << 20)
+        local = Path(tmp) / path.rstrip("/").rsplit("/", 1)[-1]
+        try:
+            copy_file(path, local)
+        except FileNotFoundError:
+            local = None
         yield local
 
 
