@@ -8,13 +8,9 @@ folder and moved into place with :func:`os.replace`; readers (``pandas.read_parq
 corrupt visible file. On object stores (``s3://`` ...; any :mod:`pyarrow.fs` filesystem) the
 temporary file is moved with ``filesystem.move``; an object upload is all-or-nothing.
 
-Columns (:data:`SCHEMA`): bookkeeping (``run``, ``backbone``, ``trial_id``, ``epoch``,
-``status``, ``stage``, ``seed``, ``error``, ``timestamp``), the loss hyperparameters (:data:`PARAM_COLUMNS`:
-the six of Table E.8 and ``pos_thr``),
-the trainable's metrics (:data:`METRIC_COLUMNS`, ``metric_name``, ``node``, ``gpu_type``) and
-``raw_metrics``: a JSON object holding the evaluator's own metrics under their MMPose names
-(every numeric result key containing ``/``, e.g. ``coco/AP``); :func:`read_results` can expand
-it into ``raw/<name>`` columns.
+Columns: :data:`SCHEMA` (docs/runs.md lists them for users); ``raw_metrics`` is a JSON object of the
+evaluator's own metrics under their MMPose names (``coco/AP`` ...), which :func:`read_results` can
+expand into ``raw/<name>`` columns.
 
 Conventions:
 
@@ -37,13 +33,10 @@ Conventions:
   that resumed from an older checkpoint) are removed. A trial that ends without any result and
   without error (cancelled while pending) writes no row.
 
-Ray-free: this module imports pyarrow and pandas only (the report, export and replay read
-results without starting Ray); the driver-side Ray Tune callback that writes the rows is
-:class:`rspose_tune.results_callback.ParquetResultsCallback`.
-
-File metadata (key :data:`METADATA_KEY`, JSON; :func:`read_metadata`): schema version, run,
-backbone, budget, the search space, package versions (torch, mmpose, mmengine, ray, optuna,
-pyarrow, ...) and the git revision of the source tree (``"unknown"`` outside git).
+No Ray here (the report, export and replay read without it; the Ray Tune callback that writes the
+rows is :class:`rspose_tune.results_callback.ParquetResultsCallback`). File metadata (key
+:data:`METADATA_KEY`, JSON; :func:`read_metadata`): schema version, run, backbone, budget, the
+search space, package versions and the git revision (``"unknown"`` outside git).
 """
 
 from __future__ import annotations

@@ -1,6 +1,29 @@
-"""Confidence calibration of the RSPose heads (paper App. C; see
-:mod:`rspose_tune.mmpose_adapter.heads`, "Prediction"): per-keypoint min-max statistics of the
-training peaks, gathered in ``loss`` into buffers, and the calibration of logits with them."""
+"""Confidence calibration of the RSPose heads: per-keypoint min-max statistics of the training
+peaks, gathered in ``loss`` into buffers, and the calibration of logits with them.
+
+Prediction (paper App. C): the ranking losses see only differences of logits, so a constant added
+to one keypoint channel changes no loss and no gradient and nothing pins the logits' level.
+MMPose's stock decoders read that level: a peak <= 0 becomes position -1, and the score that
+CocoMetric thresholds (``keypoint_score_thr``), averages across keypoint types and uses for
+OKS-NMS is the raw peak. The RSPose heads therefore predict from *calibrated* maps:
+
+- statistics: per keypoint type k (and per SimCC axis), the minimum and maximum of the peak
+  logit (heatmap maximum; SimCC per-axis maximum) over every training instance of the current
+  training epoch, labelled or not (the same mixture a test set has), gathered in ``loss`` from
+  logits it computes anyway (no extra forward; a (B, K) reduction per step). The window restarts
+  at each new epoch (``MessageHub`` info ``epoch``, which mmengine's ``RuntimeInfoHook`` sets),
+  so validation after epoch e and every checkpoint saved after it use exactly epoch e's range:
+  logits drift during training, so earlier epochs would stretch the range. Without a Runner
+  (no ``epoch`` info) the window is everything since the head was built or loaded. Under
+  data parallelism the per-batch extremes are all-reduced, so every rank holds the same range.
+  They live in buffers ``peak_min``/``peak_max`` (A, K) and ``peak_epoch`` (), saved in every
+  checkpoint and loaded by ``tools/test.py`` and exported models;
+- calibration: ``(logit - peak_min[k]) / (peak_max[k] - peak_min[k])`` per channel (and axis),
+  before flip-test averaging; a constant offset per channel (or per SimCC axis) moves logits
+  and statistics together, so the calibrated maps do not change.
+
+Decoding with the calibrated maps: :mod:`._codecs`.
+"""
 
 from __future__ import annotations
 

@@ -1,6 +1,13 @@
 """Calibrated decoding beside the MMPose codecs it extends (``UDPHeatmap``, ``MSRAHeatmap``,
-``SimCCLabel``): arg-max positions with the codec's own refinement, confidences = calibrated
-peaks, never -1 for a low peak (see :mod:`rspose_tune.mmpose_adapter.heads`, "decoding")."""
+``SimCCLabel``), with the calibration of :mod:`._calibration`.
+
+Decoding (:func:`decode_calibrated_heatmaps`, :func:`decode_calibrated_simcc`): position =
+arg-max (the raw logits' arg-max), refined by the codec's usual refinement (DARK-UDP, DARK or
+the quarter-pixel shift; SimCC DARK) applied to the calibrated map shifted so its peak is 1
+and floored at 0 (never -1, whatever the sign); confidence = calibrated peak clipped to [0, 1].
+Everything downstream (CocoMetric's instance score, ``keypoint_score_thr``, OKS-NMS, the
+Spearman metric of :mod:`rspose_tune.mmpose_adapter.metrics`) sees only these confidences.
+"""
 
 from __future__ import annotations
 

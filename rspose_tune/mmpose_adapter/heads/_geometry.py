@@ -1,6 +1,13 @@
 """Geometry of the RSPose heads: COCO's keypoint similarity (the OKS term, which the validation
 metric averages too), the object-area factor, and the sub-pixel refinement of an arg-max by the
-vertex of a parabola (see :mod:`rspose_tune.mmpose_adapter.heads`, "For KS only")."""
+vertex of a parabola.
+
+For KS only, the arg-max is refined to sub-pixel by the vertex of the parabola through it and its
+two neighbours per axis (:func:`refine_argmax_2d`, :func:`refine_argmax_1d`; MMPose's decoders
+refine too): on the integer 64x48 grid alone (4 input pixels per step) a perfect heatmap scores
+KS ≈ 0.8 on the face keypoints of medium persons, with it KS > 0.99. The confidence and its
+gradient stay at the integer arg-max.
+"""
 
 from __future__ import annotations
 

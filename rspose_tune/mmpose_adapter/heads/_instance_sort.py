@@ -1,6 +1,19 @@
 """Instance Sort of the RSPose heads: the keypoint similarity of each instance's decoded arg-max
-in original-image pixels (see :mod:`rspose_tune.mmpose_adapter.heads`, "How KS gets
-original-image coordinates"), and Instance Sort on it (:func:`rspose_tune.losses.instance_sort`)."""
+in original-image pixels, and Instance Sort on it (:func:`rspose_tune.losses.instance_sort`).
+
+How KS gets original-image coordinates (top-down, MMPose 1.3.2): ``PackPoseInputs`` puts the
+ground-truth keypoints in ORIGINAL-image coordinates into ``gt_instances.keypoints`` (after
+``RandomFlip``, which flips them together with the bbox centre), and ``input_center``,
+``input_scale``, ``input_size`` into the metainfo. The arg-max is mapped heatmap → input with
+the codec's ``decode`` factor (UDP: ``(input_size - 1) / (heatmap_size - 1)``, MSRA:
+``input_size / heatmap_size``, SimCC: ``1 / simcc_split_ratio``), then input → original with the
+inverse of the exact affine warp ``TopdownAffine`` applied (``get_udp_warp_matrix`` for UDP,
+``get_warp_matrix`` otherwise). Without rotation this equals MMPose's own
+``TopdownPoseEstimator.add_pred_to_datasample``. ``RandomBBoxTransform`` also rotates (by default
+with probability 0.6), but ``PackPoseInputs`` does not pack ``bbox_rotation`` unless it is in its
+``meta_keys``: add it (``meta_keys=RSPOSE_PACK_META_KEYS``) to the training pipeline, otherwise
+a rotation of 0 is assumed and a warning is logged once.
+"""
 
 from __future__ import annotations
 
