@@ -24,7 +24,7 @@ __all__ = ["DryRunPlan", "asha_levels", "format_plan", "search_epochs"]
 
 
 def asha_levels(num_trials: int, max_epochs: int, grace: int, reduction_factor: int,
-                scheduler: str = "asha") -> list[tuple[int, float]]:  # fmt: skip
+                scheduler: str = "asha") -> list[tuple[int, float]]:
     """``[(epoch, expected trials reaching it), ...]``: each ASHA rung, then ``max_epochs``.
 
     ``scheduler="fifo"``: one level, every trial runs ``max_epochs``.
@@ -37,7 +37,7 @@ def asha_levels(num_trials: int, max_epochs: int, grace: int, reduction_factor: 
         raise ValueError(f"`reduction_factor` is {reduction_factor} and `grace` {grace}, but must be >= 2 and >= 1.")
     rungs = asha_rungs(max_epochs, grace, reduction_factor)  # where Ray's ASHAScheduler puts them
     return [(epoch, min(float(num_trials), max(1.0, num_trials / reduction_factor**k)))
-            for k, epoch in enumerate([*rungs, max_epochs])]  # fmt: skip
+            for k, epoch in enumerate([*rungs, max_epochs])]
 
 
 def search_epochs(levels: list[tuple[int, float]], num_trials: int, max_epochs: int) -> tuple[float, int]:
@@ -92,7 +92,7 @@ def format_plan(plan: DryRunPlan) -> str:
         f"per trial: {p.gpus:g} GPU + {p.cpus:g} CPU on {p.workers} rank(s)",
         "ASHA levels (epoch: expected trials reaching it, ideal 1/rf promotion):" if p.scheduler == "asha"
         else "every trial runs the full budget (fifo):",
-    ]  # fmt: skip
+    ]
     space = ["loss hyperparameters: " + "; ".join(f"{name} {text}" for name, text in p.params)] if p.params else []
     for i, setting in enumerate(p.known_good):
         shown = ", ".join(f"{k}={'off' if v is None else f'{v:g}'}" for k, v in setting.items())
@@ -104,7 +104,7 @@ def format_plan(plan: DryRunPlan) -> str:
     lines.append(f"search epochs: expected ~{expected:,.0f}, worst case {worst:,} (every trial to the full budget)")
     if p.confirm_top:
         lines.append(f"confirm stage: top {p.confirm_top} setting(s) x seeds {list(p.confirm_seeds)} x {p.max_epochs} "
-                     f"epochs = {confirm:,} epochs (never pruned)")  # fmt: skip
+                     f"epochs = {confirm:,} epochs (never pruned)")
     else:
         lines.append("confirm stage: off")
     if p.baseline_seeds:
@@ -118,8 +118,8 @@ def format_plan(plan: DryRunPlan) -> str:
     else:
         lines.append(f"GPU-hours at {per:g} GPU-h per trial-epoch ({p.cost_source}):")
         lines.append(f"  search expected {_hours(expected, per)}, worst case {_hours(worst, per)}; confirm "
-                     f"{_hours(confirm, per)}; baseline {_hours(baseline, per)}")  # fmt: skip
+                     f"{_hours(confirm, per)}; baseline {_hours(baseline, per)}")
         lines.append(f"  total expected {_hours(expected + confirm + baseline, per)}, worst case "
-                     f"{_hours(worst + confirm + baseline, per)}")  # fmt: skip
+                     f"{_hours(worst + confirm + baseline, per)}")
     lines.extend(f"note: {n}" for n in p.notes)
     return "\n".join(lines) + "\n"

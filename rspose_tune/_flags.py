@@ -11,7 +11,7 @@ __all__ = ["add_run_selection", "float_at_least", "int_at_least"]
 
 
 def _parser(convert: Callable[[str], float], ok: Callable[[float], bool], bad_form: str, bad_value: str,
-            *, show_text: bool):  # fmt: skip
+            *, show_text: bool):
     """An argparse ``type``: ``convert``, then ``ok``; ``"<rule>, got <value>"`` otherwise."""
 
     def parse(text: str):
@@ -35,12 +35,12 @@ def int_at_least(flag: str, minimum: int):
 def float_at_least(flag: str, minimum: float):
     """An argparse ``type`` accepting finite numbers >= ``minimum``."""
     return _parser(float, lambda v: math.isfinite(v) and v >= minimum, f"{flag} must be a number >= {minimum:g}",
-                   f"{flag} must be a finite number >= {minimum:g}", show_text=True)  # fmt: skip
+                   f"{flag} must be a finite number >= {minimum:g}", show_text=True)
 
 
 def add_run_selection(parser: argparse.ArgumentParser, *, run_help: str) -> None:
     """The report's and the export's ``[STORAGE] --run NAME ...`` (read by ``report.storage_argument``)."""
     parser.add_argument("storage", nargs="?", default=None,
                         help="storage root holding <run>/trials/ (or one run directory): a local path or a "
-                        "URI pyarrow.fs opens (file://, s3://); default ./results under the working directory")  # fmt: skip
+                        "URI pyarrow.fs opens (file://, s3://); default ./results under the working directory")
     parser.add_argument("--run", nargs="+", action="extend", metavar="NAME", help=run_help)

@@ -41,11 +41,11 @@ class ProgressiveASHAScheduler(ASHAScheduler):
     """
 
     def __init__(self, *, metric: str, mode: str, time_attr: str, max_t: int, grace_period: int,
-                 reduction_factor: float, epsilon: float = 0.01) -> None:  # fmt: skip
+                 reduction_factor: float, epsilon: float = 0.01) -> None:
         if not epsilon >= 0:
             raise ValueError(f"`epsilon` is {epsilon!r}, but must be >= 0.")
         super().__init__(metric=metric, mode=mode, time_attr=time_attr, max_t=max_t, grace_period=grace_period,
-                         reduction_factor=reduction_factor, brackets=1)  # fmt: skip
+                         reduction_factor=reduction_factor, brackets=1)
         self._levels = [*asha_rungs(max_t, grace_period, reduction_factor), max_t]
         self._top = min(1, len(self._levels) - 1)
         self._values: list[dict[str, float]] = [{} for _ in self._levels]  # per level: trial -> value (higher better)

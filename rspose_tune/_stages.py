@@ -54,13 +54,13 @@ def stage_settings(preset, seed: int, *, top: int | None = None, seeds: int | No
     baseline = preset.confirm.baseline if baseline is None else baseline
     if top > 0 and n < 2:
         raise StageError(f"--confirm-seeds must be >= 2 when --confirm-top is > 0 (a 95 % interval over seeds "
-                         f"needs two), got {n}")  # fmt: skip
+                         f"needs two), got {n}")
     if seeds is not None and top == 0:
         raise StageError(f"--confirm-seeds {seeds} needs --confirm-top >= 1 (preset {preset.name!r} "
-                         "has no confirm stage by default)")  # fmt: skip
+                         "has no confirm stage by default)")
     confirm_seeds = tuple(seed + i for i in range(1, n + 1)) if top > 0 else ()
     return {"confirm_top": top, "confirm_seeds": confirm_seeds, "baseline": bool(baseline),
-            "baseline_seeds": (confirm_seeds or (seed,)) if baseline else ()}  # fmt: skip
+            "baseline_seeds": (confirm_seeds or (seed,)) if baseline else ()}
 
 
 # --------------------------------------------------------------------------------------------
@@ -97,7 +97,7 @@ def project_setting(params: Mapping[str, Any], space: Mapping[str, Any]) -> tupl
         if not setting.is_on(c):
             if not cspec.can_be_off:
                 raise StageError(f"component {c!r} is off there, but this preset cannot switch it off "
-                                 f"({cname}: {cspec.describe()})")  # fmt: skip
+                                 f"({cname}: {cspec.describe()})")
             out[cname], out[dname] = 0.0, None
             continue
         if cspec.is_fixed and cspec.fixed == 0:
@@ -168,9 +168,9 @@ def resolve_warm_start(runs: Sequence[str], storage: str, preset) -> tuple[list[
             params, changes = project_setting(report.params, preset.params)
         except StageError as exc:
             raise StageError(f"--warm-start {given!r}: the chosen setting of trial {report.best_trial} "
-                             f"cannot be used: {exc}") from None  # fmt: skip
+                             f"cannot be used: {exc}") from None
         how = (f"confirmed mean {report.confirmed[0].mean:.4g} over {len(report.confirmed[0].by_seed)} seeds"
-               if report.confirmed else f"{report.metric_name} {report.metric:.4g}")  # fmt: skip
+               if report.confirmed else f"{report.metric_name} {report.metric:.4g}")
         source = f"{run_dir} trial {report.best_trial} ({report.backbone}, {how})"
         if changes:
             source += "; moved into this space: " + ", ".join(changes)
@@ -204,7 +204,7 @@ def stage_configs(spec, rows) -> tuple[list[dict[str, Any]], list[str]]:
         top = top_settings(trials, spec.preset.mode, spec.confirm_top) if trials is not None else []
         if len(top) < spec.confirm_top:
             notes.append(f"confirm stage: {len(top)} distinct full-budget setting(s) to confirm, fewer than "
-                         f"--confirm-top {spec.confirm_top}")  # fmt: skip
+                         f"--confirm-top {spec.confirm_top}")
         for _, trial in (top.iterrows() if len(top) else []):
             params = dict(LossSetting.from_row(trial))  # an off component: coefficient 0.0, delta None
             for seed in spec.confirm_seeds:
@@ -249,7 +249,7 @@ def run_stages(p, make_trainable, callbacks: Sequence[Any], reporter, *, max_con
     print(f"confirm stage: {n_confirm} confirm trial(s) ({n_settings} setting(s) of --confirm-top {spec.confirm_top} on "
           f"seeds {list(spec.confirm_seeds)}), "
           f"{len(configs) - n_confirm} baseline trial(s) with the stock loss, {p.max_epochs} epochs each, never "
-          f"pruned; in {where}")  # fmt: skip
+          f"pruned; in {where}")
     # Each trial's config is one preset point; the domains list the points' values so Ray accepts them.
     keys = [*PARAM_NAMES, "stage", "seed", "confirms"]
     space = {k: tune.choice(list(dict.fromkeys(c[k] for c in configs))) for k in keys}
@@ -258,7 +258,7 @@ def run_stages(p, make_trainable, callbacks: Sequence[Any], reporter, *, max_con
         trainable,
         param_space=space,
         tune_config=tune.TuneConfig(search_alg=search_alg, num_samples=len(configs),
-                                    trial_name_creator=trial_dir_name, trial_dirname_creator=trial_dir_name),  # fmt: skip
+                                    trial_name_creator=trial_dir_name, trial_dirname_creator=trial_dir_name),
         run_config=tune.RunConfig(
             name=STAGE_EXPERIMENT,
             storage_path=p.run_dir,

@@ -23,7 +23,7 @@ def mlflow_metric_name(key: str) -> str:
 def _trial_tags(trial: Any, *, backbone: str, seed: int, run: str) -> dict[str, str]:
     config = trial.config
     return {"trial_id": trial.trial_id, "stage": str(config.get("stage", "search")),
-            "seed": str(config.get("seed", seed)), "backbone": backbone, "rspose_run": run}  # fmt: skip
+            "seed": str(config.get("seed", seed)), "backbone": backbone, "rspose_run": run}
 
 
 def _trial_params(trial: Any, tags: dict[str, str]) -> dict[str, Any]:
@@ -55,13 +55,13 @@ class MLflowTrialCallback(MLflowLoggerCallback):
         if trial not in self._trial_runs:
             client = self.mlflow_util._get_client()
             found = client.search_runs([self.mlflow_util.experiment_id],
-                                       filter_string=f"tags.trial_id = '{trial.trial_id}'", max_results=1)  # fmt: skip
+                                       filter_string=f"tags.trial_id = '{trial.trial_id}'", max_results=1)
             if found:  # a trial restarted by --resume: continue its run
                 run_id = found[0].info.run_id
                 client.update_run(run_id, status="RUNNING")
             else:
                 run_id = self.mlflow_util.start_run(tags={**tags, "trial_name": str(trial)},
-                                                    run_name=str(trial)).info.run_id  # fmt: skip
+                                                    run_name=str(trial)).info.run_id
             self._trial_runs[trial] = run_id
         self.mlflow_util.log_params(run_id=self._trial_runs[trial], params_to_log=_trial_params(trial, tags))
 

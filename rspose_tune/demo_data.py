@@ -78,12 +78,12 @@ COCO_KEYPOINT_NAMES = (
     "left_shoulder", "right_shoulder", "left_elbow", "right_elbow",
     "left_wrist", "right_wrist", "left_hip", "right_hip",
     "left_knee", "right_knee", "left_ankle", "right_ankle",
-)  # fmt: skip
+)
 #: COCO's skeleton, 1-based keypoint indices, as in ``person_keypoints_*.json``.
 COCO_SKELETON = (
     (16, 14), (14, 12), (17, 15), (15, 13), (12, 13), (6, 12), (7, 13), (6, 7), (6, 8),
     (7, 9), (8, 10), (9, 11), (2, 3), (1, 2), (1, 3), (2, 4), (3, 5), (4, 6), (5, 7),
-)  # fmt: skip
+)
 
 # One saturated BGR colour per keypoint (joint discs), so every keypoint is identifiable.
 _KPT_COLORS = (
@@ -91,7 +91,7 @@ _KPT_COLORS = (
     (255, 128, 0), (0, 128, 255), (255, 255, 0), (128, 0, 255),
     (0, 255, 128), (255, 0, 128), (128, 255, 0), (0, 0, 128),
     (128, 0, 0), (0, 128, 0), (128, 128, 255), (255, 128, 128),
-)  # fmt: skip
+)
 # Limbs (0-based joint pairs, thickness as a fraction of figure height, BGR colour). Left limbs
 # are warm, right limbs cool, so the side is visible even where a joint disc is hidden.
 _LIMBS = (
@@ -99,7 +99,7 @@ _LIMBS = (
     (6, 8, 0.075, (200, 110, 40)), (8, 10, 0.065, (230, 160, 70)),
     (11, 13, 0.10, (30, 60, 150)), (13, 15, 0.085, (70, 100, 190)),
     (12, 14, 0.10, (150, 70, 30)), (14, 16, 0.085, (190, 120, 70)),
-)  # fmt: skip
+)
 
 
 class DemoDataError(RSPoseTuneError, RuntimeError):

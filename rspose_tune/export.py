@@ -67,7 +67,7 @@ def _trials_of(backbone: str, runs: Sequence[RunData]) -> tuple[pd.DataFrame, di
     if not parts:
         found = sorted({b for run in runs for b in run.frame["backbone"]})
         raise ReportError(f"`--backbone` must be one of the backbones in runs {[r.name for r in runs]}: {found}, "
-                          f"got {backbone!r}")  # fmt: skip
+                          f"got {backbone!r}")
     return pd.concat(parts, ignore_index=True), {run.name: run for run in runs}
 
 
@@ -82,21 +82,21 @@ def pick_trial(backbone: str, runs: Sequence[RunData], trial_id: str | None = No
         match = trials[trials["trial_id"] == trial_id]
         if match.empty:
             raise ReportError(f"--trial {trial_id!r} is not a {backbone!r} trial in runs {sorted(by_name)}; "
-                              f"trials there: {sorted(trials['trial_id'])}")  # fmt: skip
+                              f"trials there: {sorted(trials['trial_id'])}")
         if len(match) > 1:
             raise ReportError(f"--trial {trial_id!r} is in several runs {sorted(match['run'])}; pick one with --run")
         chosen = match.iloc[0]
         if chosen["status"] == "error":
             raise ReportError(f"--trial {trial_id!r} of run {chosen['run']!r} failed (status error at epoch "
                               f"{chosen['last_epoch']}): its setting has no trustworthy metric, nothing exported; "
-                              "the run's report lists the error, pick a completed or pruned trial")  # fmt: skip
+                              "the run's report lists the error, pick a completed or pruned trial")
         return chosen, by_name[chosen["run"]]
     summary = backbone_report(backbone, runs)  # the report's own selection
     if summary.best_trial is None:
         counts = trials["status"].value_counts().to_dict()
         raise ReportError(f"no {backbone!r} trial reached the full budget (status completed) in runs "
                           f"{summary.runs} (statuses: {counts}); pass --trial ID to export another trial's "
-                          "setting")  # fmt: skip
+                          "setting")
     chosen = trials[(trials["run"] == summary.best_run) & (trials["trial_id"] == summary.best_trial)].iloc[0]
     return chosen, by_name[summary.best_run]
 
@@ -114,7 +114,7 @@ def run_preset(spec, *, data_root: str | None = None, weights: str | None = None
     if data_root is None and weights is None:
         return spec.preset
     return parse_preset(preset_to_yaml(spec.preset), name=spec.preset.name, source=spec.preset.source,
-                        data_root=data_root, weights=weights)  # fmt: skip
+                        data_root=data_root, weights=weights)
 
 
 def finalize_export_config(cfg, base, *, metric: str, mode: str, work_dir: str) -> None:
@@ -166,7 +166,7 @@ def export_config(
         preset = find_preset(backbone, run.meta)  # by name, else the run's own preset file
         if preset is None:
             raise ReportError(f"no preset {backbone!r} (search_spaces/{backbone}.yaml) and the run's metadata names "
-                              "no existing preset file; the export needs the preset's base config")  # fmt: skip
+                              "no existing preset file; the export needs the preset's base config")
         preset = load_preset(preset.source, data_root=data_root, weights=weights)
     base = load_base_config(preset.base_config, Path(preset.source).parent)
     max_epochs = int(base.train_cfg["max_epochs"])
@@ -234,22 +234,22 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_selection(parser, run_help="only these runs (put the storage path before --run)")  # after --backbone in --help
     parser.add_argument("--trial", metavar="ID", help="export this trial's setting instead of the best")
     parser.add_argument("--out", metavar="PATH",
-                        help="output .py, a local path or a URI (default <storage>/<run>/export/<backbone>_rspose.py)")  # fmt: skip
+                        help="output .py, a local path or a URI (default <storage>/<run>/export/<backbone>_rspose.py)")
     parser.add_argument("--data-root", metavar="PATH",
-                        help="dataset root in the exported config (default: the run's, from its run_spec.yaml)")  # fmt: skip
+                        help="dataset root in the exported config (default: the run's, from its run_spec.yaml)")
     parser.add_argument("--weights", metavar="PATH|none",
                         help="pretrained backbone weights (local file), or 'none' to train from scratch; "
-                        "default: the run's weights (from its run_spec.yaml)")  # fmt: skip
+                        "default: the run's weights (from its run_spec.yaml)")
     parser.add_argument("--no-tracking-export", action="store_true",
                         help="do not add the MLflow/W&B vis backend of the run's tracking (<run>/tracking.json, "
-                        "from the search's --mlflow/--wandb) to the config's visualizer")  # fmt: skip
+                        "from the search's --mlflow/--wandb) to the config's visualizer")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     return export_setting(args.storage, args.run, backbone=args.backbone, trial_id=args.trial, out=args.out,
-                          data_root=args.data_root, weights=args.weights, tracking=not args.no_tracking_export)  # fmt: skip
+                          data_root=args.data_root, weights=args.weights, tracking=not args.no_tracking_export)
 
 
 def export_setting(storage: str | None = None, runs: Sequence[str] | None = None, *, backbone: str | None = None,
@@ -270,11 +270,11 @@ def export_setting(storage: str | None = None, runs: Sequence[str] | None = None
         target = out or f"{run.path.rstrip('/')}/export/{backbone}_rspose.py"
         if trial["status"] != "completed":
             print(f"warning: trial {trial['trial_id']!r} is {trial['status']} at epoch {trial['last_epoch']}: its "
-                  "setting was not trained to the full budget in the search", file=sys.stderr)  # fmt: skip
+                  "setting was not trained to the full budget in the search", file=sys.stderr)
         if is_uri(target):  # an object store: build locally, check, then upload
             tmp = tempfile.TemporaryDirectory(prefix="rspose_export_")
             path = export_config(trial, run, Path(tmp.name) / target.rsplit("/", 1)[-1], data_root=data_root,
-                                 weights=weights, display=target, tracking=tracking)  # fmt: skip
+                                 weights=weights, display=target, tracking=tracking)
             copy_file(path, target)
         else:
             path = export_config(trial, run, Path(target), data_root=data_root, weights=weights, tracking=tracking)
@@ -285,7 +285,7 @@ def export_setting(storage: str | None = None, runs: Sequence[str] | None = None
         return cli_error(exc, hint)
     params = ", ".join(f"{n}={'off' if v is None else f'{v:.4g}'}" for n, v in _params(trial).items())
     print(f"{backbone}: trial {trial['trial_id']} of run {run.name} ({trial['metric_name']} "
-          f"{_metric_text(trial, 4)}); {params}")  # fmt: skip
+          f"{_metric_text(trial, 4)}); {params}")
     if is_uri(target):
         print(f"wrote {target}")
         print("train with MMPose's own script: copy it to this machine, then python tools/train.py <the copy>")
@@ -305,7 +305,7 @@ def _warn_missing_data(path: Path) -> None:
     root = cfg.train_dataloader.dataset.get("data_root")
     if root and not os.path.isdir(root):
         print(f"note: the data root {root!r} does not exist on this machine; pass --data-root to change it",
-              file=sys.stderr)  # fmt: skip
+              file=sys.stderr)
 
 
 if __name__ == "__main__":

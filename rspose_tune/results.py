@@ -403,7 +403,7 @@ def write_row(
 def row_files(fs: pafs.FileSystem, root: str) -> list[pafs.FileInfo]:
     infos = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
     return [i for i in infos if i.type == pafs.FileType.File and not i.base_name.startswith((".", "_"))
-            and i.base_name.endswith(".parquet")]  # fmt: skip
+            and i.base_name.endswith(".parquet")]
 
 
 def _dataset_root(fs: pafs.FileSystem, root: str) -> str:

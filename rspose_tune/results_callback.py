@@ -104,7 +104,7 @@ class ParquetResultsCallback(Callback):
     # ------------------------------------------------------------ Ray Tune hooks
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         row = make_row(result, trial.config, run=self._run_name(trial), backbone=self._backbone,
-                       trial_id=trial.trial_id, time_attr=self._time_attr, seed=self._seed)  # fmt: skip
+                       trial_id=trial.trial_id, time_attr=self._time_attr, seed=self._seed)
         self._write(trial, row)
         self._last[trial.trial_id] = row
 
@@ -138,7 +138,7 @@ class ParquetResultsCallback(Callback):
         if self._metadata is None:
             self._metadata = build_metadata(run=self._run_name(trial), backbone=self._backbone,
                                             max_epochs=self._max_epochs, search_space=self._search_space,
-                                            extra=self._extra)  # fmt: skip
+                                            extra=self._extra)
         write_row(row, root, filesystem=fs, metadata=self._metadata)
 
     def _trial_files(self, trial: Any) -> dict[int, str]:
@@ -155,7 +155,7 @@ class ParquetResultsCallback(Callback):
             if error is None:
                 return  # ended before its first result, without error: nothing to record
             last = make_row({}, trial.config, run=self._run_name(trial), backbone=self._backbone,
-                            trial_id=trial.trial_id, epoch=0, seed=self._seed)  # fmt: skip
+                            trial_id=trial.trial_id, epoch=0, seed=self._seed)
         row = {**last, "status": final_status(last["epoch"], self._max_epochs, error is not None), "error": error}
         self._write(trial, row)
         fs, _ = self._resolve_target(trial)

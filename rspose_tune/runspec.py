@@ -138,7 +138,7 @@ def preset_to_yaml(preset: Preset) -> dict[str, Any]:
             params[name] = {"low": spec.low, "high": spec.high, "log": spec.log, "allow_off": spec.allow_off}
     data = preset.data
     data_out: dict[str, Any] = {"root": str(data.root), "train_ann": data.train_ann, "val_ann": data.val_ann,
-                                "train_img": data.train_img, "val_img": data.val_img}  # fmt: skip
+                                "train_img": data.train_img, "val_img": data.val_img}
     for key in ("bbox_file", "headbox_file", "generated"):
         if getattr(data, key) is not None:
             data_out[key] = getattr(data, key)
@@ -152,10 +152,10 @@ def preset_to_yaml(preset: Preset) -> dict[str, Any]:
         "known_good": [{n: k[n] for n in PARAM_NAMES} for k in preset.known_good],
         "budget": {"max_epochs": preset.budget.max_epochs, "grace_epochs": preset.budget.grace_epochs,
                    "reduction_factor": preset.budget.reduction_factor,
-                   "val_interval": preset.budget.val_interval},  # fmt: skip
+                   "val_interval": preset.budget.val_interval},
         "resources": {"gpus": preset.resources.gpus, "cpus": preset.resources.cpus,
                       **({} if getattr(preset.resources, "workers", None) is None
-                         else {"workers": preset.resources.workers})},  # fmt: skip
+                         else {"workers": preset.resources.workers})},
         "data": data_out,
         "weights": None if preset.weights is None else str(preset.weights),
         "cost": {"epoch_gpu_hours": preset.cost.epoch_gpu_hours, "source": preset.cost.source},
@@ -208,7 +208,7 @@ class RunSpec:
         scheduler: dict[str, Any] = {"type": self.scheduler}
         if self.scheduler == "asha":
             scheduler.update(time_attr="epoch", max_t=self.max_epochs, grace_period=self.grace_epochs,
-                             reduction_factor=self.reduction_factor)  # fmt: skip
+                             reduction_factor=self.reduction_factor)
         return {
             "format": _FORMAT,
             "version": SPEC_VERSION,
@@ -219,10 +219,10 @@ class RunSpec:
             "seed": self.seed,
             "trainable": self.trainable,
             "budget": {"max_epochs": self.max_epochs, "grace_epochs": self.grace_epochs,
-                       "reduction_factor": self.reduction_factor},  # fmt: skip
+                       "reduction_factor": self.reduction_factor},
             "resources": {"gpus_per_trial": self.gpus_per_trial, "cpus_per_trial": self.cpus_per_trial,
                           "workers_per_trial": self.workers_per_trial,
-                          "dataloader_workers": self.dataloader_workers},  # fmt: skip
+                          "dataloader_workers": self.dataloader_workers},
             "scheduler": scheduler,
             "sampler": {"type": self.sampler, "n_startup_trials": self.n_startup_trials, "seed": self.seed,
                         "tpe_options": dict(self.tpe_options)},
@@ -247,7 +247,7 @@ class RunSpec:
             raise RunSpecError(f"{where}: `format` is {data.get('format')!r}, expected {_FORMAT!r}")
         if data.get("version") != SPEC_VERSION:
             raise RunSpecError(f"{where}: `version` is {data.get('version')!r}, but this rspose_tune reads "
-                               f"version {SPEC_VERSION}")  # fmt: skip
+                               f"version {SPEC_VERSION}")
         try:
             f = _SpecFile.model_validate(data)
         except ValidationError as exc:
@@ -274,7 +274,7 @@ class RunSpec:
             tpe_options=dict(f.sampler.tpe_options or {}), created_utc=str(f.created_utc or ""),
             command=tuple(str(a) for a in f.command or ()), cwd=str(f.cwd or ""), host=str(f.host or ""),
             versions=dict(f.versions or {}), git_revision=str(f.git_revision or "unknown"),
-        )  # fmt: skip
+        )
 
 
 # The file format of run_spec.yaml (what RunSpec.to_dict writes), validated by pydantic: strict
@@ -390,7 +390,7 @@ def write_spec(spec: RunSpec) -> str:
     if exists(path):
         raise RunSpecError(f"{path} already exists: a run spec is written once, when the run starts")
     header = ("# rspose_tune run spec: written once when the run started; --resume, report and export\n"
-              "# read it. Do not edit: flags that conflict with it are refused on --resume.\n")  # fmt: skip
+              "# read it. Do not edit: flags that conflict with it are refused on --resume.\n")
     write_text(path, header + yaml.safe_dump(spec.to_dict(), sort_keys=False, allow_unicode=True, width=100))
     return path
 
@@ -416,7 +416,7 @@ def spec_exists(run_dir: str) -> bool:
 def mark_finished(run_dir: str, summary: Mapping[str, Any]) -> None:
     """Record that the search of this run ended with every trial finished."""
     write_text(join(run_dir, FINISHED_FILE), json.dumps({"finished_utc": utc_now().isoformat(timespec="seconds"),
-                                                         **summary}, indent=1) + "\n")  # fmt: skip
+                                                         **summary}, indent=1) + "\n")
 
 
 def is_finished(run_dir: str) -> bool:
@@ -428,7 +428,7 @@ def list_runs(storage: str) -> list[str]:
     fs, root = filesystem(storage)
     infos = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
     names = sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory
-                   and not i.base_name.startswith((".", "_")))  # fmt: skip
+                   and not i.base_name.startswith((".", "_")))
     return [n for n in names if spec_exists(join(storage, n))]
 
 

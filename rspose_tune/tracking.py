@@ -32,7 +32,7 @@ from urllib.parse import urlparse
 from rspose_tune.errors import RSPoseTuneError
 
 __all__ = ["TRACKING_FILE", "Tracking", "TrackingError", "check_tracking", "read_tracking", "tracking_callbacks",
-           "use_tracking_callbacks", "vis_backends", "write_tracking"]  # fmt: skip
+           "use_tracking_callbacks", "vis_backends", "write_tracking"]
 
 #: The latest tracking choice of a run, beside its run spec.
 TRACKING_FILE = "tracking.json"
@@ -77,7 +77,7 @@ def normalize_mlflow_uri(value: str) -> str:
         return Path(parsed.path).absolute().as_uri()
     if "://" in text or (parsed.scheme and len(parsed.scheme) > 1):
         raise TrackingError(f"--mlflow {value!r}: must be a local path, file:///abs/path, or http(s)://host:port "
-                            f"of a tracking server (scheme {parsed.scheme!r} is not supported)")  # fmt: skip
+                            f"of a tracking server (scheme {parsed.scheme!r} is not supported)")
     return Path(text).expanduser().absolute().as_uri()
 
 
@@ -99,7 +99,7 @@ def _check_mlflow_reachable(uri: str, timeout_s: float) -> None:
         reason = getattr(exc, "reason", exc)
         reason = getattr(reason, "strerror", None) or str(reason)
         raise TrackingError(f"--mlflow {uri!r}: no MLflow tracking server answered within {timeout_s:g} s "
-                            f"({reason}); start it (mlflow server --host ... --port ...) or fix the URI") from None  # fmt: skip
+                            f"({reason}); start it (mlflow server --host ... --port ...) or fix the URI") from None
 
 
 def _wandb_project(project: str) -> str:
@@ -107,7 +107,7 @@ def _wandb_project(project: str) -> str:
     text = (project or "").strip()
     if not text or _WANDB_BAD_CHARS & set(text) or len(text) > 128:
         raise TrackingError(f"--wandb {project!r}: a W&B project name is 1-128 characters without any of "
-                            f"{' '.join(sorted(_WANDB_BAD_CHARS))}")  # fmt: skip
+                            f"{' '.join(sorted(_WANDB_BAD_CHARS))}")
     return text
 
 
@@ -126,7 +126,7 @@ def _check_wandb(project: str) -> str:
         key = None
     if not key:
         raise TrackingError(f"--wandb {text!r}: W&B has no API key here: set WANDB_API_KEY, run `wandb login`, "
-                            "or set WANDB_MODE=offline (air-gapped: `wandb sync` the offline runs later)")  # fmt: skip
+                            "or set WANDB_MODE=offline (air-gapped: `wandb sync` the offline runs later)")
     return text
 
 
@@ -152,7 +152,7 @@ def tracking_record(tracking: Tracking, run: str) -> dict[str, Any]:
         "mlflow": None if tracking.mlflow is None else {"tracking_uri": tracking.mlflow, "experiment": run},
         "wandb": None if tracking.wandb is None else {"project": tracking.wandb, "group": run,
                                                       "mode": os.environ.get("WANDB_MODE", "online")},
-    }  # fmt: skip
+    }
 
 
 def write_tracking(run_dir: str, tracking: Tracking, run: str) -> None:
@@ -186,11 +186,11 @@ def vis_backends(record: dict[str, Any] | None, *, run_name: str) -> list[dict[s
     if record.get("mlflow"):
         m = record["mlflow"]
         out.append(dict(type="MLFlowVisBackend", tracking_uri=m["tracking_uri"], exp_name=m["experiment"],
-                        run_name=run_name))  # fmt: skip
+                        run_name=run_name))
     if record.get("wandb"):
         w = record["wandb"]
         out.append(dict(type="WandbVisBackend", init_kwargs=dict(project=w["project"], group=w["group"],
-                                                                 name=run_name)))  # fmt: skip
+                                                                 name=run_name)))
     return out
 
 

@@ -95,7 +95,7 @@ def _stage_spec(**kw):
                 dataloader_workers=None, scheduler="asha", sampler="tpe", n_startup_trials=2, confirm_top=2,
                 confirm_seeds=(1, 2), baseline=True, baseline_seeds=(1, 2),
                 warm_start=({"params": B, "source": "/runs/x trial t"},),
-                tpe_options={"constant_liar": True, "multivariate": False})  # fmt: skip
+                tpe_options={"constant_liar": True, "multivariate": False})
     return RunSpec(**{**base, **kw})
 
 
@@ -140,7 +140,7 @@ def s3_env(tmp_path_factory):
     log = tmp_path_factory.mktemp("moto") / "server.log"
     with open(log, "w") as out:
         server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", "0"],
-                                  stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
+                                  stdout=out, stderr=subprocess.STDOUT)
     try:
         deadline, port = time.monotonic() + 60, None
         while port is None and time.monotonic() < deadline:
@@ -151,9 +151,9 @@ def s3_env(tmp_path_factory):
         assert port, f"moto did not start: {log.read_text()}"
         endpoint = f"http://127.0.0.1:{port}"
         env = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-               "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}  # fmt: skip
+               "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
         pafs.S3FileSystem(endpoint_override=endpoint, access_key="testing", secret_key="testing", region="us-east-1",
-                          allow_bucket_creation=True).create_dir(BUCKET)  # fmt: skip
+                          allow_bucket_creation=True).create_dir(BUCKET)
         yield env
     finally:
         server.terminate()

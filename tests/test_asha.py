@@ -17,7 +17,7 @@ def test_rungs_equal_rays_milestones_below_the_budget():
         if grace > max_t:
             continue
         ray = ASHAScheduler(time_attr="epoch", metric="metric", mode="max", max_t=max_t, grace_period=grace,
-                            reduction_factor=rf)  # fmt: skip
+                            reduction_factor=rf)
         assert asha_rungs(max_t, grace, rf) == [m for m in asha_milestones(ray) if m < max_t], (max_t, grace, rf)
 
 
@@ -29,6 +29,6 @@ def test_unknown_budget_has_no_rungs():
     "budget, expected",
     [((210, 10, 3), [10, 30, 90]), ((9, 1, 3), [1, 3]), ((10, 2, 3), [2, 6]), ((10, 10, 3), []),
      ((None, 10, 3), []), ((210, None, 3), [])],
-)  # fmt: skip
+)
 def test_asha_rungs(budget, expected):
     assert rep.asha_rungs(*budget) == expected

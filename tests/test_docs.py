@@ -139,7 +139,7 @@ def flag_list_problems(real_backbone: str, runs: str) -> list[str]:
         have = _doc_flags(bullets.get(title, ""), primary, f"real_backbone.md's {title!r}")
         if have != want:
             problems.append(f"real_backbone.md's {title!r}: missing {sorted(set(want) - set(have))}, "
-                            f"extra {sorted(set(have) - set(want))}")  # fmt: skip
+                            f"extra {sorted(set(have) - set(want))}")
     # runs.md: the flags that define a run are every flag but those that may change, the one-shot ones
     # and --warm-start (read once, refused on --resume); the flags that may change are RESUME_MAY_CHANGE.
     define = re.search(r"\*\*Flags that define the run\*\* \((.*?)\)", runs, re.S)
@@ -149,7 +149,7 @@ def flag_list_problems(real_backbone: str, runs: str) -> list[str]:
     have = _doc_flags(define.group(1) if define else "", primary, "runs.md's flags that define the run")
     if have != want:
         problems.append(f"runs.md's flags that define the run: missing {sorted(set(want) - set(have))}, "
-                        f"extra {sorted(set(have) - set(want))}")  # fmt: skip
+                        f"extra {sorted(set(have) - set(want))}")
     have = _doc_flags(may.group(1) if may else "", primary, "runs.md's flags that may change")
     if have != sorted(RESUME_MAY_CHANGE):
         missing, extra = sorted(set(RESUME_MAY_CHANGE) - set(have)), sorted(set(have) - set(RESUME_MAY_CHANGE))

@@ -28,7 +28,7 @@ def test_asha_levels_and_epochs_by_hand():
 
 
 @pytest.mark.parametrize("bad", [dict(num_trials=0, max_epochs=1, grace=1, reduction_factor=2),
-                                 dict(num_trials=1, max_epochs=4, grace=1, reduction_factor=1)])  # fmt: skip
+                                 dict(num_trials=1, max_epochs=4, grace=1, reduction_factor=1)])
 def test_asha_levels_rejects_bad_budgets(bad):
     with pytest.raises(ValueError, match="must be"):
         asha_levels(**bad)
@@ -49,7 +49,7 @@ def _dry(tmp_path, *args: str, env: dict | None = None) -> subprocess.CompletedP
     work.mkdir(exist_ok=True)
     environment = {**os.environ, "HOME": str(tmp_path / "home"), **(env or {})}
     return subprocess.run([sys.executable, "-c", _PROBE, *args], cwd=work, env=environment, capture_output=True,
-                          text=True, timeout=120)  # fmt: skip
+                          text=True, timeout=120)
 
 
 def _files(root) -> list[str]:
@@ -80,7 +80,7 @@ def test_dry_run_epoch_gpu_hours_flag_and_confirm_flags(tmp_path):
     # vit-b validates every 10 epochs: the grace period is a multiple of it (issue 17)
     out = _dry(tmp_path, "--dry-run", "--backbone", "vit-b", "--num-trials", "9", "--max-epochs", "270",
                "--grace-epochs", "30", "--reduction-factor", "3", "--epoch-gpu-hours", "0.5", "--confirm-top", "3",
-               "--confirm-seeds", "4", "--no-baseline")  # fmt: skip
+               "--confirm-seeds", "4", "--no-baseline")
     assert out.returncode == 0, out.stderr
     # levels 30 (9), 90 (3), 270 (1): 270 + 180 + 180 = 630 epochs
     assert "expected ~630, worst case 2,430" in out.stdout
@@ -108,7 +108,7 @@ def test_dry_run_demo_with_missing_generated_data_is_a_note(tmp_path):
     (["--dry-run", "--warm-start", "/nonexistent/run"], "error: --warm-start '/nonexistent/run': cannot read run '/nonexistent/run'"),
     (["--epoch-gpu-hours", "1"], "error: --epoch-gpu-hours prices a search for --dry-run only"),
     (["--dry-run", "--epoch-gpu-hours", "-1"], "--epoch-gpu-hours must be a finite number >= 0"),
-])  # fmt: skip
+])
 def test_bad_flags_give_one_error_line_and_exit_2(tmp_path, args, message):
     out = _dry(tmp_path, *args, "--storage", str(tmp_path / "store"))
     assert out.returncode == 2

@@ -25,18 +25,18 @@ def storage(tmp_path):
         trial("pruned_high", OTHER, [0.9, 0.95], "pruned"),
         trial("best", BEST_DEMO, [0.1, 0.2, 0.5], "completed"),
         trial("second", KNOWN_GOOD, [0.1, 0.2, 0.4], "completed"),
-    ], backbone="demo", gpus=0.0, cpus=1.0, max_epochs=3)  # fmt: skip
+    ], backbone="demo", gpus=0.0, cpus=1.0, max_epochs=3)
     write_run(root, "vitb-run", [
         trial("vb_best", SORT_OFF, [0.5, 0.6, 0.75], "completed"),
         trial("vb_other", KNOWN_GOOD, [0.5, 0.6, 0.70], "completed"),
-    ], backbone="vit-b", max_epochs=3)  # fmt: skip
+    ], backbone="vit-b", max_epochs=3)
     return root
 
 
 def _run_python(code: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout)  # fmt: skip
+                          text=True, timeout=timeout)
 
 
 def test_demo_export_builds_a_runner_in_a_fresh_process(storage, tmp_path, capsys):
@@ -59,7 +59,7 @@ def test_demo_export_builds_a_runner_in_a_fresh_process(storage, tmp_path, capsy
         print("HEAD", type(head).__name__, type(loss).__name__, loss.delta_rank, head.coeff_inst, loss.pos_thr)
         hook = next(h for h in runner.hooks if type(h).__name__ == "CheckpointHook")
         print("BEST", hook.save_best, hook.rules)
-    """, cwd=work)  # fmt: skip
+    """, cwd=work)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "HEAD RSPoseHeatmapHead RSPoseLoss 0.55 0.8 0.05" in proc.stdout  # pos_thr reaches the loss
     assert "BEST ['coco/AP'] ['greater']" in proc.stdout
@@ -68,7 +68,7 @@ def test_demo_export_builds_a_runner_in_a_fresh_process(storage, tmp_path, capsy
 def test_real_preset_export_has_setting_and_full_schedule(storage, tmp_path, capsys):
     out = tmp_path / "vitb.py"
     assert ex.main([str(storage), "--backbone", "vit-b", "--weights", "none", "--out", str(out),
-                    "--data-root", str(tmp_path / "coco")]) == 0  # fmt: skip
+                    "--data-root", str(tmp_path / "coco")]) == 0
     cfg = Config.fromfile(str(out), import_custom_modules=False)
     head = cfg.model.head
     assert head.type == "RSPoseHeatmapHead" and head.loss.type == "RSPoseLoss"
@@ -103,7 +103,7 @@ def test_export_explicit_trial_and_mode_min(tmp_path, capsys):
         trial("a", KNOWN_GOOD, [0.9, 0.5, 0.3], "completed"),
         trial("b", OTHER, [0.9, 0.5, 0.4], "completed"),
         trial("c", SORT_OFF, [0.9], "pruned"),
-    ], backbone="demo", gpus=0.0, max_epochs=3, mode="min", metric_name="val/loss")  # fmt: skip
+    ], backbone="demo", gpus=0.0, max_epochs=3, mode="min", metric_name="val/loss")
     runs = ex.load_runs(tmp_path)
     best, run = ex.pick_trial("demo", runs)
     assert (best["trial_id"], run.name) == ("a", "r")  # mode min from the run metadata
@@ -124,7 +124,7 @@ def test_export_explicit_trial_and_mode_min(tmp_path, capsys):
      (["--backbone", "demo", "--trial", "nope"], "--trial 'nope' is not a 'demo' trial"),
      (["--backbone", "demo", "--out", "x.json"], "--out must end in .py"),
      (["--backbone", "demo", "--run", "nope"], "--run ['nope'] not found")],
-)  # fmt: skip
+)
 def test_export_errors_exit_2(storage, capsys, args, message):
     assert ex.main([str(storage), *args]) == 2
     err = capsys.readouterr().err
@@ -159,7 +159,7 @@ def test_exported_demo_config_trains_with_mmpose_tools_train(storage, tmp_path):
     proc = subprocess.run(
         [sys.executable, str(train_py), str(out), "--work-dir", str(work), "--cfg-options", "train_cfg.max_epochs=1"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+    )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     assert list(work.glob("best_coco_AP_epoch_1.pth")), sorted(p.name for p in work.iterdir())
 
@@ -171,7 +171,7 @@ def test_exported_demo_config_trains_with_mmpose_tools_train(storage, tmp_path):
 
 def test_export_infers_the_backbone_of_a_storage_with_one(tmp_path, capsys, storage):
     write_run(tmp_path / "one", "r", [trial("a", KNOWN_GOOD, [0.1, 0.2, 0.5], "completed")], backbone="demo",
-              gpus=0.0, max_epochs=3)  # fmt: skip
+              gpus=0.0, max_epochs=3)
     assert ex.main([str(tmp_path / "one")]) == 0
     assert (tmp_path / "one" / "r" / "export" / "demo_rspose.py").is_file()
     capsys.readouterr()
@@ -185,7 +185,7 @@ def test_export_of_an_errored_trial_is_refused_and_writes_nothing(tmp_path, caps
     write_run(tmp_path, "r", [
         trial("ok", KNOWN_GOOD, [0.1, 0.2, 0.5], "completed"),
         trial("boom", OTHER, [], "error", error="ValueError: boom"),
-    ], backbone="demo", gpus=0.0, max_epochs=3)  # fmt: skip
+    ], backbone="demo", gpus=0.0, max_epochs=3)
     out = tmp_path / "boom.py"
     assert ex.main([str(tmp_path), "--trial", "boom", "--out", str(out)]) == 2
     err = capsys.readouterr().err

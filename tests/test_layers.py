@@ -21,7 +21,7 @@ LAYERS = [
     ("rspose_tune._stages", "rspose_tune._dryrun"),
     ("rspose_tune.search", "rspose_tune.export", "rspose_tune.__main__"),
     ("rspose_tune.bench",), ("rspose_tune.replay",), ("trainables",),
-]  # fmt: skip
+]
 LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}
 
 

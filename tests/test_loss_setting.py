@@ -44,7 +44,7 @@ def test_an_on_component_without_its_delta_keeps_none():
     (-0.5, r"`coeff_inst` must be finite and >= 0, got -0.5"),
     ("0.25", r"`coeff_inst` must be a number, got '0.25'"),
     (True, r"`coeff_inst` must be a number, got True"),
-])  # fmt: skip
+])
 def test_a_dict_value_breaking_a_rule_is_refused_with_its_name(value, message):
     with pytest.raises(LossSettingError, match=message):
         LossSetting.from_dict({**KG, "coeff_inst": value})
@@ -53,7 +53,7 @@ def test_a_dict_value_breaking_a_rule_is_refused_with_its_name(value, message):
 @pytest.mark.parametrize("value", [1.0, 1.5])
 def test_pos_thr_rule_is_one_message(value):
     with pytest.raises(LossSettingError, match=rf"^`pos_thr` {POS_THR_RULE.replace('(', '[(]').replace(')', '[)]')}, "
-                                               rf"got {value}$"):  # fmt: skip
+                                               rf"got {value}$"):
         LossSetting.from_dict({**KG, "pos_thr": value})
     assert loss_param("pos_thr").problem(value) == POS_THR_RULE
     assert loss_param("pos_thr").problem(0.999) is None and loss_param("delta_rank").problem(1.5) is None
@@ -64,7 +64,7 @@ def test_the_preset_check_states_the_same_pos_thr_rule(tmp_path):
     from tests.conftest import SPACE
 
     with pytest.raises(SearchSpaceError, match=r"`params.pos_thr.fixed` " + POS_THR_RULE.replace("(", r"\(")
-                       .replace(")", r"\)") + ", got 1$"):  # fmt: skip
+                       .replace(")", r"\)") + ", got 1$"):
         validate_space({**SPACE, "pos_thr": {"fixed": 1.0}})
 
 

@@ -17,7 +17,7 @@ class _Trial:
 
 def _scheduler(**kw):
     return ProgressiveASHAScheduler(metric="metric", mode=kw.pop("mode", "max"), time_attr="epoch", max_t=10,
-                                    grace_period=2, reduction_factor=3, **kw)  # fmt: skip
+                                    grace_period=2, reduction_factor=3, **kw)
 
 
 def _weak(scheduler, n=3, value=0.3):

@@ -29,7 +29,7 @@ def _probe(config):
     context = tune.get_context()
     fs, trial_path = rc.trial_storage(context)
     tune.report({"epoch": 1, "metric": 1.0, "trial_path": trial_path, "fs": type(fs).__name__,
-                 "workdir": rc.trial_working_directory(context)})  # fmt: skip
+                 "workdir": rc.trial_working_directory(context)})
 
 
 @pytest.mark.slow

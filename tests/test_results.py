@@ -83,7 +83,7 @@ def test_make_row_errors(res, kwargs, match):
     ("last", "error", "expected"),
     [(0, False, "pruned"), (1, False, "pruned"), (4, False, "completed"), (5, False, "completed"),
      (4, True, "error"), (0, True, "error")],
-)  # fmt: skip
+)
 def test_final_status(last, error, expected):
     assert final_status(last, MAX_T, error) == expected
 
@@ -142,7 +142,7 @@ def test_pos_thr_column_is_written_and_schema_v2_files_read_as_its_default(tmp_p
     for trial_id, config in (("search", CONFIG), ("base", {"stage": "baseline", "seed": 0})):
         r = {k: v for k, v in row(trial_id, 1, config=config).items() if k != "pos_thr"}
         pq.write_table(pa.Table.from_pylist([r], schema=v2.with_metadata({METADATA_KEY: b'{"schema_version": 2}'})),
-                       old / row_file_name(trial_id, 1))  # fmt: skip
+                       old / row_file_name(trial_id, 1))
     assert "pos_thr" not in pq.read_schema(old / row_file_name("search", 1)).names
     frame = read_results(old).set_index("trial_id")
     assert frame.loc["search", "pos_thr"] == 0.0  # trained with the default, label > 0
@@ -160,7 +160,7 @@ def test_search_space_dataclasses_and_paths_become_json(tmp_path):
         fixed: float | None = None
 
     meta = R.build_metadata(run="r", backbone="b", max_epochs=2,
-                            search_space={"coeff_rank": Spec("coeff_rank", fixed=1.0), "root": Path("/x")})  # fmt: skip
+                            search_space={"coeff_rank": Spec("coeff_rank", fixed=1.0), "root": Path("/x")})
     assert meta["search_space"] == {"coeff_rank": {"name": "coeff_rank", "low": None, "fixed": 1.0}, "root": "/x"}
     with pytest.raises(TypeError, match="cannot be stored as JSON"):
         R.build_metadata(run="r", backbone="b", max_epochs=2, search_space={"x": object()})
@@ -186,7 +186,7 @@ def test_git_revision_inside_git(tmp_path):
     if shutil.which("git") is None:
         pytest.skip("git not installed")
     env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@t"}  # fmt: skip
+           "GIT_COMMITTER_EMAIL": "t@t"}
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
     (tmp_path / "f").write_text("1")
     subprocess.run(["git", "add", "f"], cwd=tmp_path, check=True)

@@ -28,7 +28,7 @@ def result(epoch: int, metric: float = 0.5, **extra) -> dict:
         "loss_rank": 0.5, "loss_sort": math.nan, "loss_inst": 0.1, "spearman": 0.7, "wall_s": 12.5,
         "node": "node-1", "gpu_type": "cpu", "coco/AP": metric, "coco/AR": 0.6, "timestamp": 1_700_000_000,
         "training_iteration": epoch, "config": {"x": 1},
-    }  # fmt: skip
+    }
     out.update(extra)
     return out
 
@@ -65,7 +65,7 @@ def test_callback_finalises_status(tmp_path):
         fake_trial("early_boom", config=CONFIG_OFF, error_text="Failure # 1\nRuntimeError: CUDA OOM\n",
                    tmp_path=tmp_path),
         fake_trial("never"),
-    )  # fmt: skip
+    )
     feed(cb, full, range(1, MAX_T + 1))
     feed(cb, early, [1, 2])
     feed(cb, boom, [1])

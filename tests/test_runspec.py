@@ -16,7 +16,7 @@ def _spec(preset, tmp_path, **kw):
                   reduction_factor=2, gpus_per_trial=0.5, cpus_per_trial=2.0, workers_per_trial=1,
                   dataloader_workers=None, scheduler="asha", sampler="tpe", n_startup_trials=2,
                   created_utc="2026-01-01T00:00:00+00:00", command=("python", "-m", "rspose_tune.search"),
-                  versions={"ray": "2.60.0"}, git_revision="abc")  # fmt: skip
+                  versions={"ray": "2.60.0"}, git_revision="abc")
     fields.update(kw)
     return runspec.RunSpec(**fields)
 

@@ -64,7 +64,7 @@ def drive(searcher, trial_id: str, epochs: int, *, error: bool = False, config: 
 
 def trial_of(study: optuna.Study, ray_id: str) -> optuna.trial.FrozenTrial:
     (trial,) = [t for t in study.trials if t.user_attrs.get("rspose:ray_trial_id") == ray_id
-                and "rspose:rerun_of" not in t.user_attrs]  # fmt: skip
+                and "rspose:rerun_of" not in t.user_attrs]
     return trial
 
 
@@ -94,7 +94,7 @@ def test_to_optuna_state(last_epoch, error, expected):
     ("last_epoch", "max_epochs", "match"),
     [(1, 0, "max_epochs"), (1, -2, "max_epochs"), (1, 2.5, "max_epochs"), (1, True, "max_epochs"),
      (-1, 4, "last_epoch"), (1.5, 4, "last_epoch")],
-)  # fmt: skip
+)
 def test_to_optuna_state_rejects(last_epoch, max_epochs, match):
     with pytest.raises(ValueError, match=match):
         to_optuna_state(last_epoch, max_epochs, False)
@@ -130,7 +130,7 @@ def _space(**changes):
         (_space(delta_rank=3.0), r"`params.delta_rank` must be a mapping \{low, high, log\} or \{fixed\}"),
         ([1, 2], "`params` must be a mapping"),
     ],
-)  # fmt: skip
+)
 def test_space_errors(space, match):
     with pytest.raises(ValueError, match=match):
         PruningAwareOptunaSearch(space, max_epochs=MAX_T)
@@ -148,7 +148,7 @@ def test_space_errors(space, match):
         ({**SPACE, "pos_thr": {"low": 0.1, "high": 1.5}}, r"`params.pos_thr.high` must be < 1"),
         ({**SPACE, "pos_thr": {"fixed": None}}, r"`params.pos_thr.fixed` must be a number"),
     ],
-)  # fmt: skip
+)
 def test_space_is_validated_by_the_preset_model(space, match):
     from rspose_tune.errors import RSPoseTuneError
     from rspose_tune.spaces import SearchSpaceError
@@ -274,7 +274,7 @@ def test_shipped_presets_map_onto_the_searcher():
     for name in spaces.list_presets():
         preset = spaces.load_preset(name)
         searcher = make_searcher(space=preset.params, known_good=preset.known_good, mode=preset.mode,
-                                 max_epochs=preset.budget.max_epochs)  # fmt: skip
+                                 max_epochs=preset.budget.max_epochs)
         configs = [searcher.suggest(f"t{i}") for i in range(len(preset.known_good) + 2)]
         assert configs[: len(preset.known_good)] == [dict(k) for k in preset.known_good], name
         for config in configs:
@@ -587,7 +587,7 @@ def test_tuner_pkl_of_the_single_module_searcher_loads():
     alg = pickle.loads(data)
     assert isinstance(alg, ResumableConcurrencyLimiter) and isinstance(alg.searcher, PruningAwareOptunaSearch)
     kg = [{"delta_rank": 0.5, "coeff_rank": 1.0, "delta_sort": 0.5, "coeff_sort": None, "delta_inst": 1.0,
-           "coeff_inst": 1.0}]  # fmt: skip
+           "coeff_inst": 1.0}]
     same = make_searcher(known_good=kg, seed=3)
     assert [alg.searcher.suggest(t) for t in "abc"] == [same.suggest(t) for t in "abc"]
     assert "'rspose_tune.searcher'" in _pickled_strings(pickle.dumps(alg))
@@ -789,7 +789,7 @@ def test_searcher_enqueues_warm_start_after_known_good_and_records_the_source():
     space = load_preset("demo").params
     kg, b = {**KG, "pos_thr": 1e-6}, {**B, "pos_thr": 0.01}  # the demo searches pos_thr
     searcher = PruningAwareOptunaSearch(space, max_epochs=3, metric="metric", mode="max", known_good=[kg],
-                                        warm_start=[{"params": b, "source": "/runs/x trial t1"}])  # fmt: skip
+                                        warm_start=[{"params": b, "source": "/runs/x trial t1"}])
     first, second, third = (searcher.suggest(f"t{i}") for i in range(3))
     assert first == kg and second == b and third != b
     trials = searcher.study.trials
@@ -799,7 +799,7 @@ def test_searcher_enqueues_warm_start_after_known_good_and_records_the_source():
     assert TPE_OPTIONS == {"constant_liar": True, "multivariate": False}  # measured: bench._tpe
     assert sampler._constant_liar and sampler._multivariate is False
     grouped = PruningAwareOptunaSearch(space, max_epochs=3, metric="metric", mode="max",
-                                       tpe_options={"multivariate": True, "group": True})  # fmt: skip
+                                       tpe_options={"multivariate": True, "group": True})
     assert grouped.study.sampler._multivariate and grouped.study.sampler._group
     with pytest.raises(ValueError, match="unsupported keys"):
         PruningAwareOptunaSearch(space, max_epochs=3, tpe_options={"bogus": 1})
@@ -835,7 +835,7 @@ def test_optuna_dashboard_serves_the_runs_study_on_loopback(tmp_path):
     preset = load_preset("demo")
     journal = tmp_path / "run" / JOURNAL_FILE_NAME  # where a search keeps the study
     searcher = PruningAwareOptunaSearch(preset.params, max_epochs=2, metric="metric", mode="max",
-                                        known_good=preset.known_good, journal_path=journal)  # fmt: skip
+                                        known_good=preset.known_good, journal_path=journal)
     searcher.suggest("t1")
     searcher.on_trial_result("t1", {"epoch": 1, "metric": 0.5})
     searcher.on_trial_complete("t1", {"epoch": 2, "metric": 0.6})
@@ -843,7 +843,7 @@ def test_optuna_dashboard_serves_the_runs_study_on_loopback(tmp_path):
     assert exe, "optuna-dashboard is not installed in this environment (requirements/lock.txt)"
     port = _free_port()
     server = subprocess.Popen([exe, str(journal), "--host", "127.0.0.1", "--port", str(port)],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         deadline, body = time.monotonic() + 60, None
         while body is None and time.monotonic() < deadline:
@@ -856,7 +856,7 @@ def test_optuna_dashboard_serves_the_runs_study_on_loopback(tmp_path):
         studies = json.loads(body)["study_summaries"]
         assert [s["study_name"] for s in studies] == ["rspose"]
         study = json.loads(urllib.request.urlopen(
-            f"http://127.0.0.1:{port}/api/studies/{studies[0]['study_id']}", timeout=10).read())  # fmt: skip
+            f"http://127.0.0.1:{port}/api/studies/{studies[0]['study_id']}", timeout=10).read())
         assert [t["state"] for t in study["trials"]] == ["Complete"]
     finally:
         server.terminate()

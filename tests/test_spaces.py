@@ -143,7 +143,7 @@ def test_demo_preset_matches_generator_layout():
     assert data.generated == "demo"
     assert (data.train_ann, data.val_ann, data.train_img, data.val_img) == (
         demo_data.TRAIN_ANN, demo_data.VAL_ANN, demo_data.TRAIN_IMG, demo_data.VAL_IMG,
-    )  # fmt: skip
+    )
     assert data.root == demo_data.default_demo_root()
     assert preset.weights is None
     assert preset.resources.cpus == 1 and preset.budget.val_interval == 1
@@ -477,7 +477,7 @@ def test_every_shipped_preset_satisfies_the_published_schema_and_the_model():
     ("true", r"`params.delta_rank.low` must be a number, got True \(bool\)"),  # strict: no bool-as-number
     ("'0.1'", r"`params.delta_rank.low` must be a number, got '0.1' \(str\) \(YAML reads 0.1 as a string"),
     (".inf", r"`params.delta_rank.low` must be finite, got inf"),
-])  # fmt: skip
+])
 def test_strict_numbers_with_the_key_path(value, message, tmp_path):
     text = edit("{low: 0.1, high: 1.0, log: false}", f"{{low: {value}, high: 1.0}}")
     path = tmp_path / "p.yaml"
@@ -509,7 +509,7 @@ def test_pickles_of_the_one_module_spaces_still_load_and_new_ones_keep_its_name(
     old = pickle.loads(_OLD_PICKLE)
     assert old == {"dims": {"coeff_sort": ParamSpec("coeff_sort", low=0.1, high=4.0, log=True, allow_off=True),
                             "pos_thr": ParamSpec("pos_thr", fixed=0.0)},
-                   "budget": Budget(10, 2, 3, 1), "param": LOSS_PARAMS[-1]}  # fmt: skip
+                   "budget": Budget(10, 2, 3, 1), "param": LOSS_PARAMS[-1]}
     assert type(old["dims"]["pos_thr"]) is ParamSpec
     # a new pickle names the package, as the old module did, so a move inside the package cannot break it
     assert pickle.dumps(old, protocol=4) == _OLD_PICKLE

@@ -17,9 +17,9 @@ from tests.conftest import KG, B, C
 def test_stage_settings_defaults_flags_and_errors():
     demo = load_preset("demo")
     assert stage_settings(demo, 5) == {"confirm_top": 0, "confirm_seeds": (), "baseline": False,
-                                       "baseline_seeds": ()}  # fmt: skip  (the demo: off)
+                                       "baseline_seeds": ()}  # (the demo: off)
     assert stage_settings(load_preset("vit-b"), 5) == {"confirm_top": 3, "confirm_seeds": (6, 7, 8),
-                                                       "baseline": True, "baseline_seeds": (6, 7, 8)}  # fmt: skip
+                                                       "baseline": True, "baseline_seeds": (6, 7, 8)}
     got = stage_settings(demo, 0, top=0, baseline=True)
     assert got["confirm_seeds"] == () and got["baseline_seeds"] == (0,)
     assert stage_settings(demo, 0, top=3, seeds=4, baseline=False)["confirm_seeds"] == (1, 2, 3, 4)
@@ -48,9 +48,9 @@ def test_stage_configs_take_the_top_distinct_settings_on_every_seed():
          **{n: p.get(n) for n in PARAM_NAMES}}
         for t, p, m, s in (("a", KG, 0.7, "completed"), ("b", KG, 0.69, "completed"), ("c", C, 0.6, "completed"),
                            ("d", B, 0.9, "pruned"))
-    ])  # fmt: skip
+    ])
     spec = argparse.Namespace(confirm_top=3, confirm_seeds=(1, 2), baseline=True, baseline_seeds=(1, 2),
-                              preset=load_preset("demo"))  # fmt: skip
+                              preset=load_preset("demo"))
     configs, notes = stage_configs(spec, rows)
     confirm = [c for c in configs if c["stage"] == "confirm"]
     assert [(c["confirms"], c["seed"]) for c in confirm] == [("a", 1), ("a", 2), ("c", 1), ("c", 2)]

@@ -39,7 +39,7 @@ def test_mlflow_uris_are_normalized(tmp_path, monkeypatch):
 @pytest.mark.parametrize("value, words", [
     ("", "needs a tracking URI"), ("ftp://host/x", "scheme 'ftp'"), ("http://:5000", "needs a host"),
     ("http://h:port", "not a number"), ("file://otherhost/x", "must be local"), ("s3://bucket/x", "scheme 's3'"),
-])  # fmt: skip
+])
 def test_malformed_mlflow_values_name_the_flag(value, words):
     with pytest.raises(TrackingError, match="--mlflow") as info:
         check_tracking(value, None)
@@ -90,7 +90,7 @@ def test_tracking_json_round_trip_and_vis_backends(tmp_path):
 def test_search_cli_unreachable_mlflow_is_one_error_line_and_writes_nothing(tmp_path):
     out = subprocess.run([sys.executable, "-m", "rspose_tune.search", "--storage", str(tmp_path / "s"), "--name", "r",
                           "--mlflow", f"http://127.0.0.1:{_closed_port()}", "--no-dashboard"],
-                         capture_output=True, text=True, timeout=300)  # fmt: skip
+                         capture_output=True, text=True, timeout=300)
     assert out.returncode == 2, out.stdout + out.stderr
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: --mlflow 'http://127.0.0.1:"), out.stderr
@@ -100,7 +100,7 @@ def test_search_cli_unreachable_mlflow_is_one_error_line_and_writes_nothing(tmp_
 
 def test_search_cli_malformed_mlflow_is_one_error_line(tmp_path):
     out = subprocess.run([sys.executable, "-m", "rspose_tune.search", "--storage", str(tmp_path / "s"),
-                          "--mlflow", "ftp://nowhere", "--dry-run"], capture_output=True, text=True, timeout=300)  # fmt: skip
+                          "--mlflow", "ftp://nowhere", "--dry-run"], capture_output=True, text=True, timeout=300)
     assert out.returncode == 2 and out.stderr.count("\n") == 1 and out.stderr.startswith("error: --mlflow"), out.stderr
 
 
@@ -124,7 +124,7 @@ def test_mlflow_callback_continues_a_trials_run_after_a_restore(tmp_path):
 
     uri = (tmp_path / "mlruns").as_uri()
     config = {"delta_rank": 0.4, "coeff_rank": 1.0, "delta_sort": 1.5, "coeff_sort": 2.0, "delta_inst": None,
-              "coeff_inst": None, "pos_thr": 1e-6}  # fmt: skip
+              "coeff_inst": None, "pos_thr": 1e-6}
     (first,) = tracking_callbacks(Tracking(mlflow=uri), run="r", run_dir=str(tmp_path), backbone="demo", seed=0)
     pickled = pickle.dumps(first)  # as in tuner.pkl, before the experiment starts
     first.setup()
@@ -160,7 +160,7 @@ def test_restored_tuner_gets_this_starts_tracking_callbacks(tmp_path):
     from rspose_tune.tracking import tracking_callbacks, use_tracking_callbacks
 
     old = tracking_callbacks(Tracking(mlflow=(tmp_path / "a").as_uri()), run="r", run_dir=str(tmp_path),
-                             backbone="demo", seed=0)  # fmt: skip
+                             backbone="demo", seed=0)
     keep = object()
     run_config = SimpleNamespace(callbacks=[keep, *old])
     tuner = SimpleNamespace(_local_tuner=SimpleNamespace(_run_config=run_config))
@@ -181,14 +181,14 @@ def test_mlflow_callback_logs_mmposes_metric_names_that_mlflow_refuses(tmp_path)
     from rspose_tune.tracking import tracking_callbacks
 
     assert [mlflow_metric_name(k) for k in ("coco/AP (M)", "coco/AR (L)", "coco/AP .5", "a[b]", "loss_rank")] == [
-        "coco/AP_M", "coco/AR_L", "coco/AP .5", "a_b_", "loss_rank"]  # fmt: skip
+        "coco/AP_M", "coco/AR_L", "coco/AP .5", "a_b_", "loss_rank"]
     uri = (tmp_path / "mlruns").as_uri()
     (callback,) = tracking_callbacks(Tracking(mlflow=uri), run="r", run_dir=str(tmp_path), backbone="demo", seed=0)
     callback.setup()
     trial = _Trial("abc_00000", {"delta_rank": 0.4, "coeff_rank": 1.0})
     callback.log_trial_start(trial)
     callback.log_trial_result(1, trial, {"epoch": 1, "coco/AP": 0.5, "coco/AP (M)": 0.25, "coco/AR (L)": 0.75,
-                                         "node": "n1", "config": {"delta_rank": 0.4}})  # fmt: skip
+                                         "node": "n1", "config": {"delta_rank": 0.4}})
     callback.log_trial_end(trial)
     client = MlflowClient(tracking_uri=uri)
     (run,) = client.search_runs([client.get_experiment_by_name("r").experiment_id])
@@ -234,7 +234,7 @@ def test_wandb_actor_returns_only_after_wandb_core_wrote_and_exited(tmp_path, ac
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
     env.pop("WANDB_API_KEY", None)
     proc = subprocess.run([sys.executable, "-c", _ACTOR_SCRIPT, actor, str(tmp_path)], env=env,
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+                          capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"core_alive": core_alive}
     if actor == "ours":
@@ -251,7 +251,7 @@ def test_local_store_under_a_file_or_a_locked_folder_is_refused(tmp_path):
 
     (tmp_path / "afile").write_text("")
     with pytest.raises(TrackingError, match=rf"cannot use {tmp_path}/afile/mlruns as MLflow's file store "
-                                            rf"\({tmp_path}/afile is a file\)"):  # fmt: skip
+                                            rf"\({tmp_path}/afile is a file\)"):
         check_tracking(str(tmp_path / "afile" / "mlruns"), None)
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o500)

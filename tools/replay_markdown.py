@@ -28,7 +28,7 @@ def render(path: str) -> str:
     lines = [f"`{data['command']}`", "",
              f"| policy | within {data['target']:g} | epochs [IQR] | share of the {grid}-epoch grid | start-up trials |"
              + (" confirm names the best | confirm epochs |" if confirm else ""),
-             "|---|---|---|---|---|" + ("---|---|" if confirm else "")]  # fmt: skip
+             "|---|---|---|---|---|" + ("---|---|" if confirm else "")]
     for p in data["policies"]:
         median = p["reach_epochs"][0]
         share = f"{median / grid:.0%}" if median is not None else "-"

@@ -141,7 +141,7 @@ class _Watcher(threading.Thread):
     """Waits on the remote ranks; if one fails while rank 0 still trains, makes the trial fail."""
 
     def __init__(self, refs: list, done: threading.Event, trial_id: str,
-                 on_divergence: Callable[[str], None] | None = None):  # fmt: skip
+                 on_divergence: Callable[[str], None] | None = None):
         super().__init__(name="rspose-rank-watcher", daemon=True)
         self.refs, self.done, self.trial_id, self.on_divergence = refs, done, trial_id, on_divergence
         self.failure: tuple[int, BaseException] | None = None  # (rank, its error)

@@ -80,7 +80,7 @@ def run_once(options: dict, seed: int, trials: int, workers: int, preset, known_
         preset.params, max_epochs=1, metric="metric", mode="max", known_good=preset.known_good if known_good else (),
         seed=seed,
         n_startup_trials=startup_trials(trials), tpe_options=options,
-    )  # fmt: skip
+    )
     rng = np.random.default_rng(seed)
     running: list[tuple[float, str, dict]] = []
     clock, asked, best, distances = 0.0, 0, (-math.inf, None), []
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     preset = load_preset("demo")
     print(f"{args.seeds} searches per variant, {args.trials} trials, {args.workers} in flight; synthetic demo "
-          "surface, optimum 0.75, noise sd 0.01")  # fmt: skip
+          "surface, optimum 0.75, noise sd 0.01")
     results = {}
     for name, options in VARIANTS.items():
         start = time.perf_counter()
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         distance = f"{dist.mean():.3f}" if np.isfinite(dist).all() else "n/a (one trial in flight)"
         line = (f"{name:40s} best true value: median {np.median(values):.4f}, mean {values.mean():.4f} "
                 f"(regret {0.75 - values.mean():.4f}); proposal-to-running distance {distance}; "
-                f"{time.perf_counter() - start:.0f} s")  # fmt: skip
+                f"{time.perf_counter() - start:.0f} s")
         for ref in ("independent TPE", "+ constant_liar"):
             if name == ref or ref not in results:
                 continue

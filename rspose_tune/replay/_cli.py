@@ -63,17 +63,17 @@ def build_parser() -> argparse.ArgumentParser:
         "tables", nargs="*", metavar="RUN_OR_TABLE",
         help="replay table .parquet files or run folders (<storage>/<name>, or its trials/); "
              "several are merged (same backbone and budget). Default: the shipped demo table",
-    )  # fmt: skip
+    )
     parser.add_argument("--backbone", default=None,
                         help="preset (name or YAML) giving the search space, mode, ASHA budget and known-good "
-                             "settings, instead of the table's metadata")  # fmt: skip
+                             "settings, instead of the table's metadata")
     parser.add_argument("--search-space", default=None, metavar="PRESET|TABLE",
                         help="the search space the searcher proposes from: a preset (name or YAML), or a table "
                              "(.parquet) whose recorded space to use, e.g. another scaling of pos_thr; proposals are "
                              "still matched to recorded settings in the table's own space (default: the table's "
-                             "space)")  # fmt: skip
+                             "space)")
     parser.add_argument("--policies", nargs="+", choices=list(POLICIES), default=list(DEFAULT_POLICIES),
-                        help=f"policies to replay, of {list(POLICIES)} (default: {list(DEFAULT_POLICIES)})")  # fmt: skip
+                        help=f"policies to replay, of {list(POLICIES)} (default: {list(DEFAULT_POLICIES)})")
     parser.add_argument("--seeds", type=int_at_least("--seeds", 1), default=20,
                         help="search seeds per policy (default 20)")
     parser.add_argument("--first-seed", type=int_at_least("--first-seed", 0), default=0,
@@ -89,29 +89,29 @@ def build_parser() -> argparse.ArgumentParser:
                         help="ASHA reduction factor, > 1 (default: the table's / preset's budget)")
     parser.add_argument("--num-trials", type=int_at_least("--num-trials", 1), default=None,
                         help="trials of the live search the replay stands for: it sets TPE's start-up trials "
-                             "as the search sets them (default: the table's number of settings)")  # fmt: skip
+                             "as the search sets them (default: the table's number of settings)")
     parser.add_argument("--n-startup-trials", type=_option("--n-startup-trials", "n_startup_trials"), default=None,
                         help="TPE's random start-up trials (default: the search's rule for --num-trials, "
-                             "rspose_tune.searcher.startup_trials)")  # fmt: skip
+                             "rspose_tune.searcher.startup_trials)")
     parser.add_argument("--known-good", action="store_true",
                         help="ask the known-good settings first, as the live search does (default: no, so "
-                             "policies are compared from scratch)")  # fmt: skip
+                             "policies are compared from scratch)")
     parser.add_argument("--target", type=_float_above("--target", 0, strict=False), default=0.01,
                         help="regret to reach, in metric units (default 0.01)")
     parser.add_argument("--confirm-top", type=int_at_least("--confirm-top", 0), default=0, metavar="K",
                         help="after each replayed search, replay the confirm stage: the K best distinct full-budget "
                              "settings on --confirm-seeds further recorded seeds, as the live search's --confirm-top "
-                             "(default 0: none)")  # fmt: skip
+                             "(default 0: none)")
     parser.add_argument("--confirm-seeds", type=int_at_least("--confirm-seeds", 2), default=2, metavar="N",
                         help="seeds of the replayed confirm stage, >= 2 (default 2)")
     parser.add_argument("--confirm-race", type=int_at_least("--confirm-race", 2), default=0, metavar="R",
                         help="racing in the replayed confirm stage: from the R-th seed on, drop a candidate as soon "
                              "as its paired t-interval against the leader lies wholly on the worse side "
-                             "(2 <= R < --confirm-seeds; default: no racing, as the live stage)")  # fmt: skip
+                             "(2 <= R < --confirm-seeds; default: no racing, as the live stage)")
     parser.add_argument("--confirm-from", choices=("full", "rung"), default="full",
                         help="which search trials the replayed confirm stage takes its candidates from: 'full', the "
                              "best at the full budget (as the live stage); 'rung', the best at the highest ASHA rung "
-                             "below it, among every trial that reached that rung (default: full)")  # fmt: skip
+                             "below it, among every trial that reached that rung (default: full)")
     parser.add_argument("--json", metavar="PATH", default=None,
                         help="also write every figure printed (and the settings of the replay) to this JSON file")
     return parser
@@ -129,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--confirm-race needs --confirm-top (racing happens in the confirm stage)")
     if args.confirm_race and not args.confirm_race < args.confirm_seeds:
         parser.error(f"--confirm-race is {args.confirm_race}, but must be < --confirm-seeds ({args.confirm_seeds}): "
-                     "racing drops candidates before their last seed")  # fmt: skip
+                     "racing drops candidates before their last seed")
     try:
         return _replay(args, argv)
     except RSPoseTuneError as exc:  # every user error: one line, exit 2
@@ -173,7 +173,7 @@ def _replay(args: argparse.Namespace, argv: Sequence[str]) -> int:
         startup = startup_trials(args.num_trials)
     settings = ReplaySettings(budget_epochs=budget, workers=args.workers, grace_epochs=grace,
                               reduction_factor=factor, n_startup_trials=startup,
-                              known_good=args.known_good, search_space=search_space).for_table(table)  # fmt: skip
+                              known_good=args.known_good, search_space=search_space).for_table(table)
     settings.check(table.max_epochs, sources={"grace_epochs": grace_from, "reduction_factor": factor_from})
     rank_epochs = None  # the confirm candidates' level: the full budget
     if args.confirm_from == "rung":
@@ -190,7 +190,7 @@ def _replay(args: argparse.Namespace, argv: Sequence[str]) -> int:
             summaries.append(summarize(table, traces, budget, args.target))
             if args.confirm_top:
                 outcomes = [confirm(table, t, args.confirm_top, args.confirm_seeds, args.confirm_race,
-                                    rank_epochs=rank_epochs) for t in traces]  # fmt: skip
+                                    rank_epochs=rank_epochs) for t in traces]
                 confirmed.append(summarize_confirm(table, traces, outcomes))
     finally:
         optuna.logging.set_verbosity(previous)
@@ -204,7 +204,7 @@ def _replay(args: argparse.Namespace, argv: Sequence[str]) -> int:
     print(format_report(table, summaries, header=header, target=args.target))
     if confirmed:
         print(format_confirm(table, confirmed, top=args.confirm_top, seeds=args.confirm_seeds, race=args.confirm_race,
-                             level=rank_epochs))  # fmt: skip
+                             level=rank_epochs))
     wall = time.perf_counter() - t0
     print(f"\n(replayed in {wall:.1f} s)")
     if args.json:
@@ -219,7 +219,7 @@ def _replay(args: argparse.Namespace, argv: Sequence[str]) -> int:
                          "from": args.confirm_from, "rank_epochs": rank_epochs or table.max_epochs,
                          "policies": [dataclasses.asdict(c) for c in confirmed]} if confirmed else None),
             "replayed_s": wall,
-        })  # fmt: skip
+        })
     return 0
 
 

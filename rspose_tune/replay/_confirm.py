@@ -74,7 +74,7 @@ def confirm_seeds(table: CurveTable, search_seed: int | None, n: int) -> tuple[i
 
 
 def confirm(table: CurveTable, trace: Trace, top: int, seeds: int, race_after: int = 0,
-            rank_epochs: int | None = None) -> ConfirmOutcome:  # fmt: skip
+            rank_epochs: int | None = None) -> ConfirmOutcome:
     """Replay the confirm stage of ``--confirm-top top --confirm-seeds seeds`` after ``trace``
     (``race_after`` >= 2: with racing from that round on, see the module docstring; 0: none).
 
@@ -128,11 +128,11 @@ def confirm(table: CurveTable, trace: Trace, top: int, seeds: int, race_after: i
         distinguishable = paired_difference(by_seed[winner], by_seed[ranked_confirm[1]]).distinguishable
     correct = winner == table.best_index
     return ConfirmOutcome(candidates, wanted, by_seed, winner, correct, table.regret(table.value(winner)), epochs,
-                          distinguishable, short, dropped)  # fmt: skip
+                          distinguishable, short, dropped)
 
 
 def _race(table: CurveTable, by_seed: dict[int, dict[int, float]], wanted: tuple[int, ...], race_after: int,
-          paired_difference) -> int:  # fmt: skip
+          paired_difference) -> int:
     """Cut ``by_seed`` (in place) to the seeds each candidate trains under racing; return how many
     candidates were dropped before their last seed."""
     alive = [i for i in by_seed if by_seed[i]]

@@ -121,7 +121,7 @@ def trial_id_of(index: int, seed: int) -> str:
 
 
 def _train_curve(preset: Any, setting: Mapping[str, Any], seed: int, trial_id: str, work: Path,
-                 max_epochs: int) -> list[dict[str, Any]]:  # fmt: skip
+                 max_epochs: int) -> list[dict[str, Any]]:
     from mmengine.runner import Runner
 
     from rspose_tune.training import TuneReportHook, prepare_trial_config
@@ -132,7 +132,7 @@ def _train_curve(preset: Any, setting: Mapping[str, Any], seed: int, trial_id: s
     cfg.experiment_name = f"{trial_id}-{uuid.uuid4().hex[:8]}"
     runner = Runner.from_cfg(cfg)
     runner.register_hook(TuneReportHook(preset.metric, trial_id, report=lambda r, _c: results.append(dict(r)),
-                                        checkpoint=False))  # fmt: skip
+                                        checkpoint=False))
     runner.train()
     return results
 
@@ -189,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--extra-seeds", type=int, nargs="+", action="extend", default=None,
                         help="further training seeds for the --extra-top best settings only, trained once every "
                              "--seeds curve is done (e.g. 2 3: 4 seeds for the best settings, so the replay can "
-                             "hold a confirm stage there)")  # fmt: skip
+                             "hold a confirm stage there)")
     parser.add_argument("--extra-top", type=int, default=16,
                         help="how many settings get --extra-seeds: the best by their mean over --seeds (default 16)")
     parser.add_argument("--design-seed", type=int, default=0, help="seed of the space-filling design")
@@ -209,7 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for flag, value, low in (("--settings", args.settings, 1), ("--threads", args.threads, 1),
                              ("--epochs", args.epochs, 1), ("--n-train", args.n_train, 1),
                              ("--n-val", args.n_val, 1), ("--limit", args.limit, 0),
-                             ("--extra-top", args.extra_top, 1)):  # fmt: skip
+                             ("--extra-top", args.extra_top, 1)):
         if value is not None and value < low:
             parser.error(f"{flag} must be >= {low}, got {value}")
     if set(args.extra_seeds) & set(args.seeds):
@@ -285,12 +285,12 @@ def _make_table(args, argv: Sequence[str] | None) -> int:
         for k, result in enumerate(results):
             status = "completed" if k == len(results) - 1 and result["epoch"] >= max_epochs else "running"
             rows.append(make_row(result, settings[index], run="replay-table", backbone=preset.name, trial_id=tid,
-                                 status=status))  # fmt: skip
+                                 status=status))
         _write_parquet(rows, path, {"seed": seed, "setting": index, "total_s": time.monotonic() - t0})
         done += 1
         last = results[-1] if results else {}
         print(f"[{dt.datetime.now():%H:%M:%S}] {tid}: {len(results)} epochs, {preset.metric} "
-              f"{last.get('metric', float('nan')):.4f}, {time.monotonic() - t0:.1f} s", flush=True)  # fmt: skip
+              f"{last.get('metric', float('nan')):.4f}, {time.monotonic() - t0:.1f} s", flush=True)
     missing = [trial_id_of(i, s) for i, s in jobs if not (work / "curves" / f"{trial_id_of(i, s)}.parquet").exists()]
     if args.extra_seeds and not extra:
         missing.append(f"--extra-seeds {args.extra_seeds} of the {args.extra_top} best settings (after every --seeds curve)")
@@ -329,10 +329,10 @@ def _make_table(args, argv: Sequence[str] | None) -> int:
     }
     meta = build_metadata(run="replay-table", backbone=preset.name, max_epochs=max_epochs,
                           search_space=preset,
-                          extra={"table": how})  # fmt: skip
+                          extra={"table": how})
     out.parent.mkdir(parents=True, exist_ok=True)
     _write_parquet(rows, out, meta)
     print(f"wrote {out}: {len(jobs) - len(missing)} curves of {len(settings)} settings x {len(args.seeds)} seeds"
           + (f" + {len(args.extra_seeds)} seeds for the {len(extra)} best" if extra else "") + ", "
-          f"{len(rows)} rows, {out.stat().st_size / 1024:.0f} KiB")  # fmt: skip
+          f"{len(rows)} rows, {out.stat().st_size / 1024:.0f} KiB")
     return 0

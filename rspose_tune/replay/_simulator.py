@@ -203,7 +203,7 @@ def make_scheduler(policy: Policy, table: CurveTable, settings: ReplaySettings):
 
         return ProgressiveASHAScheduler(metric="metric", mode=table.mode, time_attr="epoch", max_t=table.max_epochs,
                                         grace_period=settings.grace_epochs,
-                                        reduction_factor=settings.reduction_factor)  # fmt: skip
+                                        reduction_factor=settings.reduction_factor)
 
     return build_scheduler(policy.scheduler, mode=table.mode, max_epochs=table.max_epochs,
                            grace_epochs=settings.grace_epochs, reduction_factor=settings.reduction_factor)
@@ -235,14 +235,14 @@ def replay(table: CurveTable, policy: Policy, seed: int, settings: ReplaySetting
     settings.check(table.max_epochs)
     if policy.sampler not in SAMPLERS or policy.scheduler not in ("asha", "fifo", "pasha"):
         raise ValueError(f"Unknown policy {policy!r}: sampler must be one of {list(SAMPLERS)}, "
-                         "scheduler 'asha', 'fifo' or 'pasha'.")  # fmt: skip
+                         "scheduler 'asha', 'fifo' or 'pasha'.")
     scheduler = make_scheduler(policy, table, settings)
     search_alg = make_searcher(policy, table, settings, seed)
     return simulate(table, scheduler, search_alg, settings=settings, seed=seed, policy=policy)
 
 
 def simulate(table: CurveTable, scheduler, search_alg, *, settings: ReplaySettings, seed: int,
-             policy: Policy | None = None) -> Trace:  # fmt: skip
+             policy: Policy | None = None) -> Trace:
     """Run ``search_alg`` (a Ray ``Searcher``) and ``scheduler`` (a Ray ``TrialScheduler``) on the table.
 
     This is the part of Ray's trial controller the replay replaces (module docstring); ``seed``
@@ -282,7 +282,7 @@ def simulate(table: CurveTable, scheduler, search_alg, *, settings: ReplaySettin
             scheduler.on_trial_add(None, trial)
             record = TrialRecord(trial.trial_id, dict(config), match.index, curve.trial_id, match.distance,
                                  match.exact, match.same_pattern, start_s=clock,
-                                 startup=random_policy or ended < settings.n_startup_trials)  # fmt: skip
+                                 startup=random_policy or ended < settings.n_startup_trials)
             trace.trials.append(record)
             running[number] = (trial, curve)
             heapq.heappush(queue, (clock + curve.seconds[0], seq, number, 0))

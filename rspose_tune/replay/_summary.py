@@ -129,7 +129,7 @@ def summarize(table: CurveTable, traces: Sequence[Trace], budget: int, target: f
             "found": found,
             "best": _quartiles(best),
             "regret": _quartiles(regret),
-        })  # fmt: skip
+        })
     reach = [_reach(t, table, target) for t in traces]
     trials = [t for trace in traces for t in trace.trials]
     n = max(len(trials), 1)
@@ -279,7 +279,7 @@ def summarize_confirm(table: CurveTable, traces: Sequence[Trace], outcomes: Sequ
 
 
 def format_confirm(table: CurveTable, summaries: Sequence[ConfirmSummary], *, top: int, seeds: int,
-                   race: int = 0, level: int | None = None) -> str:  # fmt: skip
+                   race: int = 0, level: int | None = None) -> str:
     """The confirm-stage section the CLI prints (``level``: the candidates were ranked at that
     ASHA rung, ``--confirm-from rung``; None: at the full budget)."""
     m = table.metric_name

@@ -45,7 +45,7 @@ __all__ = ["REQUIRED_COLUMNS", "Curve", "CurveTable", "TableError", "Match", "lo
 
 #: Columns the replay reads (a parameter with a default may be missing: read as the default).
 REQUIRED_COLUMNS = ("trial_id", "epoch", "status", *(n for n in PARAM_NAMES if n not in PARAM_DEFAULTS), "metric",
-                    "wall_s")  # fmt: skip
+                    "wall_s")
 
 
 class TableError(RSPoseTuneError, ValueError):
@@ -291,7 +291,7 @@ def table_from_frame(
         source=source, settings=settings, curves=list(groups.values()), max_epochs=int(max_epochs), mode=mode,
         space={n: dict(space[n]) for n in PARAM_NAMES}, known_good=[dict(k) for k in known_good],
         budget=dict(budget or {}), metric_name=metric_name, skipped_trials=skipped,
-    )  # fmt: skip
+    )
 
 
 def _with_defaults(space: Any) -> Any:
@@ -299,7 +299,7 @@ def _with_defaults(space: Any) -> Any:
     if not isinstance(space, Mapping):
         return space
     missing = {name: {"low": None, "high": None, "log": False, "fixed": default, "allow_off": False}
-               for name, default in PARAM_DEFAULTS.items() if name not in space}  # fmt: skip
+               for name, default in PARAM_DEFAULTS.items() if name not in space}
     return {**space, **missing}
 
 
@@ -351,7 +351,7 @@ def load_table(paths: Sequence[str | os.PathLike[str]], *, preset: Any = None) -
             raise TableError(f"{path}: no such file or folder (give a replay table .parquet or a run folder).")
         if p.is_dir() and next(p.rglob("*.parquet"), None) is None:
             raise TableError(f"{path}: no table here: the folder holds no .parquet file (give a replay table .parquet, "
-                             "a run folder or its trials/ folder).")  # fmt: skip
+                             "a run folder or its trials/ folder).")
         try:
             _check_file_columns(p, path)
             frame = read_results(p)
@@ -395,4 +395,4 @@ def load_table(paths: Sequence[str | os.PathLike[str]], *, preset: Any = None) -
     return table_from_frame(
         frame, source=source, max_epochs=meta.get("max_epochs"), mode=mode, space=space,
         known_good=known_good, budget=budget, metric_name=metric_name,
-    )  # fmt: skip
+    )

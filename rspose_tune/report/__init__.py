@@ -46,7 +46,7 @@ from ._table import *  # noqa: F403
 __all__ = [
     "DEFAULT_STORAGE", "PARAM_NAMES", "asha_rungs", "main", "report_runs", "storage_argument",
     *_backbone.__all__, *_importance.__all__, *_load.__all__, *_stats.__all__, *_summary.__all__, *_table.__all__,
-]  # fmt: skip
+]
 
 #: The CLI's names, imported from :mod:`._cli` on first use (PEP 562).
 _CLI_NAMES = ("build_parser", "main", "make_plots", "report_runs", "upload_folder")

@@ -100,7 +100,7 @@ class BackboneReport:
                    confirmed_seeds=len(win.by_seed) if win else 0,
                    baseline_delta=self.baseline_delta and self.baseline_delta.mean,
                    baseline_delta_low=self.baseline_delta and self.baseline_delta.low,
-                   baseline_delta_high=self.baseline_delta and self.baseline_delta.high)  # fmt: skip
+                   baseline_delta_high=self.baseline_delta and self.baseline_delta.high)
         params = out.pop("params")
         out["runs"] = ";".join(self.runs)
         out["notes"] = " ".join(self.notes)
@@ -152,7 +152,7 @@ def backbone_report(backbone: str, runs: Sequence[RunData]) -> BackboneReport:
                 verdict = "the winner IS distinguishable from the runner-up (the interval of the difference excludes 0)"
             else:
                 verdict = ("the winner is NOT distinguishable from the runner-up (the interval of the difference "
-                           "includes 0): either setting is as good as this evidence can tell")  # fmt: skip
+                           "includes 0): either setting is as good as this evidence can tell")
         else:
             verdict = "only one setting was confirmed: no runner-up to compare with"
     base = baseline_by_seed(trials)

@@ -62,24 +62,24 @@ def make_plots(run: RunData, out_dir: Path, best_trial: str | None) -> list[Path
     asha = run.spec is None or run.spec.scheduler == "asha"
     fidelity = rung_fidelity(run.frame, rungs, s.max_epochs) if rungs and asha else []
     _plots.plot_curves(run.frame, paths[0], run=run.name, metric_name=metric, max_epochs=s.max_epochs, rungs=rungs,
-                       best_trial=best_trial, fidelity=fidelity)  # fmt: skip
+                       best_trial=best_trial, fidelity=fidelity)
     importance = param_importance(run)
     _plots.plot_importance(importance.values, paths[1], title=f"{run.name}: {importance.method}",
-                           xlabel=importance.label)  # fmt: skip
+                           xlabel=importance.label)
     log_params = {n: bool(_get(run.meta, f"search_space.params.{n}.log")) for n in PARAM_NAMES}
     ranges = {}
     for n in PARAM_NAMES:
         low, high = (_number(_get(run.meta, f"search_space.params.{n}.{k}")) for k in ("low", "high"))
         ranges[n] = None if low is None or high is None else (low, high)
     _plots.plot_params(summary, paths[2], run=run.name, metric_name=metric, best_trial=best_trial,
-                       log_params=log_params, ranges=ranges, max_epochs=s.max_epochs)  # fmt: skip
+                       log_params=log_params, ranges=ranges, max_epochs=s.max_epochs)
     return paths
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     return report_runs(args.storage, args.run, markdown=args.markdown, csv=args.csv, plot_dir=args.plots,
-                       plots=not args.no_plots)  # fmt: skip
+                       plots=not args.no_plots)
 
 
 def report_runs(storage: str | None = None, runs: Sequence[str] | None = None, *, markdown: str | None = None,
@@ -103,7 +103,7 @@ def report_runs(storage: str | None = None, runs: Sequence[str] | None = None, *
         path = Path(markdown)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(f"# RSPose loss search: best settings\n\nRuns: {', '.join(r.name for r in found)}\n\n"
-                        f"{table}\n{notes}")  # fmt: skip
+                        f"{table}\n{notes}")
         print(f"wrote {path}")
     if csv:
         write_csv(reports, csv)

@@ -119,7 +119,7 @@ def param_importance(run: RunData, min_completed: int = MIN_COMPLETED_FOR_OPTUNA
                     reason = f"Optuna importance failed: {exc}"
                 else:
                     method = (f"Optuna PED-ANOVA importance ({len(complete)} complete trials, "
-                              f"top {quantile:.0%} vs all)")  # fmt: skip
+                              f"top {quantile:.0%} vs all)")
                     return Importance(dict(values), method, "importance (sums to 1)")
             else:
                 reason = f"{len(complete)} complete trials < {min_completed} for Optuna importance"

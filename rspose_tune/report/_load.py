@@ -56,7 +56,7 @@ def spec_settings(spec) -> RunSettings:
     return RunSettings(mode=spec.preset.mode, gpus=spec.gpus_per_trial, cpus=spec.cpus_per_trial,
                        max_epochs=spec.max_epochs, grace_epochs=spec.grace_epochs,
                        reduction_factor=spec.reduction_factor, source="run spec",
-                       workers=spec.workers_per_trial)  # fmt: skip
+                       workers=spec.workers_per_trial)
 
 
 def _get(meta: Mapping[str, Any], *paths: str) -> Any:
@@ -98,14 +98,14 @@ def run_settings(meta: Mapping[str, Any], backbone: str | None = None) -> RunSet
                 "mode": preset.mode, "gpus": preset.resources.gpus, "cpus": preset.resources.cpus,
                 "max_epochs": preset.budget.max_epochs, "grace_epochs": preset.budget.grace_epochs,
                 "reduction_factor": preset.budget.reduction_factor,
-            }  # fmt: skip
+            }
             missing = [k for k, v in values.items() if v is None]
             for key in missing:
                 values[key] = filled[key]
             source = f"run metadata; {', '.join(missing)} from preset file {preset.source}"
     mode = values["mode"] if values["mode"] in ("max", "min") else None
     as_int = {k: (int(values[k]) if _number(values[k]) is not None else None)
-              for k in ("max_epochs", "grace_epochs", "reduction_factor")}  # fmt: skip
+              for k in ("max_epochs", "grace_epochs", "reduction_factor")}
     workers = _number(_get(meta, "resources.workers"))
     return RunSettings(mode=mode, gpus=values["gpus"], cpus=values["cpus"], source=source,
                        workers=int(workers) if workers else None, **as_int)
@@ -138,7 +138,7 @@ def _run_dirs(storage: str) -> list[str]:
         return [storage]
     infos = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
     names = sorted(i.base_name for i in infos
-                   if i.type == pafs.FileType.Directory and not i.base_name.startswith((".", "_")))  # fmt: skip
+                   if i.type == pafs.FileType.Directory and not i.base_name.startswith((".", "_")))
     return [join(storage, n) for n in names if fs.get_file_info(f"{root}/{n}/trials").type == pafs.FileType.Directory]
 
 
@@ -182,7 +182,7 @@ def load_runs(storage: str | os.PathLike[str], runs: Sequence[str] | None = None
         raise ReportError(f"storage path {where} does not exist")
     if kind != pafs.FileType.Directory:
         raise ReportError(f"storage path {where} is a file, not a folder: pass a storage root (holding "
-                          "<run>/trials/) or one run folder")  # fmt: skip
+                          "<run>/trials/) or one run folder")
     found: dict[str, RunData] = {}
     for run_dir in _run_dirs(storage):
         name = run_dir.rstrip("/").rsplit("/", 1)[-1]
@@ -222,5 +222,5 @@ def only_backbone(runs: Sequence[RunData], flag: str = "--backbone") -> str:
     found = sorted({b for run in runs for b in run.frame["backbone"]})
     if len(found) != 1:
         raise ReportError(f"the runs {[r.name for r in runs]} hold backbones {found}: pass {flag} NAME (one of them) "
-                          "or select runs of one backbone with --run")  # fmt: skip
+                          "or select runs of one backbone with --run")
     return found[0]

@@ -82,12 +82,12 @@ def plot_curves(
         colour, style, width, alpha, _ = STAGE_STYLE.get(kind) or STATUS_STYLE.get(status, STATUS_STYLE["running"])
         z = 1 if status == "completed" else 2  # short pruned curves on top, else they hide
         ax.plot(points["epoch"], points["metric"], color=colour, linestyle=style, linewidth=width, alpha=alpha,
-                marker="o" if len(points) < 3 else None, markersize=3, zorder=z)  # fmt: skip
+                marker="o" if len(points) < 3 else None, markersize=3, zorder=z)
         if status in ("pruned", "error"):
             ax.plot(points["epoch"].iloc[-1], points["metric"].iloc[-1], marker="x" if status == "error" else "o",
-                    color=colour, markersize=4, alpha=alpha, linestyle="none", zorder=z)  # fmt: skip
+                    color=colour, markersize=4, alpha=alpha, linestyle="none", zorder=z)
     handles = [Line2D([], [], color=style[0], linestyle=style[1], linewidth=style[2], label=f"{style[4]} ({counts[s]})") for s, style in {**STATUS_STYLE, **STAGE_STYLE}.items()
-               if counts.get(s)]  # fmt: skip
+               if counts.get(s)]
     if best_trial is not None and best_trial in set(frame["trial_id"]):
         best = frame[(frame["trial_id"] == best_trial) & frame["metric"].notna()].sort_values("epoch")
         ax.plot(best["epoch"], best["metric"], color="black", linewidth=2.6, zorder=3)
@@ -102,7 +102,7 @@ def plot_curves(
             label += f"\nρ={f.rho:.2f} {f.band}\n(n={f.n})" if f.rho is not None else f"\nρ n/a (n={f.n})"
         ax.annotate(label, (rung, 1.0), xycoords=("data", "axes fraction"), xytext=(2, -10), va="top",
                     textcoords="offset points", fontsize=7, color=colour if f is not None else "0.35",
-                    bbox=dict(facecolor="white", alpha=0.8, edgecolor="none", pad=1.0), zorder=5)  # fmt: skip
+                    bbox=dict(facecolor="white", alpha=0.8, edgecolor="none", pad=1.0), zorder=5)
     if rungs:
         handles.append(Line2D([], [], color="0.45", linestyle=(0, (1, 2)), label=f"ASHA rungs {list(rungs)}"))
     if max_epochs:
@@ -119,7 +119,7 @@ def plot_curves(
     if fid:
         fig.text(0.01, 0.005, "ρ: Spearman(metric at rung, final metric) over the full-budget search trials; "
                  "bands ≥0.7 very strong, ≥0.4 strong, ≥0.3 moderate, else weak.\nBiased sample: only trials "
-                 "ASHA promoted reach the full budget.", fontsize=6.5, color="0.3", va="bottom")  # fmt: skip
+                 "ASHA promoted reach the full budget.", fontsize=6.5, color="0.3", va="bottom")
         fig.tight_layout(rect=(0, 0.06, 1, 1))
     else:
         fig.tight_layout()
@@ -206,7 +206,7 @@ def plot_params(
             sel = ((shown["trial_id"] == best_trial) & x.notna()).to_numpy()
             if sel.any():
                 ax.scatter(x[sel], shown["metric"][sel], marker="*", s=200, color="red", edgecolors="black",
-                           linewidths=0.6, zorder=3)  # fmt: skip
+                           linewidths=0.6, zorder=3)
         values = set(x_all.dropna())
         _set_param_axis(ax, ranges.get(name), bool(log_params.get(name)), has_zero=bool((x_all == 0).any()))
         off = int(x_all.isna().sum())
@@ -225,13 +225,13 @@ def plot_params(
     handles = []
     if done.any():
         handles.append(Line2D([], [], marker="o", linestyle="none", color=cmap(1.0), markeredgecolor="0.2",
-                              label="completed (final)"))  # fmt: skip
+                              label="completed (final)"))
     if (~done).any():
         handles.append(Line2D([], [], marker="o", linestyle="none", markerfacecolor="none", markeredgecolor=cmap(0.3),
-                              label="pruned / unfinished (last epoch reached)"))  # fmt: skip
+                              label="pruned / unfinished (last epoch reached)"))
     if best_trial is not None and (shown["trial_id"] == best_trial).any():
         handles.append(Line2D([], [], marker="*", linestyle="none", color="red", markeredgecolor="black",
-                              markersize=12, label="best"))  # fmt: skip
+                              markersize=12, label="best"))
     if handles:
         fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
     title = f"{run}: {metric_name} vs each loss hyperparameter ({len(trials)} trials; colour = epoch of the metric)"

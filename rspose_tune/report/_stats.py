@@ -76,7 +76,7 @@ class Comparison:
         if self.low is None:
             return f"{self.mean:+.{digits}g} (1 seed: no interval)"
         return (f"{self.mean:+.{digits}g}, {CONFIDENCE:.0%} t-interval [{self.low:+.{digits}g}, "
-                f"{self.high:+.{digits}g}] over {len(self.seeds)} paired seeds")  # fmt: skip
+                f"{self.high:+.{digits}g}] over {len(self.seeds)} paired seeds")
 
 
 def paired_difference(a: Mapping[int, float], b: Mapping[int, float], confidence: float = CONFIDENCE) -> Comparison:
@@ -106,7 +106,7 @@ class ConfirmedSetting:
 
     def record(self) -> dict[str, Any]:
         return {"search_trial": self.search_trial, "search_metric": self.search_metric, "seeds": sorted(self.by_seed),
-                "mean": self.mean, "low": self.low, "high": self.high, **self.params}  # fmt: skip
+                "mean": self.mean, "low": self.low, "high": self.high, **self.params}
 
 
 def _by_seed(rows: pd.DataFrame) -> dict[int, float]:
@@ -115,14 +115,14 @@ def _by_seed(rows: pd.DataFrame) -> dict[int, float]:
     them for the report's notes): nothing is dropped, and no seed weighs twice in an interval."""
     seeded = rows[rows["seed"].notna()]
     return {int(seed): float(group["metric"].astype(float).mean())
-            for seed, group in seeded.groupby("seed", sort=True)}  # fmt: skip
+            for seed, group in seeded.groupby("seed", sort=True)}
 
 
 def repeated_seeds(rows: pd.DataFrame) -> dict[int, list[str]]:
     """Seeds with more than one trial among ``rows``: seed -> ``run/trial`` of each."""
     seeded = rows[rows["seed"].notna()]
     return {int(seed): sorted(f"{r}/{t}" for r, t in zip(group["run"], group["trial_id"]))
-            for seed, group in seeded.groupby("seed", sort=True) if len(group) > 1}  # fmt: skip
+            for seed, group in seeded.groupby("seed", sort=True) if len(group) > 1}
 
 
 def confirmed_settings(trials: pd.DataFrame, mode: str, confidence: float = CONFIDENCE) -> list[ConfirmedSetting]:
@@ -145,7 +145,7 @@ def confirmed_settings(trials: pd.DataFrame, mode: str, confidence: float = CONF
             search_trial=None if origin.empty else origin.iloc[0]["trial_id"],
             search_metric=None if origin.empty else float(origin.iloc[0]["metric"]),
             by_seed=by_seed, mean=mean, low=low, high=high,
-        ))  # fmt: skip
+        ))
     out.sort(key=lambda c: (-c.mean if mode == "max" else c.mean, c.search_trial or ""))
     return out
 
@@ -163,7 +163,7 @@ def _repeated_seed_notes(trials: pd.DataFrame, confirmed: Sequence[ConfirmedSett
     """One note per seed that merged runs trained twice for one setting (or for the baseline)."""
     done = _completed(trials, "confirm")
     groups = [(f"confirmed setting of search trial {c.search_trial}", done[done["params_key"].map(lambda k, key=c.params_key: k == key)])
-              for c in confirmed]  # fmt: skip
+              for c in confirmed]
     groups.append(("the stock-loss baseline", _completed(trials, "baseline")))
     return [f"{what}: seed {seed} was trained {len(where)} times ({', '.join(where)}); the mean of them counts "
             "as that seed's metric" for what, rows in groups for seed, where in repeated_seeds(rows).items()]
@@ -242,5 +242,5 @@ def fidelity_lines(run: str, fid: Sequence[RungFidelity], settings: RunSettings)
         suggestion = worst * rf if not settings.max_epochs or worst * rf < settings.max_epochs else worst + 1
         lines.append(f"WARNING {run}: the early rung(s) {[f.rung for f in low]} rank settings unlike the full "
                      f"budget (ρ < {FIDELITY_LOW}): ASHA may stop settings that would have won. Consider a larger "
-                     f"grace period, e.g. --grace-epochs {suggestion}.")  # fmt: skip
+                     f"grace period, e.g. --grace-epochs {suggestion}.")
     return lines

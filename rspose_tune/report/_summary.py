@@ -58,7 +58,7 @@ def _trial_resources(settings: RunSettings, last: pd.Series) -> dict[str, float 
         return {"gpus": settings.gpus, "cpus": settings.cpus}
     scale = world_size / settings.workers
     return {name: (None if total is None else total * scale)
-            for name, total in (("gpus", settings.gpus), ("cpus", settings.cpus))}  # fmt: skip
+            for name, total in (("gpus", settings.gpus), ("cpus", settings.cpus))}
 
 
 def summarize_trials(frame: pd.DataFrame, settings: RunSettings | None = None) -> pd.DataFrame:
@@ -85,11 +85,11 @@ def summarize_trials(frame: pd.DataFrame, settings: RunSettings | None = None) -
             "wall_s": trial_wall_seconds(group["wall_s"].tolist()),
             **_trial_resources(settings, last),
             "max_epochs": settings.max_epochs,
-        }  # fmt: skip
+        }
         entry["params_key"] = _params_key(entry)
         rows.append(entry)
     columns = ["run", "backbone", "trial_id", "status", "stage", "seed", "last_epoch", *PARAM_NAMES, "metric_name", "metric", "ar",
-               "spearman", "wall_s", "gpus", "cpus", "max_epochs", "params_key"]  # fmt: skip
+               "spearman", "wall_s", "gpus", "cpus", "max_epochs", "params_key"]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -151,10 +151,10 @@ def noise_flag(best: float, second: float | None, noise: Noise, z: float = NOISE
     gap = abs(best - second)
     if noise.sigma is None:
         return "noise unknown", (f"gap {gap:.4g}; seed noise unknown: no setting was evaluated more than "
-                                 "once at full budget")  # fmt: skip
+                                 "once at full budget")
     band = z * math.sqrt(2.0) * noise.sigma
     how = (f"gap {gap:.4g} {'<=' if gap <= band else '>'} {z:g}·√2·σ̂ = {band:.4g} "
-           f"(σ̂ = {noise.sigma:.4g} from {noise.groups} repeated setting(s), {noise.dof} dof)")  # fmt: skip
+           f"(σ̂ = {noise.sigma:.4g} from {noise.groups} repeated setting(s), {noise.dof} dof)")
     return ("within noise" if gap <= band else "beyond noise"), how
 
 
@@ -183,4 +183,4 @@ def gpu_hours(trials: pd.DataFrame) -> dict[str, float | None]:
         return out / 3600.0
 
     return {"gpu_hours": total("gpus", False), "full_budget_gpu_hours": total("gpus", True),
-            "cpu_hours": total("cpus", False)}  # fmt: skip
+            "cpu_hours": total("cpus", False)}

@@ -45,7 +45,7 @@ def _component_cell(params: Mapping[str, float | None], component: str) -> str:
 
 
 TABLE_HEADER = ("Backbone", *(f"{label} δ / c" for _, label in COMPONENTS), *(p.label or p.name for p in _PLAIN_PARAMS),
-                "Metric", "AR", "Spearman", "Trials", "Pruned", "GPU-h", "Full-budget GPU-h", "CPU-h", "Runner-up")  # fmt: skip
+                "Metric", "AR", "Spearman", "Trials", "Pruned", "GPU-h", "Full-budget GPU-h", "CPU-h", "Runner-up")
 
 
 def table_rows(reports: Sequence[BackboneReport]) -> list[list[str]]:
@@ -65,7 +65,7 @@ def table_rows(reports: Sequence[BackboneReport]) -> list[list[str]]:
         rows.append([
             r.backbone, *comps, metric, _fmt(r.ar, 4), _fmt(r.spearman, 3), trials, str(r.pruned),
             _fmt_hours(r.gpu_hours), _fmt_hours(r.full_budget_gpu_hours), _fmt_hours(r.cpu_hours), r.noise_flag,
-        ])  # fmt: skip
+        ])
     return rows
 
 
@@ -84,12 +84,12 @@ def format_notes(reports: Sequence[BackboneReport]) -> str:
     for r in reports:
         if r.best_trial is None:
             lines.append(f"- {r.backbone}: no trial reached the full budget (status completed) in runs "
-                         f"{r.runs}; {r.pruned} pruned, {r.errors} failed, {r.running} unfinished.")  # fmt: skip
+                         f"{r.runs}; {r.pruned} pruned, {r.errors} failed, {r.running} unfinished.")
         else:
             second = (f"runner-up {r.runner_up_trial} ({_fmt(r.runner_up_metric, 4)}): {r.noise_flag}; "
-                      if r.runner_up_trial else "")  # fmt: skip
+                      if r.runner_up_trial else "")
             lines.append(f"- {r.backbone}: best trial {r.best_trial} (run {r.best_run}, {r.mode} "
-                         f"{r.metric_name} = {_fmt(r.metric, 4)}); {second}{r.noise_note}.")  # fmt: skip
+                         f"{r.metric_name} = {_fmt(r.metric, 4)}); {second}{r.noise_note}.")
         if r.gpus_per_trial == 0:
             lines.append(f"  CPU-only trials: 0 GPU-h; {_fmt_hours(r.cpu_hours)} CPU-h spent.")
         lines.extend(_trust_lines(r))
@@ -102,14 +102,14 @@ def _trust_lines(r: BackboneReport) -> list[str]:
     lines = []
     if r.confirmed:
         lines.append(f"  Confirm stage ({r.metric_name}, mean and {CONFIDENCE:.0%} Student-t interval over the confirm "
-                     "seeds; the search run that picked each setting is left out, its metric is optimistic):")  # fmt: skip
+                     "seeds; the search run that picked each setting is left out, its metric is optimistic):")
         for i, c in enumerate(r.confirmed):
             interval = "no interval (1 seed)" if c.low is None else f"[{_fmt(c.low, 4)}, {_fmt(c.high, 4)}]"
             comps = ", ".join([*(f"{label} {_component_cell(c.params, comp)}" for comp, label in COMPONENTS),
-                               *(f"{p.name} {_fmt(c.params.get(p.name))}" for p in _PLAIN_PARAMS)])  # fmt: skip
+                               *(f"{p.name} {_fmt(c.params.get(p.name))}" for p in _PLAIN_PARAMS)])
             lines.append(f"    {'winner   ' if i == 0 else 'runner-up' if i == 1 else '         '} "
                          f"{_fmt(c.mean, 4)} {interval} on seeds {sorted(c.by_seed)} (search {c.search_trial}: "
-                         f"{_fmt(c.search_metric, 4)}); {comps}")  # fmt: skip
+                         f"{_fmt(c.search_metric, 4)}); {comps}")
         if r.confirm_comparison is not None:
             lines.append(f"    winner - runner-up: {r.confirm_comparison.text()}: {r.confirm_verdict}.")
         else:
@@ -118,11 +118,11 @@ def _trust_lines(r: BackboneReport) -> list[str]:
         mean, low, high = t_interval(list(r.baseline_by_seed.values()))
         interval = "" if low is None else f" [{_fmt(low, 4)}, {_fmt(high, 4)}]"
         lines.append(f"  Stock-loss baseline (the base config's own loss): {_fmt(mean, 4)}{interval} on seeds "
-                     f"{sorted(r.baseline_by_seed)}.")  # fmt: skip
+                     f"{sorted(r.baseline_by_seed)}.")
         if r.baseline_delta is not None:
             better = r.baseline_delta.distinguishable
             word = ("" if better is None else
-                    " (distinguishable from 0)" if better else " (NOT distinguishable from 0)")  # fmt: skip
+                    " (distinguishable from 0)" if better else " (NOT distinguishable from 0)")
             lines.append(f"  Δ {r.metric_name} chosen setting - baseline: {r.baseline_delta.text()}{word}.")
     lines.extend("  " + line for line in r.fidelity_notes)
     return lines

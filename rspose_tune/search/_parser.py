@@ -20,7 +20,7 @@ from rspose_tune.runspec import DEFAULT_TRAINABLE
 from rspose_tune.spaces import SearchSpaceError, list_presets, load_preset
 
 __all__ = ["DEFAULT_MAX_CONCURRENT", "DEFAULT_PRESET", "DEFAULT_TRIALS", "FALLBACK_TRIALS", "FIXED", "MAY_CHANGE",
-           "ONCE", "RESUME_MAY_CHANGE", "Flag", "SearchOptions", "build_parser", "parse_options", "search_flags"]  # fmt: skip
+           "ONCE", "RESUME_MAY_CHANGE", "Flag", "SearchOptions", "build_parser", "parse_options", "search_flags"]
 
 DEFAULT_PRESET = "demo"
 DEFAULT_TRIALS = {"demo": 8}
@@ -51,7 +51,7 @@ class Flag:
 
 
 def _flag(*names: str, group: str, default: Any = None, spec: str | None = None, resume: str | None = FIXED,
-          listed: int = 0, same=None, view=None, at_least: int | None = None, **options: Any):  # fmt: skip
+          listed: int = 0, same=None, view=None, at_least: int | None = None, **options: Any):
     """A field of :class:`SearchOptions`: its default, and its :class:`Flag` as metadata (``at_least``:
     the ``int``/``float`` ``type``'s minimum, checked by the parser naming the flag)."""
     if at_least is not None:
@@ -98,7 +98,7 @@ _GROUPS = (
     (_WHERE, "where it runs", None),
     (_DASH, "dashboard (local Ray only)", None),
     (_OUT, "output", None),
-)  # fmt: skip
+)
 
 
 @dataclass(frozen=True)
@@ -249,7 +249,7 @@ def search_flags() -> tuple[tuple[str, Flag], ...]:
 
 #: Flags that only say how and where a run executes: --resume accepts any value for them.
 RESUME_MAY_CHANGE = tuple(f.name for _, f in sorted((f for f in search_flags() if f[1].resume == MAY_CHANGE),
-                                                    key=lambda f: f[1].listed))  # fmt: skip
+                                                    key=lambda f: f[1].listed))
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):

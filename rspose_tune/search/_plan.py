@@ -223,7 +223,7 @@ def _budget(options: SearchOptions, preset: Preset) -> tuple[int, int, int]:
     source = f"preset {preset.name!r} ({preset.source})"
     if field == "val_interval":
         raise SearchError(f"--max-epochs {max_epochs} is below the validation interval {budget.val_interval} of "
-                          f"{source}: no trial would ever be validated")  # fmt: skip
+                          f"{source}: no trial would ever be validated")
     given = "--grace-epochs" if options.grace_epochs else "the grace period min(budget.grace_epochs, --max-epochs)"
     raise SearchError(f"{given} ({grace}) must be a multiple of the validation interval {budget.val_interval} of "
                       f"{source}: ASHA's rungs (grace x reduction factor^k) must fall on epochs that are validated")
@@ -234,7 +234,7 @@ def _preset_budget_resources(options: SearchOptions):
     ``(gpus, cpus, workers)``, each flag overriding the preset's value (shared by a start and
     ``--dry-run``)."""
     preset = load_preset(options.backbone or DEFAULT_PRESET, search_dir=options.search_dir, data_root=options.data_root,
-                         weights=options.weights)  # fmt: skip
+                         weights=options.weights)
     gpus = preset.resources.gpus if options.gpus_per_trial is None else options.gpus_per_trial
     cpus = preset.resources.cpus if options.cpus_per_trial is None else options.cpus_per_trial
     try:
@@ -285,7 +285,7 @@ def check_flags(options: SearchOptions, *, start: bool) -> _Checked:
     preset, budget, resources = _preset_budget_resources(options)
     if options.name is not None and exists(join(storage, _check_name(options.name))):
         raise SearchError(f"run {join(storage, options.name)!r} already exists: pass --resume to continue it, or "
-                          "choose another --name (without --name every start gets a new one)")  # fmt: skip
+                          "choose another --name (without --name every start gets a new one)")
     seed = 0 if options.seed is None else options.seed
     stages = stage_settings(preset, seed, top=options.confirm_top, seeds=options.confirm_seeds, baseline=options.baseline)
     warm, warm_notes = resolve_warm_start(options.warm_start or (), storage, preset)
@@ -293,7 +293,7 @@ def check_flags(options: SearchOptions, *, start: bool) -> _Checked:
         print(note)
     notes = _check_files(preset, start=start)
     return _Checked(storage, address, tracking, trainable, preset, budget, resources, seed, stages, tuple(warm),
-                    tuple(notes))  # fmt: skip
+                    tuple(notes))
 
 
 def plan(options: SearchOptions, argv: list[str] | None = None) -> Plan:
@@ -329,7 +329,7 @@ def _plan_new(options: SearchOptions, argv: list[str] | None, checked: _Checked)
         n_startup_trials=startup_trials(num_trials, sampler),
         warm_start=checked.warm, tpe_options=dict(TPE_OPTIONS), **checked.stages,
         **provenance(argv),
-    )  # fmt: skip
+    )
     return _plan_of(spec, checked.address, new_run=True, trainable=checked.trainable)
 
 
@@ -353,14 +353,14 @@ def dry_run(options: SearchOptions) -> int:
         warm_start=tuple(w["source"] for w in checked.warm), notes=checked.notes,
         params=tuple((n, preset.params[n].describe()) for n in PARAM_NAMES),
         known_good=tuple(dict(k) for k in preset.known_good),
-    )), end="")  # fmt: skip
+    )), end="")
     return 0
 
 
 def _plan_of(spec: RunSpec, address: str | None, *, new_run: bool, trainable: Callable) -> Plan:
     return Plan(spec.preset, spec.run, spec.storage, spec.run_dir, spec.num_trials, spec.max_epochs,
                 spec.grace_epochs, spec.reduction_factor, spec.gpus_per_trial, spec.cpus_per_trial, address,
-                workers=spec.workers_per_trial, spec=spec, new_run=new_run, trainable=trainable)  # fmt: skip
+                workers=spec.workers_per_trial, spec=spec, new_run=new_run, trainable=trainable)
 
 
 def _plan_resume(options: SearchOptions, storage: str, address: str | None) -> Plan:
@@ -368,7 +368,7 @@ def _plan_resume(options: SearchOptions, storage: str, address: str | None) -> P
         run_dir = join(storage, _check_name(options.name))
         if not spec_exists(run_dir):
             why = ("the folder does not exist" if not exists(run_dir) else
-                   f"it has no {SPEC_FILE} (started by an older rspose_tune, or never started)")  # fmt: skip
+                   f"it has no {SPEC_FILE} (started by an older rspose_tune, or never started)")
             raise SearchError(f"--resume: no run to resume at {run_dir!r}: {why}; drop --resume to start a run")
         spec = read_spec(run_dir)
     else:
@@ -376,9 +376,9 @@ def _plan_resume(options: SearchOptions, storage: str, address: str | None) -> P
         spec = latest_unfinished(storage, wanted)
         if spec is None:
             raise SearchError(f"--resume: no unfinished run of preset {wanted!r} under {storage!r}; "
-                              "name one with --name, or drop --resume to start a run")  # fmt: skip
+                              "name one with --name, or drop --resume to start a run")
         print(f"--resume: continuing {spec.run!r} (started {spec.created_utc}), the most recent unfinished "
-              f"{wanted!r} run under {storage}")  # fmt: skip
+              f"{wanted!r} run under {storage}")
     if spec.storage != storage and resolve_storage(spec.storage) != storage:
         print(f"note: the run was started with --storage {spec.storage}; it continues at {storage}")
         spec = dataclasses.replace(spec, storage=storage)
@@ -410,7 +410,7 @@ def resume_conflicts(spec: RunSpec, options: SearchOptions) -> list[str]:
             continue
         if flag.resume == ONCE:
             out.append(f"{flag.name} was resolved when the run started (the run spec's `{flag.spec}`) and cannot "
-                       "be given again")  # fmt: skip
+                       "be given again")
             continue
         value = _spec_value(spec, flag.spec)
         if not (flag.same(given, value, options) if flag.same else given == value):

@@ -117,7 +117,7 @@ def _make_trainable(p: Plan, *, nested: bool = False):
     # than Ray's snapshot only if its row exists.
     trainable = tune.with_parameters(p.trainable, preset=p.preset, seed=p.spec.seed, max_epochs=p.max_epochs,
                                      num_workers=p.spec.dataloader_workers,
-                                     has_row=functools.partial(has_row, nested=nested))  # fmt: skip
+                                     has_row=functools.partial(has_row, nested=nested))
     # One placement-group bundle per rank; a trial on N > 1 ranks trains data-parallel.
     return tune.with_resources(trainable, trial_resources(p.workers, p.cpus, p.gpus))
 
@@ -138,7 +138,7 @@ def _record_tracking(p: Plan) -> None:
     for key, flag, field in (("mlflow", "--mlflow", "tracking_uri"), ("wandb", "--wandb", "project")):
         if before and before.get(key) and not now[key]:
             print(f"note: the run was tracked with {flag} {before[key][field]}; this start tracks nothing there "
-                  f"(pass {flag} {before[key][field]} to go on)")  # fmt: skip
+                  f"(pass {flag} {before[key][field]} to go on)")
     if before is not None or p.tracking:
         write_tracking(p.run_dir, p.tracking, p.name)
 
@@ -175,7 +175,7 @@ def run_confirm_stage(p: Plan, options: SearchOptions) -> list:
     from rspose_tune._stages import run_stages
 
     reporter = tune.CLIReporter(metric_columns=["epoch", "metric", "loss"],
-                                parameter_columns=["stage", "seed", *PARAM_NAMES], max_report_frequency=15)  # fmt: skip
+                                parameter_columns=["stage", "seed", *PARAM_NAMES], max_report_frequency=15)
     return run_stages(p, lambda: _make_trainable(p, nested=True), _stage_callbacks(p), reporter,
                       max_concurrent=_trials_at_once(options), verbose=options.verbose)
 
@@ -222,7 +222,7 @@ def _set_restored_concurrency(tuner, max_concurrent: int) -> None:
     search_alg = restored_search_alg(tuner)
     if not isinstance(search_alg, ResumableConcurrencyLimiter):
         raise SearchError(f"--resume: the run's search algorithm is a {type(search_alg).__name__}, not the "
-                          "ResumableConcurrencyLimiter this rspose_tune writes; it was started by another version")  # fmt: skip
+                          "ResumableConcurrencyLimiter this rspose_tune writes; it was started by another version")
     search_alg.set_max_concurrency(max_concurrent)
 
 
@@ -247,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     spec = p.spec
     if spec.confirm_top or spec.baseline:
         print(f"then: confirm the top {spec.confirm_top} setting(s) on seeds {list(spec.confirm_seeds)}"
-              if spec.confirm_top else "then: no confirm stage", end="")  # fmt: skip
+              if spec.confirm_top else "then: no confirm stage", end="")
         print(f"; stock-loss baseline on seeds {list(spec.baseline_seeds)}" if spec.baseline else "; no baseline")
     try:
         context = start_ray(p, options)
@@ -270,17 +270,17 @@ def main(argv: list[str] | None = None) -> int:
     rows = _run_rows(p)
     if rows is None:  # e.g. stopped (Ctrl-C) before the first validation: nothing to report yet
         print(f"error: run {p.name!r} stopped before any trial reported a result (no {join(p.run_dir, 'trials')}); "
-              f"continue it with `{resume}`", file=sys.stderr)  # fmt: skip
+              f"continue it with `{resume}`", file=sys.stderr)
         return 1
     outcome = trial_outcomes(_search_rows(rows), max(p.num_trials, len(grid)))
     print(f"search finished: {len(grid)} trials: {outcome['completed']} completed, {outcome['pruned']} pruned, "
-          f"{outcome['errored']} errored, {outcome['unfinished']} unfinished; results in {join(p.run_dir, 'trials')}")  # fmt: skip
+          f"{outcome['errored']} errored, {outcome['unfinished']} unfinished; results in {join(p.run_dir, 'trials')}")
     for line in outcome["errors"]:
         print(line, file=sys.stderr)
     if stage_trials is not None:
         staged = trial_outcomes(rows[rows["stage"].isin(["confirm", "baseline"])], stage_trials)
         print(f"confirm stage finished: {stage_trials} trials: {staged['completed']} completed, "
-              f"{staged['errored']} errored, {staged['unfinished']} unfinished")  # fmt: skip
+              f"{staged['errored']} errored, {staged['unfinished']} unfinished")
         for line in staged["errors"]:
             print(line, file=sys.stderr)
         outcome["unfinished"] += staged["unfinished"]
@@ -301,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
         return status
     if outcome["completed"] == 0:
         print("no trial reached the full budget: nothing to export (python -m rspose_tune.export --trial ID "
-              "exports a pruned trial's setting)")  # fmt: skip
+              "exports a pruned trial's setting)")
         return 0
     return export_setting(p.storage, [p.name], backbone=p.preset.name)
 
@@ -316,7 +316,7 @@ def trial_outcomes(rows, num_trials: int) -> dict:
     last = rows.sort_values("epoch", kind="stable").groupby("trial_id").tail(1)
     status = last["status"].value_counts()
     counts = {"completed": int(status.get("completed", 0)), "pruned": int(status.get("pruned", 0)),
-              "errored": int(status.get("error", 0))}  # fmt: skip
+              "errored": int(status.get("error", 0))}
     counts["unfinished"] = max(0, num_trials - sum(counts.values()))
     reasons = last[last["status"] == "error"]["error"].fillna("unknown error").value_counts()
     lines = [f"error: {n} trial{'s' if n > 1 else ''} failed: {reason}" for reason, n in sorted(reasons.items())]

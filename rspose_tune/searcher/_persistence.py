@@ -95,7 +95,7 @@ class Persistence:
     def _load_state(self, state: Mapping[str, Any]) -> None:
         check_format(state)
         ours = {"study_name": self._study_name, "max_epochs": self._max_epochs, "time_attr": self._time_attr,
-                "space": {n: spec_json(d) for n, d in self._dims.items()}}  # fmt: skip
+                "space": {n: spec_json(d) for n, d in self._dims.items()}}
         saved_space = state.get("space")
         if isinstance(saved_space, Mapping):  # one saved before a parameter with a default existed has it fixed there
             specs = validate_space(saved_space, source="the saved searcher state's space")

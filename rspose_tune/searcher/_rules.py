@@ -82,7 +82,7 @@ def make_sampler(
 
     with warnings.catch_warnings():  # `group` is marked experimental in Optuna 5; chosen knowingly
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning,
-                                message=".*``group``.*")  # fmt: skip
+                                message=".*``group``.*")
         if sampler == "random":  # what TPE's start-up trials draw (TPESampler's own RandomSampler, same seed)
             return optuna.samplers.RandomSampler(seed=derive_seed(seed, n_trials))
         if sampler == "gp":  # Optuna's Gaussian-process sampler (learns the noise); tpe_options do not apply

@@ -126,7 +126,7 @@ class PruningAwareOptunaSearch(Persistence, Searcher):
             "journal_path": self._journal_path, "study_name": study_name, "seed": seed,
             "n_startup_trials": n_startup_trials, "time_attr": time_attr, "warm_start": self._warm_start,
             "tpe_options": self._tpe_options, "sampler": sampler,
-        }  # fmt: skip
+        }
         self._sampler = sampler
         self._study: optuna.Study | None = None
         self._live: dict[str, optuna.Trial] = {}  # Ray trial id -> running Optuna trial
@@ -256,7 +256,7 @@ class PruningAwareOptunaSearch(Persistence, Searcher):
             if f"epoch:{trial_id}" not in self._warned:
                 self._warned.add(f"epoch:{trial_id}")
                 logger.warning("Result of trial %r has no integer %r (got %r); not told to Optuna.",
-                               trial_id, self._time_attr, epoch)  # fmt: skip
+                               trial_id, self._time_attr, epoch)
             return
         epoch = int(epoch)
         if record.state in (RUNNING, COMPLETE, PRUNED) and epoch <= record.last_epoch:
@@ -279,7 +279,7 @@ class PruningAwareOptunaSearch(Persistence, Searcher):
         for step in sorted(kept):
             trial.report(kept[step], step=step)
         logger.info("PruningAwareOptunaSearch: Ray trial %r resumed at %s %d; Optuna trial #%d continues #%d.",
-                    trial_id, self._time_attr, epoch, trial.number, record.number)  # fmt: skip
+                    trial_id, self._time_attr, epoch, trial.number, record.number)
         self._live[trial_id] = trial
         last = max(kept, default=0)
         record.number, record.state = trial.number, RUNNING

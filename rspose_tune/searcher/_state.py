@@ -44,7 +44,7 @@ class Record:
 
     def to_json(self) -> dict[str, Any]:
         return {"number": self.number, "params": self.params, "last_epoch": self.last_epoch,
-                "last_value": self.last_value, "state": self.state}  # fmt: skip
+                "last_value": self.last_value, "state": self.state}
 
 
 def check_format(state: Any) -> None:
@@ -88,7 +88,7 @@ def reconcile(
         records[tid] = Record(
             number=trial.number, params=dict(trial.params), last_epoch=last,
             last_value=_finite(steps.get(last)), state=RECORD_OF_STATE.get(trial.state, RUNNING),
-        )  # fmt: skip
+        )
     # Nobody else can finish these: finish them as FAIL (Ray may resume them: re-run).
     while study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
         stale = study.ask()

@@ -85,6 +85,6 @@ __all__ = [
 # as when this package was one module: new ones keep that name, so a later move inside the package
 # cannot break them (old ones load through the re-exports above either way).
 for _cls in (LossParam, LossSetting, LossSettingError, ParamSpec, Budget, Resources, Cost, Confirm, DataSpec, Preset, SearchSpaceError,
-             MissingDataError):  # fmt: skip
+             MissingDataError):
     _cls.__module__ = __name__
 del _cls

@@ -18,5 +18,5 @@ def budget_problem(max_epochs: int, grace_epochs: int, reduction_factor: int, va
         return "val_interval", f"must be <= max_epochs ({max_epochs}), got {val_interval}"
     if grace_epochs % val_interval:
         return "grace_epochs", (f"must be a multiple of val_interval ({val_interval}) so the first ASHA rung has a "
-                                f"validation result, got {grace_epochs}")  # fmt: skip
+                                f"validation result, got {grace_epochs}")
     return None

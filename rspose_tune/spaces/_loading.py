@@ -100,7 +100,7 @@ def load_preset(
             built_in, user = (Path(os.fspath(e)).absolute() for e in entry)
             raise SearchSpaceError(f"`--backbone` {text!r} names both the built-in preset {str(built_in)!r} and "
                                    f"{str(user)!r} of --search-dir: rename the file in --search-dir, or pass its "
-                                   f"path (--backbone {str(user)!r})")  # fmt: skip
+                                   f"path (--backbone {str(user)!r})")
         name = text
         raw = entry.read_text()
         source = Path(os.fspath(entry)).absolute()
@@ -195,4 +195,4 @@ def parse_preset(
         description=model.description.strip(),
         cost=Cost() if model.cost is None else Cost(**model.cost.model_dump()),
         confirm=Confirm() if model.confirm is None else Confirm(**model.confirm.model_dump()),
-    )  # fmt: skip
+    )

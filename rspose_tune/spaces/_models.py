@@ -30,7 +30,7 @@ from rspose_tune.spaces._params import COMPONENTS, LOSS_PARAMS, PARAM_NAMES, Los
 from rspose_tune.spaces._presets import ParamSpec, SearchSpaceError
 
 __all__ = ["DATASETS", "BudgetModel", "ConfirmModel", "CostModel", "DataModel", "FixedModel", "KnownGoodModel",
-           "ParamsModel", "PresetFile", "RangeModel", "ResourcesModel", "preset_json_schema", "validate_space"]  # fmt: skip
+           "ParamsModel", "PresetFile", "RangeModel", "ResourcesModel", "preset_json_schema", "validate_space"]
 
 _COMPONENTS = tuple((c, *component_names(c)) for c in COMPONENTS)
 
@@ -109,7 +109,7 @@ class RangeModel(_Section):
     def _bounds(self) -> RangeModel:
         if self.low >= self.high:  # the searcher's rule too: one value is {fixed: X}
             raise _rule("range", f"must have low < high (for a single value write {{fixed: {self.low:g}}}), "
-                                 f"got low={self.low:g}, high={self.high:g}")  # fmt: skip
+                                 f"got low={self.low:g}, high={self.high:g}")
         if self.log and self.low <= 0:
             raise _rule("range", f"must be > 0 with log: true, got {self.low:g}", "low")
         return self
@@ -157,9 +157,9 @@ class _ParamsBase(_Section):
         _threshold_rule(param, spec.high, "high")
         if spec.allow_off and param.kind != "coeff":
             where = (f"put it on `params.{component_names(param.component)[1]}`" if param.component
-                     else f"`{param.name}` belongs to no component and is never off")  # fmt: skip
+                     else f"`{param.name}` belongs to no component and is never off")
             raise _rule("param", f"only applies to coefficients (a component is off when its coeff_* is 0); {where}",
-                        "allow_off")  # fmt: skip
+                        "allow_off")
         if param.kind == "delta" and spec.low == 0:
             raise _rule("param", f"must be > 0 for a delta (the margin of a ranking loss), got {spec.low:g}", "low")
         return spec
@@ -177,14 +177,14 @@ def _threshold_rule(param: LossParam, value: float | None, at: str) -> None:
 ParamsModel = create_model(
     "ParamsModel", __base__=_ParamsBase,
     **{p.name: (_ParamModel, ...) if p.default is None else (Optional[_ParamModel], None) for p in LOSS_PARAMS},
-)  # type: ignore[call-overload]  # fmt: skip
+)  # type: ignore[call-overload]
 
 #: One ``known_good`` entry: every loss hyperparameter (null/0 coefficient = off; null delta of it).
 KnownGoodModel = create_model(
     "KnownGoodModel", __base__=_Section,
     **{p.name: (Optional[_NonNegative], ...) if p.default is None else (Optional[_NonNegative], None)
        for p in LOSS_PARAMS},
-)  # type: ignore[call-overload]  # fmt: skip
+)  # type: ignore[call-overload]
 
 
 class BudgetModel(_Section):
@@ -239,7 +239,7 @@ class ConfirmModel(_Section):
     def _seeds(self) -> ConfirmModel:
         if self.top > 0 and self.seeds < 2:
             raise _rule("confirm", f"must be >= 2 when confirm.top > 0 (a 95 % interval needs two seeds), "
-                                   f"got {self.seeds}", "seeds")  # fmt: skip
+                                   f"got {self.seeds}", "seeds")
         return self
 
 
@@ -368,10 +368,10 @@ def _component_rules(specs: Mapping[str, ParamSpec]) -> None:
         always_off = c_spec.is_fixed and c_spec.fixed == 0
         if always_off and not (d_spec.is_fixed and d_spec.fixed is None):
             raise _rule("components", f"must be {{fixed: null}}: the {component} component is always off "
-                                      f"(`{coeff}` is fixed at 0)", f"params.{delta}")  # fmt: skip
+                                      f"(`{coeff}` is fixed at 0)", f"params.{delta}")
         if not always_off and d_spec.is_fixed and d_spec.fixed is None:
             raise _rule("components", f"is {{fixed: null}} but `{coeff}` can be non-zero; give the delta a value "
-                                      "or a range", f"params.{delta}")  # fmt: skip
+                                      "or a range", f"params.{delta}")
     if specs["coeff_rank"].can_be_off and specs["coeff_sort"].can_be_off:
         raise _rule("components", "and `params.coeff_rank` can both be off (fixed 0, allow_off or low 0): the heatmap "
                                   "would get no loss; keep at least one of them always on", "params.coeff_sort")
@@ -399,7 +399,7 @@ def _known_good_rules(entry: Any, i: int, specs: Mapping[str, ParamSpec]) -> Non
         if not specs[p.name].contains(setting[p.name]):
             omitted = " (its default: the entry does not name it)" if p.name not in given else ""
             raise _rule("known_good", f"is {setting[p.name]!r}{omitted}, outside its search space "
-                                      f"{specs[p.name].describe()!r}", f"{key}.{p.name}")  # fmt: skip
+                                      f"{specs[p.name].describe()!r}", f"{key}.{p.name}")
 
 
 def _known_good_setting(entry: Any) -> MappingProxyType:
@@ -418,7 +418,7 @@ _TYPE_RULES = {
     "float_type": "must be a number", "float_parsing": "must be a number", "int_type": "must be an integer",
     "int_from_float": "must be an integer", "bool_type": "must be true or false", "string_type": "must be a string",
     "list_type": "must be a list of settings", "dict_type": "must be a mapping", "model_type": "must be a mapping",
-}  # fmt: skip
+}
 
 
 def _error_message(source: Path | str, error: Mapping[str, Any]) -> str:

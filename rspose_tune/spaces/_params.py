@@ -16,7 +16,7 @@ from rspose_tune.errors import RSPoseTuneError
 
 __all__ = ["COMPONENTS", "COMPONENT_LABELS", "LOSS_PARAMS", "PARAM_DEFAULTS", "PARAM_NAMES", "LossParam",
            "LossSetting", "LossSettingError", "component_names", "fill_defaults", "is_off", "loss_param",
-           "switch_name"]  # fmt: skip
+           "switch_name"]
 
 
 class LossSettingError(RSPoseTuneError, ValueError):
@@ -141,7 +141,7 @@ class LossSetting(Mapping):
     def __post_init__(self) -> None:
         if len(self.vector) != len(PARAM_NAMES):
             raise LossSettingError(f"a loss setting has {len(PARAM_NAMES)} values {list(PARAM_NAMES)}, "
-                                   f"got {len(self.vector)}: {self.vector!r}")  # fmt: skip
+                                   f"got {len(self.vector)}: {self.vector!r}")
         values = dict(zip(PARAM_NAMES, self.vector))
         for p in LOSS_PARAMS:
             value = values[p.name]

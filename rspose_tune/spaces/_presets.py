@@ -11,7 +11,7 @@ from rspose_tune.errors import RSPoseTuneError
 from rspose_tune.spaces._params import loss_param
 
 __all__ = ["ENV_DATA_ROOT", "ENV_WEIGHTS", "Budget", "Confirm", "Cost", "DataSpec", "MissingDataError", "ParamSpec",
-           "Preset", "Resources", "SearchSpaceError"]  # fmt: skip
+           "Preset", "Resources", "SearchSpaceError"]
 
 ENV_DATA_ROOT = "RSPOSE_TUNE_DATA_ROOT"
 ENV_WEIGHTS = "RSPOSE_TUNE_WEIGHTS"

@@ -28,4 +28,4 @@ __all__ = [
     "LossDivergedError", "Rendezvous", "TuneReportHook", "fetch_checkpoint", "newest_checkpoint", "no_report",
     "open_rendezvous", "prepare_trial_config", "process_group", "restore_checkpoint", "safe_checkpoint_loading",
     "strip_unsafe_state", "train_rank", "verify_checkpoint_dir", "write_manifest",
-]  # fmt: skip
+]

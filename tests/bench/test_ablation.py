@@ -45,7 +45,7 @@ def test_ablation_smoke_prints_every_row_and_numbers_that_recompute(tmp_path):
 
     out = _bench("--train-images", "16", "--val-images", "6", "--epochs", "1", "--seeds", "2",
                  "--pos-thr", "0,exp(-4.5)", "--losses", "stock,rank,rs_inst", "--data-root", str(tmp_path / "data"),
-                 "--json", str(tmp_path / "abl.json"), cwd=tmp_path)  # fmt: skip
+                 "--json", str(tmp_path / "abl.json"), cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     table = out.stdout.split("ABLATION\n", 1)[1]
     lines = table.splitlines()

@@ -11,7 +11,7 @@ def test_step_benchmark_runs_and_prints_the_ratio(capsys):
     from rspose_tune.bench import _step
 
     args = ["--batch-size", "2", "--repeats", "1", "--warmup", "0", "--embed-dims", "32",
-            "--num-layers", "1", "--num-heads", "2"]  # fmt: skip
+            "--num-layers", "1", "--num-heads", "2"]
     assert _step.main(args) == 0
     out = capsys.readouterr().out
     assert "HeatmapHead + KeypointMSELoss" in out and "ratio RSPose / MSE (wall medians):" in out

@@ -123,7 +123,7 @@ def test_demo_simcc_stock_and_rspose_configs(mmpose_ready, tmp_path):
     ({"coeff_inst": float("nan")}, r"^loss parameter `coeff_inst` must be finite and >= 0, got nan$"),
     ({"coeff_rank": 0.0, "coeff_sort": None}, r"both 0: the heatmap would get no loss"),
     ({"pos_thrx": 0.1}, r"unknown loss parameter\(s\) \['pos_thrx'\]"),
-])  # fmt: skip
+])
 def test_loss_parameters_are_read_as_a_loss_setting(change, match, mmpose_ready):
     from rspose_tune.mmpose_adapter.configs import ConfigBuildError, _check_params
 

@@ -251,7 +251,7 @@ HEATMAPS = [
      {0.0: (169, 169), EXP_3SIGMA: (108, 116), EXP_2SIGMA: (47, 52), 0.5: (16, 21)}),
     ("MSRAHeatmap", (192, 256), (48, 64), 2.0,
      {0.0: (169, 169), EXP_3SIGMA: (109, 109), EXP_2SIGMA: (45, 45), 0.5: (21, 21)}),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("codec_type", "input_size", "heatmap_size", "sigma", "expected"), HEATMAPS)

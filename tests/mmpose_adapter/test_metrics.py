@@ -20,6 +20,6 @@ def test_validation_oks_is_the_mean_ks_of_the_labelled_keypoints():
     gt = np.array([[10.0, 20.0, 2], [33.0, 44.0, 1], [1.0, -1.0, 0]])  # the third is not labelled
     sigmas = np.array([0.026, 0.079, 0.107])
     ks = keypoint_similarity(torch.tensor(pred[None]), torch.tensor(gt[None, :, :2]), torch.tensor([1000.0],
-                             dtype=torch.float64), torch.tensor(sigmas))  # fmt: skip
+                             dtype=torch.float64), torch.tensor(sigmas))
     assert math.isclose(oks(pred, gt, 1000.0, sigmas), float(ks[0, :2].mean()), rel_tol=1e-12)
     assert math.isnan(oks(pred, gt * [1, 1, 0], 1000.0, sigmas))

@@ -35,7 +35,7 @@ def _curve_rows(trial_id, setting, final, *, max_epochs=MAX_EPOCHS, seconds=1.0,
             # the six only: a table written before pos_thr existed (read as its default)
             **{n: (None if setting[n] in (None, 0.0) else setting[n]) for n in setting},
             "metric": final * (1 - 0.5**e) / (1 - 0.5**max_epochs), "wall_s": seconds * e,
-        })  # fmt: skip
+        })
     return rows
 
 
@@ -44,13 +44,13 @@ def _frame(values, settings, *, seeds=2, noise=0.002, max_epochs=MAX_EPOCHS):
     for i, (value, setting) in enumerate(zip(values, settings)):
         for s in range(seeds):
             rows += _curve_rows(f"s{i:02d}-seed{s}", setting, value + noise * (s - 0.5), max_epochs=max_epochs,
-                                seconds=1.0 + 0.1 * i)  # fmt: skip
+                                seconds=1.0 + 0.1 * i)
     return pd.DataFrame(rows)
 
 
 def _grid_settings(all_on=True):
     out = [_setting(dr, ds, cs, di, ci) for dr in (0.2, 0.8) for ds in (0.3, 2.0) for cs in (0.3, 3.0)
-           for di, ci in ((0.5, 0.1), (3.0, 2.0))]  # fmt: skip
+           for di, ci in ((0.5, 0.1), (3.0, 2.0))]
     if not all_on:
         out += [_setting(0.3, di=1.0, ci=0.5), _setting(0.7, ds=1.0, cs=1.0), _setting(0.5)]
     return out
@@ -63,7 +63,7 @@ def known_table() -> CurveTable:
     values = list(np.linspace(0.3, 0.7, len(settings)))
     values[11] = 0.9
     return table_from_frame(_frame(values, settings), source="synthetic", max_epochs=MAX_EPOCHS, mode="max",
-                            space=SPACE_ON, budget={"grace_epochs": 1, "reduction_factor": 2})  # fmt: skip
+                            space=SPACE_ON, budget={"grace_epochs": 1, "reduction_factor": 2})
 
 
 @pytest.fixture
@@ -81,12 +81,12 @@ def _write_run(tmp_path, frame, *, with_space=True):
 
     preset = load_preset("demo")
     meta = build_metadata(run="r", backbone="demo", max_epochs=MAX_EPOCHS,
-                          search_space=preset if with_space else None)  # fmt: skip
+                          search_space=preset if with_space else None)
     run = tmp_path / "run"
     for rec in frame.to_dict("records"):
         config = {n: (0.0 if rec[n] is None and n.startswith("coeff_") else rec[n]) for n in PARAM_NAMES if n in rec}
         row = make_row({"epoch": rec["epoch"], "metric": rec["metric"], "wall_s": rec["wall_s"]}, config,
-                       run="r", backbone="demo", trial_id=rec["trial_id"], status=rec["status"])  # fmt: skip
+                       run="r", backbone="demo", trial_id=rec["trial_id"], status=rec["status"])
         write_row(row, run / "trials", metadata=meta)
     return run
 

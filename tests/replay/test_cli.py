@@ -40,7 +40,7 @@ def test_cli_replays_a_run_and_prints_every_policy(tmp_path, capsys):
         (["--grace-epochs", "11"], "error: --grace-epochs is 11, but must be an integer in [1, 10] (the table's max_epochs)"),
         (["--backbone", "nope"], "error: "),
     ],
-)  # fmt: skip
+)
 def test_cli_bad_input_is_one_error_line(argv, message, capsys):
     with pytest.raises(SystemExit) as exc:
         code = main(argv)
@@ -116,7 +116,7 @@ def test_replay_runs_the_searchs_tpe_start_up_count(capsys, tmp_path):
 def test_cli_confirm_race_flag(capsys):
     for argv, message in ((["--confirm-top", "2", "--confirm-seeds", "3", "--confirm-race", "3"],
                            "--confirm-race is 3, but must be < --confirm-seeds (3)"),
-                          (["--confirm-race", "2"], "--confirm-race needs --confirm-top")):  # fmt: skip
+                          (["--confirm-race", "2"], "--confirm-race needs --confirm-top")):
         with pytest.raises(SystemExit) as exc:
             main(argv)
         assert exc.value.code == 2
@@ -133,7 +133,7 @@ def test_cli_confirm_stage_and_json(tmp_path, capsys):
     pd.DataFrame(rows).to_parquet(path)
     out_json = tmp_path / "out" / "replay.json"
     code = main([str(path), "--backbone", "demo", "--seeds", "3", "--policies", "full-random", "--budget-epochs", "40",
-                 "--confirm-top", "2", "--confirm-seeds", "3", "--json", str(out_json)])  # fmt: skip
+                 "--confirm-top", "2", "--confirm-seeds", "3", "--json", str(out_json)])
     assert code == 0
     text = capsys.readouterr().out
     assert "Confirm stage (--confirm-top 2 --confirm-seeds 3)" in text and "full-budget random" in text
@@ -168,7 +168,7 @@ def test_cli_search_space_and_confirm_from_rung(tmp_path, capsys):
     (tmp_path / "configs").symlink_to(source.parent / "configs")
     out_json = tmp_path / "r.json"
     argv = ["--seeds", "2", "--policies", "asha-random", "--confirm-top", "2", "--confirm-seeds", "2",
-            "--search-space", str(linear), "--confirm-from", "rung", "--json", str(out_json)]  # fmt: skip
+            "--search-space", str(linear), "--confirm-from", "rung", "--json", str(out_json)]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert f"search space of {linear} (matched in the table's)" in out

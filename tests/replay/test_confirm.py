@@ -30,7 +30,7 @@ def _trace_of(table, settings_and_seed, search_seed):
     for n, index in enumerate(settings_and_seed):
         curve = table.curve_of_seed(index, search_seed)
         trace.trials.append(TrialRecord(f"t{n}", dict(table.settings[index]), index, curve.trial_id, 0.0, True, True,
-                                        start_s=0.0, end_s=1.0, last_epoch=MAX_EPOCHS))  # fmt: skip
+                                        start_s=0.0, end_s=1.0, last_epoch=MAX_EPOCHS))
     return trace
 
 
@@ -51,7 +51,7 @@ def test_confirm_picks_the_best_mean_on_further_seeds_not_the_lucky_search_trial
     # setting 0 is lucky on seed 0 (the search seed) but worse on average; setting 1 is the table's best
     table = _seeded_table([{0: 0.90, 1: 0.50, 2: 0.52, 3: 0.48},
                            {0: 0.70, 1: 0.61, 2: 0.66, 3: 0.60},
-                           {0: 0.60, 1: 0.55, 2: 0.50, 3: 0.55}])  # fmt: skip
+                           {0: 0.60, 1: 0.55, 2: 0.50, 3: 0.55}])
     assert table.best_index == 1
     trace = _trace_of(table, [2, 0, 1], search_seed=0)
     out = confirm(table, trace, top=2, seeds=3)
@@ -86,7 +86,7 @@ def test_racing_drops_a_candidate_once_paired_seeds_show_it_worse_and_saves_its_
     # (paired differences 0.10, 0.11, ...: distinguishable after 3 seeds), setting 2 by noise only.
     table = _seeded_table([{0: 0.90, 1: 0.50, 2: 0.51, 3: 0.49, 4: 0.50},
                            {0: 0.80, 1: 0.60, 2: 0.62, 3: 0.60, 4: 0.61},
-                           {0: 0.70, 1: 0.63, 2: 0.55, 3: 0.60, 4: 0.50}])  # fmt: skip
+                           {0: 0.70, 1: 0.63, 2: 0.55, 3: 0.60, 4: 0.50}])
     trace = _trace_of(table, [0, 1, 2], search_seed=0)
     full = confirm(table, trace, top=3, seeds=4)
     raced = confirm(table, trace, top=3, seeds=4, race_after=3)

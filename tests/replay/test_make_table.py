@@ -87,7 +87,7 @@ def test_shipped_heldout_table_is_independent_of_the_demo_table():
     assert table.settings[0] == known and not [s for s in others if s in demo.settings]
     meta = read_metadata(HELDOUT_TABLE)
     assert meta["search_space"]["params"]["pos_thr"] == {"name": "pos_thr", "low": 0.0, "high": 0.7, "log": False,
-                                                         "fixed": None, "allow_off": False}  # fmt: skip
+                                                         "fixed": None, "allow_off": False}
     assert meta["table"]["command"].startswith(f"python -m rspose_tune.replay make-table --backbone {HELDOUT_PRESET}")
     assert "--design-seed 1" in meta["table"]["command"] and meta["table"]["complete"]
     # the design is today's demo space's: make-table would rebuild exactly these settings
@@ -110,7 +110,7 @@ def test_shipped_heldout_table_is_independent_of_the_demo_table():
      (["--seeds", "1", "--seeds", "1", "--backbone", "no-such-preset"], "error: --seeds [1, 1] names a seed twice"),
      (["--extra-seeds", "2", "3", "--extra-seeds", "3", "--backbone", "no-such-preset"],
       "error: --extra-seeds [2, 3, 3] names a seed twice")],
-)  # fmt: skip
+)
 def test_make_table_bad_input_is_one_error_line(tmp_path, argv, message, capsys):
     from rspose_tune.replay._make_table import main as make_table
 
@@ -137,7 +137,7 @@ def test_make_table_bad_paths_are_one_error_line(tmp_path, case, capsys):
         "partial-of-nothing": (["--partial", "--limit", "0", "--n-train", "8", "--n-val", "4"], "--partial"),
     }[case]
     code = make_table(["--work-dir", str(work), "--out", str(out), "--settings", "2", "--seeds", "0", "--epochs", "1",
-                       *argv])  # fmt: skip
+                       *argv])
     out_text, err = capsys.readouterr()
     assert code == 2, (out_text, err)
     _one_error_line(err, flag)
@@ -151,7 +151,7 @@ def test_make_table_trains_and_resumes(tmp_path, capsys):
 
     out, work = tmp_path / "t.parquet", tmp_path / "work"
     argv = ["--out", str(out), "--work-dir", str(work), "--settings", "2", "--seeds", "0", "--epochs", "2",
-            "--n-train", "16", "--n-val", "8"]  # fmt: skip
+            "--n-train", "16", "--n-val", "8"]
     assert make_table([*argv, "--limit", "1"]) == 0
     assert not out.exists() and len(list((work / "curves").glob("*.parquet"))) == 1
     assert make_table(argv) == 0  # resumes: trains only the second curve
@@ -173,7 +173,7 @@ def test_make_table_extra_seeds_go_to_the_best_settings_by_mean(tmp_path, capsys
 
     out, work = tmp_path / "t.parquet", tmp_path / "work"
     argv = ["--out", str(out), "--work-dir", str(work), "--settings", "3", "--seeds", "0", "--epochs", "1",
-            "--n-train", "16", "--n-val", "8", "--extra-seeds", "1", "--extra-top", "1"]  # fmt: skip
+            "--n-train", "16", "--n-val", "8", "--extra-seeds", "1", "--extra-top", "1"]
     assert make_table([*argv, "--limit", "3"]) == 0  # the 3 seed-0 curves; the extra one is not chosen yet
     assert not out.exists() and "run the same command again" in capsys.readouterr().out
     finals = {}

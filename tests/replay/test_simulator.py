@@ -44,7 +44,7 @@ def test_a_policy_without_budget_finds_nothing(known_table, policy, budget):
 
 def _fingerprint(trace):
     return ([(t.config, t.setting, t.curve, t.last_epoch, t.start_s, t.end_s) for t in trace.trials],
-            trace.decisions, trace.incumbents, trace.events)  # fmt: skip
+            trace.decisions, trace.incumbents, trace.events)
 
 
 @pytest.mark.parametrize("policy", ["asha-tpe", "full-random"])
@@ -70,7 +70,7 @@ def test_budget_and_workers_bound_the_replay(known_table):
 
 def test_asha_stops_early_and_tpe_differs_from_random_after_startup(known_table):
     settings = ReplaySettings(budget_epochs=40 * MAX_EPOCHS, workers=1, grace_epochs=1, reduction_factor=2,
-                              n_startup_trials=4)  # fmt: skip
+                              n_startup_trials=4)
     asha = replay(known_table, POLICIES["asha-tpe"], 0, settings)
     assert any(t.stopped for t in asha.trials)
     assert all(t.last_epoch in (1, 2, MAX_EPOCHS) for t in asha.trials)  # ASHA rungs 1, 2 (then the end)
@@ -110,7 +110,7 @@ def test_known_good_is_asked_first(known_table):
     ("field", "value"),
     [("budget_epochs", -1), ("workers", 0), ("grace_epochs", 0), ("grace_epochs", MAX_EPOCHS + 1),
      ("reduction_factor", 1), ("n_startup_trials", -1), ("workers", 2.0)],
-)  # fmt: skip
+)
 def test_settings_are_checked(known_table, field, value):
     settings = ReplaySettings(**{"budget_epochs": 10, field: value})
     with pytest.raises(ValueError, match=f"`{field}` is {value!r}"):
@@ -173,7 +173,7 @@ def test_replayed_asha_decides_as_asha_is_defined():
     table, settings = _stairs_table()
     rs = ReplaySettings(budget_epochs=1000, workers=1, grace_epochs=1, reduction_factor=2)
     trace = simulate(table, make_scheduler(POLICIES["asha-tpe"], table, rs), _FixedSearcher.make(settings),
-                     settings=rs, seed=0)  # fmt: skip
+                     settings=rs, seed=0)
     rungs: dict[int, list[float]] = {1: [], 2: []}
     expected = []
     for i in range(len(settings)):
@@ -215,7 +215,7 @@ def test_replayed_asha_matches_live_ray_scheduler(local_ray, tmp_path):
             tune_config=tune.TuneConfig(search_alg=ConcurrencyLimiter(_FixedSearcher.make(configs), max_concurrent=1),
                                         scheduler=asha(rs), num_samples=len(configs)),
             run_config=tune.RunConfig(storage_path=str(tmp_path), name=f"live-{grace}-{factor}", verbose=0),
-        ).fit()  # fmt: skip
+        ).fit()
         live = {r.config["delta_rank"]: r.metrics["epoch"] for r in grid}
         replayed = {t.config["delta_rank"]: t.last_epoch for t in trace.trials}
         assert replayed == live, (grace, factor)
@@ -274,7 +274,7 @@ def test_search_space_is_what_the_searcher_proposes_from():
     table = load_table([DEMO_TABLE])
     space = {**table.space, "pos_thr": {"fixed": 0.5}}
     settings = ReplaySettings(budget_epochs=60, workers=2, grace_epochs=2, reduction_factor=3, n_startup_trials=3,
-                              search_space=space)  # fmt: skip
+                              search_space=space)
     trace = replay(table, POLICIES["asha-random"], 0, settings)
     assert trace.trials and {r.config["pos_thr"] for r in trace.trials} == {0.5}
     assert all(0 <= r.setting < len(table.settings) for r in trace.trials)

@@ -38,7 +38,7 @@ def test_repeated_epochs_count_only_what_an_earlier_trial_of_the_same_curve_saw(
 
     trace = Trace(policy=POLICIES["asha-tpe"], seed=0, search_seed=0)
     trace.trials = [record(0, 1, 2, 0.0), record(1, 2, 10, 1.0), record(2, 1, 6, 2.0), record(3, 1, 10, 3.0),
-                    record(4, 1, 2, 4.0)]  # fmt: skip
+                    record(4, 1, 2, 4.0)]
     # trial 2: epochs 1-2 seen (trial 0), 3-6 new; trial 3: 1-6 seen, 7-10 new; trial 4: 1-2 seen
     assert repeated_epochs(trace) == 2 + 6 + 2
     trace.trials[2].curve = "s1-seed1"  # another curve of the same setting: new information

@@ -120,7 +120,7 @@ def test_nearest_counts_a_value_outside_the_range_as_its_nearest_end(mixed_table
     ("x", r"^t: the search space: `params` must be a mapping, got 'x' \(str\)$"),
     ({**SPACE, "delta_rank": {**SPACE["delta_rank"], "low": 2.0}}, r"`params.delta_rank` must have low < high"),
     ({**SPACE, "coeff_rank": {**SPACE["coeff_rank"], "fixed": 0.0}}, r"`params.delta_rank` must be \{fixed: null\}"),
-])  # fmt: skip
+])
 def test_a_table_space_is_checked_by_the_one_validator(space, match):
     """The preset's rules (``spaces.validate_space``), as a TableError."""
     rows = _curve_rows("t", _setting(0.5, 1.0, 1.0, 1.0, 1.0), 0.6)

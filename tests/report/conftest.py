@@ -23,7 +23,7 @@ from rspose_tune.spaces import PARAM_NAMES, Resources, list_presets, load_preset
 from tests.conftest import KG, B, C
 
 KNOWN_GOOD = {"delta_rank": 0.4, "coeff_rank": 1.0, "delta_sort": 1.5, "coeff_sort": 2.0, "delta_inst": 3.0,
-              "coeff_inst": 0.25}  # fmt: skip
+              "coeff_inst": 0.25}
 SORT_OFF = {**KNOWN_GOOD, "delta_sort": None, "coeff_sort": 0.0}
 OTHER = {**KNOWN_GOOD, "delta_rank": 0.7, "coeff_inst": 1.5}
 
@@ -41,7 +41,7 @@ def trial(tid, params, metrics, status, walls=None, epochs=None, error=None):
 
 
 def write_run(storage: Path, name: str, trials, *, backbone="vit-b", gpus=2.0, cpus=4.0, max_epochs=9,
-              grace=1, rf=3, mode="max", metric_name="coco/AP", search_space="preset"):  # fmt: skip
+              grace=1, rf=3, mode="max", metric_name="coco/AP", search_space="preset"):
     """Write a run dir like ``rspose_tune.search`` does; returns the trials folder."""
     if search_space == "preset":  # as rspose_tune.search: the preset, plus what the run really used
         preset = load_preset(backbone if backbone in list_presets() else "vit-b", weights="none")
@@ -51,7 +51,7 @@ def write_run(storage: Path, name: str, trials, *, backbone="vit-b", gpus=2.0, c
         # what rspose_tune.search stores beside the preset: the budget and resources it really used
         extra = {"budget": {"max_epochs": max_epochs, "grace_epochs": grace, "reduction_factor": rf},
                  "resources": {"cpu": cpus, "gpu": gpus}, "seed": 0, "metric_name": metric_name,
-                 "mode": mode}  # fmt: skip
+                 "mode": mode}
         # the preset's own resources/budget differ: the report must use the run's actual ones
         search_space = dataclasses.replace(search_space, resources=Resources(gpus=99.0, cpus=99.0))
     meta = build_metadata(run=name, backbone=backbone, max_epochs=max_epochs, search_space=search_space, extra=extra)
@@ -59,17 +59,17 @@ def write_run(storage: Path, name: str, trials, *, backbone="vit-b", gpus=2.0, c
     for t in trials:
         if not t["metrics"]:  # failed before its first result
             row = make_row({}, t["params"], run=name, backbone=backbone, trial_id=t["tid"], status="error",
-                           error=t["error"], epoch=0)  # fmt: skip
+                           error=t["error"], epoch=0)
             write_row(row, folder, metadata=meta)
             continue
         n = len(t["metrics"])
         for i, (epoch, metric, wall) in enumerate(zip(t["epochs"], t["metrics"], t["walls"])):
             result = {"epoch": epoch, "metric": metric, "metric_name": metric_name, "ar": metric + 0.05,
                       "loss": 1.0, "spearman": 0.5 + metric / 10, "wall_s": wall, "node": "n1",
-                      "gpu_type": "H100" if gpus else "cpu"}  # fmt: skip
+                      "gpu_type": "H100" if gpus else "cpu"}
             status = t["status"] if i == n - 1 else "running"
             row = make_row(result, t["params"], run=name, backbone=backbone, trial_id=t["tid"], status=status,
-                           error=t["error"] if i == n - 1 else None)  # fmt: skip
+                           error=t["error"] if i == n - 1 else None)
             write_row(row, folder, metadata=meta)
     return folder
 
@@ -86,7 +86,7 @@ def vitb_trials():
         trial("e_known", KNOWN_GOOD, [0.2, 0.4, 0.6, 0.65, 0.7, 0.72, 0.75, 0.78, 0.784], "completed"),
         trial("f_pruned", {**OTHER, "delta_rank": 0.2}, [0.1], "pruned"),
         trial("g_error", {**OTHER, "delta_rank": 0.9}, [], "error", error="RuntimeError: CUDA OOM"),
-    ]  # fmt: skip
+    ]
 
 
 @pytest.fixture
@@ -98,7 +98,7 @@ def storage(tmp_path):
         trial("x2", {**KNOWN_GOOD, "coeff_inst": None, "delta_inst": None}, [0.1, 0.35, 0.45], "completed",
               walls=[12, 24, 36]),
         trial("x3", OTHER, [0.05], "pruned", walls=[9]),
-    ], backbone="demo", gpus=0.0, cpus=1.0, max_epochs=3)  # fmt: skip
+    ], backbone="demo", gpus=0.0, cpus=1.0, max_epochs=3)
     return root
 
 
@@ -121,7 +121,7 @@ def _trials(rows):
         entry = {"run": "r", "backbone": "demo", "trial_id": tid, "status": status, "stage": stage, "seed": seed,
                  "last_epoch": 10, **{n: (params or {}).get(n) for n in PARAM_NAMES}, "metric_name": "coco/AP",
                  "metric": metric, "ar": None, "spearman": None, "wall_s": 10.0, "gpus": 0.0, "cpus": 1.0,
-                 "max_epochs": 10}  # fmt: skip
+                 "max_epochs": 10}
         entry["params_key"] = _params_key(entry)
         out.append(entry)
     return pd.DataFrame(out)
@@ -138,17 +138,17 @@ HAND = _trials([
     ("c6", "confirm", 3, B, 0.72, "completed"),
     ("b1", "baseline", 1, None, 0.60, "completed"), ("b2", "baseline", 2, None, 0.62, "completed"),
     ("b3", "baseline", 3, None, 0.61, "completed"),
-])  # fmt: skip
+])
 
 
 def _hand_run(name: str, rows: pd.DataFrame) -> "rep.RunData":
     frame = pd.DataFrame([{**{k: t[k] for k in ("backbone", "trial_id", "status", "stage", "seed", "metric_name",
                                                   "metric", *PARAM_NAMES)},
                            "run": name, "epoch": 10, "ar": None, "spearman": None, "wall_s": 10.0, "world_size": None}
-                          for _, t in rows.iterrows()])  # fmt: skip
+                          for _, t in rows.iterrows()])
     return rep.RunData(name, f"/nowhere/{name}", frame, {},
                        rep.RunSettings(mode="max", gpus=0.0, cpus=1.0, max_epochs=10, grace_epochs=2,
-                                       reduction_factor=3))  # fmt: skip
+                                       reduction_factor=3))
 
 
 # --------------------------------------------------------------------------------------------
@@ -167,7 +167,7 @@ def _rows(curves: dict[str, list[float]], status: dict[str, str] | None = None, 
             last = epoch == len(values)
             rows.append({"trial_id": tid, "epoch": epoch, "metric": value,
                          "status": (status or {}).get(tid, "completed" if len(values) == MAX_T else "pruned")
-                         if last else "running", "stage": (stage or {}).get(tid, "search")})  # fmt: skip
+                         if last else "running", "stage": (stage or {}).get(tid, "search")})
     return pd.DataFrame(rows)
 
 

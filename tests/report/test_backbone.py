@@ -52,14 +52,14 @@ def test_report_mode_min_prefers_the_lowest_completed(tmp_path):
         trial("lo_pruned", OTHER, [0.01], "pruned"),
         trial("hi", KNOWN_GOOD, [0.9, 0.5, 0.4], "completed"),
         trial("lo", SORT_OFF, [0.9, 0.5, 0.3], "completed"),
-    ], max_epochs=3, mode="min", metric_name="val/loss")  # fmt: skip
+    ], max_epochs=3, mode="min", metric_name="val/loss")
     r = rep.backbone_report("vit-b", rep.load_runs(tmp_path))
     assert r.mode == "min" and r.best_trial == "lo" and r.runner_up_trial == "hi" and r.noise_flag == "noise unknown"
 
 
 def test_report_without_budget_metadata_infers_mode_and_marks_cost_unknown(tmp_path):
     write_run(tmp_path, "r", [trial("t", KNOWN_GOOD, [0.5, 0.6], "completed")], backbone="custom", max_epochs=2,
-              search_space={"delta_rank": {"low": 0.1}})  # fmt: skip
+              search_space={"delta_rank": {"low": 0.1}})
     r = rep.backbone_report("custom", rep.load_runs(tmp_path))
     assert r.mode == "max" and r.gpu_hours is None and r.full_budget_gpu_hours is None
     assert any("inferred" in n for n in r.notes)
@@ -71,10 +71,10 @@ def test_backbone_report_chooses_the_confirm_winner_and_the_baseline_delta():
     for _, t in HAND.iterrows():
         frame_rows.append({**{k: t[k] for k in ("run", "backbone", "trial_id", "status", "stage", "seed",
                                                 "metric_name", "metric", *PARAM_NAMES)},
-                           "epoch": 10, "ar": None, "spearman": None, "wall_s": 10.0, "world_size": None})  # fmt: skip
+                           "epoch": 10, "ar": None, "spearman": None, "wall_s": 10.0, "world_size": None})
     run = rep.RunData("r", "/nowhere/r", pd.DataFrame(frame_rows), {},
                       rep.RunSettings(mode="max", gpus=0.0, cpus=1.0, max_epochs=10, grace_epochs=2,
-                                      reduction_factor=3))  # fmt: skip
+                                      reduction_factor=3))
     r = rep.backbone_report("demo", [run])
     assert r.best_trial == "s2" and r.params["delta_rank"] == pytest.approx(0.7)  # what export writes
     assert r.trials == 4 and r.completed == 3 and r.pruned == 1  # the table counts search trials

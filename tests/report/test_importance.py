@@ -16,7 +16,7 @@ def test_spearman_importance_uses_the_most_reported_epoch():
     rows = []
     for i, delta in enumerate([0.1, 0.2, 0.3, 0.4, 0.5]):
         params = {**KNOWN_GOOD, "delta_rank": delta, "coeff_sort": None if i == 0 else 2.0,
-                  "delta_sort": None if i == 0 else 1.5, "pos_thr": 0.0}  # fmt: skip
+                  "delta_sort": None if i == 0 else 1.5, "pos_thr": 0.0}
         rows.append({"run": "r", "trial_id": f"t{i}", "epoch": 1, "metric": delta, **params})
         if i < 2:
             rows.append({"run": "r", "trial_id": f"t{i}", "epoch": 3, "metric": 1 - delta, **params})
@@ -39,7 +39,7 @@ def test_importance_uses_optuna_journal_when_enough_complete_trials(storage):
     backend = optuna.storages.journal.JournalFileBackend(str(journal))
     study = optuna.create_study(study_name="rspose", direction="maximize",
                                 storage=optuna.storages.JournalStorage(backend),
-                                sampler=optuna.samplers.RandomSampler(seed=1))  # fmt: skip
+                                sampler=optuna.samplers.RandomSampler(seed=1))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
     def add(n, state=optuna.trial.TrialState.COMPLETE):

@@ -87,7 +87,7 @@ def test_rung_fidelity_ignores_confirm_and_baseline_trials_and_needs_three():
 
 @pytest.mark.parametrize(("rho", "band"), [(0.95, "very strong"), (0.7, "very strong"), (0.69, "strong"),
                                            (0.4, "strong"), (0.35, "moderate"), (0.3, "moderate"), (0.1, "weak"),
-                                           (-0.8, "weak"), (None, "n/a"), (math.nan, "n/a")])  # fmt: skip
+                                           (-0.8, "weak"), (None, "n/a"), (math.nan, "n/a")])
 def test_deepcave_bands(rho, band):
     assert rep.fidelity_band(rho) == band
 

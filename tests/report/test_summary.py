@@ -17,7 +17,7 @@ from tests.report.conftest import KNOWN_GOOD, OTHER, SORT_OFF
     "walls, expected",
     [([100, 200, 300], 300), ([100, 200, 40, 140], 340), ([], 0.0), ([None, 50.0, float("nan")], 50.0),
      ([10, 5, 2], 17)],
-)  # fmt: skip
+)
 def test_trial_wall_seconds(walls, expected):
     assert rep.trial_wall_seconds(walls) == pytest.approx(expected)
 
@@ -26,7 +26,7 @@ def test_trial_wall_seconds(walls, expected):
     "name, meta_mode, expected",
     [("coco/AP", None, "max"), ("PCK", None, "max"), ("crowdpose/AP", None, "max"), ("val/loss", None, "min"),
      ("NME", None, "min"), ("coco/AP", "min", "min"), ("val/loss", "max", "max"), (None, None, "max")],
-)  # fmt: skip
+)
 def test_metric_mode(name, meta_mode, expected):
     assert rep.metric_mode(name, meta_mode) == expected
 
@@ -42,7 +42,7 @@ def _summary(values_by_params, status="completed"):
 
 def test_estimate_noise_pooled_std_against_independent_computation():
     trials = _summary([(KNOWN_GOOD, 0.70), (KNOWN_GOOD, 0.72), (KNOWN_GOOD, 0.74), (OTHER, 0.60), (OTHER, 0.61),
-                       (SORT_OFF, 0.9)])  # fmt: skip
+                       (SORT_OFF, 0.9)])
     noise = rep.estimate_noise(trials)
     ss = (0.02**2 + 0 + 0.02**2) + (0.005**2 * 2)
     assert noise.dof == 3 and noise.groups == 2
@@ -68,7 +68,7 @@ def test_estimate_noise_ignores_pruned_repeats():
      (0.80, 0.80 - 1.96 * math.sqrt(2) * 0.01, 0.01, "within noise"),  # on the edge
      (0.80, None, 0.01, "no runner-up"),
      (0.30, 0.31, 0.001, "beyond noise")],  # mode min: the gap is absolute
-)  # fmt: skip
+)
 def test_noise_flag(best, second, sigma, expected):
     flag, _ = rep.noise_flag(best, second, rep.Noise(sigma=sigma, dof=2, groups=1))
     assert flag == expected

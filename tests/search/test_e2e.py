@@ -101,7 +101,7 @@ def test_search_cli_runs_reports_and_exports(tmp_path, demo_data):
     assert first["pos_thr"] == 1e-6 and last["pos_thr"].nunique() >= 2  # known-good's, then sampled ones
     assert all("pos_thr" in t.params for t in study_trials if t.user_attrs.get("rspose:known_good") is None)
     assert meta["search_space"]["params"]["pos_thr"] == {"name": "pos_thr", "low": 1e-6, "high": 0.7, "log": True,
-                                                         "fixed": None, "allow_off": False}  # fmt: skip
+                                                         "fixed": None, "allow_off": False}
     from rspose_tune.report._table import _fmt
 
     header = next(line for line in out.splitlines() if line.startswith("| Backbone |"))
@@ -116,7 +116,7 @@ def test_search_cli_runs_reports_and_exports(tmp_path, demo_data):
     other = tmp_path / "other"
     other.mkdir()
     again = subprocess.run([sys.executable, "-m", "rspose_tune.export", str(tmp_path), "--run", "e2e", "--backbone",
-                            "demo", "--out", str(other / "x.py")], cwd=other, capture_output=True, text=True)  # fmt: skip
+                            "demo", "--out", str(other / "x.py")], cwd=other, capture_output=True, text=True)
     assert again.returncode == 0, again.stderr[-3000:]
     assert Config.fromfile(str(other / "x.py")).train_dataloader.dataset.data_root == str(demo_data)
 
@@ -183,7 +183,7 @@ def test_demo_simcc_search_with_baseline_then_export_trains(tmp_path, mmpose_rea
         [sys.executable, "-m", "rspose_tune.search", "--backbone", "demo-simcc", "--storage", str(tmp_path / "runs"),
          "--name", "simcc", "--data-root", str(data), "--num-trials", "2", "--max-epochs", "2", "--grace-epochs", "1",
          "--reduction-factor", "2", "--max-concurrent", "2", "--confirm-top", "0", "--baseline", "--no-dashboard"],
-        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=900)  # fmt: skip
+        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=900)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     run_dir = tmp_path / "runs" / "simcc"
     rows = read_results(run_dir)

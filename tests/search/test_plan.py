@@ -112,7 +112,7 @@ def test_resume_refuses_every_conflicting_flag_in_one_error(demo_preset, tmp_pat
             "--resume", "--storage", str(tmp_path), "--name", "r", "--seed", "3", "--data-root", data,
             "--backbone", "demo", "--weights", "none", "--max-concurrent", "1", "--verbose", "0", "--address", address,
             "--no-dashboard",
-        ])  # fmt: skip
+        ])
         p = search.plan(args)
     assert p.address == address and p.spec.seed == 3
 
@@ -180,7 +180,7 @@ def test_a_range_with_low_equal_high_fails_at_the_preset_check_before_ray(demo_p
     preset = tmp_path / "flat.yaml"
     preset.write_text(yaml.safe_dump(data))
     code, err = _run(["--backbone", str(preset), "--data-root", str(demo_preset.data.root), "--storage",
-                      str(tmp_path / "out"), "--name", "r"], capsys)  # fmt: skip
+                      str(tmp_path / "out"), "--name", "r"], capsys)
     assert code == 2 and err.count("error:") == 1 and "Traceback" not in err
     assert "`params.delta_rank` must have low < high" in err and str(preset) in err
     assert not (tmp_path / "out" / "r").exists() and not ray.is_initialized()
@@ -190,7 +190,7 @@ def test_a_range_with_low_equal_high_fails_at_the_preset_check_before_ray(demo_p
     (["--grace-epochs", "15"], "--grace-epochs (15) must be a multiple of the validation interval 10"),
     (["--max-epochs", "5"], "--max-epochs 5 is below the validation interval 10"),
     (["--max-epochs", "25"], None),  # grace 10, val_interval 10: fine
-])  # fmt: skip
+])
 def test_budget_flags_obey_the_presets_val_interval_rule(flags, message, tmp_path, capsys):
     """vit-b validates every 10 epochs; before, --grace-epochs 15 was accepted (rungs at 15, 45 ...)."""
     code, err = _run(["--backbone", "vit-b", "--dry-run", "--storage", str(tmp_path), *flags], capsys)
@@ -205,7 +205,7 @@ def test_budget_flags_obey_the_presets_val_interval_rule(flags, message, tmp_pat
     (["--confirm-seeds", "3"], "--confirm-seeds 3 differs from the run's 2"),
     (["--no-baseline"], "--baseline False differs from the run's True"),
     (["--warm-start", "other"], "--warm-start was resolved when the run started"),
-])  # fmt: skip
+])
 def test_resume_refuses_changed_stage_flags(flags, message):
     from rspose_tune.search import parse_options, resume_conflicts
 
@@ -227,14 +227,14 @@ def test_resume_refuses_changed_stage_flags(flags, message):
     ("no_such_module_rspose:train", "importing no_such_module_rspose failed (ModuleNotFoundError"),
     ("trainables.mmpose_trainable:no_such_name", "module trainables.mmpose_trainable has no 'no_such_name'"),
     ("trainables.mmpose_trainable:DIVERGED_FILE", "DIVERGED_FILE is a str, not callable"),
-])  # fmt: skip
+])
 @pytest.mark.parametrize("dry_run", [False, True], ids=["start", "dry-run"])
 def test_a_bad_trainable_is_one_error_line_and_writes_nothing(value, rule, dry_run, tmp_path, capsys):
     if dry_run and "importing" not in rule and "MODULE:NAME" not in rule:
         pytest.skip("--dry-run imports nothing: it checks the form and that the module exists, a start the rest")
     storage = tmp_path / "out"
     code, err = _run(["--trainable", value, "--storage", str(storage), "--name", "r",
-                      *(["--dry-run"] if dry_run else [])], capsys)  # fmt: skip
+                      *(["--dry-run"] if dry_run else [])], capsys)
     assert code == 2 and err.count("error:") == 1 and len(err.strip().splitlines()) == 1, err
     assert f"--trainable {value!r} must be MODULE:NAME, a callable NAME of an importable MODULE" in err
     assert rule in err
@@ -250,18 +250,18 @@ def test_the_trainable_is_recorded_resolved_and_fixed_on_resume(demo_preset, tmp
     default = _start(["--storage", str(tmp_path), "--name", "d", "--data-root", data])
     assert default.spec.trainable == DEFAULT_TRAINABLE and default.trainable is train_rspose
     custom = _start(["--storage", str(tmp_path), "--name", "c", "--data-root", data,
-                     "--trainable", "tests.search.conftest:_run"])  # any importable callable; fmt: skip
+                     "--trainable", "tests.search.conftest:_run"])  # any importable callable
     assert read_spec(custom.run_dir).trainable == "tests.search.conftest:_run" and custom.trainable is conftest._run
     resumed = search.plan(search.parse_options(["--resume", "--storage", str(tmp_path), "--name", "c"]))
     assert resumed.trainable is conftest._run  # from the spec, without the flag
     # A changed --trainable on --resume is refused like the other identity flags; the same one is accepted.
     code, err = _run(["--resume", "--storage", str(tmp_path), "--name", "d", "--trainable", "tests.search.conftest:_run"],
-                     capsys)  # fmt: skip
+                     capsys)
     assert code == 2 and err.count("error:") == 1
     assert f"--trainable 'tests.search.conftest:_run' differs from the run's {DEFAULT_TRAINABLE!r}" in err
     assert SPEC_FILE in err
     same = search.parse_options(["--resume", "--storage", str(tmp_path), "--name", "d",
-                                             "--trainable", DEFAULT_TRAINABLE])  # fmt: skip
+                                             "--trainable", DEFAULT_TRAINABLE])
     assert search.plan(same).trainable is train_rspose
 
 
@@ -279,7 +279,7 @@ def test_a_run_spec_without_a_trainable_resumes_with_the_default(demo_preset, tm
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     for flags in ([], ["--trainable", DEFAULT_TRAINABLE]):  # without the flag, and with the default given
         p = search.plan(search.parse_options(["--resume", "--storage", str(tmp_path), "--name", "old",
-                                                          *flags]))  # fmt: skip
+                                                          *flags]))
         assert p.spec.trainable == DEFAULT_TRAINABLE and p.trainable is train_rspose and not p.new_run
 
 
@@ -315,10 +315,10 @@ def _files(root):
     ("demo-root", "demo data root '{tmp}/mine' is not empty and holds no demo-data manifest.json; refusing to "
                   "overwrite it"),
     ("name-taken", "run '{tmp}/out/taken' already exists: pass --resume to continue it, or choose another --name"),
-])  # fmt: skip
+])
 @pytest.mark.parametrize("dry_run", [False, True], ids=["start", "dry-run"])
 def test_a_start_and_a_dry_run_refuse_the_same_input_alike_and_create_nothing(case, message, dry_run, tmp_path,
-                                                                               capsys):  # fmt: skip
+                                                                               capsys):
     """Before, --dry-run accepted each of these (exit 0) while a start refused it; a start with
     --address foo printed "results in <a folder it never created>" before its error."""
     (tmp_path / "f").write_text("")
@@ -392,7 +392,7 @@ def test_search_dir_adds_a_folder_to_the_built_in_presets(tmp_path, capsys):
 _OTHER = {"backbone": "vit-b", "num_trials": 9, "scheduler": "fifo", "sampler": "random", "seed": 9, "max_epochs": 9,
           "grace_epochs": 9, "reduction_factor": 9, "trainable": "x:y", "data_root": "/elsewhere", "weights": "/w.pth",
           "confirm_top": 9, "confirm_seeds": 9, "baseline": False, "warm_start": ("other",), "gpus_per_trial": 9.0,
-          "cpus_per_trial": 9.0, "workers_per_trial": 9, "num_workers": 9}  # fmt: skip
+          "cpus_per_trial": 9.0, "workers_per_trial": 9, "num_workers": 9}
 
 
 @pytest.mark.parametrize("dest", sorted(_OTHER))

@@ -16,7 +16,7 @@ def test_trial_outcomes_counts_last_rows_and_one_line_per_error():
         "epoch": [1, 2, 1, 0, 1, 1],
         "status": ["running", "completed", "pruned", "error", "error", "error"],
         "error": [None, None, None, "ValueError: boom", "ValueError: boom", "KeyError: 'x'"],
-    })  # fmt: skip
+    })
     out = search.trial_outcomes(rows, num_trials=7)
     assert (out["completed"], out["pruned"], out["errored"], out["unfinished"]) == (1, 1, 3, 2)
     assert out["errors"] == ["error: 1 trial failed: KeyError: 'x'", "error: 2 trials failed: ValueError: boom"]
@@ -28,7 +28,7 @@ def test_a_search_stopped_before_its_first_row_says_how_to_resume(demo_preset, t
     monkeypatch.setattr(search._run, "_check_cluster_can_hold_a_trial", lambda p: None)
     monkeypatch.setattr(search._run, "run_search", lambda p, args: [])  # Tune returns, nothing was written
     code, err = _run(["--data-root", str(demo_preset.data.root), "--storage", str(tmp_path), "--name", "r",
-                      "--cpus-per-trial", "1"], capsys)  # fmt: skip
+                      "--cpus-per-trial", "1"], capsys)
     assert code == 1 and err.count("error:") == 1
     assert "stopped before any trial reported a result" in err
     assert f"python -m rspose_tune.search --resume --name r --storage {tmp_path}" in err
@@ -48,10 +48,10 @@ def test_a_resumed_confirm_stage_writes_rows_where_the_run_is_now(tmp_path):
     preset = load_preset("demo")
     old, new = tmp_path / "old" / "run", tmp_path / "new" / "run"
     p = SimpleNamespace(preset=preset, max_epochs=3, grace=1, reduction_factor=3, cpus=1.0, gpus=0.0, workers=1,
-                        name="run", run_dir=str(old), spec=SimpleNamespace(seed=0), tracking=Tracking())  # fmt: skip
+                        name="run", run_dir=str(old), spec=SimpleNamespace(seed=0), tracking=Tracking())
     callbacks = pickle.loads(pickle.dumps(search._stage_callbacks(p)))  # as in <run>/confirm/tuner.pkl
     storage = SimpleNamespace(storage_filesystem=pafs.LocalFileSystem(), experiment_fs_path=str(new / "confirm"),
-                              experiment_dir_name="confirm")  # the restored experiment, moved  # fmt: skip
+                              experiment_dir_name="confirm")  # the restored experiment, moved
     config = {**{n: 0.5 for n in PARAM_NAMES}, "stage": "confirm", "seed": 1}
     trial = SimpleNamespace(trial_id="c1", config=config, storage=storage, error_file=None)
     for cb in callbacks:
@@ -82,7 +82,7 @@ def test_the_searchers_sampler_is_the_runs(demo_preset, tmp_path, monkeypatch):
     for sampler, startup in (("gp", 3), ("random", 9), ("tpe", 3)):
         options = search.parse_options(["--data-root", str(demo_preset.data.root), "--storage", str(tmp_path),
                                         "--name", sampler, "--num-trials", "9", "--sampler", sampler,
-                                        "--cpus-per-trial", "1", "--no-dashboard"])  # fmt: skip
+                                        "--cpus-per-trial", "1", "--no-dashboard"])
         p = search.plan(options)
         with pytest.raises(Stop):
             search.run_search(p, options)

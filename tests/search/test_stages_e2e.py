@@ -19,13 +19,13 @@ from rspose_tune.spaces import PARAM_NAMES, load_preset
 from tests.report.conftest import _independent_t
 
 FAST = ["--max-epochs", "2", "--grace-epochs", "1", "--reduction-factor", "2", "--max-concurrent", "2",
-        "--no-dashboard", "--verbose", "1"]  # fmt: skip
+        "--no-dashboard", "--verbose", "1"]
 
 
 def _cli(cwd, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     return subprocess.run([sys.executable, "-m", "rspose_tune.search", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=900)  # fmt: skip
+                          capture_output=True, text=True, timeout=900)
 
 
 def _study(run_dir):
@@ -45,7 +45,7 @@ def test_confirm_baseline_and_warm_start_end_to_end(tmp_path, demo_preset):
 
     data = str(demo_preset.data.root)
     out = _cli(tmp_path, "--storage", str(tmp_path), "--name", "first", "--data-root", data, "--num-trials", "3",
-               "--confirm-top", "2", "--confirm-seeds", "2", "--baseline", *FAST)  # fmt: skip
+               "--confirm-top", "2", "--confirm-seeds", "2", "--baseline", *FAST)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "confirm stage: 4 confirm trial(s) (2 setting(s) of --confirm-top 2 on seeds [1, 2])" in out.stdout
     run_dir = tmp_path / "first"
@@ -98,7 +98,7 @@ def test_confirm_baseline_and_warm_start_end_to_end(tmp_path, demo_preset):
     out2 = _cli(tmp_path, "--storage", str(tmp_path), "--name", "second", "--data-root", data, "--num-trials", "2",
                 "--backbone", "demo-nokg", "--search-dir", str(presets),
                 "--warm-start", "first", "--confirm-top", "0", "--no-baseline", "--max-epochs", "1",
-                "--grace-epochs", "1", "--max-concurrent", "2", "--no-dashboard")  # fmt: skip
+                "--grace-epochs", "1", "--max-concurrent", "2", "--no-dashboard")
     assert out2.returncode == 0, out2.stdout[-3000:] + out2.stderr[-3000:]
     trials = _study(tmp_path / "second").trials
     source = trials[0].user_attrs["rspose:warm_start"]  # first in the queue: no known-good settings

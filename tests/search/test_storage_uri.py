@@ -25,7 +25,7 @@ def demo_data(tmp_path_factory):
 def _run(module: str, *args: str, env: dict, cwd, timeout: int = 900) -> subprocess.CompletedProcess:
     full = {**os.environ, **env, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     return subprocess.run([sys.executable, "-m", module, *args], env=full, cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout)  # fmt: skip
+                          timeout=timeout)
 
 
 def test_s3_search_report_export_and_resume(s3_env, demo_data, tmp_path, monkeypatch):
@@ -39,7 +39,7 @@ def test_s3_search_report_export_and_resume(s3_env, demo_data, tmp_path, monkeyp
     storage = f"s3://{BUCKET}/runs"
     proc = _run("rspose_tune.search", "--storage", storage, "--name", "s3run", "--data-root", str(demo_data),
                 "--num-trials", "2", "--max-epochs", "2", "--grace-epochs", "1", "--reduction-factor", "2",
-                "--max-concurrent", "2", "--no-dashboard", env=s3_env, cwd=tmp_path)  # fmt: skip
+                "--max-concurrent", "2", "--no-dashboard", env=s3_env, cwd=tmp_path)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     s3, _ = pafs.FileSystem.from_uri(storage)
     run = f"{BUCKET}/runs/s3run"
@@ -55,7 +55,7 @@ def test_s3_search_report_export_and_resume(s3_env, demo_data, tmp_path, monkeyp
     with s3.open_input_stream(f"{run}/optuna.journal") as src:
         local.write_bytes(src.read())
     study = optuna.load_study(study_name="rspose", storage=optuna.storages.JournalStorage(
-        optuna.storages.journal.JournalFileBackend(str(local))))  # fmt: skip
+        optuna.storages.journal.JournalFileBackend(str(local))))
     states = {t.user_attrs["rspose:ray_trial_id"]: t.state.name for t in study.trials}
     last = rows.sort_values("epoch").groupby("trial_id").last()
     assert states == {tid: {"completed": "COMPLETE", "pruned": "PRUNED"}[s] for tid, s in last["status"].items()}
@@ -68,6 +68,6 @@ def test_s3_search_report_export_and_resume(s3_env, demo_data, tmp_path, monkeyp
     assert f"data_root='{demo_data}'" in out.read_text()
     # --resume needs only --name and --storage; it restores from the bucket (nothing left to run)
     again = _run("rspose_tune.search", "--resume", "--storage", storage, "--name", "s3run", "--no-dashboard",
-                 "--no-report", env=s3_env, cwd=tmp_path)  # fmt: skip
+                 "--no-report", env=s3_env, cwd=tmp_path)
     assert again.returncode == 0, (again.stdout + again.stderr)[-4000:]
     assert "search finished: 2 trials" in again.stdout

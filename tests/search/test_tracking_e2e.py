@@ -36,7 +36,7 @@ def mlflow_server(tmp_path_factory):
                                "--backend-store-uri", f"sqlite:///{root / 'db.sqlite'}",
                                "--default-artifact-root", str(root / "artifacts"), "--workers", "1"],
                               stdout=log, stderr=subprocess.STDOUT, cwd=root, start_new_session=True,
-                              env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})  # fmt: skip
+                              env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
     uri = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 240
@@ -116,7 +116,7 @@ def test_search_logs_to_mlflow_server_and_wandb_offline_then_export_gets_vis_bac
     try:
         proc = _cli("--storage", str(tmp_path), "--name", "trk", "--data-root", str(demo_data), "--num-trials", "2",
                     "--max-epochs", "2", "--grace-epochs", "1", "--reduction-factor", "2", "--max-concurrent", "2",
-                    "--no-dashboard", "--mlflow", mlflow_server, "--wandb", "rspose-test")  # fmt: skip
+                    "--no-dashboard", "--mlflow", mlflow_server, "--wandb", "rspose-test")
         out, _ = proc.communicate(timeout=900)
         (tmp_path / "search.out").write_text(out)  # the whole output, for a failure's post-mortem
     finally:
@@ -140,7 +140,7 @@ def test_search_logs_to_mlflow_server_and_wandb_offline_then_export_gets_vis_bac
         tags, params = run.data.tags, run.data.params
         assert tags["stage"] == "search" and tags["seed"] == "0" and tags["backbone"] == "demo"
         assert {"delta_rank", "coeff_rank", "delta_sort", "coeff_sort", "delta_inst", "coeff_inst",
-                "pos_thr", "stage", "seed", "backbone"} <= set(params)  # fmt: skip
+                "pos_thr", "stage", "seed", "backbone"} <= set(params)
         mine = rows[rows["trial_id"] == trial_id].set_index("epoch").sort_index()
         assert float(params["pos_thr"]) == pytest.approx(mine["pos_thr"].iloc[0])
         history = client.get_metric_history(run.info.run_id, "coco/AP")
@@ -188,7 +188,7 @@ def test_search_logs_to_mlflow_server_and_wandb_offline_then_export_gets_vis_bac
     assert wb["init_kwargs"]["project"] == "rspose-test"
     plain = subprocess.run([sys.executable, "-m", "rspose_tune.export", str(tmp_path), "--run", "trk",
                             "--out", str(tmp_path / "plain.py"), "--no-tracking-export"],
-                           capture_output=True, text=True)  # fmt: skip
+                           capture_output=True, text=True)
     assert plain.returncode == 0, plain.stderr[-3000:]
     assert [b["type"] for b in Config.fromfile(str(tmp_path / "plain.py")).visualizer.vis_backends] == ["LocalVisBackend"]
 
@@ -206,7 +206,7 @@ def test_mlflow_file_store_a_killed_driver_resumed_continues_each_trials_mlflow_
     run_dir = tmp_path / "res"
     args = ["--storage", str(tmp_path), "--name", "res", "--data-root", str(demo_data), "--num-trials", "2",
             "--max-epochs", "3", "--scheduler", "fifo", "--max-concurrent", "2", "--no-dashboard", "--no-report",
-            "--confirm-top", "0", "--no-baseline", "--mlflow", str(store)]  # fmt: skip
+            "--confirm-top", "0", "--no-baseline", "--mlflow", str(store)]
     kill_driver_after_first_row(_cli(*args, start_new_session=True), run_dir)  # mid-search
     before = read_results(run_dir / "trials")
     assert (before["status"] == "running").any(), before  # some trial was interrupted

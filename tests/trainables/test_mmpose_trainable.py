@@ -74,9 +74,9 @@ def _fake_trial_context(monkeypatch, tmp_path, checkpoint):
     import trainables.mmpose_trainable as mt
 
     storage = SimpleNamespace(trial_working_directory=str(tmp_path / "work"), trial_fs_path=str(tmp_path / "store"),
-                              storage_filesystem=pafs.LocalFileSystem())  # fmt: skip
+                              storage_filesystem=pafs.LocalFileSystem())
     context = SimpleNamespace(get_trial_id=lambda: "t1", get_storage=lambda: storage,
-                              get_trial_resources=lambda: SimpleNamespace(bundles=[{"CPU": 1}]))  # fmt: skip
+                              get_trial_resources=lambda: SimpleNamespace(bundles=[{"CPU": 1}]))
     seen = {}
     monkeypatch.setattr(tune, "get_context", lambda: context)
     monkeypatch.setattr(tune, "get_checkpoint", lambda: checkpoint)
@@ -123,13 +123,13 @@ def test_a_diverged_trial_is_not_trained_again_by_the_failure_policy(demo_preset
 
     log = str(tmp_path / "epochs.log")
     trainable = tune.with_parameters(train_rspose, preset=demo_preset, max_epochs=3,
-                                     hooks=[RecordEpochs(log), NanAtEpoch(1)])  # fmt: skip
+                                     hooks=[RecordEpochs(log), NanAtEpoch(1)])
     tuner = tune.Tuner(
         tune.with_resources(trainable, {"cpu": 1}),
         param_space=PARAMS,
         tune_config=tune.TuneConfig(num_samples=1, metric="metric", mode="max"),
         run_config=tune.RunConfig(storage_path=str(tmp_path / "ray"), name="nan", verbose=0,
-                                  failure_config=tune.FailureConfig(max_failures=2)),  # fmt: skip
+                                  failure_config=tune.FailureConfig(max_failures=2)),
     )
     result = tuner.fit()[0]
     assert result.error is not None and "non-finite" in str(result.error)

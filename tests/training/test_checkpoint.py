@@ -54,14 +54,14 @@ def test_the_newest_complete_checkpoint_in_the_trial_folder_wins_over_an_older_o
     assert pick(None)[1:] == (b"epoch 2", 2)  # Tune passed none at all
     # Epoch 2's result never reached the driver (no row): epoch 1's checkpoint, and epoch 2 again.
     checkpoint, local, epoch = newest_checkpoint(None, fs, str(trial), trial_id="t1", dest_dir=tmp_path / "r",
-                                                 recorded=lambda e: e <= 1)  # fmt: skip
+                                                 recorded=lambda e: e <= 1)
     assert (epoch, local.read_bytes()) == (1, b"epoch 1")
     (trial / "checkpoint_000001" / CHECKPOINT_FILE).write_bytes(b"tampered")
     with pytest.raises(CheckpointMismatchError, match="changed since"):  # Tune's own must verify
         pick(tune.Checkpoint.from_directory(str(trial / "checkpoint_000001")))
     assert pick(None)[1:] == (b"epoch 1", 1)
     assert newest_checkpoint(None, fs, str(tmp_path / "none"), trial_id="t1", dest_dir=tmp_path / "d") == (
-        None, None, None)  # fmt: skip
+        None, None, None)
 
 
 def test_trial_checkpoint_loads_with_weights_only(tmp_path):

@@ -42,7 +42,7 @@ RSPOSE_PACK_META_KEYS = (
     "id", "img_id", "img_path", "category_id", "crowd_index", "ori_shape", "img_shape",
     "input_size", "input_center", "input_scale", "flip", "flip_direction", "flip_indices",
     "raw_ann_info", "dataset_name", "bbox_rotation",
-)  # fmt: skip
+)
 
 _SUPPORTED_CODECS = "['UDPHeatmap' (heatmap_type='gaussian'), 'MSRAHeatmap', 'SimCCLabel']"
 

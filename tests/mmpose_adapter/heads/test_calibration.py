@@ -314,7 +314,7 @@ def test_exported_config_trains_and_tests_with_mmpose_tools_using_the_statistics
         pytest.skip(f"mmpose's tools/train.py and tools/test.py are not installed in {tools}")
     storage = tmp_path / "results"
     write_run(storage, "demo-run", [trial("best", REPORT_KNOWN_GOOD, [0.1, 0.2, 0.5], "completed")],
-              backbone="demo", gpus=0.0, cpus=1.0, max_epochs=3)  # fmt: skip
+              backbone="demo", gpus=0.0, cpus=1.0, max_epochs=3)
     out = tmp_path / "demo_rspose.py"
     assert ex.main([str(storage), "--backbone", "demo", "--out", str(out), "--data-root", str(small_demo_data)]) == 0
     work = tmp_path / "work"
@@ -322,7 +322,7 @@ def test_exported_config_trains_and_tests_with_mmpose_tools_using_the_statistics
 
     def run(*args):
         proc = subprocess.run([sys.executable, *map(str, args)], cwd=tmp_path, env=env, capture_output=True,
-                              text=True, timeout=600)  # fmt: skip
+                              text=True, timeout=600)
         assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
         return proc.stdout + proc.stderr
 
@@ -385,7 +385,7 @@ def test_an_empty_batch_on_one_rank_still_joins_the_all_reduce(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     store = tmp_path / "store"
     procs = [subprocess.Popen([sys.executable, "-c", _RANK, str(rank), str(store)], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, env=env) for rank in (0, 1)]  # fmt: skip
+                              stderr=subprocess.PIPE, text=True, env=env) for rank in (0, 1)]
     outs = [p.communicate(timeout=240) for p in procs]
     for p, (out, err) in zip(procs, outs):
         assert p.returncode == 0, err[-2000:]

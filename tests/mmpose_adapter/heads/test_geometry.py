@@ -41,7 +41,7 @@ def test_keypoint_similarity_equals_pycocotools_oks_for_one_keypoint():
     from rspose_tune.mmpose_adapter.heads import keypoint_similarity
 
     sigmas = np.array([0.026, 0.025, 0.025, 0.035, 0.035, 0.079, 0.079, 0.072, 0.072, 0.062, 0.062,
-                       0.107, 0.107, 0.087, 0.087, 0.089, 0.089])  # fmt: skip
+                       0.107, 0.107, 0.087, 0.087, 0.089, 0.089])
     ev = cocoeval.COCOeval(iouType="keypoints")
     ev.params.kpt_oks_sigmas = sigmas
     gt_kpts = np.zeros((17, 3))

@@ -149,11 +149,11 @@ def test_runner_training_on_bundled_coco_decreases_the_loss(tmp_path, data_dir):
     cfg.work_dir = str(tmp_path)
     ds = dict(DATASETS["coco"])
     ds.update(data_root=str(data_dir / "coco"), data_prefix=dict(img=""), data_mode="topdown",
-              pipeline=train_pipeline(cfg))  # fmt: skip
+              pipeline=train_pipeline(cfg))
     cfg.train_dataloader = dict(
         batch_size=6, num_workers=0, persistent_workers=False,
         sampler=dict(type="DefaultSampler", shuffle=True), dataset=ds,
-    )  # fmt: skip
+    )
     epochs = 24
     cfg.train_cfg = dict(by_epoch=True, max_epochs=epochs, val_interval=10_000)
     cfg.optim_wrapper = dict(optimizer=dict(type="AdamW", lr=2e-3, weight_decay=0.0), clip_grad=dict(max_norm=1.0))
