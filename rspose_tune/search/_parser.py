@@ -90,6 +90,7 @@ def _same_weights(given: str, recorded, options) -> bool:
 
 
 _WHAT, _TRUST, _WHERE, _DASH, _OUT = "what", "trust", "where", "dash", "out"
+_PRESETS = "<the built-in presets>"  # in a help text: replaced by list_presets() when a parser is built
 #: The --help groups: (key, title, description).
 _GROUPS = (
     (_WHAT, "what to search", None),
@@ -107,7 +108,7 @@ class SearchOptions:
 
     backbone: str | None = _flag(
         "--backbone", "--preset", group=_WHAT, spec="preset", same=_same_preset, view=lambda p: p.name,
-        help=f"search-space preset (a name from search_spaces/ or a YAML path); one of {list_presets()} "
+        help="search-space preset (a name from search_spaces/ or a YAML path); one of " + _PRESETS + " "
         f"(default: {DEFAULT_PRESET})")
     search_dir: str | None = _flag(  # no field of its own: --backbone's check reads it
         "--search-dir", group=_WHAT, metavar="DIR",
@@ -274,7 +275,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     groups = {key: parser.add_argument_group(title, about) for key, title, about in _GROUPS}
     for dest, flag in search_flags():
-        groups[flag.group].add_argument(*flag.names, dest=dest, **flag.options)
+        options = dict(flag.options)
+        if _PRESETS in options.get("help", ""):  # read when a parser is built, not at import
+            options["help"] = options["help"].replace(_PRESETS, str(list_presets()))
+        groups[flag.group].add_argument(*flag.names, dest=dest, **options)
     parser.epilog = (
         "A run's identity (preset, data root, weights, trainable, number of trials, budget, seed, scheduler, sampler, "
         "resources per trial, confirm stage, baseline, warm-start settings) is written once to "
