@@ -38,7 +38,7 @@ __all__ = [
 LOSS_PARAM_NAMES = PARAM_NAMES
 
 #: Stock MMPose heads and the RSPose head that replaces each (registered by ``setup_mmpose``).
-RSPOSE_HEADS = {"HeatmapHead": "RSPoseHeatmapHead", "SimCCHead": "RSPoseSimCCHead"}
+RSPOSE_HEADS = {"HeatmapHead": "RSPoseHeatmapHead", "SimCCHead": "RSPoseSimCCHead", "RTMCCHead": "RSPoseRTMCCHead"}
 
 
 class ConfigBuildError(RSPoseTuneError, ValueError):
