@@ -148,7 +148,7 @@ class RSPoseLoss(nn.Module):
     UDPHeatmap (2; ViTPose)                 169      108-116            47-52            16-21
     MSRAHeatmap (2; HRNet)                  169      109                45               21
     SimCCLabel (6, per axis: 384 x, 512 y)  171      35                 23               15
-    SimCCLabel (RTMPose: 4.9 x, 5.66 y)     141/163  29/33             19/23            11/13
+    SimCCLabel (RTMPose: 4.9 x, 5.66 y)     141/163  29/33              19/23            11/13
     ======================================  =======  =================  ===============  =========
 
     RTMPose's row (``RSPoseRTMCCHead``): x/y bins of 384/512, sigma in bins, ``normalize=False``
