@@ -19,7 +19,7 @@ from rspose_tune.spaces import (
     load_preset,
 )
 
-SHIPPED = ["demo", "demo-simcc", "hrnet-w32-crowdpose", "hrnet-w32-mpii", "hrnet-w48-simcc", "res50-simcc", "vit-b", "vit-h"]
+SHIPPED = ["demo", "demo-rtmcc", "demo-simcc", "hrnet-w32-crowdpose", "hrnet-w32-mpii", "hrnet-w48-simcc", "res50-simcc", "vit-b", "vit-h"]
 
 # RSPose paper, Table E.8 (COCO): (delta_rank, coeff_rank, delta_sort, coeff_sort, delta_inst, coeff_inst).
 TABLE_E8 = {
