@@ -160,3 +160,40 @@ def test_demo_rtmcc_stock_and_rspose_configs(mmpose_ready, tmp_path):
     model = MODELS.build(rs.model)
     feats = model.extract_feat(__import__("torch").zeros(2, 3, 64, 48))
     assert feats[-1].shape[1:] == (64, 8, 6)  # (C, H, W): RTMPose's head input size at 256x192
+
+
+def test_rtmpose_m_keeps_its_recipe_scales_it_and_keeps_the_weights_prefix(mmpose_ready, tmp_path):
+    """MMPose's RTMPose-m recipe (EMA, stage-2 pipeline switch, cosine from 210) under the builder."""
+    from rspose_tune.mmpose_adapter.configs import build_config
+    from rspose_tune.spaces import load_preset
+
+    weights = tmp_path / "cspnext-m.pth"
+    weights.write_bytes(b"")
+    preset = load_preset("rtmpose-m", data_root=str(tmp_path), weights=str(weights))
+    cfg = build_config(preset, dict(preset.known_good[0]))
+    assert cfg.model.head.type == "RSPoseRTMCCHead" and cfg.model.backbone.type == "CSPNeXt"
+    assert cfg.model.backbone.init_cfg == dict(type="Pretrained", checkpoint=str(weights.resolve()), prefix="backbone.")
+    hooks = {h["type"]: h for h in cfg.custom_hooks}
+    assert hooks["EMAHook"]["ema_type"] == "ExpMomentumEMA" and hooks["mmdet.PipelineSwitchHook"]["switch_epoch"] == 390
+    assert cfg.model.head.decoder.sigma == (4.9, 5.66) and cfg.model.head.decoder.normalize is False
+    short = build_config(preset, None, max_epochs=42)  # the stock RTMCCHead, a tenth of the recipe
+    assert short.model.head.type == "RTMCCHead" and short.model.head.loss.type == "KLDiscretLoss"
+    assert {h["type"]: h for h in short.custom_hooks}["mmdet.PipelineSwitchHook"]["switch_epoch"] == 39
+    cosine = next(s for s in short.param_scheduler if s["type"] == "CosineAnnealingLR")
+    assert (cosine["begin"], cosine["end"], cosine["T_max"]) == (21, 42, 21)
+    assert next(s for s in short.param_scheduler if s["type"] == "LinearLR")["end"] == 1000  # iterations
+
+
+def test_rtmpose_m_shrunk_model_trains_one_step_on_cpu(mmpose_ready, tmp_path):
+    import torch
+    from mmpose.registry import MODELS
+
+    from rspose_tune.mmpose_adapter.configs import build_config
+    from rspose_tune.spaces import load_preset
+
+    cfg = build_config(load_preset("rtmpose-m", data_root=str(tmp_path), weights="none"), None, shrink=True)
+    cfg.model.backbone.pop("_scope_")  # mmpose's CSPNeXt: mmdet's needs compiled mmcv ops
+    assert "init_cfg" not in cfg.model.backbone
+    model = MODELS.build(cfg.model)
+    pred_x, pred_y = model.head(model.extract_feat(torch.zeros(2, 3, 256, 192)))
+    assert pred_x.shape == (2, 17, 384) and pred_y.shape == (2, 17, 512)
