@@ -19,7 +19,7 @@ from rspose_tune.spaces import (
     load_preset,
 )
 
-SHIPPED = ["demo", "demo-simcc", "hrnet-w32-crowdpose", "hrnet-w32-mpii", "hrnet-w48-simcc", "res50-simcc", "vit-b", "vit-h"]
+SHIPPED = ["demo", "demo-rtmcc", "demo-simcc", "hrnet-w32-crowdpose", "hrnet-w32-mpii", "hrnet-w48-simcc", "res50-simcc", "rtmpose-m", "vit-b", "vit-h"]
 
 # RSPose paper, Table E.8 (COCO): (delta_rank, coeff_rank, delta_sort, coeff_sort, delta_inst, coeff_inst).
 TABLE_E8 = {
@@ -29,6 +29,7 @@ TABLE_E8 = {
     "hrnet-w48-simcc": (0.3, 1.0, 1.2, 0.5, 0.5, 0.1),
     "hrnet-w32-crowdpose": (0.4, 1.0, 1.5, 2.0, 3.0, 0.25),  # no E.8 row: ViT-B values
     "hrnet-w32-mpii": (0.4, 1.0, 1.5, 2.0, 3.0, 0.25),
+    "rtmpose-m": (0.4, 1.0, 0.2, 0.25, None, 0.0),  # no RTMPose row: the SimCC ResNet-50 row
 }
 
 VALID = textwrap.dedent(
@@ -128,7 +129,9 @@ def test_known_good_is_table_e8(name):
         ("hrnet-w48-simcc", 1, "coco/AP", "coco", 210),
         ("hrnet-w32-crowdpose", 1, "crowdpose/AP", "crowdpose", 210),
         ("hrnet-w32-mpii", 1, "PCK", "mpii", 210),
+        ("rtmpose-m", 1, "coco/AP", "coco", 420),
         ("demo", 0, "coco/AP", "coco-format", 10),
+        ("demo-rtmcc", 0, "coco/AP", "coco-format", 10),
     ],
 )
 def test_shipped_preset_facts(name, gpus, metric, dataset, max_epochs):

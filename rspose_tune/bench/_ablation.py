@@ -2,7 +2,7 @@
 at several positive supports of the Spatial losses (issue 16).
 
 Rows: the preset's stock loss (``build_config(preset, None)``: KeypointMSELoss for ``demo``,
-KLDiscretLoss for ``demo-simcc``), then, at each positive threshold (``--pos-thr``; labels above
+KLDiscretLoss for ``demo-simcc`` and ``demo-rtmcc``), then, at each positive threshold (``--pos-thr``; labels above
 it are the positives, in label units after the per-group normalisation), Spatial Rank alone,
 Rank + Sort, and Rank + Sort + Instance Sort. The components' deltas and coefficients are the
 preset's first known-good setting (the paper's), with the missing components switched off.
@@ -44,7 +44,7 @@ import numpy as np
 from rspose_tune._flags import int_at_least
 from rspose_tune.spaces import COMPONENTS
 
-PRESETS = ("demo", "demo-simcc")
+PRESETS = ("demo", "demo-simcc", "demo-rtmcc")
 #: Loss rows, in the paper's Table 6 order: name -> (label, components kept on).
 LOSSES = {
     "stock": ("stock", ()),

@@ -38,7 +38,7 @@ __all__ = [
 LOSS_PARAM_NAMES = PARAM_NAMES
 
 #: Stock MMPose heads and the RSPose head that replaces each (registered by ``setup_mmpose``).
-RSPOSE_HEADS = {"HeatmapHead": "RSPoseHeatmapHead", "SimCCHead": "RSPoseSimCCHead"}
+RSPOSE_HEADS = {"HeatmapHead": "RSPoseHeatmapHead", "SimCCHead": "RSPoseSimCCHead", "RTMCCHead": "RSPoseRTMCCHead"}
 
 
 class ConfigBuildError(RSPoseTuneError, ValueError):
@@ -119,6 +119,8 @@ def scale_schedule(cfg, max_epochs: int) -> None:
     """Set ``max_epochs`` and scale epoch-based LR milestones to it (in place).
 
     The 210-epoch recipe drops the LR at epochs 170 and 200; a 20-epoch budget drops at 16 and 19.
+    Epoch-based ``begin`` and a custom hook's ``switch_epoch`` (RTMPose: cosine from epoch 210 of
+    420, stage-2 pipeline at 390) scale the same way.
     """
     if max_epochs < 1:
         raise ConfigBuildError(f"max_epochs must be >= 1, got {max_epochs}")
@@ -137,6 +139,11 @@ def scale_schedule(cfg, max_epochs: int) -> None:
             sched["end"] = max_epochs if sched["end"] >= old else max(1, round(sched["end"] * max_epochs / old))
         if "T_max" in sched:
             sched["T_max"] = max(1, round(sched["T_max"] * max_epochs / old))
+        if sched.get("begin"):
+            sched["begin"] = min(max_epochs - 1, max(0, round(sched["begin"] * max_epochs / old)))
+    for hook in cfg.get("custom_hooks", None) or []:  # RTMPose's stage-2 pipeline switch
+        if "switch_epoch" in hook:
+            hook["switch_epoch"] = max(0, min(max_epochs - 1, round(hook["switch_epoch"] * max_epochs / old)))
 
 
 def set_dataset(
@@ -211,6 +218,9 @@ def shrink_model(cfg) -> None:
     elif btype == "ResNet":
         backbone["depth"] = 18
         channels = 512
+    elif btype == "CSPNeXt":
+        backbone.update(deepen_factor=0.167, widen_factor=0.125, norm_cfg=dict(type="BN"))
+        channels = 128  # the last stage's 1024 * 0.125
     else:
         raise ConfigBuildError(f"shrink_model does not know backbone type {btype!r}")
     head = cfg.model.head
@@ -236,7 +246,8 @@ def _set_pretrained(cfg, weights: str | Path | None) -> None:
             f"pretrained weights {str(path)!r} do not exist (--weights / RSPOSE_TUNE_WEIGHTS); "
             "rspose_tune never downloads weights: download them yourself, or pass --weights none"
         )
-    backbone["init_cfg"] = dict(type="Pretrained", checkpoint=str(path.resolve()))
+    prefix = (backbone.get("init_cfg") or {}).get("prefix")  # RTMPose: `backbone.` of a classifier's keys
+    backbone["init_cfg"] = dict(type="Pretrained", checkpoint=str(path.resolve()), **({"prefix": prefix} if prefix else {}))
 
 
 def _pack_rotation(cfg) -> None:

@@ -140,15 +140,19 @@ class RSPoseLoss(nn.Module):
     keypoint at sigma 6. Positives per keypoint, measured on MMPose's own codecs (keypoints
     inside the map, ``tests/mmpose_adapter/test_losses.py``; UDP varies with the sub-pixel offset):
 
-    ======================================  ======  =================  ===============  =========
-    codec (sigma)                           > 0     > exp(-4.5) (3σ)   > exp(-2) (2σ)   > 0.5
-    ======================================  ======  =================  ===============  =========
-    UDPHeatmap (1.5; the CPU demo)          100     61-69              26-32            8-12
-    MSRAHeatmap (1.5)                       100     69                 25               9
-    UDPHeatmap (2; ViTPose)                 169     108-116            47-52            16-21
-    MSRAHeatmap (2; HRNet)                  169     109                45               21
-    SimCCLabel (6, per axis: 384 x, 512 y)  171     35                 23               15
-    ======================================  ======  =================  ===============  =========
+    ======================================  =======  =================  ===============  =========
+    codec (sigma)                           > 0      > exp(-4.5) (3σ)   > exp(-2) (2σ)   > 0.5
+    ======================================  =======  =================  ===============  =========
+    UDPHeatmap (1.5; the CPU demo)          100      61-69              26-32            8-12
+    MSRAHeatmap (1.5)                       100      69                 25               9
+    UDPHeatmap (2; ViTPose)                 169      108-116            47-52            16-21
+    MSRAHeatmap (2; HRNet)                  169      109                45               21
+    SimCCLabel (6, per axis: 384 x, 512 y)  171      35                 23               15
+    SimCCLabel (RTMPose: 4.9 x, 5.66 y)     141/163  29/33              19/23            11/13
+    ======================================  =======  =================  ===============  =========
+
+    RTMPose's row (``RSPoseRTMCCHead``): x/y bins of 384/512, sigma in bins, ``normalize=False``
+    (its labels already peak at 1).
 
     So ``pos_thr = 0`` gives a (2*3*sigma+1)^2 square for the heatmap codecs and ~171 bins per
     SimCC axis; ``exp(-4.5)`` ≈ 0.0111 gives the disc within 3 sigma. ``pos_thr`` must lie in

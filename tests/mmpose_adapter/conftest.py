@@ -1,5 +1,5 @@
-"""Shared by the MMPose adapter's tests: the installed configs of the three codecs shrunk for CPU with
-the RSPose heads, the real top-down training pipeline on the bundled COCO / CrowdPose / MPII images,
+"""Shared by the MMPose adapter's tests: the installed configs of the three codecs (and RTMPose's
+RTMCC head, ``rtmcc``) shrunk for CPU with the RSPose heads, the real top-down training pipeline on the bundled COCO / CrowdPose / MPII images,
 and ``coco_batches`` (24 augmented COCO samples per codec, built once per test module)."""
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ CONFIGS = {
     "msra": "body_2d_keypoint/topdown_heatmap/coco/td-hm_hrnet-w32_8xb64-210e_coco-256x192.py",
     "simcc": "body_2d_keypoint/simcc/coco/simcc_res50_8xb64-210e_coco-256x192.py",
 }
+#: RTMPose-m (CSPNeXt + RTMCCHead, un-normalised two-sigma SimCC labels) besides the three codecs.
+HEAD_CONFIGS = {**CONFIGS, "rtmcc": "body_2d_keypoint/rtmpose/coco/rtmpose-m_8xb256-420e_coco-256x192.py"}
 DATASETS = {
     "coco": dict(type="CocoDataset", data_root="coco", ann_file="test_coco.json"),
     "crowdpose": dict(type="CrowdPoseDataset", data_root="crowdpose", ann_file="test_crowdpose.json"),
@@ -34,7 +36,7 @@ def shrunk_config(kind: str, num_keypoints: int = 17, meta: str = "coco"):
     """The installed config of ``kind`` with the RSPose head and a backbone small enough for CPU."""
     from mmengine.config import Config
 
-    cfg = Config.fromfile(mim_path(CONFIGS[kind]))
+    cfg = Config.fromfile(mim_path(HEAD_CONFIGS[kind]))
     model = cfg.model
     model.backbone.pop("init_cfg", None)  # no pretrained download
     if kind == "udp":
@@ -48,6 +50,12 @@ def shrunk_config(kind: str, num_keypoints: int = 17, meta: str = "coco"):
         extra.stage3.update(num_modules=1, num_blocks=(1, 1, 1), num_channels=(8, 16, 32))
         extra.stage4.update(num_modules=1, num_blocks=(1, 1, 1, 1), num_channels=(8, 16, 32, 64))
         model.head.update(type="RSPoseHeatmapHead", in_channels=8)
+    elif kind == "rtmcc":  # mmpose's own CSPNeXt (mmdet's needs compiled mmcv ops), tiny widths
+        model.backbone.pop("_scope_")
+        model.backbone.update(deepen_factor=0.167, widen_factor=0.125, norm_cfg=dict(type="BN"))
+        model.head.update(type="RSPoseRTMCCHead", in_channels=128, gau_cfg=dict(model.head.gau_cfg, hidden_dims=64, s=32))
+        # without mmdet's HSV augmentation and Albumentation (neither importable here)
+        cfg.train_pipeline = [t for t in cfg.train_pipeline if t["type"] not in ("mmdet.YOLOXHSVRandomAug", "Albumentation")]
     else:
         model.backbone.update(depth=18, base_channels=16, stem_channels=16)
         model.head.update(type="RSPoseSimCCHead", in_channels=128, deconv_out_channels=(16, 16, 16))
@@ -95,7 +103,7 @@ def build_model(cfg):
 def coco_batches(data_dir):
     """Per kind: (config, 24 augmented COCO samples through the real training pipeline)."""
     out = {}
-    for kind in CONFIGS:
+    for kind in HEAD_CONFIGS:
         cfg = shrunk_config(kind)
         out[kind] = (cfg, samples_of(build_dataset(cfg, data_dir), 24))
     return out

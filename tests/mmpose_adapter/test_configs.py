@@ -130,3 +130,70 @@ def test_loss_parameters_are_read_as_a_loss_setting(change, match, mmpose_ready)
     assert _check_params({**KG, "coeff_inst": None}) == {**KG, "coeff_inst": 0.0, "delta_inst": 0.0, "pos_thr": 0.0}
     with pytest.raises(ConfigBuildError, match=match):
         _check_params({**KG, **change})
+
+
+def test_demo_rtmcc_stock_and_rspose_configs(mmpose_ready, tmp_path):
+    """RTMPose's head, labels and stock loss on a small CSPNeXt; the demo-simcc recipe and space."""
+    from mmengine.config import Config
+    from mmpose.registry import MODELS
+
+    from rspose_tune.mmpose_adapter.configs import build_config
+    from rspose_tune.spaces import load_preset
+
+    preset = load_preset("demo-rtmcc", data_root=str(tmp_path))
+    simcc = load_preset("demo-simcc", data_root=str(tmp_path))
+    assert preset.params == simcc.params and preset.budget == simcc.budget and preset.known_good == simcc.known_good
+    stock = build_config(preset, None)
+    head = stock.model.head
+    assert head.type == "RTMCCHead" and stock.model.backbone.type == "CSPNeXt"
+    assert head.loss == dict(type="KLDiscretLoss", use_target_weight=True, beta=10.0, label_softmax=True)
+    codec = head.decoder
+    assert (codec.sigma, codec.normalize) == ((4.9, 5.66), False)
+    assert [round(s * codec.simcc_split_ratio) for s in codec.input_size] == [384, 512]  # RTMPose's bins
+    simcc_stock = build_config(simcc, None)
+    for key in ("optim_wrapper", "param_scheduler", "train_cfg"):
+        assert Config(dict(x=stock[key])).to_dict() == Config(dict(x=simcc_stock[key])).to_dict(), key
+    rs = build_config(preset, dict(preset.known_good[0]))
+    assert rs.model.head.type == "RSPoseRTMCCHead" and rs.model.head.loss.type == "RSPoseLoss"
+    meta = next(t for t in rs.train_dataloader.dataset.pipeline if t["type"] == "PackPoseInputs")["meta_keys"]
+    assert "bbox_rotation" in meta  # Instance Sort's rotation
+    model = MODELS.build(rs.model)
+    feats = model.extract_feat(__import__("torch").zeros(2, 3, 64, 48))
+    assert feats[-1].shape[1:] == (64, 8, 6)  # (C, H, W): RTMPose's head input size at 256x192
+
+
+def test_rtmpose_m_keeps_its_recipe_scales_it_and_keeps_the_weights_prefix(mmpose_ready, tmp_path):
+    """MMPose's RTMPose-m recipe (EMA, stage-2 pipeline switch, cosine from 210) under the builder."""
+    from rspose_tune.mmpose_adapter.configs import build_config
+    from rspose_tune.spaces import load_preset
+
+    weights = tmp_path / "cspnext-m.pth"
+    weights.write_bytes(b"")
+    preset = load_preset("rtmpose-m", data_root=str(tmp_path), weights=str(weights))
+    cfg = build_config(preset, dict(preset.known_good[0]))
+    assert cfg.model.head.type == "RSPoseRTMCCHead" and cfg.model.backbone.type == "CSPNeXt"
+    assert cfg.model.backbone.init_cfg == dict(type="Pretrained", checkpoint=str(weights.resolve()), prefix="backbone.")
+    hooks = {h["type"]: h for h in cfg.custom_hooks}
+    assert hooks["EMAHook"]["ema_type"] == "ExpMomentumEMA" and hooks["mmdet.PipelineSwitchHook"]["switch_epoch"] == 390
+    assert cfg.model.head.decoder.sigma == (4.9, 5.66) and cfg.model.head.decoder.normalize is False
+    short = build_config(preset, None, max_epochs=42)  # the stock RTMCCHead, a tenth of the recipe
+    assert short.model.head.type == "RTMCCHead" and short.model.head.loss.type == "KLDiscretLoss"
+    assert {h["type"]: h for h in short.custom_hooks}["mmdet.PipelineSwitchHook"]["switch_epoch"] == 39
+    cosine = next(s for s in short.param_scheduler if s["type"] == "CosineAnnealingLR")
+    assert (cosine["begin"], cosine["end"], cosine["T_max"]) == (21, 42, 21)
+    assert next(s for s in short.param_scheduler if s["type"] == "LinearLR")["end"] == 1000  # iterations
+
+
+def test_rtmpose_m_shrunk_model_trains_one_step_on_cpu(mmpose_ready, tmp_path):
+    import torch
+    from mmpose.registry import MODELS
+
+    from rspose_tune.mmpose_adapter.configs import build_config
+    from rspose_tune.spaces import load_preset
+
+    cfg = build_config(load_preset("rtmpose-m", data_root=str(tmp_path), weights="none"), None, shrink=True)
+    cfg.model.backbone.pop("_scope_")  # mmpose's CSPNeXt: mmdet's needs compiled mmcv ops
+    assert "init_cfg" not in cfg.model.backbone
+    model = MODELS.build(cfg.model)
+    pred_x, pred_y = model.head(model.extract_feat(torch.zeros(2, 3, 256, 192)))
+    assert pred_x.shape == (2, 17, 384) and pred_y.shape == (2, 17, 512)

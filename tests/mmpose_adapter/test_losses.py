@@ -282,6 +282,24 @@ def test_simcc_codec_positive_counts():
     assert round((384 - 171) / 171, 1) == 1.2 and round((512 - 171) / 171, 1) == 2.0
 
 
+def test_rtmpose_simcc_codec_positive_counts():
+    """RTMPose's labels (un-normalised, sigma 4.9 x / 5.66 y bins, 384 x 512 bins): per axis,
+    label > 0 is 141 x-bins and 163 y-bins (float32 underflow), the 3 sigma disc 29 and 33."""
+    from mmpose.codecs import SimCCLabel
+
+    from rspose_tune.mmpose_adapter.losses import positives
+
+    codec = SimCCLabel(input_size=(192, 256), sigma=(4.9, 5.66), simcc_split_ratio=2.0, normalize=False)
+    enc = codec.encode(_keypoints((192, 256), 200)[None], np.ones((1, 200), np.float32))
+    x, y = (torch.from_numpy(enc[k]) for k in ("keypoint_x_labels", "keypoint_y_labels"))
+    assert x.shape[-1] == 384 and y.shape[-1] == 512 and float(x.max()) == float(y.max()) == 1.0
+    table = {0.0: (141, 163), EXP_3SIGMA: (29, 33), EXP_2SIGMA: (19, 23), 0.5: (11, 13)}
+    for thr, want in table.items():
+        px, py = positives((x, y), thr)
+        got = tuple(sorted({int(n) for n in p.sum(-1)}) for p in (px, py))
+        assert got == ([want[0]], [want[1]]), (thr, got)
+
+
 def test_the_default_and_the_demo_known_good_are_label_above_zero():
     """The default is every non-zero label; the demo's known-good pos_thr (1e-6, the low end of its
     log range) selects exactly those pixels of its UDP sigma-1.5 heatmaps (smallest label 1.45e-6)."""

@@ -1,7 +1,7 @@
-"""``RSPoseHeatmapHead`` and ``RSPoseSimCCHead``: MMPose top-down heads trained with RSPose.
+"""``RSPoseHeatmapHead``, ``RSPoseSimCCHead`` and ``RSPoseRTMCCHead``: MMPose top-down heads trained with RSPose.
 
 Registered in MMPose's ``MODELS`` registry by :func:`rspose_tune.mmpose_adapter.setup_mmpose`.
-Both keep their parent's layers, ``forward`` and ``predict``; only ``loss`` changes:
+All keep their parent's layers, ``forward`` and ``predict``; only ``loss`` changes:
 
 - ``loss_rank``, ``loss_sort``: Spatial Rank / Spatial Sort from the ``loss`` module
   (``dict(type='RSPoseLoss', ...)`` by default), already scaled by their coefficients;
@@ -18,7 +18,8 @@ calibration of prediction (paper App. C) in :mod:`._calibration` and the calibra
 Modules: :mod:`._geometry` (KS, the area factor, arg-max refinement), :mod:`._calibration`
 (statistics and calibration), :mod:`._codecs` (calibrated decoding for the codecs),
 :mod:`._instance_sort` (Instance Sort and its coordinate mapping), :mod:`._heatmap_head` and
-:mod:`._simcc_head` (one head each; importing them registers the heads in ``MODELS``).
+:mod:`._simcc_head`, :mod:`._rtmcc_head` (one head each; importing them registers the heads in
+``MODELS``); the two 1-D heads share :mod:`._simcc_common` (loss, calibrated decoding, prediction).
 
 """
 
@@ -30,12 +31,14 @@ from ._codecs import decode_calibrated_heatmaps, decode_calibrated_simcc
 from ._instance_sort import RSPOSE_PACK_META_KEYS
 from ._heatmap_head import RSPoseHeatmapHead  # registers RSPoseHeatmapHead in MODELS
 from ._simcc_head import RSPoseSimCCHead  # registers RSPoseSimCCHead in MODELS
+from ._rtmcc_head import RSPoseRTMCCHead  # registers RSPoseRTMCCHead in MODELS
 
 __all__ = [
     "BBOX_AREA_FACTOR",
     "RSPOSE_PACK_META_KEYS",
     "MissingCalibrationError",
     "RSPoseHeatmapHead",
+    "RSPoseRTMCCHead",
     "RSPoseSimCCHead",
     "decode_calibrated_heatmaps",
     "decode_calibrated_simcc",

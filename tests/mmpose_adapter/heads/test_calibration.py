@@ -25,7 +25,7 @@ from tests.mmpose_adapter.conftest import build_model
 pytestmark = pytest.mark.usefixtures("mmpose_ready")
 
 
-INPUT = {"udp": (256, 192), "msra": (256, 192), "simcc": (256, 192)}
+INPUT = {"udp": (256, 192), "msra": (256, 192), "simcc": (256, 192), "rtmcc": (256, 192)}
 
 
 def _feats(model, seed: int, n: int = 6):
@@ -64,7 +64,7 @@ def _gather_and_predict(head, train_feats, samples, train_cfg, test_feats, predi
 
 
 def _offsets(kind: str, case: str, k: int = 17) -> torch.Tensor:
-    axes = 2 if kind == "simcc" else 1
+    axes = 2 if kind in ("simcc", "rtmcc") else 1
     if case == "one channel +20":
         off = torch.zeros(axes, k)
         off[:, 5] = 20.0
@@ -73,10 +73,10 @@ def _offsets(kind: str, case: str, k: int = 17) -> torch.Tensor:
         off[:, 11] = -20.0
     else:  # different offsets per channel (and per SimCC axis)
         off = torch.linspace(-20.0, 17.0, axes * k).reshape(axes, k)[:, torch.randperm(k, generator=torch.Generator().manual_seed(3))]
-    return off if kind == "simcc" else off[0]
+    return off if axes == 2 else off[0]
 
 
-@pytest.mark.parametrize("kind", ["udp", "msra", "simcc"])
+@pytest.mark.parametrize("kind", ["udp", "msra", "simcc", "rtmcc"])
 @pytest.mark.parametrize("case", ["one channel +20", "one channel -20", "per channel"])
 def test_predictions_do_not_depend_on_a_per_channel_logit_offset(kind, case, coco_batches):  # noqa: F811
     cfg, samples = coco_batches[kind]
@@ -212,7 +212,7 @@ def test_minmax_calibrate_shapes_and_empty_range():
         minmax_calibrate(logits, torch.zeros(3), torch.zeros(2))
 
 
-@pytest.mark.parametrize("kind", ["udp", "simcc"])
+@pytest.mark.parametrize("kind", ["udp", "simcc", "rtmcc"])
 def test_statistics_survive_a_weights_only_checkpoint(kind, coco_batches, tmp_path):  # noqa: F811
     cfg, samples = coco_batches[kind]
     model = build_model(cfg)

@@ -68,7 +68,7 @@ def test_train_step_from_installed_config(kind, coco_batches, data_dir):
     assert any(not torch.equal(a, b) for a, b in zip(before, model.backbone.parameters()))
 
 
-@pytest.mark.parametrize("kind", ["udp", "simcc"])
+@pytest.mark.parametrize("kind", ["udp", "simcc", "rtmcc"])
 @pytest.mark.parametrize(
     "head_kwargs, loss_kwargs, key",
     [

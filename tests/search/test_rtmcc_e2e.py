@@ -1,0 +1,67 @@
+"""The demo-rtmcc preset end to end on a local Ray: a search with the stock-loss baseline (RTMPose's
+KLDiscretLoss), then ``report`` and ``export`` as separate commands, and the exported config trains
+(RSPoseRTMCCHead's per-axis calibration) and validates with MMPose's Runner."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def _module(name: str, *args: str, cwd) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", name, *args], capture_output=True, text=True, cwd=cwd, env=env,
+                          timeout=900)
+
+
+@pytest.mark.slow
+def test_demo_rtmcc_search_baseline_report_and_export(tmp_path, mmpose_ready):
+    import torch
+    from mmengine.config import Config
+    from mmengine.runner import Runner
+
+    from rspose_tune.demo_data import generate_demo_dataset
+    from rspose_tune.results import read_results
+
+    data = generate_demo_dataset(tmp_path / "data", n_train=32, n_val=8, seed=0)
+    storage = str(tmp_path / "runs")
+    search = _module("rspose_tune.search", "--backbone", "demo-rtmcc", "--storage", storage, "--name", "rtmcc",
+                     "--data-root", str(data), "--num-trials", "2", "--max-epochs", "2", "--grace-epochs", "1",
+                     "--reduction-factor", "2", "--max-concurrent", "2", "--confirm-top", "0", "--baseline",
+                     "--no-dashboard", cwd=tmp_path)
+    assert search.returncode == 0, search.stdout[-3000:] + search.stderr[-3000:]
+    run_dir = tmp_path / "runs" / "rtmcc"
+    last = read_results(run_dir).sort_values("epoch").groupby("trial_id").tail(1).set_index("trial_id")
+    assert set(last["backbone"]) == {"demo-rtmcc"} and last["metric"].between(0, 1).all()
+    assert sorted(last["stage"]) == ["baseline", "search", "search"] and (last["status"] == "completed").all()
+    heads = {}
+    for path in run_dir.rglob("resolved_config.py"):
+        head = Config.fromfile(str(path)).model.head
+        heads[head.type] = heads.get(head.type, 0) + 1
+        assert head.loss.type == ("KLDiscretLoss" if head.type == "RTMCCHead" else "RSPoseLoss")
+        assert head.type == "RTMCCHead" or head.loss.pos_thr is not None
+    assert heads == {"RTMCCHead": 1, "RSPoseRTMCCHead": 2}
+
+    report = _module("rspose_tune.report", storage, "--run", "rtmcc", "--no-plots", cwd=tmp_path)
+    assert report.returncode == 0, report.stdout[-3000:] + report.stderr[-3000:]
+    assert "demo-rtmcc" in report.stdout and "Stock-loss baseline" in report.stdout
+    out = tmp_path / "rtmcc_rspose.py"
+    export = _module("rspose_tune.export", storage, "--run", "rtmcc", "--out", str(out), cwd=tmp_path)
+    assert export.returncode == 0, export.stdout[-3000:] + export.stderr[-3000:]
+    cfg = Config.fromfile(str(out))
+    assert cfg.model.head.type == "RSPoseRTMCCHead" and cfg.model.backbone.type == "CSPNeXt"
+    assert cfg.model.head.decoder.sigma == (4.9, 5.66) and cfg.model.head.decoder.normalize is False
+    cfg.work_dir = str(tmp_path / "export_run")
+    cfg.train_cfg.update(max_epochs=1, val_interval=1)
+    cfg.default_hooks.checkpoint = dict(type="CheckpointHook", interval=-1, save_last=False)
+    cfg.experiment_name = "rtmcc_export"
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    head = runner.model.head
+    assert head.peak_min.shape == (2, 17) and bool((head.peak_max >= head.peak_min).all())
+    assert not torch.equal(head.peak_max[0], head.peak_max[1])
+    metrics = runner.val()
+    assert 0 <= metrics["coco/AP"] <= 1 and "rspose/spearman" in metrics
