@@ -13,7 +13,7 @@ BENCHMARKS = {
     "gpu": "the GPU check: loss and ViTPose-H step RSPose vs MSE, and a trial's rank path, without Ray",
     "ranks": "start of a 2-rank trial: placement-group rank actors vs a Ray Train V2 TorchTrainer",
     "calibration": "RSPose heads: stock vs calibrated decoding (AP, AR, Spearman), logit-offset robustness, step cost",
-    "ablation": "the paper's Table 6 on CPU: stock vs Rank, Rank+Sort, RS+Inst at several positive supports (demo, demo-simcc)",
+    "ablation": "the paper's Table 6 on CPU: stock vs Rank, Rank+Sort, RS+Inst at several positive supports (demo, demo-simcc, demo-rtmcc)",
     "tpe": "parallel TPE options (independent vs constant liar vs multivariate+group) on a synthetic surface",
 }
 

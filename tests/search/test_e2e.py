@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.search.conftest import train_exported_simcc_config
+
 FAST = ["--num-trials", "4", "--max-epochs", "3", "--grace-epochs", "1", "--reduction-factor", "2",
         "--max-concurrent", "2", "--no-dashboard", "--verbose", "1"]
 
@@ -170,9 +172,7 @@ def test_driver_killed_then_resume_finishes_interrupted_trials_from_their_checkp
 
 @pytest.mark.slow
 def test_demo_simcc_search_with_baseline_then_export_trains(tmp_path, mmpose_ready):
-    import torch
     from mmengine.config import Config
-    from mmengine.runner import Runner
 
     from rspose_tune.demo_data import generate_demo_dataset
     from rspose_tune.results import read_results
@@ -206,16 +206,4 @@ def test_demo_simcc_search_with_baseline_then_export_trains(tmp_path, mmpose_rea
     assert f"wrote {exported}" in out.stdout
     cfg = Config.fromfile(str(exported))
     assert cfg.model.head.type == "RSPoseSimCCHead" and cfg.model.head.decoder.simcc_split_ratio == 8.0
-    cfg.work_dir = str(tmp_path / "export_run")
-    cfg.train_cfg.max_epochs = 1
-    cfg.train_cfg.val_interval = 1
-    cfg.default_hooks.checkpoint = dict(type="CheckpointHook", interval=-1, save_last=False)
-    cfg.experiment_name = "simcc_export"
-    runner = Runner.from_cfg(cfg)
-    runner.train()
-    head = runner.model.head
-    # per-axis calibration: x and y statistics of every keypoint, gathered in training
-    assert head.peak_min.shape == (2, 17) and bool((head.peak_max >= head.peak_min).all())
-    assert not torch.equal(head.peak_max[0], head.peak_max[1])
-    metrics = runner.val()
-    assert 0 <= metrics["coco/AP"] <= 1 and "rspose/spearman" in metrics
+    train_exported_simcc_config(cfg, tmp_path / "export_run", "simcc_export")  # per-axis calibration

@@ -10,6 +10,8 @@ import sys
 
 import pytest
 
+from tests.search.conftest import train_exported_simcc_config
+
 
 def _module(name: str, *args: str, cwd) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
@@ -19,9 +21,7 @@ def _module(name: str, *args: str, cwd) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_demo_rtmcc_search_baseline_report_and_export(tmp_path, mmpose_ready):
-    import torch
     from mmengine.config import Config
-    from mmengine.runner import Runner
 
     from rspose_tune.demo_data import generate_demo_dataset
     from rspose_tune.results import read_results
@@ -54,14 +54,4 @@ def test_demo_rtmcc_search_baseline_report_and_export(tmp_path, mmpose_ready):
     cfg = Config.fromfile(str(out))
     assert cfg.model.head.type == "RSPoseRTMCCHead" and cfg.model.backbone.type == "CSPNeXt"
     assert cfg.model.head.decoder.sigma == (4.9, 5.66) and cfg.model.head.decoder.normalize is False
-    cfg.work_dir = str(tmp_path / "export_run")
-    cfg.train_cfg.update(max_epochs=1, val_interval=1)
-    cfg.default_hooks.checkpoint = dict(type="CheckpointHook", interval=-1, save_last=False)
-    cfg.experiment_name = "rtmcc_export"
-    runner = Runner.from_cfg(cfg)
-    runner.train()
-    head = runner.model.head
-    assert head.peak_min.shape == (2, 17) and bool((head.peak_max >= head.peak_min).all())
-    assert not torch.equal(head.peak_max[0], head.peak_max[1])
-    metrics = runner.val()
-    assert 0 <= metrics["coco/AP"] <= 1 and "rspose/spearman" in metrics
+    train_exported_simcc_config(cfg, tmp_path / "export_run", "rtmcc_export")
