@@ -25,13 +25,14 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 
 from rspose_tune.spaces import PARAM_NAMES, loss_param
 
-__all__ = ["DEMO_TABLE", "HELDOUT_TABLE", "design_settings", "main", "trial_id_of"]
+__all__ = ["DEMO_TABLE", "HELDOUT_TABLE", "design_settings", "local_settings", "main", "trial_id_of"]
 
 #: The shipped demo table (package data).
 DEMO_TABLE = Path(__file__).resolve().parent / "data" / "demo_curves.parquet"
@@ -45,6 +46,10 @@ _PATTERN_SHARE = {(True, True): 32, (False, True): 12, (True, False): 12, (False
 
 
 def _unit_to_value(spec: Any, u: float) -> float:
+    """``u`` in [0, 1] as a value of ``spec`` (a preset's parameter, or a table's space entry as a dict)."""
+    if isinstance(spec, Mapping):
+        spec = SimpleNamespace(is_fixed=spec.get("low") is None, fixed=spec.get("fixed"), low=spec.get("low"),
+                               high=spec.get("high"), log=bool(spec.get("log")))
     if spec.is_fixed:
         return spec.fixed
     low, high = float(spec.low), float(spec.high)
@@ -110,6 +115,40 @@ def design_settings(preset: Any, n_settings: int = 64, seed: int = 0) -> list[di
     return out
 
 
+def local_settings(table: Any, n_settings: int, *, top: int = 3, radius: float = 0.15,
+                   seed: int = 0) -> list[dict[str, float | None]]:
+    """A denser design where a table's best settings are: ``n_settings`` new settings around its ``top`` best.
+
+    Each of the ``top`` best settings of ``table`` (a :class:`rspose_tune.replay.CurveTable`, by
+    mean final metric) gets ``n_settings // top`` of them (the best the remainder): a maximin Latin
+    hypercube in the box of half-width ``radius`` around it in the unit cube of the table's searched
+    dimensions (log-scaled where its space says so; clipped to the cube), with the centre's on/off
+    components. The centres themselves are not repeated (they are in ``table``).
+    """
+    if isinstance(n_settings, bool) or not isinstance(n_settings, int) or n_settings < 1:
+        raise ValueError(f"`n_settings` is {n_settings!r}, but must be an int >= 1.")
+    if isinstance(top, bool) or not isinstance(top, int) or not 1 <= top <= min(n_settings, len(table.settings)):
+        raise ValueError(f"`top` is {top!r}, but must be an int in [1, min(n_settings, the table's "
+                         f"{len(table.settings)} settings)].")
+    if not 0.0 < radius <= 0.5:
+        raise ValueError(f"`radius` is {radius!r}, but must be in (0, 0.5].")
+    searched = [n for n in PARAM_NAMES if table.space[n].get("low") is not None]
+    rng = np.random.default_rng(seed)
+    out: list[dict[str, float | None]] = []
+    for rank, index in enumerate(table.best_indices(top)):
+        centre = dict(zip(searched, table.unit_point(index)))
+        live = [n for n in searched if not math.isnan(centre[n])]
+        count = n_settings // top + (1 if rank < n_settings % top else 0)
+        lows = np.array([max(0.0, centre[n] - radius) for n in live])
+        highs = np.array([min(1.0, centre[n] + radius) for n in live])
+        for row in _maximin_lhs(count, len(live), rng):
+            setting = dict(table.settings[index])  # the centre's off components and fixed values
+            for name, u in zip(live, lows + row * (highs - lows)):
+                setting[name] = _rounded(_unit_to_value(table.space[name], float(u)))
+            out.append(setting)
+    return out
+
+
 def _rounded(value: float) -> float:
     """4 decimals (3 significant digits below 0.01, where a log range such as pos_thr's lives)."""
     return round(value, 4) if abs(value) >= 0.01 else float(f"{value:.3g}")
@@ -118,6 +157,22 @@ def _rounded(value: float) -> float:
 def trial_id_of(index: int, seed: int) -> str:
     """Trial id of setting ``index`` trained on ``seed``: ``s017-seed1``."""
     return f"s{index:03d}-seed{seed}"
+
+
+def _around(args, preset: Any) -> Any:
+    """The ``--around`` table, recorded in the search space of ``--backbone`` (else one error)."""
+    from rspose_tune.replay._common import ReplayError
+    from rspose_tune.replay._table import _space_of_preset, load_table
+
+    table = load_table([args.around])
+    keys = ("low", "high", "log", "fixed", "allow_off")
+    theirs = {n: {k: table.space[n].get(k) for k in keys} for n in PARAM_NAMES}
+    ours = {n: {k: v for k, v in spec.items() if k in keys} for n, spec in _space_of_preset(preset).items()}
+    if theirs != ours:
+        differ = sorted(n for n in PARAM_NAMES if theirs[n] != ours.get(n))
+        raise ReplayError(f"--around {args.around}: its search space differs from --backbone {args.backbone}'s in "
+                          f"{differ}; a denser design must use the table's own space")
+    return table
 
 
 def _train_curve(preset: Any, setting: Mapping[str, Any], seed: int, trial_id: str, work: Path,
@@ -193,6 +248,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--extra-top", type=int, default=16,
                         help="how many settings get --extra-seeds: the best by their mean over --seeds (default 16)")
     parser.add_argument("--design-seed", type=int, default=0, help="seed of the space-filling design")
+    parser.add_argument("--around", metavar="TABLE", default=None,
+                        help="a denser design instead: --settings new settings in boxes around the --around-top best "
+                             "settings of TABLE (a replay table of the same preset), to replay together with it")
+    parser.add_argument("--around-top", type=int, default=None,
+                        help="with --around: how many of TABLE's best settings get a box (default 3)")
+    parser.add_argument("--radius", type=float, default=None,
+                        help="with --around: the boxes' half-width in the unit cube of the searched dimensions "
+                             "(default 0.15)")
     parser.add_argument("--epochs", type=int, default=None, help="epochs per curve (default: the preset's budget)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--n-train", type=int, default=None, help="demo data: training images (default: the demo's)")
@@ -209,9 +272,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     for flag, value, low in (("--settings", args.settings, 1), ("--threads", args.threads, 1),
                              ("--epochs", args.epochs, 1), ("--n-train", args.n_train, 1),
                              ("--n-val", args.n_val, 1), ("--limit", args.limit, 0),
-                             ("--extra-top", args.extra_top, 1)):
+                             ("--extra-top", args.extra_top, 1), ("--around-top", args.around_top, 1)):
         if value is not None and value < low:
             parser.error(f"{flag} must be >= {low}, got {value}")
+    if args.around is None and (args.around_top is not None or args.radius is not None):
+        parser.error("--around-top and --radius need --around TABLE")
+    args.around_top = 3 if args.around_top is None else args.around_top
+    args.radius = 0.15 if args.radius is None else args.radius
+    if args.around is not None and args.around_top > args.settings:
+        parser.error(f"--around-top {args.around_top} must be <= --settings {args.settings} (a box needs a setting)")
+    if not 0.0 < args.radius <= 0.5:
+        parser.error(f"--radius must be in (0, 0.5], got {args.radius}")
     if set(args.extra_seeds) & set(args.seeds):
         parser.error(f"--extra-seeds {args.extra_seeds} must not repeat a --seeds seed {args.seeds}")
     try:
@@ -231,6 +302,7 @@ def _make_table(args, argv: Sequence[str] | None) -> int:
     if demo_sizes:
         data_root = str(work / "data")
     preset = load_preset(args.backbone, data_root=data_root)
+    around = _around(args, preset) if args.around is not None else None  # before any file is written
     if preset.data.generated == "demo":
         from rspose_tune.demo_data import generate_demo_dataset
 
@@ -244,9 +316,14 @@ def _make_table(args, argv: Sequence[str] | None) -> int:
     torch.set_num_threads(args.threads)
     max_epochs = args.epochs or preset.budget.max_epochs
     try:
-        settings = design_settings(preset, args.settings, seed=args.design_seed)
+        if around is None:
+            settings = design_settings(preset, args.settings, seed=args.design_seed)
+        else:
+            settings = local_settings(around, args.settings, top=args.around_top, radius=args.radius,
+                                      seed=args.design_seed)
     except ValueError as exc:
-        raise ReplayError(f"--backbone {args.backbone}: {exc}") from None
+        flag = f"--backbone {args.backbone}" if around is None else f"--around {args.around}"
+        raise ReplayError(f"{flag}: {exc}") from None
     (work / "curves").mkdir(parents=True, exist_ok=True)
     design = {"backbone": preset.name, "max_epochs": max_epochs, "demo_data": demo_sizes, "settings": settings}
     design_file = work / "design.json"
@@ -312,8 +389,16 @@ def _make_table(args, argv: Sequence[str] | None) -> int:
         "command": "python -m rspose_tune.replay make-table " + " ".join(argv if argv is not None else sys.argv[1:]),
         "made": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "settings": settings,
-        "design": f"maximin Latin hypercube per on/off pattern {dict((str(k), v) for k, v in _PATTERN_SHARE.items())}"
-        f" (scaled to {args.settings}), design seed {args.design_seed}; setting 0 = the preset's known_good[0]",
+        "design": (f"maximin Latin hypercube per on/off pattern {dict((str(k), v) for k, v in _PATTERN_SHARE.items())}"
+                   f" (scaled to {args.settings}), design seed {args.design_seed}; setting 0 = the preset's known_good[0]"
+                   if around is None else
+                   f"maximin Latin hypercube of {args.settings} settings in boxes of half-width {args.radius} (unit cube) "
+                   f"around the {args.around_top} best settings of {args.around} ({around.n_curves} curves), "
+                   f"design seed {args.design_seed}"),
+        "around": None if around is None else {
+            "table": str(args.around), "top": args.around_top, "radius": args.radius,
+            "centres": [around.settings[i] for i in around.best_indices(args.around_top)],
+            "centre_values": [round(around.value(i), 4) for i in around.best_indices(args.around_top)]},
         "seeds": list(args.seeds),
         "extra_seeds": {"seeds": list(args.extra_seeds), "top": args.extra_top, "settings": extra,
                         "chosen_by": "mean final metric over --seeds"} if args.extra_seeds else None,

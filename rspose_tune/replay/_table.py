@@ -137,6 +137,14 @@ class CurveTable:
     def best_value(self) -> float:
         return self.value(self.best_index)
 
+    def best_indices(self, k: int) -> list[int]:
+        """The ``k`` best settings by :meth:`value`, best first (ties: the lower index)."""
+        return sorted(range(len(self.settings)), key=lambda i: (-self._sign * self._values[i], i))[:k]
+
+    def unit_point(self, index: int) -> list[float]:
+        """The setting's coordinates in the unit cube of the searched dimensions (NaN: its component is off)."""
+        return [float(v) for v in self._points[index]]
+
     @property
     def common_seeds(self) -> list[int]:
         """Training seeds every setting has a curve of (sorted; empty when a curve's seed is unknown)."""

@@ -96,9 +96,46 @@ def test_shipped_heldout_table_is_independent_of_the_demo_table():
     assert HELDOUT_TABLE.stat().st_size < 512 * 1024
 
 
+def test_local_design_fills_boxes_around_the_tables_best_settings():
+    """Issue 26: ``make-table --around TABLE``: new settings near the table's best, each in its centre's box."""
+    from rspose_tune.replay._make_table import local_settings
+    from rspose_tune.replay._table import _unit_point
+    from rspose_tune.spaces import LossSetting
+
+    table = load_table([DEMO_TABLE])
+    settings = local_settings(table, 8, top=3, radius=0.15, seed=0)
+    assert len(settings) == 8 and settings == local_settings(table, 8, top=3, radius=0.15, seed=0)
+    centres = table.best_indices(3)
+    values = [table.value(i) for i in range(len(table.settings))]
+    assert centres == sorted(range(len(values)), key=lambda i: -values[i])[:3]  # independent of the ranking code
+    counts = {i: 0 for i in centres}
+    for s in settings:
+        point = np.array(_unit_point(LossSetting.from_dict(s), table.space))
+        match = table.nearest(s)  # every new setting lies nearest its own centre (boxes 0.15 < half the spacing)
+        assert match.index in centres and not match.exact
+        centre = np.array(table.unit_point(match.index))
+        assert np.array_equal(np.isnan(point), np.isnan(centre))  # the centre's on/off components
+        live = ~np.isnan(point)
+        assert np.all(np.abs(point[live] - centre[live]) <= 0.15 + 1e-3)  # 4-decimal rounding
+        assert s not in table.settings
+        counts[match.index] += 1
+    assert sorted(counts.values()) == [2, 3, 3]  # 8 over 3 centres, the best ones the remainder
+    assert counts[centres[0]] == 3
+    with pytest.raises(ValueError, match="radius"):
+        local_settings(table, 8, radius=0.6)
+    with pytest.raises(ValueError, match="top"):
+        local_settings(table, 2, top=3)
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [(["--settings", "0"], "error: --settings must be >= 1, got 0"),
+     (["--radius", "0.2"], "error: --around-top and --radius need --around TABLE"),
+     (["--around", str(DEMO_TABLE), "--radius", "0"], "error: --radius must be in (0, 0.5], got 0.0"),
+     (["--around", str(DEMO_TABLE), "--around-top", "0"], "error: --around-top must be >= 1, got 0"),
+     (["--around", str(HELDOUT_TABLE), "--n-train", "8"],
+      f"error: --around {HELDOUT_TABLE}: its search space differs from --backbone demo's in ['pos_thr']"),
+     (["--around", str(DEMO_TABLE), "--settings", "2"], "error: --around-top 3 must be <= --settings 2"),
      (["--epochs", "x"], "error: argument --epochs: invalid int value: 'x'"),
      (["--backbone", "no-such-preset"], "error: "),
      (["--backbone", "vit-b", "--n-train", "8"], "error: --n-train/--n-val only apply to a preset with generated demo data"),
@@ -119,7 +156,7 @@ def test_make_table_bad_input_is_one_error_line(tmp_path, argv, message, capsys)
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
-    assert not (tmp_path / "t.parquet").exists()
+    assert not (tmp_path / "t.parquet").exists() and not (tmp_path / "w" / "data").exists()
 
 
 @pytest.mark.parametrize("case", ["work-dir-is-a-file", "out-is-a-folder", "out-under-a-file", "partial-of-nothing"])
