@@ -21,10 +21,13 @@ does not have (a classifier's head, an MAE decoder) are ignored, as mmengine ign
 **Reading a checkpoint without torch.** A dry run must stay well under a second or two, and
 ``import torch`` alone takes longer than that (2.2 s of CPU measured on the 2-core machine), so
 :func:`read_checkpoint_tensors` reads a ``torch.save`` file (zip or legacy format) with a restricted
-unpickler that builds nothing: tensors become their shapes, and only the globals that the trial's
-own load accepts are allowed (``torch.load(weights_only=True)``'s allowlist, torch's names and
-``_codecs``/``collections``/``builtins`` ones, plus the numpy globals of
-``rspose_tune.training.SAFE_GLOBALS``); any other global refuses the file, as the trial would.
+unpickler that builds nothing: tensors become their shapes, every other allowed global an inert
+placeholder. Allowed are the globals of the trial's own load, ``torch.load(weights_only=True)``
+under ``rspose_tune.training._checkpoint.SAFE_GLOBALS``: the non-torch ones of torch's allowlist
+(``_codecs``/``collections``/``builtins``) and SAFE_GLOBALS' numpy ones (a test keeps both lists
+equal to torch's and the project's), and any ``torch.`` name (a superset of torch's list: a torch
+global that torch refuses would still fail, loudly, when the trial loads the file). Any other
+global (a pickled function, an mmengine ``HistoryBuffer``) refuses the file, as the trial would.
 Only the pickle is read, never the tensor data (a 2.5 GB ViT-H file costs what a small one does).
 
 **The backbone's tensors without building it.** Building a backbone needs ``setup_mmpose()``
@@ -49,6 +52,7 @@ import os
 import pickle
 import re
 import zipfile
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,7 +128,7 @@ _TORCH_REBUILD = {
     "torch._tensor._rebuild_from_type_v2": _rebuild_from_type,
 }
 #: The non-torch globals ``torch.load(weights_only=True)`` accepts by default, then the numpy ones of
-#: ``rspose_tune.training.SAFE_GLOBALS`` (the trial loads under both; a test checks this list).
+#: ``rspose_tune.training._checkpoint.SAFE_GLOBALS`` (the trial loads under both; a test checks this list).
 _OTHER_ALLOWED = {"collections.OrderedDict": collections.OrderedDict, "collections.Counter": collections.Counter,
                   "builtins.set": set, "builtins.complex": complex, "builtins.bytearray": bytearray}
 _NUMPY_ALLOWED = re.compile(r"numpy\.(_core\.multiarray\.(_reconstruct|scalar)|ndarray|dtype|dtypes\.\w+DType)")
@@ -166,14 +170,19 @@ def _unpickle(fh) -> object:
 def _load_object(path: Path) -> object:
     """The object ``torch.save`` stored in ``path``, tensors as :class:`_Tensor`."""
     if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as archive:
-            pickles = [n for n in archive.namelist() if n.endswith("/data.pkl") or n == "data.pkl"]
-            if not pickles:
-                raise _NotCheckpoint("it is a zip archive without a data.pkl (not a torch.save file)")
-            with archive.open(min(pickles, key=len)) as fh:
-                return _unpickle(fh)
+        try:
+            with zipfile.ZipFile(path) as archive:
+                pickles = [n for n in archive.namelist() if n.endswith("/data.pkl") or n == "data.pkl"]
+                if not pickles:
+                    raise _NotCheckpoint("it is a zip archive without a data.pkl (not a torch.save file)")
+                with archive.open(min(pickles, key=len)) as fh:
+                    return _unpickle(fh)
+        except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+            raise _NotCheckpoint(f"its zip archive is damaged ({exc})") from None
     with open(path, "rb") as fh:
         head = fh.read(16)
+        if head.startswith(b"PK\x03\x04"):
+            raise _NotCheckpoint("it starts as a zip archive but has no readable directory (a download cut short?)")
         fh.seek(0)
         try:
             magic = pickle.Unpickler(fh).load() if head[:1] == b"\x80" else None

@@ -160,6 +160,27 @@ def test_the_reader_agrees_with_the_trials_torch_load(files):
         torch.load(files["evil"], weights_only=True)
 
 
+def test_a_download_cut_short_is_one_error_line(files, tmp_path, capsys):
+    cut = tmp_path / "cut.pth"
+    cut.write_bytes(files["cspnext"].read_bytes()[:100_000])
+    code, _, err = _dry(cut, capsys)
+    assert code == 2 and err.count("\n") == 1 and "a download cut short?" in err
+
+
+def test_the_readers_allowlist_is_the_trials():
+    """The non-torch globals: torch's weights_only allowlist and the numpy ones of SAFE_GLOBALS."""
+    from torch._weights_only_unpickler import _get_allowed_globals
+
+    from rspose_tune.mmpose_adapter import _weights
+    from rspose_tune.training._checkpoint import SAFE_GLOBALS
+
+    others = {k for k in _get_allowed_globals() if not k.startswith("torch.")}
+    assert others == {*_weights._OTHER_ALLOWED, "_codecs.encode"}
+    for obj in SAFE_GLOBALS:
+        assert _weights._NUMPY_ALLOWED.fullmatch(f"{obj.__module__}.{obj.__qualname__}"), obj
+    assert not _weights._NUMPY_ALLOWED.fullmatch("numpy.testing.assert_equal")
+
+
 def test_the_legacy_format_reads_too(tmp_path):
     path = tmp_path / "legacy.pth"
     torch.save({"a.weight": torch.zeros(3, 2), "b": torch.zeros(())}, path, _use_new_zipfile_serialization=False)
