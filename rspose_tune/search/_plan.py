@@ -14,6 +14,7 @@ from rspose_tune._resources import ResourceError, plan_ranks
 from rspose_tune._stages import resolve_warm_start, stage_settings
 from rspose_tune._storage import StorageError
 from rspose_tune.errors import RSPoseTuneError
+from rspose_tune.mmpose_adapter._weights import check_weights
 from rspose_tune.runspec import (
     DEFAULT_TRAINABLE,
     SPEC_FILE,
@@ -292,6 +293,9 @@ def check_flags(options: SearchOptions, *, start: bool) -> _Checked:
     for note in warm_notes:
         print(note)
     notes = _check_files(preset, start=start)
+    weights_note = check_weights(preset, options.weights)  # a file that would not initialise the backbone: error
+    if weights_note:
+        print(weights_note)
     return _Checked(storage, address, tracking, trainable, preset, budget, resources, seed, stages, tuple(warm),
                     tuple(notes))
 
