@@ -21,6 +21,7 @@ USER_ERRORS = [
     ("rspose_tune.demo_data", "DemoDataError", RuntimeError),
     ("rspose_tune.replay._table", "TableError", ValueError),
     ("rspose_tune.mmpose_adapter.configs", "ConfigBuildError", ValueError),
+    ("rspose_tune.mmpose_adapter._weights", "WeightsError", ValueError),
     ("rspose_tune.mmpose_adapter._mmcv_shim", "MissingMMCVOpsError", RuntimeError),
     ("rspose_tune.mmpose_adapter.heads", "MissingCalibrationError", RuntimeError),
     ("rspose_tune.bench._bundle", "BundleError", Exception),
