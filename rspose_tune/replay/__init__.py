@@ -27,7 +27,7 @@ Python use::
     trace = replay(table, POLICIES["asha-tpe"], seed=0, settings=ReplaySettings(budget_epochs=200))
 """
 
-from rspose_tune.replay._make_table import DEMO_TABLE, HELDOUT_TABLE, design_settings
+from rspose_tune.replay._make_table import DEMO_TABLE, DENSE_TABLE, HELDOUT_TABLE, design_settings, local_settings
 from rspose_tune.replay._confirm import ConfirmOutcome, confirm
 from rspose_tune.replay._simulator import POLICIES, Policy, ReplaySettings, Trace, TrialRecord, replay
 from rspose_tune.replay._summary import PolicySummary, checkpoints, format_report, incumbent_at, summarize
@@ -35,6 +35,7 @@ from rspose_tune.replay._table import REQUIRED_COLUMNS, Curve, CurveTable, Match
 
 __all__ = [
     "DEMO_TABLE",
+    "DENSE_TABLE",
     "HELDOUT_TABLE",
     "POLICIES",
     "REQUIRED_COLUMNS",
@@ -54,6 +55,7 @@ __all__ = [
     "format_report",
     "incumbent_at",
     "load_table",
+    "local_settings",
     "replay",
     "summarize",
     "table_from_frame",

@@ -32,7 +32,7 @@ import numpy as np
 
 from rspose_tune.spaces import PARAM_NAMES, loss_param
 
-__all__ = ["DEMO_TABLE", "HELDOUT_TABLE", "design_settings", "local_settings", "main", "trial_id_of"]
+__all__ = ["DEMO_TABLE", "DENSE_TABLE", "HELDOUT_TABLE", "design_settings", "local_settings", "main", "trial_id_of"]
 
 #: The shipped demo table (package data).
 DEMO_TABLE = Path(__file__).resolve().parent / "data" / "demo_curves.parquet"
@@ -40,6 +40,9 @@ DEMO_TABLE = Path(__file__).resolve().parent / "data" / "demo_curves.parquet"
 #: seed 1) on other training seeds (4-7), for checking a change measured on :data:`DEMO_TABLE`
 #: (docs/replay.md).
 HELDOUT_TABLE = Path(__file__).resolve().parent / "data" / "demo_heldout_curves.parquet"
+#: The demo table's denser part (package data): 24 settings in boxes around :data:`DEMO_TABLE`'s 3 best
+#: (``make-table --around``), on its training seeds; replayed together with it (docs/replay.md).
+DENSE_TABLE = Path(__file__).resolve().parent / "data" / "demo_dense_curves.parquet"
 
 #: Design: how many settings of each on/off pattern (sort on, inst on), per 64 settings.
 _PATTERN_SHARE = {(True, True): 32, (False, True): 12, (True, False): 12, (False, False): 8}

@@ -127,6 +127,28 @@ def test_local_design_fills_boxes_around_the_tables_best_settings():
         local_settings(table, 2, top=3)
 
 
+def test_shipped_dense_table_is_the_local_design_around_the_demo_tables_best():
+    """Issue 26: 24 settings in boxes around the demo table's 3 best, on its seeds (0, 1; 2, 3 for the 8 best
+    of the new settings), the same recipe: replayed together with the demo table."""
+    from rspose_tune.replay import DENSE_TABLE, local_settings
+    from rspose_tune.results import read_metadata
+
+    dense, demo = load_table([DENSE_TABLE]), load_table([DEMO_TABLE])
+    assert len(dense.settings) == 24 and dense.max_epochs == 10 and dense.n_curves == 64
+    assert [dict(s) for s in dense.settings] == local_settings(demo, 24, top=3, radius=0.15, seed=0)
+    seeds = [sorted(c.seed for c in cs) for cs in dense.curves]
+    assert seeds.count([0, 1, 2, 3]) == 8 and seeds.count([0, 1]) == 16
+    first_two = [np.mean([c.metric[-1] for c in cs if c.seed in (0, 1)]) for cs in dense.curves]
+    assert {i for i, s in enumerate(seeds) if len(s) == 4} == set(np.argsort(first_two)[::-1][:8])
+    meta = read_metadata(DENSE_TABLE)
+    assert meta["search_space"]["params"] == read_metadata(DEMO_TABLE)["search_space"]["params"]
+    assert meta["table"]["complete"] and meta["table"]["around"]["table"].endswith("demo_curves.parquet")
+    assert meta["table"]["command"].startswith("python -m rspose_tune.replay make-table --around")
+    both = load_table([DEMO_TABLE, DENSE_TABLE])
+    assert len(both.settings) == 88 and both.n_curves == 224 and both.common_seeds == [0, 1]
+    assert DENSE_TABLE.stat().st_size < 512 * 1024
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [(["--settings", "0"], "error: --settings must be >= 1, got 0"),
