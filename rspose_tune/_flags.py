@@ -7,7 +7,7 @@ import argparse
 import math
 from collections.abc import Callable
 
-__all__ = ["add_run_selection", "float_at_least", "int_at_least"]
+__all__ = ["add_run_selection", "float_at_least", "int_at_least", "int_between"]
 
 
 def _parser(convert: Callable[[str], float], ok: Callable[[float], bool], bad_form: str, bad_value: str,
@@ -30,6 +30,12 @@ def int_at_least(flag: str, minimum: int):
     """An argparse ``type`` accepting integers >= ``minimum``."""
     rule = f"{flag} must be an integer >= {minimum}"
     return _parser(int, lambda v: v >= minimum, rule, rule, show_text=False)
+
+
+def int_between(flag: str, minimum: int, maximum: int):
+    """An argparse ``type`` accepting integers from ``minimum`` to ``maximum``."""
+    rule = f"{flag} must be an integer from {minimum} to {maximum}"
+    return _parser(int, lambda v: minimum <= v <= maximum, rule, rule, show_text=False)
 
 
 def float_at_least(flag: str, minimum: float):

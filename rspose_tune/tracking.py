@@ -132,11 +132,11 @@ def _check_wandb(project: str) -> str:
 
 def check_tracking(mlflow: str | None, wandb: str | None, *, reach: bool = True,
                    timeout_s: float = REACH_TIMEOUT_S) -> Tracking:
-    """The tracking of the flags, validated (their form: what ``--dry-run`` checks); ``reach``: also
-    check that an MLflow server answers (and a local store's folder can be created) and that W&B has
-    an API key here — what a start does."""
+    """The tracking of the flags, validated: their form, and that a local MLflow store's folder can
+    be created (what ``--dry-run`` checks, as a start does); ``reach``: also check that an MLflow
+    server answers and that W&B has an API key here — what only a start does."""
     uri = None if mlflow is None else normalize_mlflow_uri(mlflow)
-    if uri is not None and reach:
+    if uri is not None and (reach or uri.startswith("file://")):  # a local store: checked without a network
         _check_mlflow_reachable(uri, timeout_s)
     project = None if wandb is None else (_check_wandb(wandb) if reach else _wandb_project(wandb))
     return Tracking(mlflow=uri, wandb=project)

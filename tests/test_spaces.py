@@ -437,6 +437,24 @@ def test_validate_paths_generated_demo(tmp_path):
     preset.validate_paths()
 
 
+def test_validate_paths_demo_with_its_data_and_missing_weights_names_the_weights_fix(tmp_path):
+    """Before, missing --weights on the demo said "call generate_demo_dataset(...) first" (the data was there)."""
+    demo_data.generate_demo_dataset(tmp_path / "demo", n_train=2, n_val=2)
+    (tmp_path / "w.pth").mkdir()
+    for weights, kind in ((tmp_path / "none.pth", ""), (tmp_path / "w.pth", " (a folder)")):
+        preset = load_preset("demo", data_root=tmp_path / "demo", weights=weights, env={})
+        with pytest.raises(MissingDataError) as info:
+            preset.validate_paths()
+        assert str(info.value).splitlines()[1:] == [
+            f"  weights: file {str(weights)!r}{kind}",
+            f"Point --weights (or {ENV_WEIGHTS}) at an existing checkpoint file, or pass --weights none for no "
+            "weights; rspose_tune never downloads weights."]
+    preset = load_preset("demo", data_root=tmp_path / "new", weights=tmp_path / "none.pth", env={})
+    with pytest.raises(MissingDataError) as info:  # both missing: both fixes
+        preset.validate_paths()
+    assert "generate_demo_dataset" in str(info.value) and "Point --weights" in str(info.value)
+
+
 def test_presets_are_frozen():
     preset = load_preset("demo", env={})
     with pytest.raises(AttributeError):

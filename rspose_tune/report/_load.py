@@ -150,7 +150,7 @@ def storage_argument(storage: str | None, runs: Sequence[str] | None) -> tuple[s
     if storage is not None:
         return storage, ""
     why = f"the default ./{DEFAULT_STORAGE} under the working directory, as no STORAGE argument was given"
-    if runs:
+    if any("/" in r or r.startswith(("~", ".")) for r in runs or ()):  # a path among the run names: STORAGE after --run
         names = ", ".join(repr(r) for r in runs)
         why += f"; --run reads every name after it as a run name, here {names}: put STORAGE before --run"
     return DEFAULT_STORAGE, why

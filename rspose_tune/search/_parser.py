@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from rspose_tune import DEFAULT_STORAGE
-from rspose_tune._flags import float_at_least, int_at_least
+from rspose_tune._flags import float_at_least, int_at_least, int_between
 from rspose_tune.searcher._rules import SAMPLERS
 from rspose_tune.runspec import DEFAULT_TRAINABLE
 from rspose_tune.spaces import SearchSpaceError, list_presets, load_preset
@@ -26,6 +26,8 @@ DEFAULT_PRESET = "demo"
 DEFAULT_TRIALS = {"demo": 8}
 FALLBACK_TRIALS = 32
 DEFAULT_MAX_CONCURRENT = 8
+#: The largest --seed: NumPy and Optuna take seeds below 2**32, and the confirm stage uses the ones after --seed.
+MAX_SEED = 2**31 - 1
 #: ``--resume``'s rules (:attr:`Flag.resume`): the run spec fixes the value; any value (how and where
 #: a run executes); read once when the run starts, refused on ``--resume``; None: not a setting.
 FIXED, MAY_CHANGE, ONCE = "fixed", "may change", "once"
@@ -51,10 +53,13 @@ class Flag:
 
 
 def _flag(*names: str, group: str, default: Any = None, spec: str | None = None, resume: str | None = FIXED,
-          listed: int = 0, same=None, view=None, at_least: int | None = None, **options: Any):
-    """A field of :class:`SearchOptions`: its default, and its :class:`Flag` as metadata (``at_least``:
-    the ``int``/``float`` ``type``'s minimum, checked by the parser naming the flag)."""
-    if at_least is not None:
+          listed: int = 0, same=None, view=None, at_least: int | None = None, at_most: int | None = None,
+          **options: Any):
+    """A field of :class:`SearchOptions`: its default, and its :class:`Flag` as metadata (``at_least``,
+    ``at_most``: the ``int``/``float`` ``type``'s bounds, checked by the parser naming the flag)."""
+    if at_most is not None:
+        options["type"] = int_between(names[0], at_least, at_most)
+    elif at_least is not None:
         options["type"] = (int_at_least if options["type"] is int else float_at_least)(names[0], at_least)
     row = Flag(names, group, {"default": default, **options}, spec, resume, listed, same, view)
     return dataclasses.field(default=default, metadata={"flag": row})
@@ -125,7 +130,7 @@ class SearchOptions:
         help="tpe: Optuna TPE after its random start-up trials; random: random search (baseline); "
         "gp: Optuna's Gaussian process after the same start-up trials (default: tpe)")
     seed: int | None = _flag(
-        "--seed", group=_WHAT, spec="seed", type=int,
+        "--seed", group=_WHAT, spec="seed", type=int, at_least=0, at_most=MAX_SEED,
         help="seed of the searcher and of every trial's training (default: 0)")
     max_epochs: int | None = _flag(
         "--max-epochs", group=_WHAT, spec="max_epochs", type=int, at_least=1,
@@ -216,7 +221,7 @@ class SearchOptions:
         help="interface the Ray dashboard binds to; anything but loopback exposes Ray's job API")
     dashboard_port: int = _flag(
         "--dashboard-port", group=_DASH, default=8265, resume=MAY_CHANGE, listed=8,
-        type=int, at_least=1)
+        type=int, at_least=1, at_most=65535)
     no_dashboard: bool = _flag(
         "--no-dashboard", group=_DASH, default=False, resume=MAY_CHANGE, listed=9, action="store_true",
         help="do not start the Ray dashboard")

@@ -125,8 +125,8 @@ def _make_storage(storage: str, given: str) -> None:
 
 
 def check_reachable(address: str, timeout_s: float = 5.0, *, reach: bool = True, flag: str = "--address") -> None:
-    """The form of a Ray address (``auto``, ``local`` or ``[ray://]host:port``) and, with ``reach``
-    (a start, not ``--dry-run``), that ``host:port`` accepts connections: ``ray.init(address=...)``
+    """The form of a Ray address (``auto``, ``local`` or ``[ray://]host:port``, a port 1-65535) and,
+    with ``reach`` (a start, not ``--dry-run``), that ``host:port`` accepts connections: ``ray.init(address=...)``
     retries an unreachable GCS for minutes before it gives up. ``auto`` (the cluster started on this
     machine) is left to Ray, which fails fast itself. ``flag``: where the address came from."""
     if address in {"auto", "local"}:
@@ -135,6 +135,8 @@ def check_reachable(address: str, timeout_s: float = 5.0, *, reach: bool = True,
     host, sep, port_text = target.rpartition(":")
     if not sep or not host or not port_text.isdigit():
         raise SearchError(f"{flag} must be 'auto' or host:port (optionally ray://host:port), got {address!r}")
+    if not 1 <= int(port_text) <= 65535:  # a form error: refused by --dry-run too, not left to a connect
+        raise SearchError(f"{flag} {address!r}: the port must be 1-65535, got {int(port_text)}")
     if not reach:
         return
     try:

@@ -146,6 +146,13 @@ class DataSpec:
         return out
 
 
+def _wrong_kind(path: Path) -> str:
+    """`` (a folder)`` / `` (not a folder)`` for a path that exists but is of the wrong kind, else ''."""
+    if not path.exists():
+        return ""
+    return " (a folder)" if path.is_dir() else " (not a folder)"
+
+
 @dataclass(frozen=True)
 class Preset:
     """One validated search space (the YAML schema: :class:`rspose_tune.spaces.PresetFile`).
@@ -184,16 +191,21 @@ class Preset:
             want_dir = key in ("data.root", "data.train_img", "data.val_img")
             ok = path.is_dir() if want_dir else path.is_file()
             if not ok:
-                missing.append(f"  {key}: {'folder' if want_dir else 'file'} {str(path)!r}")
+                missing.append(f"  {key}: {'folder' if want_dir else 'file'} {str(path)!r}{_wrong_kind(path)}")
+        data_missing = len(missing)
         if self.weights is not None and not self.weights.is_file():
-            missing.append(f"  weights: file {str(self.weights)!r}")
+            missing.append(f"  weights: file {str(self.weights)!r}{_wrong_kind(self.weights)}")
         if not missing:
             return
-        if self.data.generated == "demo":
-            fix = (
-                "This preset's data is generated: call "
-                f"rspose_tune.demo_data.generate_demo_dataset({str(self.data.root)!r}) first."
-            )
+        if self.data.generated == "demo":  # only the data is generated: missing weights get their own fix
+            fixes = []
+            if data_missing:
+                fixes.append("This preset's data is generated: call "
+                             f"rspose_tune.demo_data.generate_demo_dataset({str(self.data.root)!r}) first.")
+            if len(missing) > data_missing:
+                fixes.append(f"Point --weights (or {ENV_WEIGHTS}) at an existing checkpoint file, or pass "
+                             "--weights none for no weights; rspose_tune never downloads weights.")
+            fix = " ".join(fixes)
         else:
             fix = (
                 f"Point the preset at your data with --data-root PATH (or {ENV_DATA_ROOT}) and at "

@@ -105,5 +105,8 @@ def test_the_default_storage_is_named_with_the_reason_it_was_used(tmp_path, caps
     assert (f"storage path {str(tmp_path / 'results')!r} (the default ./results under the working directory, as no "
             "STORAGE argument was given; --run reads every name after it as a run name, here 'x', '/data/runs': put "
             "STORAGE before --run) does not exist") in err
+    assert main(["--run", "x", "y"]) == 2  # run names only: no STORAGE after --run to point at
+    assert capsys.readouterr().err == (f"error: storage path {str(tmp_path / 'results')!r} (the default ./results "
+                                       "under the working directory, as no STORAGE argument was given) does not exist\n")
     assert main([str(tmp_path / "elsewhere")]) == 2  # a STORAGE given: no reason to add
     assert capsys.readouterr().err == f"error: storage path {str(tmp_path / 'elsewhere')!r} does not exist\n"

@@ -17,11 +17,15 @@ from rspose_tune import search
         # issue 25: 0 said ">= 1" and 1 said ">= 2"; both name the one rule
         (["--reduction-factor", "0"], "--reduction-factor must be an integer >= 2, got 0"),
         (["--reduction-factor", "1"], "--reduction-factor must be an integer >= 2, got 1"),
+        # NumPy and Optuna refuse a seed < 0 or >= 2**32 (a start ended in their ValueError); a port is 1-65535
+        (["--seed", "-1"], "--seed must be an integer from 0 to 2147483647, got -1"),
+        (["--seed", "2147483648"], "--seed must be an integer from 0 to 2147483647, got 2147483648"),
+        (["--dashboard-port", "70000"], "--dashboard-port must be an integer from 1 to 65535, got 70000"),
     ],
 )
 def test_bad_flag_values_exit_2_naming_the_flag(argv, message, capsys):
     with pytest.raises(SystemExit) as exc:
-        search.main(argv)
+        search.main([*argv, "--dry-run"])  # --dry-run: a value the parser let through is no real search
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
 

@@ -311,7 +311,10 @@ def _files(root):
     ("storage-file", "{tmp}/f is a file, not a folder (the results root)"),
     ("storage-under-file", "--storage '{tmp}/f/sub': cannot create the folder ({tmp}/f is a file)"),
     ("address", "--address must be 'auto' or host:port (optionally ray://host:port), got 'foo'"),
+    ("address-port", "--address '127.0.0.1:65536': the port must be 1-65535, got 65536"),
     ("wandb", "--wandb 'a/b': a W&B project name is 1-128 characters without any of"),
+    ("mlflow-file", "--mlflow 'file://{tmp}/f': cannot use {tmp}/f as MLflow's file store ({tmp}/f is a file, not "
+                    "a folder)"),
     ("demo-root", "demo data root '{tmp}/mine' is not empty and holds no demo-data manifest.json; refusing to "
                   "overwrite it"),
     ("name-taken", "run '{tmp}/out/taken' already exists: pass --resume to continue it, or choose another --name"),
@@ -329,7 +332,9 @@ def test_a_start_and_a_dry_run_refuse_the_same_input_alike_and_create_nothing(ca
         "storage-file": ["--storage", str(tmp_path / "f")],
         "storage-under-file": ["--storage", str(tmp_path / "f" / "sub")],
         "address": ["--address", "foo"],
+        "address-port": ["--address", "127.0.0.1:65536"],  # before, the dry run passed it; a start tried to connect
         "wandb": ["--wandb", "a/b"],
+        "mlflow-file": ["--mlflow", str(tmp_path / "f")],  # a local store: before, the dry run passed it
         "demo-root": ["--data-root", str(tmp_path / "mine")],
         "name-taken": ["--name", "taken"],
     }[case]
