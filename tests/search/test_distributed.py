@@ -9,6 +9,10 @@ pytestmark = pytest.mark.slow
 
 
 def test_two_rank_trial_with_dataloader_workers_through_the_cli(tmp_path, capsys):
+    """Two placement-group bundles = two gloo ranks (the trial + a Ray actor, trainables._ray_ranks),
+    each with DataLoader worker processes (a daemonic rank process could not start them), through the
+    search CLI. (It was also a second test in tests/trainables/test_ray_ranks.py, the same 2-rank
+    trial through a bare Tuner; its assertions are here.)"""
     from rspose_tune import search
     from rspose_tune.demo_data import generate_demo_dataset
     from rspose_tune.results import read_results
@@ -22,10 +26,12 @@ def test_two_rank_trial_with_dataloader_workers_through_the_cli(tmp_path, capsys
     ])
     captured = capsys.readouterr()
     assert code == 0, captured.err
-    rows = read_results(tmp_path / "out" / "ddp" / "trials")
-    assert list(rows.sort_values("epoch")["status"]) == ["running", "completed"]
-    assert set(rows["world_size"]) == {2} and all(len(n.split(",")) == 2 for n in rows["nodes"])
+    rows = read_results(tmp_path / "out" / "ddp" / "trials").sort_values("epoch")
+    assert list(rows["status"]) == ["running", "completed"] and rows["error"].isna().all()
+    assert list(rows["epoch"]) == [1, 2] and rows["loss"].notna().all()
+    assert list(rows["world_size"]) == [2, 2] and all(len(n.split(",")) == 2 for n in rows["nodes"])
     trial_dir = next((tmp_path / "out" / "ddp").glob("trial_*"))
+    assert list(trial_dir.glob("checkpoint_*")), sorted(p.name for p in trial_dir.iterdir())  # rank 0 checkpointed
     resolved = (trial_dir / "resolved_config.py").read_text()
     assert "num_workers=2" in resolved and "persistent_workers=True" in resolved
     assert "export" in captured.out or (tmp_path / "out" / "ddp" / "export").is_dir()

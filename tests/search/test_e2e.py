@@ -4,6 +4,7 @@ stock-loss baseline, then its export trains)."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import signal
@@ -124,23 +125,35 @@ def test_search_cli_runs_reports_and_exports(tmp_path, demo_data):
 
 
 @pytest.mark.slow
-def test_driver_killed_then_resume_finishes_interrupted_trials_from_their_checkpoints(tmp_path, demo_data):
+def test_driver_killed_then_resume_finishes_interrupted_trials_from_their_checkpoints(tmp_path, demo_data,
+                                                                                     monkeypatch):
+    """The driver SIGKILLed mid-search, then ``--resume``: interrupted trials continue from their
+    checkpoints, the Optuna history is kept. The same search logs to MLflow's file store (``--mlflow
+    PATH``, given again on ``--resume``: it may change there, so it is not in the run spec): still one
+    MLflow run per trial, and each run's coco/AP history has a step for every epoch the trial has a
+    row of (the epochs before and after the kill in one run). One killed-and-resumed search for both
+    (they were two tests, each killing and resuming its own search)."""
     import optuna
+    from mlflow import MlflowClient
 
     from rspose_tune.results import read_results
 
     run_dir = tmp_path / "resume"
+    store = tmp_path / "mlruns"
     # fifo: no trial is stopped early, so a trial running at the kill must continue after --resume
     args = ["--storage", str(tmp_path), "--name", "resume", "--data-root", str(demo_data), "--num-trials", "2",
-            "--max-epochs", "4", "--scheduler", "fifo", "--max-concurrent", "2", "--no-dashboard", "--no-report"]
+            "--max-epochs", "4", "--scheduler", "fifo", "--max-concurrent", "2", "--no-dashboard", "--no-report",
+            "--confirm-top", "0", "--no-baseline", "--mlflow", str(store)]
     killed_at = kill_driver_after_first_row(_cli(*args, start_new_session=True), run_dir)
     before = read_results(run_dir / "trials")
+    assert (before["status"] == "running").any(), before  # some trial was interrupted
     interrupted = set(before[before["status"] == "running"]["trial_id"]) - set(
         before[before["status"] != "running"]["trial_id"])
     assert interrupted, before
     history = {t.number: t.params for t in _study(run_dir).trials}
 
-    resumed = _cli("--resume", "--storage", str(tmp_path), "--name", "resume", "--no-dashboard")  # the spec has the rest
+    # the spec has the rest (--mlflow is this start's, not the run's)
+    resumed = _cli("--resume", "--storage", str(tmp_path), "--name", "resume", "--no-dashboard", "--mlflow", str(store))
     out, _ = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, out[-4000:]
     rows = read_results(run_dir / "trials")
@@ -168,6 +181,25 @@ def test_driver_killed_then_resume_finishes_interrupted_trials_from_their_checkp
         final = max(by_ray[trial_id], key=lambda t: t.number)
         assert final.state == optuna.trial.TrialState.COMPLETE and max(final.intermediate_values) == 4
     assert (run_dir / "finished.json").is_file()
+
+    # MLflow's file store: one run per trial, its coco/AP history a step per epoch row, before and after the kill
+    epochs = rows.groupby("trial_id")["epoch"].apply(sorted).to_dict()
+    assert len(epochs) == 2 and all(e == [1, 2, 3, 4] for e in epochs.values()), epochs
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3.x reads its file store only so
+    client = MlflowClient(tracking_uri=store.as_uri())
+    runs = client.search_runs([client.get_experiment_by_name("resume").experiment_id])
+    by_trial = {}
+    for run in runs:
+        by_trial.setdefault(run.data.tags["trial_id"], []).append(run)
+    assert sorted(by_trial) == sorted(epochs) and all(len(r) == 1 for r in by_trial.values()), by_trial
+    for trial_id, (run,) in by_trial.items():
+        history = client.get_metric_history(run.info.run_id, "coco/AP")
+        assert sorted({m.step for m in history}) == epochs[trial_id], [(m.step, m.value) for m in history]
+        mine = rows[rows["trial_id"] == trial_id].set_index("epoch")
+        last_value = {m.step: m.value for m in sorted(history, key=lambda m: m.timestamp)}  # a retrained epoch: its last
+        assert [last_value[e] for e in epochs[trial_id]] == pytest.approx(list(mine.loc[epochs[trial_id], "metric"]))
+        assert run.info.status == "FINISHED"
+    assert json.loads((run_dir / "tracking.json").read_text())["mlflow"]["tracking_uri"] == store.as_uri()
 
 
 @pytest.mark.slow

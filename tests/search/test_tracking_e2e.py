@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.search.test_e2e import _cli, demo_data, kill_driver_after_first_row  # noqa: F401 (demo_data: a fixture)
+from tests.search.test_e2e import _cli, demo_data  # noqa: F401 (demo_data: a fixture)
 
 
 def _free_port() -> int:
@@ -193,43 +193,5 @@ def test_search_logs_to_mlflow_server_and_wandb_offline_then_export_gets_vis_bac
     assert [b["type"] for b in Config.fromfile(str(tmp_path / "plain.py")).visualizer.vis_backends] == ["LocalVisBackend"]
 
 
-@pytest.mark.slow
-def test_mlflow_file_store_a_killed_driver_resumed_continues_each_trials_mlflow_run(tmp_path, demo_data, monkeypatch):
-    """--mlflow PATH (MLflow's file store), the driver killed mid-search, then --resume with the same
-    --mlflow: still one MLflow run per trial, and each run's coco/AP history has a step for every
-    epoch the trial has a row of (the epochs before and after the kill in one run)."""
-    from mlflow import MlflowClient
-
-    from rspose_tune.results import read_results
-
-    store = tmp_path / "mlruns"
-    run_dir = tmp_path / "res"
-    args = ["--storage", str(tmp_path), "--name", "res", "--data-root", str(demo_data), "--num-trials", "2",
-            "--max-epochs", "3", "--scheduler", "fifo", "--max-concurrent", "2", "--no-dashboard", "--no-report",
-            "--confirm-top", "0", "--no-baseline", "--mlflow", str(store)]
-    kill_driver_after_first_row(_cli(*args, start_new_session=True), run_dir)  # mid-search
-    before = read_results(run_dir / "trials")
-    assert (before["status"] == "running").any(), before  # some trial was interrupted
-
-    resumed = _cli("--resume", "--storage", str(tmp_path), "--name", "res", "--no-dashboard", "--mlflow", str(store))
-    out, _ = resumed.communicate(timeout=600)
-    assert resumed.returncode == 0, out[-4000:]
-    rows = read_results(run_dir / "trials")
-    epochs = rows.groupby("trial_id")["epoch"].apply(sorted).to_dict()
-    assert len(epochs) == 2 and all(e == [1, 2, 3] for e in epochs.values()), epochs
-
-    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3.x reads its file store only so
-    client = MlflowClient(tracking_uri=store.as_uri())
-    runs = client.search_runs([client.get_experiment_by_name("res").experiment_id])
-    by_trial = {}
-    for run in runs:
-        by_trial.setdefault(run.data.tags["trial_id"], []).append(run)
-    assert sorted(by_trial) == sorted(epochs) and all(len(r) == 1 for r in by_trial.values()), by_trial
-    for trial_id, (run,) in by_trial.items():
-        history = client.get_metric_history(run.info.run_id, "coco/AP")
-        assert sorted({m.step for m in history}) == epochs[trial_id], [(m.step, m.value) for m in history]
-        mine = rows[rows["trial_id"] == trial_id].set_index("epoch")
-        last = {m.step: m.value for m in sorted(history, key=lambda m: m.timestamp)}  # a retrained epoch: its last
-        assert [last[e] for e in epochs[trial_id]] == pytest.approx(list(mine.loc[epochs[trial_id], "metric"]))
-        assert run.info.status == "FINISHED"
-    assert json.loads((run_dir / "tracking.json").read_text())["mlflow"]["tracking_uri"] == store.as_uri()
+# --mlflow PATH (MLflow's file store) with the driver killed mid-search and --resume: in the kill-and-resume
+# test of tests/search/test_e2e.py (one killed-and-resumed search for both).

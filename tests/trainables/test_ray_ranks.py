@@ -1,9 +1,10 @@
 """trainables._ray_ranks: multi-rank trials on Ray's machinery (placement-group bundles, rank actors, gloo on CPU).
 
 Fast: ranks on one node see each other's GPUs. Slow, through real Ray, real mmengine and the demo:
-a 2-rank trial with DataLoader worker processes; ASHA stopping a 2-rank trial frees everything; a
-killed rank fails the trial over from its checkpoint; a divergence on another rank is not retried.
-(How resources split into ranks: tests/test_resources.py; through the CLI: tests/search/test_distributed.py.)"""
+ASHA stopping a 2-rank trial frees everything; a killed rank fails the trial over from its
+checkpoint; a divergence on another rank is not retried. (How resources split into ranks:
+tests/test_resources.py; a 2-rank trial with DataLoader worker processes, through the CLI:
+tests/search/test_distributed.py.)"""
 
 from __future__ import annotations
 
@@ -201,28 +202,3 @@ def test_a_divergence_on_another_rank_is_not_retried(demo_preset, tmp_path, loca
     assert "rank 1" in str(result.error) and "non-finite" in str(result.error)
     assert len(Path(log).read_text().split("\n")) == 2, Path(log).read_text()  # one attempt trained: epoch 0
     assert "rank 1" in json.loads((Path(result.path) / DIVERGED_FILE).read_text())["reason"]
-
-
-@pytest.mark.slow
-def test_two_rank_data_parallel_trial_on_cpu_gloo_with_dataloader_workers(demo_preset, tmp_path, local_ray):
-    """Two placement-group bundles = two gloo ranks (the trial + a Ray actor), each with
-    DataLoader worker processes (a daemonic rank process could not start them)."""
-    from ray import tune
-
-    from rspose_tune._resources import trial_resources
-    from trainables.mmpose_trainable import train_rspose
-
-    trainable = tune.with_parameters(train_rspose, preset=demo_preset, max_epochs=2, num_workers=1)
-    tuner = tune.Tuner(
-        tune.with_resources(trainable, trial_resources(workers=2, cpus=2, gpus=0)),
-        param_space=PARAMS,
-        tune_config=tune.TuneConfig(num_samples=1, metric="metric", mode="max"),
-        run_config=tune.RunConfig(storage_path=str(tmp_path / "ray"), name="ddp", verbose=0),
-    )
-    result = tuner.fit()[0]
-    assert result.error is None, result.error
-    frame = result.metrics_dataframe
-    assert list(frame["epoch"]) == [1, 2]
-    assert frame["loss"].notna().all() and result.checkpoint is not None
-    assert list(frame["world_size"]) == [2, 2]
-    assert all(len(nodes.split(",")) == 2 for nodes in frame["nodes"])
