@@ -196,8 +196,8 @@ def test_driver_killed_then_resume_finishes_interrupted_trials_from_their_checkp
         history = client.get_metric_history(run.info.run_id, "coco/AP")
         assert sorted({m.step for m in history}) == epochs[trial_id], [(m.step, m.value) for m in history]
         mine = rows[rows["trial_id"] == trial_id].set_index("epoch")
-        last_value = {m.step: m.value for m in sorted(history, key=lambda m: m.timestamp)}  # a retrained epoch: its last
-        assert [last_value[e] for e in epochs[trial_id]] == pytest.approx(list(mine.loc[epochs[trial_id], "metric"]))
+        newest = {m.step: m.value for m in sorted(history, key=lambda m: m.timestamp)}  # a retrained epoch: its last
+        assert [newest[e] for e in epochs[trial_id]] == pytest.approx(list(mine.loc[epochs[trial_id], "metric"]))
         assert run.info.status == "FINISHED"
     assert json.loads((run_dir / "tracking.json").read_text())["mlflow"]["tracking_uri"] == store.as_uri()
 
