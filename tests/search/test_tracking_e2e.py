@@ -193,5 +193,5 @@ def test_search_logs_to_mlflow_server_and_wandb_offline_then_export_gets_vis_bac
     assert [b["type"] for b in Config.fromfile(str(tmp_path / "plain.py")).visualizer.vis_backends] == ["LocalVisBackend"]
 
 
-# --mlflow PATH (MLflow's file store) with the driver killed mid-search and --resume: in the kill-and-resume
-# test of tests/search/test_e2e.py (one killed-and-resumed search for both).
+# --mlflow PATH (MLflow's file store), the driver killed mid-search, then --resume: in the
+# kill-and-resume test of tests/search/test_e2e.py (one killed-and-resumed search for both).
