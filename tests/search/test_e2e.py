@@ -34,12 +34,17 @@ def _cli(*args: str, **kwargs) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
 
 
-def kill_driver_after_first_row(proc: subprocess.Popen, run_dir: Path) -> float:
+def kill_driver_after_first_row(proc: subprocess.Popen, run_dir: Path, settled=None) -> float:
     """SIGKILL the search ``proc`` (started with ``start_new_session=True``: the driver and everything it
-    started) once ``run_dir`` has its first epoch-1 Parquet row, mid-search; the time of the kill."""
+    started) once ``run_dir`` has its first epoch-1 Parquet row, mid-search; the time of the kill.
+    ``settled(rows)``, if given, must also hold (``rows``: the Parquet row files so far), e.g. the
+    driver's other callbacks have handled every result that has a row."""
     deadline = time.monotonic() + 400
-    while time.monotonic() < deadline and len(list((run_dir / "trials").glob("*-e000001.parquet"))) < 1:
-        time.sleep(1)
+    while time.monotonic() < deadline:
+        rows = list((run_dir / "trials").glob("*-e*.parquet"))
+        if any(r.name.endswith("-e000001.parquet") for r in rows) and (settled is None or settled(rows)):
+            break
+        time.sleep(0.2)
         assert proc.poll() is None, proc.stdout.read()[-3000:]
     os.killpg(proc.pid, signal.SIGKILL)
     killed_at = time.time()
@@ -144,7 +149,13 @@ def test_driver_killed_then_resume_finishes_interrupted_trials_from_their_checkp
     args = ["--storage", str(tmp_path), "--name", "resume", "--data-root", str(demo_data), "--num-trials", "2",
             "--max-epochs", "4", "--scheduler", "fifo", "--max-concurrent", "2", "--no-dashboard", "--no-report",
             "--confirm-top", "0", "--no-baseline", "--mlflow", str(store)]
-    killed_at = kill_driver_after_first_row(_cli(*args, start_new_session=True), run_dir)
+    # Killed once MLflow's file store has a coco/AP step for every row: a kill between a result's row
+    # and its MLflow step (the driver's next callback) would lose that step for good.
+    def mlflow_steps() -> int:
+        return sum(len(f.read_text().splitlines()) for f in store.glob("*/*/metrics/coco/AP"))
+
+    killed_at = kill_driver_after_first_row(_cli(*args, start_new_session=True), run_dir,
+                                            settled=lambda rows: mlflow_steps() >= len(rows))
     before = read_results(run_dir / "trials")
     assert (before["status"] == "running").any(), before  # some trial was interrupted
     interrupted = set(before[before["status"] == "running"]["trial_id"]) - set(
