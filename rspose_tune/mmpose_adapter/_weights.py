@@ -46,7 +46,6 @@ import ast
 import collections
 import hashlib
 import importlib.metadata
-import importlib.util
 import json
 import os
 import pickle
@@ -210,10 +209,15 @@ def _state_tensors(path: Path) -> dict[str, tuple[int, ...]]:
     return tensors
 
 
+def _dotted(prefix: str) -> str:
+    """``prefix`` with its trailing ``.`` (``backbone`` -> ``backbone.``), as mmengine matches it."""
+    return prefix if prefix.endswith(".") else prefix + "."
+
+
 def _as_loaded(tensors: Mapping[str, tuple[int, ...]], prefix: str | None) -> dict[str, tuple[int, ...]]:
     """The keys mmengine loads into the backbone: under ``prefix`` (removed), else without ``module.``."""
     if prefix:
-        prefix = prefix if prefix.endswith(".") else prefix + "."
+        prefix = _dotted(prefix)
         return {k[len(prefix):]: s for k, s in tensors.items() if k.startswith(prefix)}
     return {re.sub(r"^module\.", "", k): s for k, s in tensors.items()}
 
@@ -304,36 +308,24 @@ def describe(match: WeightsMatch, prefix: str | None, raw_keys) -> str:
 
 
 def raw_keys_under(raw_keys, prefix: str) -> bool:
-    prefix = prefix if prefix.endswith(".") else prefix + "."
-    return any(k.startswith(prefix) for k in raw_keys)
+    return any(k.startswith(_dotted(prefix)) for k in raw_keys)
 
 
 # --- the backbone's tensors ------------------------------------------------------------------------
-
-def _mmpose_configs() -> Path | None:
-    spec = importlib.util.find_spec("mmpose")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(next(iter(spec.submodule_search_locations))) / ".mim" / "configs"
-
-
-def _resolve_ref(ref: str, folder: Path) -> Path | None:
-    if ref.startswith("mmpose::"):
-        configs = _mmpose_configs()
-        return None if configs is None else configs / ref[len("mmpose::"):]
-    return (folder / ref).resolve()
-
 
 def config_files(ref: str, folder: Path) -> list[list[str]] | None:
     """``[reference, sha256]`` of the base config ``ref`` and of every ``_base_`` file it inherits, in
     the order found (references as written; read with ``ast``, nothing imported); None when one
     cannot be found or parsed."""
+    from .configs import ConfigBuildError, resolve_config_ref
+
     out: list[list[str]] = []
     todo = [(ref, folder)]
     while todo:
         current, where = todo.pop(0)
-        path = _resolve_ref(current, where)
-        if path is None or not path.is_file():
+        try:
+            path = resolve_config_ref(current, where)
+        except (ConfigBuildError, ModuleNotFoundError):
             return None
         data = path.read_bytes()
         out.append([current, hashlib.sha256(data).hexdigest()])

@@ -46,10 +46,14 @@ class ConfigBuildError(RSPoseTuneError, ValueError):
 
 
 def mmpose_config_dir() -> Path:
-    """``mmpose/.mim/configs`` of the installed mmpose."""
-    import mmpose
+    """``mmpose/.mim/configs`` of the installed mmpose (found without importing it: the weights
+    preflight of every ``--dry-run`` reads configs through here)."""
+    import importlib.util
 
-    return Path(mmpose.__file__).parent / ".mim" / "configs"
+    spec = importlib.util.find_spec("mmpose")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("No module named 'mmpose'", name="mmpose")
+    return Path(next(iter(spec.submodule_search_locations))) / ".mim" / "configs"
 
 
 def resolve_config_ref(ref: str, relative_to: Path | None = None) -> Path:
