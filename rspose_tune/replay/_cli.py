@@ -48,6 +48,15 @@ def _option(flag: str, name: str, convert=int):
     return parse
 
 
+def _tpe_option(text: str) -> tuple[str, object]:
+    from rspose_tune.searcher._rules import parse_tpe_option
+
+    try:
+        return parse_tpe_option(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"--tpe-option {exc}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     from rspose_tune.replay._simulator import DEFAULT_POLICIES, POLICIES
 
@@ -93,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--n-startup-trials", type=_option("--n-startup-trials", "n_startup_trials"), default=None,
                         help="TPE's random start-up trials (default: the search's rule for --num-trials, "
                              "rspose_tune.searcher.startup_trials)")
+    parser.add_argument("--tpe-option", action="append", type=_tpe_option, default=[], metavar="KEY=VALUE",
+                        help="a TPESampler option over the search's own (rspose_tune.searcher.TPE_OPTIONS), e.g. "
+                             "prior_weight=2 or consider_endpoints=true; repeat for more")
     parser.add_argument("--known-good", action="store_true",
                         help="ask the known-good settings first, as the live search does (default: no, so "
                              "policies are compared from scratch)")
@@ -173,7 +185,8 @@ def _replay(args: argparse.Namespace, argv: Sequence[str]) -> int:
         startup = startup_trials(args.num_trials)
     settings = ReplaySettings(budget_epochs=budget, workers=args.workers, grace_epochs=grace,
                               reduction_factor=factor, n_startup_trials=startup,
-                              known_good=args.known_good, search_space=search_space).for_table(table)
+                              known_good=args.known_good, search_space=search_space,
+                              tpe_options=dict(args.tpe_option) or None).for_table(table)
     settings.check(table.max_epochs, sources={"grace_epochs": grace_from, "reduction_factor": factor_from})
     rank_epochs = None  # the confirm candidates' level: the full budget
     if args.confirm_from == "rung":
@@ -200,6 +213,7 @@ def _replay(args: argparse.Namespace, argv: Sequence[str]) -> int:
         f"factor {settings.reduction_factor:g}, TPE start-up {settings.n_startup_trials} trials, known-good "
         f"{'first' if settings.known_good else 'not used'}"
         + (f", search space of {args.search_space} (matched in the table's)" if args.search_space else "")
+        + (", TPE options " + ", ".join(f"{k}={v}" for k, v in args.tpe_option) if args.tpe_option else "")
     )
     print(format_report(table, summaries, header=header, target=args.target))
     if confirmed:

@@ -83,6 +83,8 @@ class ReplaySettings:
             allow_off}}`` (default ``None``: the table's own). The table's space still matches each
             proposal to a recorded setting (:meth:`CurveTable.nearest`), so a policy with another
             scaling of a parameter is measured with the same instrument.
+        tpe_options: ``TPESampler`` options over :data:`rspose_tune.searcher.TPE_OPTIONS` (default
+            ``None``: the live search's, unchanged).
     """
 
     budget_epochs: int
@@ -92,6 +94,7 @@ class ReplaySettings:
     n_startup_trials: int | None = None
     known_good: bool = False
     search_space: dict | None = None
+    tpe_options: dict | None = None
 
     def for_table(self, table: CurveTable) -> ReplaySettings:
         """These settings with ``n_startup_trials`` filled in when ``None``, as the live search of
@@ -223,7 +226,7 @@ def make_searcher(policy: Policy, table: CurveTable, settings: ReplaySettings, s
         journal_path=None,
         seed=seed,
         n_startup_trials=settings.n_startup_trials,
-        tpe_options=dict(TPE_OPTIONS),  # constant liar, as rspose_tune.search
+        tpe_options={**TPE_OPTIONS, **(settings.tpe_options or {})},  # constant liar, as rspose_tune.search
         sampler=policy.sampler,  # random: Optuna's RandomSampler, as `--sampler random`
     )
     return ResumableConcurrencyLimiter(searcher, max_concurrent=settings.workers)

@@ -4,6 +4,7 @@ called (the search's parser reads :data:`SAMPLERS`)."""
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -20,6 +21,36 @@ SAMPLERS = ("tpe", "random", "gp")
 TPE_OPTIONS = {"constant_liar": True, "multivariate": False}
 #: The ``TPESampler`` keyword arguments ``tpe_options`` may set.
 TPE_OPTION_KEYS = ("constant_liar", "multivariate", "group", "consider_endpoints", "n_ei_candidates", "prior_weight")
+#: The kind of value each of :data:`TPE_OPTION_KEYS` takes (``int``: >= 1; ``float``: finite, > 0).
+_TPE_OPTION_KINDS = {"constant_liar": bool, "multivariate": bool, "group": bool, "consider_endpoints": bool,
+                     "n_ei_candidates": int, "prior_weight": float}
+
+
+def parse_tpe_option(text: str) -> tuple[str, bool | int | float]:
+    """``KEY=VALUE`` (the replay's ``--tpe-option``) as one ``TPESampler`` keyword argument.
+
+    Raises:
+        ValueError: naming the rule broken: ``KEY`` one of :data:`TPE_OPTION_KEYS`; a switch
+            ``true``/``false``, ``n_ei_candidates`` an integer >= 1, ``prior_weight`` a finite number > 0.
+    """
+    key, sep, value = text.partition("=")
+    key, value = key.strip(), value.strip()
+    if not sep or key not in _TPE_OPTION_KINDS:
+        raise ValueError(f"must be KEY=VALUE with KEY one of {list(TPE_OPTION_KEYS)}, got {text!r}")
+    kind = _TPE_OPTION_KINDS[key]
+    if kind is bool:
+        if value.lower() not in ("true", "false"):
+            raise ValueError(f"{key} must be true or false, got {value!r}")
+        return key, value.lower() == "true"
+    try:
+        number = kind(value)
+    except ValueError:
+        number = None
+    if kind is int and (number is None or number < 1):
+        raise ValueError(f"{key} must be an integer >= 1, got {value!r}")
+    if kind is float and (number is None or not math.isfinite(number) or number <= 0):
+        raise ValueError(f"{key} must be a finite number > 0, got {value!r}")
+    return key, number
 
 
 def startup_trials(num_trials: int, sampler: str = "tpe") -> int:

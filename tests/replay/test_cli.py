@@ -39,6 +39,11 @@ def test_cli_replays_a_run_and_prints_every_policy(tmp_path, capsys):
         (["/nonexistent/table.parquet"], "error: /nonexistent/table.parquet: no such file or folder"),
         (["--grace-epochs", "11"], "error: --grace-epochs is 11, but must be an integer in [1, 10] (the table's max_epochs)"),
         (["--backbone", "nope"], "error: "),
+        (["--tpe-option", "gamma=3"], "--tpe-option must be KEY=VALUE with KEY one of ['constant_liar'"),
+        (["--tpe-option", "prior_weight"], "--tpe-option must be KEY=VALUE"),
+        (["--tpe-option", "prior_weight=0"], "--tpe-option prior_weight must be a finite number > 0, got '0'"),
+        (["--tpe-option", "n_ei_candidates=2.5"], "--tpe-option n_ei_candidates must be an integer >= 1"),
+        (["--tpe-option", "multivariate=1"], "--tpe-option multivariate must be true or false, got '1'"),
     ],
 )
 def test_cli_bad_input_is_one_error_line(argv, message, capsys):
@@ -206,3 +211,27 @@ def test_cli_an_empty_folder_is_no_table_here(tmp_path, capsys):
     (tmp_path / "empty" / "trials").mkdir(parents=True)
     assert main([str(tmp_path / "empty")]) == 2
     _one_error_line(capsys.readouterr().err, f"{tmp_path / 'empty'}: no table here")
+
+
+def test_cli_tpe_options_reach_the_searchs_sampler(capsys, monkeypatch, tmp_path):
+    """``--tpe-option`` sets TPESampler options over the live search's own (the header and JSON say which)."""
+    import optuna
+
+    from rspose_tune.searcher import TPE_OPTIONS
+
+    seen = []
+    real = optuna.samplers.TPESampler.__init__
+
+    def spy(self, *args, **kwargs):
+        seen.append(kwargs)
+        real(self, *args, **kwargs)
+
+    monkeypatch.setattr(optuna.samplers.TPESampler, "__init__", spy)
+    out_json = tmp_path / "r.json"
+    assert main(["--seeds", "1", "--budget-epochs", "20", "--policies", "asha-tpe", "--tpe-option", "prior_weight=2.5",
+                 "--tpe-option", "consider_endpoints=true", "--json", str(out_json)]) == 0
+    assert "TPE options prior_weight=2.5, consider_endpoints=True" in capsys.readouterr().out
+    assert seen and all(k["prior_weight"] == 2.5 and k["consider_endpoints"] is True for k in seen)
+    assert all(k["constant_liar"] == TPE_OPTIONS["constant_liar"] for k in seen)  # the search's own, kept
+    recorded = json.loads(out_json.read_text())["settings"]["tpe_options"]
+    assert recorded == {"prior_weight": 2.5, "consider_endpoints": True}
