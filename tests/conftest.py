@@ -158,3 +158,16 @@ def s3_env(tmp_path_factory):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def switchable_demo():
+    """The demo preset with Spatial Sort and Instance Sort switchable (``allow_off``), as it was before
+    issue 26's third round made them always on: the space the shipped demo tables were designed in."""
+    import dataclasses
+
+    from rspose_tune.spaces import load_preset
+
+    preset = load_preset("demo")
+    params = {**preset.params, **{n: dataclasses.replace(preset.params[n], allow_off=True)
+                                  for n in ("coeff_sort", "coeff_inst")}}
+    return dataclasses.replace(preset, params=params)

@@ -30,7 +30,9 @@ def test_stage_settings_defaults_flags_and_errors():
 
 
 def test_project_setting_clips_fixes_and_refuses():
-    space = load_preset("demo").params
+    from tests.conftest import switchable_demo
+
+    space = switchable_demo().params
     got, changes = project_setting({**KG, "delta_rank": 1.7, "coeff_rank": 2.0, "coeff_inst": 9.0}, space)
     assert got["delta_rank"] == 1.0 and got["coeff_rank"] == 1.0 and got["coeff_inst"] == 3.0
     assert len(changes) == 4 and any("coeff_rank 2.0 -> 1" in c for c in changes)

@@ -19,9 +19,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_design_is_space_filling_with_components_off():
-    from rspose_tune.spaces import load_preset
+    from tests.conftest import switchable_demo
 
-    preset = load_preset("demo")
+    preset = switchable_demo()
     settings = design_settings(preset, 64, seed=0)
     assert len(settings) == 64 and settings == design_settings(preset, 64, seed=0)
     assert settings[0] == dict(preset.known_good[0])
@@ -156,7 +156,7 @@ def test_shipped_dense_table_is_the_local_design_around_the_demo_tables_best():
      (["--around", str(DEMO_TABLE), "--radius", "0"], "error: --radius must be in (0, 0.5], got 0.0"),
      (["--around", str(DEMO_TABLE), "--around-top", "0"], "error: --around-top must be >= 1, got 0"),
      (["--around", str(HELDOUT_TABLE), "--n-train", "8"],
-      f"error: --around {HELDOUT_TABLE}: its search space differs from --backbone demo's in ['pos_thr']"),
+      f"error: --around {HELDOUT_TABLE}: its search space differs from --backbone demo's in ['coeff_inst', 'coeff_sort', 'pos_thr']"),
      (["--around", str(DEMO_TABLE), "--settings", "2"], "error: --around-top 3 must be <= --settings 2"),
      (["--epochs", "x"], "error: argument --epochs: invalid int value: 'x'"),
      (["--backbone", "no-such-preset"], "error: "),
