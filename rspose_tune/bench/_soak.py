@@ -50,7 +50,7 @@ RUN = "soak"
 STUDY = "rspose"
 
 
-class _UsageError(RSPoseTuneError, ValueError):
+class SoakUsageError(RSPoseTuneError, ValueError):
     """A bad ``bench soak`` flag: one ``error:`` line, exit 2."""
 
 
@@ -315,14 +315,16 @@ def _parser() -> argparse.ArgumentParser:
 def _validate(args: argparse.Namespace) -> None:
     for name in ("num_trials", "max_epochs", "grace_epochs", "workers", "train_images"):
         if getattr(args, name) < 1:
-            raise _UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+            raise SoakUsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     for name in ("node_kills", "confirm_top"):
         if getattr(args, name) < 0:
-            raise _UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+            raise SoakUsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+    if args.confirm_seeds < 2:
+        raise SoakUsageError(f"--confirm-seeds must be >= 2 (the search's rule), got {args.confirm_seeds}")
     if args.node_kill_every <= 0 or args.outage_s <= 0:
-        raise _UsageError("--node-kill-every and --outage-s must be > 0")
+        raise SoakUsageError("--node-kill-every and --outage-s must be > 0")
     if args.json is not None and Path(args.json).is_dir():
-        raise _UsageError(f"--json {args.json!r} is a folder, not a file")
+        raise SoakUsageError(f"--json {args.json!r} is a folder, not a file")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -382,6 +384,7 @@ class Soak:
         self.nodes: list[Node] = []
         self.search: subprocess.Popen | None = None
         self.search_pids: list[int] = []
+        self.ray_base: Path | None = None
         venv_bin = str(Path(sys.executable).parent)
         env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_TMPDIR")}
         env.update(RAY_AUTH_MODE="token", PATH=venv_bin + os.pathsep + env.get("PATH", ""), OMP_NUM_THREADS="1",
@@ -391,7 +394,9 @@ class Soak:
 
     # ------------------------------------------------------------ start and stop
     def _start_cluster(self) -> None:
-        homes = [self.base / f"home{i}" for i in range(1 + self.args.workers)]
+        # Short paths: Ray's unix sockets live under each node's temp folder (108-byte limit).
+        self.ray_base = Path(tempfile.mkdtemp(prefix="sk", dir="/tmp"))
+        homes = [self.ray_base / f"home{i}" for i in range(1 + self.args.workers)]
         for home in homes:
             (home / ".ray").mkdir(parents=True, exist_ok=True)
         subprocess.run([ray_bin(), "get-auth-token", "--generate"], env={**self.env, "HOME": str(homes[0])},
@@ -401,9 +406,9 @@ class Soak:
         self.address = f"127.0.0.1:{free_port()}"
         extra = ("--num-cpus=1", "--num-gpus=0")
         head = Node(f"{ray_bin()} start --head --port={self.address.split(':')[1]} --include-dashboard=false",
-                    home=homes[0], temp=self.base / "n0", env=self.env, log=self.base / "node0.log", extra=extra)
+                    home=homes[0], temp=self.ray_base / "n0", env=self.env, log=self.base / "node0.log", extra=extra)
         self.nodes = [head] + [Node(f"{ray_bin()} start --address={self.address}", home=homes[i],
-                                    temp=self.base / f"n{i}", env=self.env, log=self.base / f"node{i}.log", extra=extra)
+                                    temp=self.ray_base / f"n{i}", env=self.env, log=self.base / f"node{i}.log", extra=extra)
                                for i in range(1, 1 + self.args.workers)]
         self.head_env = {**self.env, "HOME": str(homes[0])}
         head.start()
@@ -429,7 +434,7 @@ class Soak:
         log = self.base / f"search{len(self.search_runs)}.log"
         with open(log, "wb") as out:
             self.search = subprocess.Popen(self._search_command(resume), env={**self.env, **self.s3.env,
-                                                                               "HOME": str(self.base / "home0")},
+                                                                               "HOME": str(self.ray_base / "home0")},
                                            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                            cwd=self.base, start_new_session=True)
         self.search_pids.append(self.search.pid)
@@ -550,11 +555,15 @@ class Soak:
         groups.append(self.s3.proc.pid if self.s3.proc else -1)
         mine = _ancestors()  # this process and what started it (their command lines may name the folder)
 
+        folders = [str(self.base)] + ([str(self.ray_base)] if self.ray_base else [])
+
         def left() -> list[str]:
             return sorted(f"{p['pid']} {p['name']}" for p in processes() if p["pid"] not in mine and (
-                p["pgid"] in groups or any(str(self.base) in part for part in p["cmdline"])))
+                p["pgid"] in groups or any(f in part for part in p["cmdline"] for f in folders)))
 
         deadline = time.monotonic() + 15  # processes of a killed group may take a moment to exit
         while left() and time.monotonic() < deadline:
             time.sleep(0.5)
+        if self.ray_base is not None and not self.args.work_dir:
+            shutil.rmtree(self.ray_base, ignore_errors=True)
         return left()

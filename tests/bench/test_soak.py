@@ -14,7 +14,6 @@ import pytest
 from rspose_tune.bench import _soak
 from rspose_tune.bench._cluster import processes
 
-pytestmark = pytest.mark.slow
 
 ARGS = ["--num-trials", "5", "--max-epochs", "3", "--grace-epochs", "1", "--reduction-factor", "3",
         "--confirm-top", "1", "--confirm-seeds", "2", "--train-images", "48", "--node-kills", "1",
@@ -39,12 +38,14 @@ def soak(tmp_path_factory):
         yield run, run.check()
     finally:
         leftovers = run.stop()
-        ours = [p["pid"] for p in processes() if any(str(base) in part for part in p["cmdline"])
+        folders = [str(base), str(run.ray_base)]
+        ours = [p["pid"] for p in processes() if any(f in part for part in p["cmdline"] for f in folders)
                 or p["pgid"] in run.search_pids or p["pgid"] in [n.proc.pid for n in run.nodes if n.proc]
                 or (run.s3.proc and p["pgid"] == run.s3.proc.pid)]
         assert not leftovers and not ours, (leftovers, ours)
 
 
+@pytest.mark.slow
 def test_soak_passes_every_check(soak):
     run, checks = soak
     failed = [c.line() for c in checks if not c.ok]
@@ -74,6 +75,7 @@ def _write(fs, path, data):
         f.write(data)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage, check", [
     ("row_lost", "rows lost"), ("row_doubled", "rows doubled"), ("vis_data_deleted", "trial folders"),
     ("attempt_doubled", "epochs twice"), ("journal_cut", "journal"), ("baseline_rows_deleted", "stages"),
@@ -149,3 +151,25 @@ def test_each_check_fails_when_its_records_are_broken(soak, damage, check):
                                      confirm_top=a.confirm_top, confirm_seeds=a.confirm_seeds,
                                      baseline_seeds=a.confirm_seeds, kills=2))
     assert again[check].ok, again[check].line()  # the repair restored it
+
+
+def test_schedule_is_seeded_and_in_time_order():
+    kw = dict(node_kills=3, node_kill_first=60, node_kill_every=180, workers=2, outage_at=150, driver_kill_at=270)
+    faults = _soak.schedule(seed=0, **kw)
+    assert faults == _soak.schedule(seed=0, **kw) != _soak.schedule(seed=1, **kw)
+    assert [f.at_s for f in faults] == sorted(f.at_s for f in faults)
+    assert sorted(f.kind for f in faults) == ["driver", "node", "node", "node", "outage"]
+    assert [f.node for f in faults if f.kind == "node"] == [0, 1, 0]  # round robin over the workers
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--num-trials", "0"], "--num-trials must be >= 1, got 0"),
+    (["--node-kills", "-1"], "--node-kills must be >= 0, got -1"),
+    (["--confirm-seeds", "1"], "--confirm-seeds must be >= 2"),
+])
+def test_bad_flags_are_one_error_line(argv, message, capsys):
+    from rspose_tune.bench.__main__ import main
+
+    assert main(["soak", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and "Traceback" not in err
