@@ -53,8 +53,9 @@ _CHUNK = 1 << 20
 logger = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
-#: Retries of one S3 request by the AWS SDK (``AwsDefaultS3RetryStrategy``: waits 50 ms, 100 ms, ...
-#: doubling up to 25.6 s before the 10th; with pyarrow's 3 s request timeout about 85 s in all).
+#: Retries of one S3 request by the AWS SDK (``AwsDefaultS3RetryStrategy``: doubling waits from
+#: about 50 ms, no retry quota; measured: one request against a stopped
+#: server gives up after 58.6 s, tools/s3_outage_timing.py).
 S3_RETRY_ATTEMPTS = 10
 #: Waits before each further try of a whole write (:func:`retrying`) once the SDK's retries failed.
 WRITE_RETRY_DELAYS_S = (5.0, 15.0, 30.0)
