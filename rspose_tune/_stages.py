@@ -18,6 +18,7 @@ Wiring for :mod:`rspose_tune.search` (kept here so the CLI module stays wiring o
 
 from __future__ import annotations
 
+from rspose_tune._storage import ray_storage
 from rspose_tune.errors import RSPoseTuneError
 
 import os
@@ -234,7 +235,9 @@ def run_stages(p, make_trainable, callbacks: Sequence[Any], reporter, *, max_con
     trainable = make_trainable()
     if exists(join(where, "tuner.pkl")):
         print(f"confirm stage: continuing {where}")
-        tuner = tune.Tuner.restore(where, trainable=trainable, resume_unfinished=True, resume_errored=True)
+        where_path, where_filesystem = ray_storage(where)
+        tuner = tune.Tuner.restore(where_path, trainable=trainable, resume_unfinished=True, resume_errored=True,
+                                   storage_filesystem=where_filesystem)
         from rspose_tune.tracking import use_tracking_callbacks
 
         use_tracking_callbacks(tuner, list(callbacks))  # this start's --mlflow/--wandb
@@ -261,7 +264,8 @@ def run_stages(p, make_trainable, callbacks: Sequence[Any], reporter, *, max_con
                                     trial_name_creator=trial_dir_name, trial_dirname_creator=trial_dir_name),
         run_config=tune.RunConfig(
             name=STAGE_EXPERIMENT,
-            storage_path=p.run_dir,
+            storage_path=ray_storage(p.run_dir)[0],
+            storage_filesystem=ray_storage(p.run_dir)[1],
             callbacks=list(callbacks),
             progress_reporter=reporter,
             verbose=verbose,

@@ -64,7 +64,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from rspose_tune._storage import filesystem as _filesystem
-from rspose_tune._storage import is_local
+from rspose_tune._storage import is_local, retrying
 from rspose_tune.spaces import PARAM_DEFAULTS, PARAM_NAMES, LossSetting
 
 __all__ = [
@@ -384,19 +384,25 @@ def write_row(
     name = row_file_name(row["trial_id"], row["epoch"])
     final = f"{root.rstrip('/')}/{name}"
     tmp = f"{root.rstrip('/')}/.{name}.{uuid.uuid4().hex}.tmp"
-    fs.create_dir(root, recursive=True)
-    try:
-        pq.write_table(table, tmp, filesystem=fs)
-        if is_local(fs):
-            os.replace(tmp, final)
-        else:
-            fs.move(tmp, final)
-    except BaseException:
+    def write() -> None:
+        fs.create_dir(root, recursive=True)
         try:
-            fs.delete_file(tmp)
-        except (FileNotFoundError, OSError):
-            pass  # never written, or already moved
-        raise
+            pq.write_table(table, tmp, filesystem=fs)
+            if is_local(fs):
+                os.replace(tmp, final)
+            else:
+                fs.move(tmp, final)
+        except BaseException:
+            try:
+                fs.delete_file(tmp)
+            except (FileNotFoundError, OSError):
+                pass  # never written, or already moved
+            raise
+
+    if is_local(fs):
+        write()
+    else:  # an object store away for a while: tried again, logged (rspose_tune._storage.retrying)
+        retrying(f"writing row {name} to {root}", write)
     return final
 
 

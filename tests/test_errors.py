@@ -29,6 +29,7 @@ USER_ERRORS = [
     ("rspose_tune.training._checkpoint", "CheckpointMismatchError", RuntimeError),
     ("rspose_tune.replay._cli", "ReplayError", ValueError),
     ("rspose_tune.bench._rehearse", "RehearsalUsageError", Exception),
+    ("rspose_tune.bench._soak", "SoakUsageError", ValueError),
 ]
 
 

@@ -78,3 +78,48 @@ def test_unwritable_names_the_path_in_the_way(tmp_path):
         assert storage.unwritable(locked) == f"{locked} is not writable"
     finally:
         locked.chmod(0o700)
+
+
+def test_s3_filesystems_keep_their_retry_strategy_when_pickled(monkeypatch):
+    """pyarrow 26 pickles an S3FileSystem without its retry_strategy; Ray sends the run's filesystem
+    to every trial's process by pickling it, so the retries must survive that."""
+    import pickle
+
+    import pyarrow.fs as pafs
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:1")
+    plain = pafs.S3FileSystem(endpoint_override="http://127.0.0.1:1", retry_strategy=pafs.AwsDefaultS3RetryStrategy(9))
+    assert "retry_strategy" not in plain.__reduce__()[1][0]  # the pyarrow behaviour this works around
+    fs, where = storage.filesystem("s3://bucket/prefix")
+    assert isinstance(fs, storage.RetryingS3FileSystem) and where == "bucket/prefix"
+    again = pickle.loads(pickle.dumps(fs))
+    assert isinstance(again, storage.RetryingS3FileSystem)
+    assert again._options["retry_strategy"].max_attempts == storage.S3_RETRY_ATTEMPTS
+    assert again._options["endpoint_override"] == "http://127.0.0.1:1"
+    assert storage.ray_storage("s3://bucket/prefix")[0] == "bucket/prefix"
+    assert storage.ray_storage("/local/path") == ("/local/path", None)
+
+
+def test_retrying_tries_again_with_a_logged_wait_then_raises(caplog, monkeypatch):
+    calls = []
+    monkeypatch.setattr(storage.time, "sleep", lambda s: calls.append(("sleep", s)))
+
+    def flaky():
+        calls.append("try")
+        if calls.count("try") < 3:
+            raise OSError("AWS Error NETWORK_CONNECTION during PutObject operation")
+        return "done"
+
+    with caplog.at_level("WARNING", logger="rspose_tune._storage"):
+        assert storage.retrying("writing x", flaky, delays_s=(1.0, 2.0, 4.0)) == "done"
+    assert calls == ["try", ("sleep", 1.0), "try", ("sleep", 2.0), "try"]
+    assert "storage: writing x failed (OSError: AWS Error NETWORK_CONNECTION" in caplog.text
+    assert "try 2 of 4 in 1 s" in caplog.text
+
+    def down():
+        raise OSError("away")
+
+    with pytest.raises(OSError, match="away"):
+        storage.retrying("writing y", down, delays_s=(1.0,))
+    with pytest.raises(FileNotFoundError):  # not the storage being away: no retry
+        storage.retrying("reading z", lambda: (_ for _ in ()).throw(FileNotFoundError("z")), delays_s=(1.0,))

@@ -15,6 +15,7 @@ BENCHMARKS = {
     "calibration": "RSPose heads: stock vs calibrated decoding (AP, AR, Spearman), logit-offset robustness, step cost",
     "ablation": "the paper's Table 6 on CPU: stock vs Rank, Rank+Sort, RS+Inst at several positive supports (demo, demo-simcc, demo-rtmcc)",
     "tpe": "parallel TPE options (independent vs constant liar vs multivariate+group) on a synthetic surface",
+    "soak": "a demo search on a real 127.0.0.1 Ray cluster + S3 server under node kills, an outage and a driver kill; every record checked",
 }
 
 

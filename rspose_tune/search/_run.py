@@ -8,6 +8,7 @@ import os
 import sys
 
 from rspose_tune._ray_compat import check_ray_version, restored_search_alg, use_classic_progress_table
+from rspose_tune._storage import ray_storage
 from rspose_tune.errors import RSPoseTuneError, cli_error
 from rspose_tune.runspec import SPEC_FILE, exists, join, mark_finished, trial_dir_name, write_spec
 from rspose_tune.search._parser import DEFAULT_MAX_CONCURRENT, SearchOptions, parse_options
@@ -63,9 +64,11 @@ def run_search(p: Plan, options: SearchOptions, extra_callbacks=(), *, reuse_act
         max_report_frequency=15,
         sort_by_metric=True,
     )
+    storage_path, storage_filesystem = ray_storage(p.storage)  # S3: retried requests (rspose_tune._storage)
     run_config = tune.RunConfig(
         name=p.name,
-        storage_path=p.storage,
+        storage_path=storage_path,
+        storage_filesystem=storage_filesystem,
         callbacks=[callback, *tracking, *extra_callbacks],
         progress_reporter=reporter,
         verbose=options.verbose,
@@ -91,7 +94,9 @@ def run_search(p: Plan, options: SearchOptions, extra_callbacks=(), *, reuse_act
         reuse_actors=reuse_actors and p.workers == 1,
     )
     if not p.new_run and exists(join(p.run_dir, "tuner.pkl")):
-        tuner = tune.Tuner.restore(p.run_dir, trainable=trainable, resume_unfinished=True, resume_errored=True)
+        run_path, run_filesystem = ray_storage(p.run_dir)
+        tuner = tune.Tuner.restore(run_path, trainable=trainable, resume_unfinished=True, resume_errored=True,
+                                   storage_filesystem=run_filesystem)
         _set_restored_concurrency(tuner, max_concurrent)
         use_tracking_callbacks(tuner, tracking)  # this start's --mlflow/--wandb, not the first start's
     else:  # a new run, or one whose driver died before Ray wrote its state: start it from its spec

@@ -95,6 +95,18 @@ def _collect_with_collectives(cfg) -> None:
                 metric["collect_device"] = "gpu"
 
 
+def _own_visualizer(cfg) -> None:
+    """Give this Runner a visualizer of its own. MMPose's base configs name it ``'visualizer'``, and
+    mmengine builds a named ``ManagerMixin`` with ``get_instance(name)``, which returns the instance
+    an earlier Runner of this process made, with that Runner's ``vis_data/`` as its save folder: a
+    second trial (or a retry) in a reused Ray actor wrote its scalars into the first trial's folder
+    and had no ``vis_data/`` of its own (found by ``bench soak``; docs/troubleshooting.md)."""
+    import uuid
+
+    if cfg.get("visualizer") is not None:
+        cfg.visualizer["name"] = f"visualizer_{uuid.uuid4().hex}"
+
+
 def train_rank(
     cfg,
     *,
@@ -143,6 +155,7 @@ def train_rank(
             cfg.model_wrapper_cfg = dict(type="MMDistributedDataParallel", device_ids=None, broadcast_buffers=False)
     if resume_from is not None:
         cfg.resume, cfg.load_from = True, str(resume_from)
+    _own_visualizer(cfg)
     runner = Runner.from_cfg(cfg)
     if rank != 0:
         report = no_report

@@ -17,7 +17,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from rspose_tune.bench._cluster import Node, free_port, processes, wait_for_nodes, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -44,90 +45,6 @@ def readme_cluster_block() -> dict[str, object]:
     (token,), (head,), (worker,), (search,) = (find("ray get-auth-token"), find("ray start --head"),
                                                find("ray start --address"), find("python -m rspose_tune.search"))
     return {"env": env, "token": token, "head": head, "worker": worker, "search": search}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def processes() -> list[dict]:
-    """Live (non-zombie) processes from /proc: pid, pgid, name, cmdline."""
-    out = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
-        except (FileNotFoundError, ProcessLookupError):
-            continue  # gone meanwhile
-        name, rest = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:].split()
-        if rest[0] != "Z":
-            out.append({"pid": int(entry.name), "pgid": int(rest[2]), "name": name,
-                        "cmdline": [c.decode(errors="replace") for c in cmdline if c]})
-    return out
-
-
-class Node:
-    """One ``ray start ... --block`` process group: this test's own processes, stopped by pgid."""
-
-    def __init__(self, command: str, *, home: Path, temp: Path, env: dict[str, str], log: Path):
-        self.command, self.home, self.temp, self.env, self.log = command, home, temp, env, log
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        args = shlex.split(self.command) + [
-            "--node-ip-address=127.0.0.1", f"--temp-dir={self.temp}", "--num-cpus=1", "--num-gpus=1", "--block"]
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(args, env={**self.env, "HOME": str(self.home)}, stdout=log,
-                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-
-    def members(self) -> list[dict]:
-        """Live processes of this node's process group."""
-        return [p for p in processes() if p["pgid"] == self.proc.pid]
-
-    def raylet(self) -> dict:
-        (raylet,) = [p for p in self.members() if p["name"] == "raylet"]
-        return raylet
-
-    def node_id(self) -> str:
-        (arg,) = [a for a in self.raylet()["cmdline"] if a.startswith("--node_id=")]
-        return arg.split("=", 1)[1]
-
-    def stop(self, grace_s: float = 5.0) -> None:
-        """SIGTERM this node's process group, then SIGKILL what is left after ``grace_s``."""
-        if self.proc is None:
-            return
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(self.proc.pid, sig)
-            except ProcessLookupError:
-                break
-            deadline = time.monotonic() + grace_s
-            while self.members() and time.monotonic() < deadline:
-                time.sleep(0.2)
-        self.proc.wait(timeout=30)
-
-
-def wait_until(predicate, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-
-
-def wait_for_nodes(address: str, env: dict[str, str], count: int) -> None:
-    def alive() -> bool:
-        out = subprocess.run([str(Path(sys.executable).parent / "ray"), "status", f"--address={address}"],
-                             env=env, capture_output=True, text=True, timeout=60)
-        return out.returncode == 0 and out.stdout.split("Pending:")[0].count(" node_") == count
-
-    wait_until(alive, 90, f"{count} alive node(s) at {address}")
 
 
 def rows_of(storage: Path):
