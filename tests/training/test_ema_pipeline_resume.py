@@ -44,13 +44,14 @@ def _register_mmdet_pipeline_switch_hook() -> None:
 
 
 class Record(Hook):
-    """Per epoch, the train pipeline's RandomBBoxTransform rotation; at each validation the weights
+    """Per epoch, the train pipeline's RandomBBoxTransform rotation (and whether it packs it); at each validation the weights
     the model validates with; after the Runner resumed, the raw and EMA weights."""
 
     priority = "LOWEST"  # after EMAHook (49) swapped the EMA weights in for validation
 
     def __init__(self):
         self.rotations, self.val_weights, self.resumed, self.iters = [], {}, None, 0
+        self.packs_rotation = []
 
     @staticmethod
     def _state(module):
@@ -66,7 +67,10 @@ class Record(Hook):
     def before_train_epoch(self, runner) -> None:
         box = next(t for t in runner.train_dataloader.dataset.pipeline.transforms
                    if type(t).__name__ == "RandomBBoxTransform")
+        pack = next(t for t in runner.train_dataloader.dataset.pipeline.transforms
+                    if type(t).__name__ == "PackPoseInputs")
         self.rotations.append((runner.epoch, box.rotate_factor))
+        self.packs_rotation.append("bbox_rotation" in pack.meta_keys)  # Instance Sort's rotation, both stages
 
     def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
         self.iters += 1
@@ -75,23 +79,42 @@ class Record(Hook):
         self.val_weights[runner.epoch] = self._state(runner.model)  # keyed by epochs trained
 
 
+#: demo-rtmcc's model and data with rtmpose-m's hooks, as a preset's base config (so the config
+#: builder sees them: it scales the switch epoch and adds Instance Sort's meta keys to stage 2).
+BASE_CONFIG = """
+_base_ = [{base!r}]
+codec = dict(type='SimCCLabel', input_size=(48, 64), sigma=(4.9, 5.66), simcc_split_ratio=8.0, normalize=False)
+train_pipeline_stage2 = [
+    dict(type='LoadImage'), dict(type='GetBBoxCenterScale'),
+    dict(type='RandomBBoxTransform', shift_factor=0.0, scale_factor=(1.0, 1.0), rotate_factor=0.0),
+    dict(type='TopdownAffine', input_size=codec['input_size']),
+    dict(type='GenerateTarget', encoder=codec), dict(type='PackPoseInputs'),
+]
+custom_hooks = [
+    # rtmpose-m's EMA, with a short warm-up (gamma 2 of its 2000) so EMA and raw weights differ in a few steps
+    dict(type='EMAHook', ema_type='ExpMomentumEMA', momentum=0.0002, gamma=2, update_buffers=True, priority=49),
+    dict(type='mmdet.PipelineSwitchHook', switch_epoch=4, switch_pipeline=train_pipeline_stage2),  # 4 of 10
+]
+"""
+
+
 def _trial_config(tmp_path):
     from rspose_tune.demo_data import generate_demo_dataset
     from rspose_tune.spaces import load_preset
     from rspose_tune.training import prepare_trial_config
 
+    spaces = Path(__file__).resolve().parents[2] / "search_spaces"
+    (tmp_path / "ema_rtmcc.py").write_text(BASE_CONFIG.format(base=str(spaces / "configs" / "demo_tiny_rtmcc.py")))
+    preset_file = tmp_path / "demo-rtmcc-ema.yaml"
+    preset_file.write_text((spaces / "demo-rtmcc.yaml").read_text().replace(
+        "base_config: configs/demo_tiny_rtmcc.py", "base_config: ema_rtmcc.py"))
     root = generate_demo_dataset(tmp_path / "data", n_train=16, n_val=4, seed=0)
-    preset = load_preset("demo-rtmcc", data_root=root)
+    preset = load_preset(str(preset_file), data_root=root)
     cfg = prepare_trial_config(preset, dict(preset.known_good[0]), tmp_path / "trial", max_epochs=3,
                                val_interval=1, batch_size=8, num_workers=0)
-    stage2 = copy.deepcopy(cfg.train_dataloader.dataset.pipeline)
-    box = next(t for t in stage2 if t["type"] == "RandomBBoxTransform")
-    box.update(shift_factor=0.0, scale_factor=(1.0, 1.0), rotate_factor=0.0)  # stage 1 rotates by up to 30
-    cfg.custom_hooks = [
-        # rtmpose-m's EMA, with a short warm-up (gamma 2 of its 2000) so EMA and raw weights differ in 6 steps
-        dict(type="EMAHook", ema_type="ExpMomentumEMA", momentum=0.0002, gamma=2, update_buffers=True, priority=49),
-        dict(type="mmdet.PipelineSwitchHook", switch_epoch=SWITCH_EPOCH, switch_pipeline=stage2),
-    ]
+    switch = next(h for h in cfg.custom_hooks if h["type"] == "mmdet.PipelineSwitchHook")
+    assert switch["switch_epoch"] == SWITCH_EPOCH  # 4 of 10 epochs, scaled to 3
+    assert "CalibrationEMAHook" in {h["type"] for h in cfg.custom_hooks}
     return cfg
 
 
@@ -117,6 +140,7 @@ def test_ema_and_pipeline_switch_survive_a_stopped_and_resumed_trial(tmp_path, m
     with pytest.raises(StopTrial):
         train_rank(cfg, metric="coco/AP", trial_id="t1", report=report, hooks=[first])
     assert first.rotations == [(0, 30.0), (1, 0.0)]  # the switch at epoch 1
+    assert first.packs_rotation == [True, True]
 
     import pyarrow.fs as pafs
 
@@ -130,6 +154,9 @@ def test_ema_and_pipeline_switch_survive_a_stopped_and_resumed_trial(tmp_path, m
     assert set(raw_saved) == set(ema_saved) and int(saved["ema_state_dict"]["steps"]) == first.iters
     params = [k for k, v in ema_saved.items() if v.dtype.is_floating_point and "peak_" not in k]
     assert not _equal(raw_saved, ema_saved, params)  # two sets of weights, not one saved twice
+    # calibration: the EMA model's statistics are the raw head's (CalibrationEMAHook), not their average
+    calibration = [k for k in ema_saved if "peak_" in k]
+    assert calibration and _equal(raw_saved, ema_saved, calibration)
     # the trial's metric: validation ran on the EMA weights (the ones saved as state_dict)
     assert _equal(first.val_weights[2], ema_saved) and not _equal(first.val_weights[2], raw_saved, params)
 
@@ -138,5 +165,5 @@ def test_ema_and_pipeline_switch_survive_a_stopped_and_resumed_trial(tmp_path, m
                hooks=[second])
     raw_resumed, ema_resumed = second.resumed
     assert _equal(ema_resumed, ema_saved) and _equal(raw_resumed, raw_saved)
-    assert second.rotations == [(2, 0.0)]  # resumed after the switch epoch: stage 2 again
+    assert second.rotations == [(2, 0.0)] and second.packs_rotation == [True]  # after the switch: stage 2 again
     assert list(second.val_weights) == [3]  # validated after epoch 3 (the Runner's counter)
