@@ -304,3 +304,7 @@ def test_export_checks_its_weights_and_writes_nothing(files, coco, capsys, tmp_p
     assert not out.exists() and not (root / "rtm" / "export").exists()
     assert export.main([*argv, "--weights", str(files["cspnext_quarter_missing"])]) == 0  # a partial match: a note
     assert "note: --weights" in capsys.readouterr().err and out.is_file()
+    from mmengine.config import Config
+
+    hooks = {h["type"] for h in Config.fromfile(str(out), import_custom_modules=False).custom_hooks}
+    assert {"EMAHook", "CalibrationEMAHook", "mmdet.PipelineSwitchHook"} <= hooks  # the recipe, exported
