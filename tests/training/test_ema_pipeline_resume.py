@@ -7,6 +7,10 @@ rtmpose-m configures: ``EMAHook(ema_type='ExpMomentumEMA', update_buffers=True, 
 ``mmdet.PipelineSwitchHook``. The trial stops after its second report (as at an ASHA rung) and a
 second Runner resumes it from that checkpoint (an ASHA promotion, a Tune retry and ``--resume``
 all end in this call: ``tune.get_checkpoint()`` -> ``newest_checkpoint`` -> ``train_rank(resume_from)``).
+Checked: the checkpoint holds EMA (``state_dict``) and raw (``ema_state_dict``) weights, and the EMA
+model's calibration statistics are the raw head's (``CalibrationEMAHook``); validation runs on the
+EMA weights; the resumed Runner's EMA and raw weights equal the saved ones; both stages pack
+Instance Sort's ``bbox_rotation``, and the resumed trial trains on stage 2. About 13 s on one thread.
 
 mmdet's ``PipelineSwitchHook`` is loaded from mmdet's own file: ``import mmdet.engine.hooks`` needs
 compiled mmcv ops, which this CPU lock lacks (docs/real_backbone.md, RTMPose).
@@ -122,7 +126,6 @@ def _equal(a, b, keys=None):
     return all(torch.equal(a[k], b[k]) for k in (keys or a))
 
 
-@pytest.mark.slow
 def test_ema_and_pipeline_switch_survive_a_stopped_and_resumed_trial(tmp_path, mmpose_ready):
     from rspose_tune.training import newest_checkpoint, train_rank
     from rspose_tune.training._checkpoint import safe_checkpoint_loading
