@@ -155,6 +155,7 @@ def export_config(
     from mmengine.config import Config
 
     from rspose_tune.mmpose_adapter import setup_mmpose
+    from rspose_tune.mmpose_adapter._weights import check_weights
     from rspose_tune.mmpose_adapter.configs import build_config, load_base_config
     from rspose_tune.spaces import load_preset
 
@@ -168,6 +169,11 @@ def export_config(
             raise ReportError(f"no preset {backbone!r} (search_spaces/{backbone}.yaml) and the run's metadata names "
                               "no existing preset file; the export needs the preset's base config")
         preset = load_preset(preset.source, data_root=data_root, weights=weights)
+    # the weights the exported config would initialise the backbone with: checked as a search's
+    origin = None if run.spec is None or weights is not None else "the run's, from its run spec"
+    weights_note = check_weights(preset, weights, origin=origin)
+    if weights_note:
+        print(weights_note, file=sys.stderr)
     base = load_base_config(preset.base_config, Path(preset.source).parent)
     max_epochs = int(base.train_cfg["max_epochs"])
     val_interval = int(base.train_cfg.get("val_interval", 1))

@@ -440,7 +440,8 @@ def _where(path: Path, given: str | None, env: Mapping[str, str] | None = None) 
     return f"weights {str(path)!r} (the preset's `weights`)"
 
 
-def check_weights(preset: Preset, given: str | None = None, *, expected: Mapping | None = None) -> str | None:
+def check_weights(preset: Preset, given: str | None = None, *, expected: Mapping | None = None,
+                  origin: str | None = None) -> str | None:
     """Check that ``preset.weights`` would initialise the preset's backbone (the module docstring's rule).
 
     Args:
@@ -448,6 +449,8 @@ def check_weights(preset: Preset, given: str | None = None, *, expected: Mapping
             (``Preset.validate_paths`` reports that).
         given: the ``--weights`` flag's value, if given (the message names where the path came from).
         expected: the backbone (``{"type", "prefix", "tensors"}``); default :func:`expected_tensors`.
+        origin: where the path came from when no flag gave it, for the message (``--resume``: the
+            run spec; default: the environment or the preset).
 
     Returns:
         A note for a partial match (some backbone tensors missing or mis-shaped), else None.
@@ -459,7 +462,7 @@ def check_weights(preset: Preset, given: str | None = None, *, expected: Mapping
     path = preset.weights
     if path is None or not Path(path).is_file():
         return None
-    where = _where(Path(path), given)
+    where = _where(Path(path), given) if origin is None or given is not None else f"weights {str(path)!r} ({origin})"
     backbone = expected_tensors(preset) if expected is None else expected
     btype, prefix = backbone["type"], backbone.get("prefix")
     fix = f"pass the {btype} weights that {preset.source} names, or --weights none to train from scratch"

@@ -258,11 +258,23 @@ def _pack_rotation(cfg) -> None:
     """Let Instance Sort see each training crop's rotation (``bbox_rotation`` in the meta keys)."""
     from .heads import RSPOSE_PACK_META_KEYS
 
-    pipeline = cfg.train_dataloader.dataset.get("pipeline") or []
-    for step in pipeline:
-        if step.get("type") == "PackPoseInputs":
-            keys = tuple(step.get("meta_keys") or RSPOSE_PACK_META_KEYS)
-            step["meta_keys"] = keys + tuple(k for k in RSPOSE_PACK_META_KEYS if k not in keys)
+    pipelines = [cfg.train_dataloader.dataset.get("pipeline") or []]
+    # RTMPose's stage-2 pipeline (mmdet.PipelineSwitchHook) rotates too
+    pipelines += [hook["switch_pipeline"] for hook in cfg.get("custom_hooks", None) or [] if "switch_pipeline" in hook]
+    for pipeline in pipelines:
+        for step in pipeline:
+            if step.get("type") == "PackPoseInputs":
+                keys = tuple(step.get("meta_keys") or RSPOSE_PACK_META_KEYS)
+                step["meta_keys"] = keys + tuple(k for k in RSPOSE_PACK_META_KEYS if k not in keys)
+
+
+def _ema_calibration(cfg) -> None:
+    """Beside an ``EMAHook``, the hook that gives the EMA model the raw heads' calibration
+    statistics instead of their moving average (:class:`...heads._calibration.CalibrationEMAHook`)."""
+    hooks = list(cfg.get("custom_hooks", None) or [])
+    types = {hook.get("type") for hook in hooks}
+    if "EMAHook" in types and "CalibrationEMAHook" not in types:
+        cfg["custom_hooks"] = hooks + [dict(type="CalibrationEMAHook")]
 
 
 def _add_keypoint_meta(cfg) -> None:
@@ -340,6 +352,7 @@ def build_config(
     _set_pretrained(cfg, None if (shrink or scratch) else preset.weights)
     if params is not None:
         _pack_rotation(cfg)  # only RSPose's Instance Sort reads the rotation
+        _ema_calibration(cfg)  # only RSPose heads have calibration statistics
     scale_schedule(cfg, int(max_epochs or preset.budget.max_epochs))
     cfg.train_cfg["val_interval"] = int(val_interval or preset.budget.val_interval)
     for key in ("train_dataloader", "val_dataloader", "test_dataloader"):

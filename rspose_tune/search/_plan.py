@@ -396,6 +396,10 @@ def _plan_resume(options: SearchOptions, storage: str, address: str | None) -> P
         )
     trainable = _trainable(spec.trainable, f"{join(spec.run_dir, SPEC_FILE)}: `trainable`")
     _prepare_data(spec.preset)
+    # the run's weights (its spec's) are checked as a start's are: the file may have changed since
+    weights_note = check_weights(spec.preset, origin=f"the run's, {join(spec.run_dir, SPEC_FILE)}")
+    if weights_note:
+        print(weights_note)
     return _plan_of(spec, address, new_run=False, trainable=trainable)
 
 

@@ -175,9 +175,13 @@ def test_rtmpose_m_keeps_its_recipe_scales_it_and_keeps_the_weights_prefix(mmpos
     assert cfg.model.backbone.init_cfg == dict(type="Pretrained", checkpoint=str(weights.resolve()), prefix="backbone.")
     hooks = {h["type"]: h for h in cfg.custom_hooks}
     assert hooks["EMAHook"]["ema_type"] == "ExpMomentumEMA" and hooks["mmdet.PipelineSwitchHook"]["switch_epoch"] == 390
+    assert "CalibrationEMAHook" in hooks  # the EMA model keeps the raw head's calibration statistics
+    stage2_pack = next(s for s in hooks["mmdet.PipelineSwitchHook"]["switch_pipeline"] if s["type"] == "PackPoseInputs")
+    assert "bbox_rotation" in stage2_pack["meta_keys"]  # stage 2 rotates (up to 60 degrees): Instance Sort needs it
     assert cfg.model.head.decoder.sigma == (4.9, 5.66) and cfg.model.head.decoder.normalize is False
     short = build_config(preset, None, max_epochs=42)  # the stock RTMCCHead, a tenth of the recipe
     assert short.model.head.type == "RTMCCHead" and short.model.head.loss.type == "KLDiscretLoss"
+    assert "CalibrationEMAHook" not in {h["type"] for h in short.custom_hooks}  # a stock head has no statistics
     assert {h["type"]: h for h in short.custom_hooks}["mmdet.PipelineSwitchHook"]["switch_epoch"] == 39
     cosine = next(s for s in short.param_scheduler if s["type"] == "CosineAnnealingLR")
     assert (cosine["begin"], cosine["end"], cosine["T_max"]) == (21, 42, 21)

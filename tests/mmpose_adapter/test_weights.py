@@ -265,3 +265,46 @@ def test_a_real_small_cspnext_checkpoint_loads_through_mmposes_pretrained_init(m
     with pytest.raises(WeightsError, match=r"holds 0 of the backbone's \d+ tensors with the right name and shape "
                                            r"under the prefix 'backbone.'"):
         check_weights(load_preset("small-cspnext", search_dir=yaml.parent, weights=str(wrong)), str(wrong))
+
+
+def test_a_resume_checks_the_runs_weights_again_before_anything_is_written(files, coco, capsys, tmp_path):
+    """--resume takes its weights from the run spec: a file changed since the start is refused."""
+    import shutil
+
+    from rspose_tune.runspec import write_spec
+
+    weights = tmp_path / "cspnext-m.pth"
+    shutil.copyfile(files["cspnext"], weights)
+    storage = tmp_path / "runs"
+    argv = ["--backbone", "rtmpose-m", "--data-root", str(coco), "--weights", str(weights), "--storage", str(storage),
+            "--name", "r"]
+    write_spec(search.plan(search.parse_options(argv), argv).spec)  # what a start writes before Ray's state
+    capsys.readouterr()
+    before = sorted(p.name for p in (storage / "r").iterdir())
+    shutil.copyfile(files["resnet"], weights)  # replaced since the start
+    code, out, err = _search(["--resume", "--storage", str(storage), "--name", "r"], capsys)
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith(f"error: weights {str(weights)!r} (the run's, {storage / 'r' / 'run_spec.yaml'})"), err
+    assert "is not a CSPNeXt checkpoint for preset 'rtmpose-m'" in err
+    assert sorted(p.name for p in (storage / "r").iterdir()) == before  # nothing written
+
+
+def test_export_checks_its_weights_and_writes_nothing(files, coco, capsys, tmp_path):
+    from rspose_tune import export
+    from tests.report.conftest import KNOWN_GOOD, trial, write_run
+
+    root = tmp_path / "results"
+    write_run(root, "rtm", [trial("t1", KNOWN_GOOD, [0.1, 0.2], "completed")], backbone="rtmpose-m", max_epochs=2)
+    out = tmp_path / "rtm.py"
+    argv = [str(root), "--backbone", "rtmpose-m", "--out", str(out), "--data-root", str(coco)]
+    code = export.main([*argv, "--weights", str(files["resnet"])])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith(f"error: --weights {str(files['resnet'])!r} is not a CSPNeXt checkpoint"), err
+    assert not out.exists() and not (root / "rtm" / "export").exists()
+    assert export.main([*argv, "--weights", str(files["cspnext_quarter_missing"])]) == 0  # a partial match: a note
+    assert "note: --weights" in capsys.readouterr().err and out.is_file()
+    from mmengine.config import Config
+
+    hooks = {h["type"] for h in Config.fromfile(str(out), import_custom_modules=False).custom_hooks}
+    assert {"EMAHook", "CalibrationEMAHook", "mmdet.PipelineSwitchHook"} <= hooks  # the recipe, exported

@@ -22,6 +22,13 @@ OKS-NMS is the raw peak. The RSPose heads therefore predict from *calibrated* ma
   before flip-test averaging; a constant offset per channel (or per SimCC axis) moves logits
   and statistics together, so the calibrated maps do not change.
 
+Under an EMA of the weights (``EMAHook``; RTMPose's recipe, ``update_buffers=True``) the EMA
+model's statistics are the raw head's, copied after every EMA update
+(:class:`CalibrationEMAHook`, added by the config builder beside any ``EMAHook``): ExpMomentumEMA
+would otherwise average them, and an average of running per-epoch windows (narrow early in each
+epoch) is narrower than the range of the EMA model's own training peaks; the raw head's range is
+closer to it (docs/real_backbone.md, "EMA and calibration").
+
 Decoding with the calibrated maps: :mod:`._codecs`.
 """
 
@@ -31,12 +38,14 @@ import math
 
 import torch
 import torch.distributed as dist
+from mmengine.hooks import Hook
 from mmengine.logging import MessageHub
+from mmpose.registry import HOOKS
 from torch import Tensor
 
 from rspose_tune.errors import RSPoseTuneError
 
-__all__ = ["MissingCalibrationError", "minmax_calibrate"]
+__all__ = ["CalibrationEMAHook", "MissingCalibrationError", "copy_calibration", "minmax_calibrate"]
 
 
 class MissingCalibrationError(RSPoseTuneError, RuntimeError):
@@ -146,3 +155,39 @@ class _CalibrationMixin:
                 "lacks the keys `head.peak_min`/`head.peak_max`)"
             )
         return minmax_calibrate(logits, lo, hi)
+
+
+def copy_calibration(src: torch.nn.Module, dst: torch.nn.Module) -> int:
+    """Copy the calibration buffers of every RSPose head in ``src`` into the module of the same
+    name in ``dst`` (a copy of the same model, e.g. its EMA). Returns how many heads were copied."""
+    targets = dict(dst.named_modules())
+    copied = 0
+    for name, module in src.named_modules():
+        if isinstance(module, _CalibrationMixin):
+            target = targets[name]
+            for buffer in _CALIBRATION_BUFFERS:
+                getattr(target, buffer).copy_(getattr(module, buffer))
+            copied += 1
+    return copied
+
+
+@HOOKS.register_module()
+class CalibrationEMAHook(Hook):
+    """After each EMA update, give the EMA model the raw heads' calibration statistics.
+
+    ``EMAHook(update_buffers=True)`` averages every float buffer, ``peak_min``/``peak_max``
+    included, so the EMA model would calibrate with a moving average of the raw model's running
+    per-epoch windows. This hook copies them (and ``peak_epoch``) instead, so the EMA model
+    validates, is saved and exports with the range of the latest training epoch's peaks, as an
+    RSPose head without EMA does. Priority ``BELOW_NORMAL``: after an ``EMAHook`` of priority
+    ``NORMAL`` or higher (RTMPose: 49). No ``EMAHook``: nothing to do.
+    """
+
+    priority = "BELOW_NORMAL"
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        from mmengine.hooks import EMAHook
+
+        for hook in runner.hooks:
+            if isinstance(hook, EMAHook) and hasattr(hook, "ema_model"):
+                copy_calibration(hook.src_model, hook.ema_model.module)
