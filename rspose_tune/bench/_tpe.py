@@ -33,7 +33,7 @@ from rspose_tune._flags import int_at_least
 # independent sampling.
 VARIANTS = {
     "independent TPE": {"constant_liar": False, "multivariate": False},
-    "+ constant_liar": {"constant_liar": True, "multivariate": False},  # searcher.TPE_OPTIONS
+    "+ constant_liar": {"constant_liar": True, "multivariate": False},  # searcher.TPE_OPTIONS up to issue 26
     "Optuna 5 default (liar, multivariate)": {"constant_liar": True, "multivariate": True, "group": False},
     "liar, multivariate, group": {"constant_liar": True, "multivariate": True, "group": True},
 }

@@ -6,7 +6,7 @@ A the EMA-averaged buffers (status quo), B the raw head's (copied), C the EMA mo
 gathered over one training epoch, as the head gathers them. Prints coco/AP and the ranges.
 A one-off measurement (docs/real_backbone.md, "EMA and calibration"), not a test; about 2.5 min:
 
-    OMP_NUM_THREADS=1 python tests/training/measure_ema_calibration.py $(mktemp -d) SEED
+    OMP_NUM_THREADS=1 python tools/measure_ema_calibration.py $(mktemp -d) SEED
 """
 import copy, sys, torch
 from pathlib import Path
