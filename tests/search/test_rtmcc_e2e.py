@@ -1,6 +1,7 @@
-"""The demo-rtmcc preset end to end on a local Ray: a search with the stock-loss baseline (RTMPose's
-KLDiscretLoss), then ``report`` and ``export`` as separate commands, and the exported config trains
-(RSPoseRTMCCHead's per-axis calibration) and validates with MMPose's Runner."""
+"""The demo-rtmcc preset end to end on a local Ray: a search with a confirm stage, the stock-loss baseline
+(RTMPose's KLDiscretLoss) and MLflow tracking (its file store), then ``report``, ``export`` and the replay
+of the run folder as separate commands, and the exported config trains (RSPoseRTMCCHead's per-axis
+calibration) and validates with MMPose's Runner."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ def _module(name: str, *args: str, cwd) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-def test_demo_rtmcc_search_baseline_report_and_export(tmp_path, mmpose_ready):
+def test_demo_rtmcc_search_baseline_report_and_export(tmp_path, mmpose_ready, monkeypatch):
     from mmengine.config import Config
 
     from rspose_tune.demo_data import generate_demo_dataset
@@ -30,20 +31,30 @@ def test_demo_rtmcc_search_baseline_report_and_export(tmp_path, mmpose_ready):
     storage = str(tmp_path / "runs")
     search = _module("rspose_tune.search", "--backbone", "demo-rtmcc", "--storage", storage, "--name", "rtmcc",
                      "--data-root", str(data), "--num-trials", "2", "--max-epochs", "2", "--grace-epochs", "1",
-                     "--reduction-factor", "2", "--max-concurrent", "2", "--confirm-top", "0", "--baseline",
-                     "--no-dashboard", cwd=tmp_path)
+                     "--reduction-factor", "2", "--max-concurrent", "2", "--confirm-top", "1", "--confirm-seeds", "2",
+                     "--baseline", "--mlflow", str(tmp_path / "mlruns"), "--no-dashboard", cwd=tmp_path)
     assert search.returncode == 0, search.stdout[-3000:] + search.stderr[-3000:]
     run_dir = tmp_path / "runs" / "rtmcc"
     last = read_results(run_dir).sort_values("epoch").groupby("trial_id").tail(1).set_index("trial_id")
     assert set(last["backbone"]) == {"demo-rtmcc"} and last["metric"].between(0, 1).all()
-    assert sorted(last["stage"]) == ["baseline", "search", "search"] and (last["status"] == "completed").all()
+    assert sorted(last["stage"]) == ["baseline"] * 2 + ["confirm"] * 2 + ["search"] * 2
+    assert (last["status"] == "completed").all()
+    confirmed = last[last["stage"] == "confirm"]
+    best = last[last["stage"] == "search"]["metric"].idxmax()  # the confirm stage re-runs the search's best
+    assert (confirmed["delta_sort"] == last.loc[best, "delta_sort"]).all() and confirmed["seed"].nunique() == 2
     heads = {}
     for path in run_dir.rglob("resolved_config.py"):
         head = Config.fromfile(str(path)).model.head
         heads[head.type] = heads.get(head.type, 0) + 1
         assert head.loss.type == ("KLDiscretLoss" if head.type == "RTMCCHead" else "RSPoseLoss")
         assert head.type == "RTMCCHead" or head.loss.pos_thr is not None
-    assert heads == {"RTMCCHead": 1, "RSPoseRTMCCHead": 2}
+    assert heads == {"RTMCCHead": 2, "RSPoseRTMCCHead": 4}
+    from mlflow import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3.x reads its file store only so (as the search)
+    client = MlflowClient(tracking_uri=str(tmp_path / "mlruns"))
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert len(runs) == 6 and all("coco/AP" in r.data.metrics for r in runs)  # one MLflow run per trial
 
     report = _module("rspose_tune.report", storage, "--run", "rtmcc", "--no-plots", cwd=tmp_path)
     assert report.returncode == 0, report.stdout[-3000:] + report.stderr[-3000:]
@@ -54,4 +65,7 @@ def test_demo_rtmcc_search_baseline_report_and_export(tmp_path, mmpose_ready):
     cfg = Config.fromfile(str(out))
     assert cfg.model.head.type == "RSPoseRTMCCHead" and cfg.model.backbone.type == "CSPNeXt"
     assert cfg.model.head.decoder.sigma == (4.9, 5.66) and cfg.model.head.decoder.normalize is False
+    replay = _module("rspose_tune.replay", str(run_dir), "--seeds", "2", "--policies", "asha-tpe", "asha-random",
+                     cwd=tmp_path)  # the run folder's curves as a replay table
+    assert replay.returncode == 0 and "ASHA+TPE" in replay.stdout, replay.stdout[-3000:] + replay.stderr[-3000:]
     train_exported_simcc_config(cfg, tmp_path / "export_run", "rtmcc_export")
