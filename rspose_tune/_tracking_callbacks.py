@@ -4,20 +4,14 @@ integrations; classes at module level so ``tuner.pkl`` pickles them by reference
 from __future__ import annotations
 
 import os
-import re
 from typing import Any
 
 from ray.air.integrations.mlflow import MLflowLoggerCallback
 from ray.air.integrations.wandb import WandbLoggerCallback, _WandbLoggingActor
 
-__all__ = ["MLflowTrialCallback", "WandbTrialCallback"]
+from rspose_tune._layout import mlflow_metric_name
 
-
-def mlflow_metric_name(key: str) -> str:
-    """``key`` as MLflow allows a metric name (alphanumerics and ``_ - . : /`` and spaces): MMPose's
-    ``coco/AP (M)`` becomes ``coco/AP_M``; any other character outside the rule becomes ``_``."""
-    key = re.sub(r"\s*\(([^()]*)\)", r"_\1", key)
-    return re.sub(r"[^\w\-. :/]", "_", key)
+__all__ = ["MLflowTrialCallback", "WandbTrialCallback", "mlflow_metric_name"]
 
 
 def _trial_tags(trial: Any, *, backbone: str, seed: int, run: str) -> dict[str, str]:

@@ -15,7 +15,7 @@ name, with the **base config's own schedule** (its ``max_epochs``, e.g. 210, and
   (what ``tools/train.py`` would pick), and provenance (run, trial, metric, git revision)
   goes into a comment header;
 - when the search was tracked (``--mlflow``/``--wandb``, recorded in ``<run>/tracking.json``), the
-  matching mmengine vis backend (``MLflowVisBackend`` with the tracking URI and the run's experiment,
+  matching vis backend (``RSPoseMLflowVisBackend``, mmengine's ``MLflowVisBackend`` with MLflow-safe metric names, with the tracking URI and the run's experiment,
   ``WandbVisBackend`` with the project and the run as group) is added to
   ``visualizer.vis_backends`` (the base config's stay), so the full training is logged next to the
   search; ``--no-tracking-export`` leaves it out.

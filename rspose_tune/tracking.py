@@ -185,7 +185,7 @@ def vis_backends(record: dict[str, Any] | None, *, run_name: str) -> list[dict[s
         return out
     if record.get("mlflow"):
         m = record["mlflow"]
-        out.append(dict(type="MLflowVisBackend", tracking_uri=m["tracking_uri"], exp_name=m["experiment"],
+        out.append(dict(type="RSPoseMLflowVisBackend", tracking_uri=m["tracking_uri"], exp_name=m["experiment"],
                         run_name=run_name))
     if record.get("wandb"):
         w = record["wandb"]

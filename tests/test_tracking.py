@@ -80,13 +80,14 @@ def test_tracking_json_round_trip_and_vis_backends(tmp_path):
     record = read_tracking(str(tmp_path))
     assert record["mlflow"] == {"tracking_uri": "http://h:1", "experiment": "run1"}
     assert vis_backends(record, run_name="demo_rspose") == [
-        dict(type="MLflowVisBackend", tracking_uri="http://h:1", exp_name="run1", run_name="demo_rspose"),
+        dict(type="RSPoseMLflowVisBackend", tracking_uri="http://h:1", exp_name="run1", run_name="demo_rspose"),
         dict(type="WandbVisBackend", init_kwargs=dict(project="p", group="run1", name="demo_rspose")),
     ]
-    import mmengine.visualization  # noqa: F401  (registers its vis backends)
     from mmengine.registry import VISBACKENDS
 
-    for backend in vis_backends(record, run_name="demo_rspose"):  # names mmengine's registry knows (it spells MLflow)
+    import rspose_tune.mmpose_adapter.vis_backends  # noqa: F401  (what the export's custom_imports register)
+
+    for backend in vis_backends(record, run_name="demo_rspose"):  # names the registry knows
         assert VISBACKENDS.get(backend["type"]) is not None, backend["type"]
     write_tracking(str(tmp_path), Tracking(), "run1")  # a --resume without the flags records that
     assert vis_backends(read_tracking(str(tmp_path)), run_name="x") == []

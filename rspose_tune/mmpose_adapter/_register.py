@@ -1,3 +1,3 @@
 """Imports every module that registers something into MMPose's registries."""
 
-from . import demo_modules, heads, losses, metrics  # noqa: F401
+from . import demo_modules, heads, losses, metrics, vis_backends  # noqa: F401

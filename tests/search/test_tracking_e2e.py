@@ -181,8 +181,8 @@ def test_search_logs_to_mlflow_server_and_wandb_offline_then_export_gets_vis_bac
     assert record["mlflow"] == {"tracking_uri": mlflow_server, "experiment": "trk"}
     backends = Config.fromfile(str(run_dir / "export" / "demo_rspose.py")).visualizer.vis_backends
     types = [b["type"] for b in backends]
-    assert types[0] == "LocalVisBackend" and "MLflowVisBackend" in types and "WandbVisBackend" in types
-    ml = next(b for b in backends if b["type"] == "MLflowVisBackend")
+    assert types[0] == "LocalVisBackend" and "RSPoseMLflowVisBackend" in types and "WandbVisBackend" in types
+    ml = next(b for b in backends if b["type"] == "RSPoseMLflowVisBackend")
     assert ml["tracking_uri"] == mlflow_server and ml["exp_name"] == "trk"
     wb = next(b for b in backends if b["type"] == "WandbVisBackend")
     assert wb["init_kwargs"]["project"] == "rspose-test"
