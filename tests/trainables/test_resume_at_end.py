@@ -4,8 +4,6 @@ its stale epoch-3 result, PRUNED in the journal while its rows said completed; d
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from types import SimpleNamespace
 
 PARAMS = {"delta_rank": 0.5, "coeff_rank": 1.0, "delta_sort": 0.5, "coeff_sort": 1.0, "delta_inst": 0.5,
