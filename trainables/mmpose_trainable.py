@@ -27,7 +27,9 @@ delta_inst, coeff_inst, pos_thr``; coefficient 0 or None = component off; ``pos_
 None = its default), and for the confirm stage optionally ``seed`` (this trial's training
 seed, replacing the run's) and ``stage``: ``"baseline"`` trains the base config's stock loss
 (the loss values are then ignored). On start the trial resumes from ``tune.get_checkpoint()`` if there is one
-(ASHA promotion, retries after a failure, ``--resume``).
+(ASHA promotion, retries after a failure, ``--resume``); each checkpoint carries the result reported
+with it, and a trial resumed after its last epoch reports that result again instead of training
+(:func:`finished_result`).
 """
 
 from __future__ import annotations
