@@ -15,6 +15,12 @@ refuses a Ray these functions were not written against.
 - :func:`restored_run_config`: the run config of a ``Tuner.restore`` d tuner
   (``tuner._local_tuner._run_config``: private; ``Tuner.restore`` takes no callbacks, and
   ``--resume`` applies this start's ``--mlflow``/``--wandb`` callbacks to it).
+- :func:`repoint_missing_checkpoint`: a restored trial whose latest checkpoint was deleted
+  (``Trial.latest_checkpoint_result``, ``run_metadata.checkpoint_manager``: private). Ray 2.60
+  snapshots its experiment state at most every few seconds but rotates checkpoints
+  (``num_to_keep``) at once, so a driver killed in between is restored naming a checkpoint that no
+  longer exists, and ``Trainable.restore`` then fails every retry ("Could not recover from
+  checkpoint as it does not exist on storage anymore") before the trainable runs.
 - :func:`asha_milestones`: where Ray's ``ASHAScheduler`` puts its rungs (``_brackets``: private;
   tests only, to check :func:`rspose_tune._asha.asha_rungs`).
 - :func:`use_classic_progress_table`: the pre-2.7 progress table, which shows trial parameters
@@ -35,6 +41,7 @@ __all__ = [
     "TESTED_RAY",
     "RayVersionError",
     "asha_milestones",
+    "repoint_missing_checkpoint",
     "check_ray_version",
     "restored_run_config",
     "restored_search_alg",
@@ -95,6 +102,34 @@ def restored_run_config(tuner: Any) -> Any:
     """The ``RunConfig`` a ``Tuner.restore`` d tuner unpickled from ``tuner.pkl`` (its ``callbacks``
     are the ones ``fit`` uses)."""
     return tuner._local_tuner._run_config
+
+
+def repoint_missing_checkpoint(trial: Any, choose) -> tuple[str, str | None] | None:
+    """Before Ray restores ``trial``: if the checkpoint its restored state names is not on storage,
+    name ``choose(filesystem, trial folder)`` instead (a checkpoint folder of the trial), or none
+    (Ray then starts the trial without ``restore``; the trainable finds its own checkpoints).
+
+    Returns ``(missing path, new path or None)``, or None when nothing was changed. For Ray 2.60
+    (the private ``run_metadata.checkpoint_manager._latest_checkpoint_result`` is what
+    ``TuneController._schedule_trial_restore`` restores from).
+    """
+    import pyarrow.fs as pafs
+    from ray.tune import Checkpoint
+
+    manager = trial.run_metadata.checkpoint_manager
+    latest = manager.latest_checkpoint_result
+    if latest is None or latest.checkpoint is None:
+        return None
+    missing = latest.checkpoint
+    if missing.filesystem.get_file_info(missing.path).type != pafs.FileType.NotFound:
+        return None
+    fs, trial_fs_path = trial.storage.storage_filesystem, trial.storage.trial_fs_path
+    path = choose(fs, trial_fs_path)
+    if path is None:
+        manager._latest_checkpoint_result = None
+    else:
+        latest.checkpoint = Checkpoint(path, filesystem=fs)
+    return missing.path, path
 
 
 def asha_milestones(scheduler: Any) -> list[float]:

@@ -27,7 +27,9 @@ delta_inst, coeff_inst, pos_thr``; coefficient 0 or None = component off; ``pos_
 None = its default), and for the confirm stage optionally ``seed`` (this trial's training
 seed, replacing the run's) and ``stage``: ``"baseline"`` trains the base config's stock loss
 (the loss values are then ignored). On start the trial resumes from ``tune.get_checkpoint()`` if there is one
-(ASHA promotion, retries after a failure, ``--resume``).
+(ASHA promotion, retries after a failure, ``--resume``); each checkpoint carries the result reported
+with it, and a trial resumed after its last epoch reports that result again instead of training
+(:func:`finished_result`).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from mmengine.hooks import Hook
 from rspose_tune._ray_compat import trial_storage, trial_working_directory
 from rspose_tune.spaces import PARAM_NAMES
 from rspose_tune.training import DIVERGED, LossDivergedError, newest_checkpoint, prepare_trial_config
+from rspose_tune.training._checkpoint import RESULT_FILE, read_checkpoint_result
 
 __all__ = ["DIVERGED_FILE", "train_rspose"]
 
@@ -63,7 +66,8 @@ def tune_report(result: Mapping[str, Any], checkpoint_dir: str | None) -> None:
     result.setdefault("nodes", result.get("node"))  # a data-parallel trial lists every rank's node
     if checkpoint_dir is None:
         tune.report(dict(result))
-    else:
+    else:  # the result travels with its checkpoint: a trial resumed at its end reports it again
+        (Path(checkpoint_dir) / RESULT_FILE).write_text(json.dumps(result))
         tune.report(dict(result), checkpoint=tune.Checkpoint.from_directory(checkpoint_dir))
 
 
@@ -141,6 +145,10 @@ def train_rspose(
             shrink=shrink,
             scratch=scratch,
         )
+        final = finished_result(resume, resumed_epoch, cfg)
+        if final is not None:  # nothing left to train: the final epoch's result, for Ray and the searcher
+            tune.report(final)
+            return
         recorded_divergence = threading.Lock()
 
         def diverged(reason: str) -> None:  # once: rank 0's rank watcher and this thread may both call it
@@ -157,6 +165,22 @@ def train_rspose(
         except DIVERGED as exc:  # the loss, or the logits it got, not finite (on any rank)
             diverged(f"{type(exc).__name__}: {exc}")
             raise
+
+
+def finished_result(resume: Path | None, resumed_epoch: int | None, cfg) -> dict | None:
+    """The result reported with the checkpoint this attempt resumes from, when that checkpoint is
+    after the last epoch of ``cfg`` (the trial's resolved config) (None otherwise, or for a checkpoint saved without its result).
+
+    Such an attempt has nothing to train, but Ray's restored state may hold an older result (a
+    driver killed after the trial's last report and before its experiment snapshot): Ray would end
+    the trial with that stale result, and the searcher would tell Optuna PRUNED at its epoch while
+    the rows say completed. Reporting the final result again makes Ray, the scheduler and the
+    searcher end the trial where its rows do; the row of that epoch is written again, the same.
+    """
+    stored = read_checkpoint_result(resume) if resume is not None and resumed_epoch is not None else None
+    if stored is None or resumed_epoch < int(cfg.train_cfg.max_epochs):
+        return None
+    return stored
 
 
 def refuse_after_divergence(fs, trial_fs_path: str) -> None:

@@ -78,8 +78,8 @@ def run_search(p: Plan, options: SearchOptions, extra_callbacks=(), *, reuse_act
         # Upload each trial's working directory (resolved config, trial.json, MMPose logs) to
         # <storage>/<run>/trial_<id>/ with every checkpoint, from whichever node ran it.
         sync_config=tune.SyncConfig(sync_artifacts=True),
-        # Two, not one: a driver killed between a checkpoint's rotation and the next experiment
-        # snapshot would otherwise resume from a checkpoint that was already deleted.
+        # Two, not one: fewer restored trials name a checkpoint rotated away after the last
+        # experiment snapshot; those that still do are repointed on --resume (_repair_missing_checkpoints).
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
     )
     tune_config = tune.TuneConfig(
@@ -99,6 +99,7 @@ def run_search(p: Plan, options: SearchOptions, extra_callbacks=(), *, reuse_act
                                    storage_filesystem=run_filesystem)
         _set_restored_concurrency(tuner, max_concurrent)
         use_tracking_callbacks(tuner, tracking)  # this start's --mlflow/--wandb, not the first start's
+        _repair_missing_checkpoints(tuner)
     else:  # a new run, or one whose driver died before Ray wrote its state: start it from its spec
         tuner = tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)
     return tuner.fit()
@@ -214,6 +215,17 @@ def _stages_after_search(p: Plan, options: SearchOptions, num_trials: int) -> in
 def _search_rows(rows):
     """The rows of search-stage trials (files written before stages existed: all rows)."""
     return rows[rows["stage"].fillna("search") == "search"]
+
+
+def _repair_missing_checkpoints(tuner) -> None:
+    """Let a ``Tuner.restore`` d run repoint trials whose checkpoint was rotated away after Ray's
+    last snapshot (:class:`rspose_tune.search._restore.MissingCheckpointRepair`); once per start."""
+    from rspose_tune._ray_compat import restored_run_config
+    from rspose_tune.search._restore import MissingCheckpointRepair
+
+    run_config = restored_run_config(tuner)
+    kept = [c for c in run_config.callbacks or [] if not isinstance(c, MissingCheckpointRepair)]
+    run_config.callbacks = [MissingCheckpointRepair(), *kept]
 
 
 def _set_restored_concurrency(tuner, max_concurrent: int) -> None:

@@ -32,7 +32,10 @@ __all__ = [
     "CheckpointMismatchError",
     "SAFE_GLOBALS",
     "fetch_checkpoint",
+    "RESULT_FILE",
     "newest_checkpoint",
+    "oldest_checkpoint_path",
+    "read_checkpoint_result",
     "restore_checkpoint",
     "safe_checkpoint_loading",
     "strip_unsafe_state",
@@ -43,6 +46,9 @@ __all__ = [
 CHECKPOINT_FILE = "checkpoint.pth"
 MANIFEST_FILE = "rspose_checkpoint.json"
 MANIFEST_VERSION = 1
+#: The result reported with a checkpoint (JSON), written beside it by the trainable: a trial resumed
+#: at its last epoch reports it again (Ray's restored state may hold an older one).
+RESULT_FILE = "rspose_result.json"
 
 
 def _numpy_safe_globals() -> list:
@@ -145,7 +151,16 @@ def _copy_verified(ckpt_dir: Path, dest_dir: Path, trial_id: str) -> Path:
     dest = dest_dir / CHECKPOINT_FILE
     dest.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(ckpt_dir / CHECKPOINT_FILE, dest)
+    if (ckpt_dir / RESULT_FILE).is_file():
+        shutil.copyfile(ckpt_dir / RESULT_FILE, dest_dir / RESULT_FILE)
     return dest
+
+
+def read_checkpoint_result(local_checkpoint: Path) -> dict | None:
+    """The result reported with a checkpoint fetched by :func:`fetch_checkpoint` (its
+    :data:`RESULT_FILE`, copied beside ``local_checkpoint``), or None (a checkpoint without one)."""
+    path = Path(local_checkpoint).parent / RESULT_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def fetch_checkpoint(checkpoint, dest_dir: Path, *, trial_id: str) -> tuple[Path, int | None]:
@@ -188,23 +203,17 @@ def newest_checkpoint(given, fs, trial_fs_path: str, *, trial_id: str, dest_dir:
     Returns:
         ``(checkpoint or None, local checkpoint file or None, epoch or None)``.
     """
-    import pyarrow.fs as pafs
     from ray.tune import Checkpoint
 
     candidates = []  # (epoch, is Tune's, Checkpoint)
     if given is not None:
         manifest = _manifest_on_storage(given.filesystem, given.path) or {}
         candidates.append((int(manifest.get("epoch", -1)), True, given))
-    selector = pafs.FileSelector(trial_fs_path.rstrip("/"), allow_not_found=True)
-    for info in fs.get_file_info(selector):
-        if info.type != pafs.FileType.Directory or not info.base_name.startswith("checkpoint_"):
+    for epoch, path in _stored_checkpoints(fs, trial_fs_path, trial_id):
+        if given is not None and path.rstrip("/") == str(given.path).rstrip("/"):
             continue
-        if given is not None and info.path.rstrip("/") == str(given.path).rstrip("/"):
-            continue
-        manifest = _manifest_on_storage(fs, info.path)
-        if (manifest and manifest.get("trial_id") == trial_id and "epoch" in manifest
-                and (recorded is None or recorded(int(manifest["epoch"])))):
-            candidates.append((int(manifest["epoch"]), False, Checkpoint(info.path, filesystem=fs)))
+        if recorded is None or recorded(epoch):
+            candidates.append((epoch, False, Checkpoint(path, filesystem=fs)))
     candidates.sort(key=lambda c: (c[0], c[1]), reverse=True)  # newest first; Tune's wins a tie
     for _, from_tune, checkpoint in candidates:
         try:
@@ -215,3 +224,31 @@ def newest_checkpoint(given, fs, trial_fs_path: str, *, trial_id: str, dest_dir:
             continue  # a folder whose upload was cut short: the next older one
         return checkpoint, local, epoch
     return None, None, None
+
+
+def _stored_checkpoints(fs, trial_fs_path: str, trial_id: str) -> list[tuple[int, str]]:
+    """``(epoch, folder)`` of every ``checkpoint_*`` folder in the trial's storage folder whose
+    manifest names ``trial_id`` and an epoch (the file's hash is checked only when fetched)."""
+    import pyarrow.fs as pafs
+
+    found = []
+    selector = pafs.FileSelector(trial_fs_path.rstrip("/"), allow_not_found=True)
+    for info in fs.get_file_info(selector):
+        if info.type != pafs.FileType.Directory or not info.base_name.startswith("checkpoint_"):
+            continue
+        manifest = _manifest_on_storage(fs, info.path)
+        if manifest and manifest.get("trial_id") == trial_id and "epoch" in manifest:
+            found.append((int(manifest["epoch"]), info.path))
+    return sorted(found)
+
+
+def oldest_checkpoint_path(fs, trial_fs_path: str, *, trial_id: str) -> str | None:
+    """The trial's oldest checkpoint folder in its storage folder (None: there is none).
+
+    For a restored trial whose recorded checkpoint is gone (rotated away after Ray's last
+    experiment snapshot, :func:`rspose_tune._ray_compat.repoint_missing_checkpoint`): the oldest,
+    not the newest, because what Tune passes is taken without asking ``recorded``, while
+    :func:`newest_checkpoint` then moves on to the newest one whose epoch has a row.
+    """
+    stored = _stored_checkpoints(fs, trial_fs_path, trial_id)
+    return stored[0][1] if stored else None
