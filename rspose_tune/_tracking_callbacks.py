@@ -11,7 +11,7 @@ from ray.air.integrations.wandb import WandbLoggerCallback, _WandbLoggingActor
 
 from rspose_tune._layout import mlflow_metric_name
 
-__all__ = ["MLflowTrialCallback", "WandbTrialCallback", "mlflow_metric_name"]
+__all__ = ["MLflowTrialCallback", "WandbTrialCallback"]
 
 
 def _trial_tags(trial: Any, *, backbone: str, seed: int, run: str) -> dict[str, str]:

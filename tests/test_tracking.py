@@ -183,7 +183,7 @@ def test_mlflow_callback_logs_mmposes_metric_names_that_mlflow_refuses(tmp_path)
     whole search): it is logged as ``coco/AP_M``, the rest unchanged (real MLflow, file store)."""
     from mlflow import MlflowClient
 
-    from rspose_tune._tracking_callbacks import mlflow_metric_name
+    from rspose_tune._layout import mlflow_metric_name
     from rspose_tune.tracking import tracking_callbacks
 
     assert [mlflow_metric_name(k) for k in ("coco/AP (M)", "coco/AR (L)", "coco/AP .5", "a[b]", "loss_rank")] == [

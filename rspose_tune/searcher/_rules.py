@@ -23,11 +23,12 @@ SAMPLERS = ("tpe", "random", "gp")
 #: search seeds, with the all-on space, the confirm stage named the best setting in 73 instead of 61
 #: (demo table) and 55 instead of 38 (held-out table) replays.
 TPE_OPTIONS = {"constant_liar": True, "multivariate": False, "n_ei_candidates": 1}
-#: The ``TPESampler`` keyword arguments ``tpe_options`` may set.
-TPE_OPTION_KEYS = ("constant_liar", "multivariate", "group", "consider_endpoints", "n_ei_candidates", "prior_weight")
-#: The kind of value each of :data:`TPE_OPTION_KEYS` takes (``int``: >= 1; ``float``: finite, > 0).
+#: The kind of value each ``TPESampler`` keyword argument ``tpe_options`` may set takes (``int``: >= 1;
+#: ``float``: finite, > 0).
 _TPE_OPTION_KINDS = {"constant_liar": bool, "multivariate": bool, "group": bool, "consider_endpoints": bool,
                      "n_ei_candidates": int, "prior_weight": float}
+#: The ``TPESampler`` keyword arguments ``tpe_options`` may set.
+TPE_OPTION_KEYS = tuple(_TPE_OPTION_KINDS)
 
 
 def parse_tpe_option(text: str) -> tuple[str, bool | int | float]:
