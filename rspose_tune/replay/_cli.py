@@ -155,7 +155,8 @@ def _replay(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from rspose_tune.replay._make_table import DEMO_TABLE
     from rspose_tune.replay._simulator import POLICIES, ReplaySettings, replay
     from rspose_tune.replay._confirm import confirm
-    from rspose_tune.replay._summary import format_confirm, format_report, summarize, summarize_confirm
+    from rspose_tune.replay._summary import (format_confirm, format_paired, format_report, paired_comparison,
+                                             summarize, summarize_confirm)
     from rspose_tune.replay._table import TableError, _space_of_preset, load_table
     from rspose_tune.searcher import startup_trials
     from rspose_tune.spaces import load_preset
@@ -216,9 +217,12 @@ def _replay(args: argparse.Namespace, argv: Sequence[str]) -> int:
         + (", TPE options " + ", ".join(f"{k}={v}" for k, v in args.tpe_option) if args.tpe_option else "")
     )
     print(format_report(table, summaries, header=header, target=args.target))
+    paired = [paired_comparison(a, b, seeds) for i, a in enumerate(confirmed) for b in confirmed[i + 1:]]
     if confirmed:
         print(format_confirm(table, confirmed, top=args.confirm_top, seeds=args.confirm_seeds, race=args.confirm_race,
                              level=rank_epochs))
+    if paired:
+        print(format_paired(paired))
     wall = time.perf_counter() - t0
     print(f"\n(replayed in {wall:.1f} s)")
     if args.json:
@@ -231,7 +235,8 @@ def _replay(args: argparse.Namespace, argv: Sequence[str]) -> int:
             "policies": [dataclasses.asdict(s) for s in summaries],
             "confirm": ({"top": args.confirm_top, "seeds": args.confirm_seeds, "race": args.confirm_race,
                          "from": args.confirm_from, "rank_epochs": rank_epochs or table.max_epochs,
-                         "policies": [dataclasses.asdict(c) for c in confirmed]} if confirmed else None),
+                         "policies": [dataclasses.asdict(c) for c in confirmed],
+                         "paired": [dataclasses.asdict(c) for c in paired]} if confirmed else None),
             "replayed_s": wall,
         })
     return 0

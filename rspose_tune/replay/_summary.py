@@ -236,6 +236,8 @@ class ConfirmSummary:
         short: Candidates confirmed on fewer seeds than asked (their curves are not in the table).
         unconfirmed: Replays with no candidate to confirm.
         dropped: Candidates racing dropped before their last seed, over all replays.
+        correct_seeds: The search seeds (:attr:`Trace.seed`) of the replays counted in ``correct``, so two
+            policies replayed on the same seeds can be compared seed by seed (:func:`paired_comparison`).
     """
 
     name: str
@@ -250,6 +252,7 @@ class ConfirmSummary:
     short: int
     unconfirmed: int
     dropped: int = 0
+    correct_seeds: tuple[int, ...] = ()
 
 
 def summarize_confirm(table: CurveTable, traces: Sequence[Trace], outcomes: Sequence) -> ConfirmSummary:
@@ -275,7 +278,58 @@ def summarize_confirm(table: CurveTable, traces: Sequence[Trace], outcomes: Sequ
         short=sum(o.short for o in outcomes),
         unconfirmed=sum(o.winner is None for o in outcomes),
         dropped=sum(o.dropped for o in outcomes),
+        correct_seeds=tuple(t.seed for t, o in zip(traces, outcomes) if o.correct),
     )
+
+
+@dataclass(frozen=True)
+class PairedComparison:
+    """Two policies' confirm stages on the same search seeds, seed by seed (McNemar's exact test).
+
+    Attributes:
+        first, second: The policies' names.
+        both, first_only, second_only, neither: Replays (seeds) where both, only the first, only the
+            second, or neither named the table's best.
+        p_value: Two-sided exact McNemar p-value: the binomial test of ``first_only`` in
+            ``first_only + second_only`` discordant seeds at 1/2 (``scipy.stats.binomtest``); 1.0 with
+            no discordant seed.
+    """
+
+    first: str
+    second: str
+    both: int
+    first_only: int
+    second_only: int
+    neither: int
+    p_value: float
+
+
+def paired_comparison(first: ConfirmSummary, second: ConfirmSummary, seeds: Sequence[int]) -> PairedComparison:
+    """Compare two policies replayed on the same ``seeds`` by the seeds on which each named the best.
+
+    The seeds pair the replays: a search seed fixes the training seed the search trials replay and
+    the samplers' seeds, and TPE's start-up trials are random search's first trials, so the two
+    counts are not independent and a paired test is the fair one."""
+    from scipy.stats import binomtest
+
+    a, b = set(first.correct_seeds), set(second.correct_seeds)
+    every = set(seeds)
+    if not (a | b) <= every:
+        raise ValueError("`seeds` must hold every seed of both summaries' correct_seeds.")
+    first_only, second_only = len(a - b), len(b - a)
+    discordant = first_only + second_only
+    p = float(binomtest(first_only, discordant, 0.5).pvalue) if discordant else 1.0
+    return PairedComparison(first.name, second.name, len(a & b), first_only, second_only,
+                            len(every - a - b), p)
+
+
+def format_paired(comparisons: Sequence[PairedComparison]) -> str:
+    """The CLI's seed-by-seed comparison lines (one per pair of policies)."""
+    lines = ["", "Seed by seed (the same search seeds; exact McNemar test on the seeds where only one names the best):"]
+    for c in comparisons:
+        lines.append(f"  {c.first} vs {c.second}: both {c.both}, only {c.first} {c.first_only}, only {c.second} "
+                     f"{c.second_only}, neither {c.neither}; two-sided p = {c.p_value:.3f}")
+    return "\n".join(lines)
 
 
 def format_confirm(table: CurveTable, summaries: Sequence[ConfirmSummary], *, top: int, seeds: int,

@@ -147,6 +147,19 @@ def test_cli_confirm_stage_and_json(tmp_path, capsys):
     assert conf["replays"] == 3 and 0 <= conf["correct"] <= 3
     assert data["table"]["best_value"] == pytest.approx(0.4 + 0.3 + 0.015)  # setting 3, mean over seeds 0..3
     assert data["policies"][0]["name"] == "full-budget random" and data["command"].startswith("python -m")
+    assert len(conf["correct_seeds"]) == conf["correct"] and data["confirm"]["paired"] == []  # one policy: no pair
+
+
+def test_cli_compares_two_policies_seed_by_seed(tmp_path, capsys):
+    out_json = tmp_path / "r.json"
+    assert main(["--seeds", "4", "--budget-epochs", "60", "--policies", "asha-tpe", "asha-random",
+                 "--confirm-top", "2", "--confirm-seeds", "2", "--json", str(out_json)]) == 0
+    assert "ASHA+TPE vs ASHA+random: both " in capsys.readouterr().out
+    data = json.loads(out_json.read_text())
+    (pair,) = data["confirm"]["paired"]
+    tpe, rnd = (set(p["correct_seeds"]) for p in data["confirm"]["policies"])
+    assert (pair["both"], pair["first_only"], pair["second_only"]) == (len(tpe & rnd), len(tpe - rnd), len(rnd - tpe))
+    assert pair["both"] + pair["first_only"] + pair["second_only"] + pair["neither"] == 4
 
 
 @pytest.mark.parametrize(("argv", "message"), [(["--confirm-seeds", "1"], "--confirm-seeds must be an integer >= 2, got 1"),

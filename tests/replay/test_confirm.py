@@ -123,3 +123,35 @@ def test_confirm_from_a_rung_takes_a_trial_asha_stopped_there():
     assert rung.by_seed == {1: {1: pytest.approx(0.71), 2: pytest.approx(0.72)}}  # at the full budget, not the rung
     both = confirm(table, trace, top=3, seeds=2, rank_epochs=2)
     assert both.candidates == (1, 0, 2)  # ranked by the metric at epoch 2: 0.70 * 0.75/0.9375, ...
+
+
+# ------------------------------------------------------------------------------------- seed by seed
+def test_paired_comparison_counts_discordant_seeds_and_is_mcnemars_exact_test():
+    from math import comb
+
+    from rspose_tune.replay._summary import ConfirmSummary, paired_comparison
+
+    def summary(name, seeds):
+        nan3 = (float("nan"),) * 3
+        return ConfirmSummary(name, 10, len(seeds), 0, nan3, nan3, 0.0, 0, 0, 0, 0, correct_seeds=tuple(seeds))
+
+    a, b = summary("A", [0, 1, 2, 3, 4, 5, 6]), summary("B", [0, 1, 7])
+    c = paired_comparison(a, b, range(10))
+    assert (c.both, c.first_only, c.second_only, c.neither) == (2, 5, 1, 2)
+    # two-sided exact binomial test of 5 in 6 at 1/2, computed by hand: P(X <= 1) + P(X >= 5)
+    assert c.p_value == pytest.approx(2 * (comb(6, 0) + comb(6, 1)) / 2 ** 6)
+    assert paired_comparison(a, a, range(10)).p_value == 1.0  # no discordant seed
+    with pytest.raises(ValueError, match="every seed"):
+        paired_comparison(a, b, range(5))
+
+
+def test_summarize_confirm_records_the_seeds_that_named_the_best():
+    from rspose_tune.replay._confirm import confirm
+    from rspose_tune.replay._summary import summarize_confirm
+
+    table = _seeded_table([{0: 0.5, 1: 0.5, 2: 0.5}, {0: 0.7, 1: 0.7, 2: 0.7}])
+    right, wrong = _trace_of(table, [0, 1], search_seed=0), _trace_of(table, [0], search_seed=0)
+    right.seed, wrong.seed = 7, 8
+    traces = [right, wrong]
+    outcomes = [confirm(table, t, 2, 3) for t in traces]
+    assert summarize_confirm(table, traces, outcomes).correct_seeds == (7,)
