@@ -58,7 +58,7 @@ def _tpe_option(text: str) -> tuple[str, object]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from rspose_tune.replay._simulator import DEFAULT_POLICIES, POLICIES
+    from rspose_tune.replay._simulator import DEFAULT_POLICIES, POLICIES, REPEAT_CURVES
 
     parser = _Parser(
         prog="python -m rspose_tune.replay",
@@ -102,6 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--n-startup-trials", type=_option("--n-startup-trials", "n_startup_trials"), default=None,
                         help="TPE's random start-up trials (default: the search's rule for --num-trials, "
                              "rspose_tune.searcher.startup_trials)")
+    parser.add_argument("--repeat-curves", choices=list(REPEAT_CURVES), default="same",
+                        help="a proposal matched to a setting this replay already tried replays its curve on the "
+                             "search's training seed again ('same', default) or, unless it is that setting itself, "
+                             "its curve on the next recorded training seed ('other-seeds': the fresh training noise a "
+                             "nearby setting would see)")
     parser.add_argument("--tpe-option", action="append", type=_tpe_option, default=[], metavar="KEY=VALUE",
                         help="a TPESampler option over the search's own (rspose_tune.searcher.TPE_OPTIONS), e.g. "
                              "prior_weight=2 or consider_endpoints=true; repeat for more")
@@ -187,7 +192,8 @@ def _replay(args: argparse.Namespace, argv: Sequence[str]) -> int:
     settings = ReplaySettings(budget_epochs=budget, workers=args.workers, grace_epochs=grace,
                               reduction_factor=factor, n_startup_trials=startup,
                               known_good=args.known_good, search_space=search_space,
-                              tpe_options=dict(args.tpe_option) or None).for_table(table)
+                              tpe_options=dict(args.tpe_option) or None,
+                              repeat_curves=args.repeat_curves).for_table(table)
     settings.check(table.max_epochs, sources={"grace_epochs": grace_from, "reduction_factor": factor_from})
     rank_epochs = None  # the confirm candidates' level: the full budget
     if args.confirm_from == "rung":
@@ -215,6 +221,7 @@ def _replay(args: argparse.Namespace, argv: Sequence[str]) -> int:
         f"{'first' if settings.known_good else 'not used'}"
         + (f", search space of {args.search_space} (matched in the table's)" if args.search_space else "")
         + (", TPE options " + ", ".join(f"{k}={v}" for k, v in args.tpe_option) if args.tpe_option else "")
+        + (f", repeats answered by {args.repeat_curves}" if args.repeat_curves != "same" else "")
     )
     print(format_report(table, summaries, header=header, target=args.target))
     paired = [paired_comparison(a, b, seeds) for i, a in enumerate(confirmed) for b in confirmed[i + 1:]]

@@ -39,7 +39,7 @@ from rspose_tune.replay._common import ReplayError
 from rspose_tune.replay._table import CurveTable
 from rspose_tune.searcher._rules import SAMPLERS
 
-__all__ = ["POLICIES", "Policy", "ReplaySettings", "Trace", "TrialRecord", "make_scheduler", "make_searcher",
+__all__ = ["POLICIES", "Policy", "REPEAT_CURVES", "ReplaySettings", "Trace", "TrialRecord", "make_scheduler", "make_searcher",
            "option_rule", "replay", "simulate"]
 
 
@@ -85,6 +85,12 @@ class ReplaySettings:
             scaling of a parameter is measured with the same instrument.
         tpe_options: ``TPESampler`` options over :data:`rspose_tune.searcher.TPE_OPTIONS` (default
             ``None``: the live search's, unchanged).
+        repeat_curves: What answers a proposal matched to a setting this replay already tried:
+            ``"same"`` (default): its curve on the search's training seed again, as a live search
+            training that very setting again would see; ``"other-seeds"``: unless the proposal is
+            the recorded setting itself, the setting's curve on its next recorded training seed
+            (cycling), as a live search training a *nearby* setting would see fresh training
+            noise instead of a copy of the first result (docs/replay.md, "Fourth round").
     """
 
     budget_epochs: int
@@ -95,6 +101,7 @@ class ReplaySettings:
     known_good: bool = False
     search_space: dict | None = None
     tpe_options: dict | None = None
+    repeat_curves: str = "same"
 
     def for_table(self, table: CurveTable) -> ReplaySettings:
         """These settings with ``n_startup_trials`` filled in when ``None``, as the live search of
@@ -108,6 +115,9 @@ class ReplaySettings:
     def check(self, max_epochs: int, sources: dict[str, str] | None = None) -> None:
         """Raise :class:`ReplayError` naming the option (or, in ``sources``, where its value came
         from: a flag, a table's recorded budget) and the rule (:func:`option_rule`) it breaks."""
+        if self.repeat_curves not in REPEAT_CURVES:
+            raise ReplayError(f"The value of `repeat_curves` is {self.repeat_curves!r}, but must be one of "
+                              f"{list(REPEAT_CURVES)}.")
         for name in _OPTION_LOWEST:
             value = getattr(self, name)
             rule = None if name == "n_startup_trials" and value is None else option_rule(name, value, max_epochs)
@@ -117,6 +127,8 @@ class ReplaySettings:
                 raise ReplayError(f"The value of `{name}` is {value!r}, but must be {rule}.")
 
 
+#: The values of :attr:`ReplaySettings.repeat_curves`.
+REPEAT_CURVES = ("same", "other-seeds")
 #: The checked options of :class:`ReplaySettings` and their lowest value (``reduction_factor``: above 1).
 _OPTION_LOWEST = {"budget_epochs": 0, "workers": 1, "grace_epochs": 1, "reduction_factor": 1, "n_startup_trials": 0}
 
@@ -268,6 +280,7 @@ def simulate(table: CurveTable, scheduler, search_alg, *, settings: ReplaySettin
     # Optuna's samplers propose at random until n_startup_trials trials are COMPLETE or PRUNED, so
     # with W workers more than n_startup_trials start at random (Ray issue #52535): counted here.
     random_policy = policy is not None and policy.sampler == "random"
+    answered: dict[int, int] = {}  # setting -> trials it answered so far (repeat_curves="other-seeds")
 
     while True:
         while len(running) < settings.workers and spent < settings.budget_epochs:
@@ -280,6 +293,12 @@ def simulate(table: CurveTable, scheduler, search_alg, *, settings: ReplaySettin
             curves = table.curves[match.index]
             if trace.search_seed is not None:
                 curve = table.curve_of_seed(match.index, trace.search_seed)
+                repeats = answered.get(match.index, 0)
+                if settings.repeat_curves == "other-seeds" and repeats and not match.exact:
+                    seeds = sorted(c.seed for c in curves)  # common seeds: every curve's seed is known
+                    start = seeds.index(trace.search_seed)
+                    curve = table.curve_of_seed(match.index, seeds[(start + repeats) % len(seeds)])
+                answered[match.index] = repeats + 1
             else:
                 curve = curves[int(rng.integers(len(curves)))]
             scheduler.on_trial_add(None, trial)

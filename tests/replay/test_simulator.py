@@ -280,3 +280,35 @@ def test_search_space_is_what_the_searcher_proposes_from():
     assert all(0 <= r.setting < len(table.settings) for r in trace.trials)
     own = replay(table, POLICIES["asha-random"], 0, dataclasses.replace(settings, search_space=None))
     assert len({r.config["pos_thr"] for r in own.trials}) > 1  # the table's space searches it
+
+
+def test_repeat_curves_other_seeds_gives_a_nearby_proposal_the_settings_next_seed():
+    """A proposal matched to an already tried setting: ``same`` replays the search seed's curve again;
+    ``other-seeds`` the next recorded seed's (cycling), unless the proposal is the setting itself."""
+    settings = [_setting(0.2, 1.0, 1.0, 1.0, 1.0), _setting(0.9, 1.0, 1.0, 1.0, 1.0)]
+    rows = []
+    for i, setting in enumerate(settings):
+        for seed in range(3):
+            rows += _curve_rows(f"s{i}-seed{seed}", setting, 0.5 + 0.1 * i + 0.01 * seed)
+    table = table_from_frame(pd.DataFrame(rows), source="seeds", max_epochs=MAX_EPOCHS, mode="max", space=SPACE_ON)
+    near = dict(settings[0], delta_rank=0.21)  # answered by setting 0, not exactly
+    proposals = [settings[0], near, near, near, settings[0], settings[1]]
+
+    def seeds_replayed(repeat_curves):
+        rs = ReplaySettings(budget_epochs=1000, workers=1, grace_epochs=1, reduction_factor=2,
+                            repeat_curves=repeat_curves)
+        trace = simulate(table, make_scheduler(POLICIES["full-tpe"], table, rs), _FixedSearcher.make(proposals),
+                         settings=rs, seed=0)
+        by_id = {c.trial_id: c.seed for cs in table.curves for c in cs}
+        return trace.search_seed, [(t.setting, by_id[t.curve]) for t in trace.trials]
+
+    search_seed, same = seeds_replayed("same")
+    index0 = same[0][0]
+    assert [s for _, s in same] == [search_seed] * 6 and [i for i, _ in same[:5]] == [index0] * 5
+    _, fresh = seeds_replayed("other-seeds")
+    from rspose_tune.errors import RSPoseTuneError
+
+    cycle = [(search_seed + k) % 3 for k in range(4)]
+    assert [s for _, s in fresh] == [search_seed, cycle[1], cycle[2], cycle[3], search_seed, search_seed]
+    with pytest.raises(RSPoseTuneError, match="repeat_curves"):
+        ReplaySettings(budget_epochs=1, repeat_curves="fresh").check(4)
