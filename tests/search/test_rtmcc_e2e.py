@@ -85,6 +85,8 @@ def test_demo_rtmcc_search_baseline_report_and_export(tmp_path, mmpose_ready, mo
     # warm start: a second run (1 trial, 1 epoch, no confirm stage) whose first trial is the first
     # run's chosen setting (its confirmed one). Its preset is demo-rtmcc without the known-good setting:
     # a warm-start setting equal to a known-good one is skipped, and the first run's winner may be it.
+    # Another --seed: with the first run's, its sampler's first point is the first run's sampled one,
+    # which may be the winner (the test would pass with the warm start lost).
     presets = tmp_path / "presets"
     presets.mkdir()
     source = Path(__file__).resolve().parents[2] / "search_spaces" / "demo-rtmcc.yaml"
@@ -94,7 +96,7 @@ def test_demo_rtmcc_search_baseline_report_and_export(tmp_path, mmpose_ready, mo
     (presets / "demo-rtmcc-nokg.yaml").write_text(yaml.safe_dump(raw))
     warm = _module("rspose_tune.search", "--backbone", "demo-rtmcc-nokg", "--search-dir", str(presets),
                    "--storage", storage, "--name", "warm", "--data-root", str(data), "--warm-start", "rtmcc",
-                   "--num-trials", "1", "--max-epochs", "1", "--grace-epochs", "1", "--confirm-top", "0",
+                   "--seed", "7", "--num-trials", "1", "--max-epochs", "1", "--grace-epochs", "1", "--confirm-top", "0",
                    "--no-baseline", "--no-dashboard", "--no-report", "--verbose", "0", cwd=tmp_path)
     assert warm.returncode == 0, warm.stdout[-3000:] + warm.stderr[-3000:]
     assert f"--warm-start: enqueued {run_dir} trial {best.name} (demo-rtmcc, confirmed mean" in warm.stdout
