@@ -136,7 +136,7 @@ def test_a_start_refuses_it_before_ray_and_creates_nothing(files, coco, capsys, 
 
 
 def test_the_two_rtmpose_presets_take_their_own_cspnext_only(files, capsys):
-    """CSPNeXt-m and -tiny share every tensor name, not one shape: each preset refuses the other's file."""
+    """Every CSPNeXt-tiny tensor has its name in CSPNeXt-m, none its shape: each preset refuses the other's file."""
     code, out, err = _dry(files["cspnext_tiny"], capsys, backbone="rtmpose-t")
     assert code == 0 and err == "" and "ASHA levels" in out and "note: --weights" not in out
     code, out, err = _dry(files["cspnext"], capsys, backbone="rtmpose-t")
