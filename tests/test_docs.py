@@ -173,3 +173,31 @@ def test_a_flag_missing_from_the_docs_is_found():
     assert any("four" not in p and "'five groups'" in p for p in problems), problems
     assert "real_backbone.md's 'output': missing ['--mlflow', '--wandb'], extra []" in problems
     assert "runs.md's flags that define the run: missing ['--trainable'], extra []" in problems
+
+
+# --------------------------------------------------------------------------------------------
+# The preset lists of the README and docs/real_backbone.md are the shipped presets
+# --------------------------------------------------------------------------------------------
+
+
+def preset_list_problems(readme: str, real_backbone: str, shipped: list[str]) -> list[str]:
+    """Where the README's ``Presets:`` line or real_backbone.md's preset table misses or adds a preset."""
+    problems = []
+    line = re.search(r"^Presets: (.*?)\(`search_spaces/\*\.yaml`\)", readme, re.S | re.M)
+    table = real_backbone.split("\n## Presets\n", 1)[-1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| (`.*?) \|", table, re.M)
+    for where, names in (("README.md's Presets line", re.findall(r"`([\w.-]+)`", line.group(1)) if line else []),
+                         ("real_backbone.md's preset table", [n for row in rows for n in re.findall(r"`([\w.-]+)`", row)])):
+        if sorted(names) != sorted(shipped):
+            problems.append(f"{where}: missing {sorted(set(shipped) - set(names))}, extra {sorted(set(names) - set(shipped))}")
+    return problems
+
+
+def test_the_preset_lists_of_the_docs_are_the_shipped_presets():
+    from rspose_tune.spaces import list_presets
+
+    readme, real = (REPO / "README.md").read_text(), (REPO / "docs" / "real_backbone.md").read_text()
+    assert not preset_list_problems(readme, real, list_presets())
+    problems = preset_list_problems(readme.replace("`rtmpose-t`, ", ""), real, [*list_presets(), "new"])
+    assert problems == ["README.md's Presets line: missing ['new', 'rtmpose-t'], extra []",
+                        "real_backbone.md's preset table: missing ['new'], extra []"]

@@ -76,6 +76,19 @@ def test_dry_run_vit_h_without_data_prints_the_cost_and_writes_nothing(tmp_path)
     assert _files(tmp_path) == before + ["cwd"]  # nothing written (not even the storage folder)
 
 
+@pytest.mark.parametrize("backbone", ["rtmpose-m", "rtmpose-t"])
+def test_dry_run_rtmpose_prints_the_rungs_of_its_420_epochs(tmp_path, backbone):
+    start = time.monotonic()
+    out = _dry(tmp_path, "--dry-run", "--backbone", backbone, "--num-trials", "48")
+    elapsed = time.monotonic() - start
+    assert out.returncode == 0 and out.stderr.count("error:") == 0, out.stderr
+    assert "RAY_IMPORTED False" in out.stdout and elapsed < 30
+    assert "rung 0 at epoch   10: ~48.0" in out.stdout and "rung 3 at epoch  270: ~1.8" in out.stdout
+    assert "full budget at epoch  420: ~1.0" in out.stdout and "expected ~1,590, worst case 20,160" in out.stdout
+    assert "confirm stage: top 3 setting(s) x seeds [1, 2, 3] x 420 epochs = 3,780 epochs" in out.stdout
+    assert "GPU-hours: unknown" in out.stdout  # no measured cost: no invented figure
+
+
 def test_dry_run_epoch_gpu_hours_flag_and_confirm_flags(tmp_path):
     # vit-b validates every 10 epochs: the grace period is a multiple of it (issue 17)
     out = _dry(tmp_path, "--dry-run", "--backbone", "vit-b", "--num-trials", "9", "--max-epochs", "270",

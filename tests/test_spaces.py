@@ -19,7 +19,7 @@ from rspose_tune.spaces import (
     load_preset,
 )
 
-SHIPPED = ["demo", "demo-rtmcc", "demo-simcc", "hrnet-w32-crowdpose", "hrnet-w32-mpii", "hrnet-w48-simcc", "res50-simcc", "rtmpose-m", "vit-b", "vit-h"]
+SHIPPED = ["demo", "demo-rtmcc", "demo-simcc", "hrnet-w32-crowdpose", "hrnet-w32-mpii", "hrnet-w48-simcc", "res50-simcc", "rtmpose-m", "rtmpose-t", "vit-b", "vit-h"]
 
 # RSPose paper, Table E.8 (COCO): (delta_rank, coeff_rank, delta_sort, coeff_sort, delta_inst, coeff_inst).
 TABLE_E8 = {
@@ -30,6 +30,7 @@ TABLE_E8 = {
     "hrnet-w32-crowdpose": (0.4, 1.0, 1.5, 2.0, 3.0, 0.25),  # no E.8 row: ViT-B values
     "hrnet-w32-mpii": (0.4, 1.0, 1.5, 2.0, 3.0, 0.25),
     "rtmpose-m": (0.4, 1.0, 0.2, 0.25, None, 0.0),  # no RTMPose row: the SimCC ResNet-50 row
+    "rtmpose-t": (0.4, 1.0, 0.2, 0.25, None, 0.0),
 }
 
 VALID = textwrap.dedent(
@@ -130,6 +131,7 @@ def test_known_good_is_table_e8(name):
         ("hrnet-w32-crowdpose", 1, "crowdpose/AP", "crowdpose", 210),
         ("hrnet-w32-mpii", 1, "PCK", "mpii", 210),
         ("rtmpose-m", 1, "coco/AP", "coco", 420),
+        ("rtmpose-t", 1, "coco/AP", "coco", 420),
         ("demo", 0, "coco/AP", "coco-format", 10),
         ("demo-rtmcc", 0, "coco/AP", "coco-format", 10),
     ],

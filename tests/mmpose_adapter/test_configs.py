@@ -162,20 +162,32 @@ def test_demo_rtmcc_stock_and_rspose_configs(mmpose_ready, tmp_path):
     assert feats[-1].shape[1:] == (64, 8, 6)  # (C, H, W): RTMPose's head input size at 256x192
 
 
-def test_rtmpose_m_keeps_its_recipe_scales_it_and_keeps_the_weights_prefix(mmpose_ready, tmp_path):
-    """MMPose's RTMPose-m recipe (EMA, stage-2 pipeline switch, cosine from 210) under the builder."""
+#: The two RTMPose presets: (name, backbone width (the head's input channels), EMA, AdamW weight decay), as
+#: MMPose configures them (rtmpose-t's config turns EMA off: "Turn off EMA while training the tiny model").
+RTMPOSE = [("rtmpose-m", 768, True, 0.05), ("rtmpose-t", 384, False, 0.0)]
+
+
+@pytest.mark.parametrize(("name", "channels", "ema", "weight_decay"), RTMPOSE)
+def test_rtmpose_keeps_its_recipe_scales_it_and_keeps_the_weights_prefix(mmpose_ready, tmp_path, name, channels, ema,
+                                                                         weight_decay):
+    """MMPose's RTMPose recipe (EMA where it has one, stage-2 pipeline switch, cosine from 210) under the builder."""
     from rspose_tune.mmpose_adapter.configs import build_config
     from rspose_tune.spaces import load_preset
 
-    weights = tmp_path / "cspnext-m.pth"
+    weights = tmp_path / "cspnext.pth"
     weights.write_bytes(b"")
-    preset = load_preset("rtmpose-m", data_root=str(tmp_path), weights=str(weights))
+    preset = load_preset(name, data_root=str(tmp_path), weights=str(weights))
     cfg = build_config(preset, dict(preset.known_good[0]))
     assert cfg.model.head.type == "RSPoseRTMCCHead" and cfg.model.backbone.type == "CSPNeXt"
+    assert cfg.model.head.in_channels == channels and cfg.optim_wrapper.optimizer.weight_decay == weight_decay
     assert cfg.model.backbone.init_cfg == dict(type="Pretrained", checkpoint=str(weights.resolve()), prefix="backbone.")
     hooks = {h["type"]: h for h in cfg.custom_hooks}
-    assert hooks["EMAHook"]["ema_type"] == "ExpMomentumEMA" and hooks["mmdet.PipelineSwitchHook"]["switch_epoch"] == 390
-    assert "CalibrationEMAHook" in hooks  # the EMA model keeps the raw head's calibration statistics
+    assert hooks["mmdet.PipelineSwitchHook"]["switch_epoch"] == 390
+    if ema:
+        assert hooks["EMAHook"]["ema_type"] == "ExpMomentumEMA"
+        assert "CalibrationEMAHook" in hooks  # the EMA model keeps the raw head's calibration statistics
+    else:
+        assert "EMAHook" not in hooks and "CalibrationEMAHook" not in hooks  # no EMA model: nothing to copy into
     stage2_pack = next(s for s in hooks["mmdet.PipelineSwitchHook"]["switch_pipeline"] if s["type"] == "PackPoseInputs")
     assert "bbox_rotation" in stage2_pack["meta_keys"]  # stage 2 rotates (up to 60 degrees): Instance Sort needs it
     assert cfg.model.head.decoder.sigma == (4.9, 5.66) and cfg.model.head.decoder.normalize is False
@@ -188,14 +200,15 @@ def test_rtmpose_m_keeps_its_recipe_scales_it_and_keeps_the_weights_prefix(mmpos
     assert next(s for s in short.param_scheduler if s["type"] == "LinearLR")["end"] == 1000  # iterations
 
 
-def test_rtmpose_m_shrunk_model_trains_one_step_on_cpu(mmpose_ready, tmp_path):
+@pytest.mark.parametrize("name", [r[0] for r in RTMPOSE])
+def test_rtmpose_shrunk_model_trains_one_step_on_cpu(mmpose_ready, tmp_path, name):
     import torch
     from mmpose.registry import MODELS
 
     from rspose_tune.mmpose_adapter.configs import build_config
     from rspose_tune.spaces import load_preset
 
-    cfg = build_config(load_preset("rtmpose-m", data_root=str(tmp_path), weights="none"), None, shrink=True)
+    cfg = build_config(load_preset(name, data_root=str(tmp_path), weights="none"), None, shrink=True)
     cfg.model.backbone.pop("_scope_")  # mmpose's CSPNeXt: mmdet's needs compiled mmcv ops
     assert "init_cfg" not in cfg.model.backbone
     model = MODELS.build(cfg.model)

@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[2]
 TABLE = json.loads(TABLE_FILE.read_text())
 #: The presets the table records: every shipped preset that names weights.
 TABLE_PRESETS = ["vit-b", "vit-h", "hrnet-w32-crowdpose", "hrnet-w32-mpii", "hrnet-w48-simcc", "res50-simcc",
-                 "rtmpose-m"]
+                 "rtmpose-m", "rtmpose-t"]
 
 
 def _shapes(preset: str) -> dict[str, list[int]]:
@@ -63,6 +63,9 @@ def files(tmp_path_factory):
         # a CSPNeXt classifier checkpoint as RTMDet's release holds it: state_dict + numpy meta
         "cspnext": _save(d / "cspnext.pth", {**_zeros("rtmpose-m", "backbone."), **head},
                          meta={"epoch": torch.tensor(600).numpy(), "hash": "ecbe7b46"}),
+        # RTMPose-t's CSPNeXt-tiny classifier checkpoint (the same release, widen 0.375, deepen 0.167)
+        "cspnext_tiny": _save(d / "cspnext_tiny.pth", {**_zeros("rtmpose-t", "backbone."), **head},
+                              meta={"epoch": torch.tensor(600).numpy(), "hash": "3a2dd350"}),
         "cspnext_bare": _save(d / "cspnext_bare.pth", _zeros("rtmpose-m")),  # no `backbone.` prefix
         "cspnext_model": _save(d / "cspnext_model.pth", _zeros("rtmpose-m", "model.")),
         "resnet": _save(d / "resnet.pth", _zeros("res50-simcc")),
@@ -124,11 +127,45 @@ def test_a_wrong_file_is_one_error_line_in_the_dry_run(files, capsys, name, need
         assert needle in err, err
 
 
-def test_a_start_refuses_it_before_ray_and_creates_nothing(files, coco, capsys, tmp_path):
-    code, _, err = _search(["--backbone", "rtmpose-m", "--data-root", str(coco), "--weights", str(files["resnet"]),
+@pytest.mark.parametrize("backbone", ["rtmpose-m", "rtmpose-t"])
+def test_a_start_refuses_it_before_ray_and_creates_nothing(files, coco, capsys, tmp_path, backbone):
+    code, _, err = _search(["--backbone", backbone, "--data-root", str(coco), "--weights", str(files["resnet"]),
                             "--storage", str(tmp_path / "out")], capsys)
-    assert code == 2 and err.count("\n") == 1 and "is not a CSPNeXt checkpoint for preset 'rtmpose-m'" in err
+    assert code == 2 and err.count("\n") == 1 and f"is not a CSPNeXt checkpoint for preset {backbone!r}" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_the_two_rtmpose_presets_take_their_own_cspnext_only(files, capsys):
+    """Every CSPNeXt-tiny tensor has its name in CSPNeXt-m, none its shape: each preset refuses the other's file."""
+    code, out, err = _dry(files["cspnext_tiny"], capsys, backbone="rtmpose-t")
+    assert code == 0 and err == "" and "ASHA levels" in out and "note: --weights" not in out
+    code, out, err = _dry(files["cspnext"], capsys, backbone="rtmpose-t")
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err and "ASHA" not in out, err
+    assert err.startswith(f"error: --weights {str(files['cspnext'])!r} is not a CSPNeXt checkpoint for preset "
+                          "'rtmpose-t': it holds 0 of the backbone's 173 tensors"), err
+    assert "173 with another shape, e.g. 'stage1.0.bn.bias': [96] here, [48] in the backbone" in err
+    assert "rtmpose-t.yaml names" in err
+    code, _, err = _dry(files["cspnext_tiny"], capsys, backbone="rtmpose-m")
+    assert code == 2 and err.count("\n") == 1 and "holds 0 of the backbone's 293 tensors" in err, err
+
+
+@pytest.mark.parametrize("backbone", ["rtmpose-m", "rtmpose-t"])
+def test_a_data_root_without_the_presets_files_is_one_error_before_the_weights(files, tmp_path, capsys, backbone):
+    """A COCO root without the detections file: one ``error:`` line (the missing paths indented under it)."""
+    root = tmp_path / "coco"
+    for folder in ("annotations", "train2017", "val2017"):
+        (root / folder).mkdir(parents=True)
+    for name in ("person_keypoints_train2017.json", "person_keypoints_val2017.json"):
+        (root / "annotations" / name).write_text("{}")
+    code, out, err = _search(["--backbone", backbone, "--data-root", str(root), "--weights", str(files["resnet"]),
+                              "--storage", str(tmp_path / "out")], capsys)
+    lines = err.splitlines()
+    assert code == 2 and "Traceback" not in err and out == "", err
+    assert [line for line in lines if "error:" in line] == [lines[0]], err
+    assert lines[0] == f"error: preset {backbone!r} ({ROOT / 'search_spaces' / f'{backbone}.yaml'}) needs paths that do not exist:"
+    assert lines[1:-1] == [f"  data.bbox_file: file '{root}/person_detection_results/"
+                           "COCO_val2017_detections_AP_H_56_person.json'"], err
+    assert "--data-root PATH" in lines[-1] and not (tmp_path / "out").exists()
 
 
 def test_the_message_names_where_the_path_came_from(files, capsys, monkeypatch):
@@ -222,7 +259,8 @@ def test_the_check_imports_no_torch_and_takes_milliseconds(files):
 @pytest.mark.slow
 def test_the_table_is_the_registry_built_backbones(mmpose_ready):
     """Regenerate after an mmpose/mmdet/mmpretrain update or a preset change with
-    ``python -c "from rspose_tune.mmpose_adapter._weights import *; from rspose_tune.spaces import load_preset;
+    ``python -c "from rspose_tune.mmpose_adapter._weights import TABLE_FILE, format_table, record_table;
+    from rspose_tune.spaces import load_preset;
     TABLE_FILE.write_text(format_table(record_table([load_preset(n, weights='none') for n in NAMES])))"``
     (NAMES: :data:`TABLE_PRESETS`)."""
     presets = [load_preset(n, weights="none") for n in TABLE_PRESETS]
@@ -289,22 +327,26 @@ def test_a_resume_checks_the_runs_weights_again_before_anything_is_written(files
     assert sorted(p.name for p in (storage / "r").iterdir()) == before  # nothing written
 
 
-def test_export_checks_its_weights_and_writes_nothing(files, coco, capsys, tmp_path):
+@pytest.mark.parametrize(("backbone", "partial", "hooks"), [
+    ("rtmpose-m", "cspnext_quarter_missing", {"EMAHook", "CalibrationEMAHook", "mmdet.PipelineSwitchHook"}),
+    ("rtmpose-t", "cspnext_tiny", {"mmdet.PipelineSwitchHook"}),  # MMPose's tiny recipe has no EMA
+])
+def test_export_checks_its_weights_and_writes_nothing(files, coco, capsys, tmp_path, backbone, partial, hooks):
     from rspose_tune import export
     from tests.report.conftest import KNOWN_GOOD, trial, write_run
 
     root = tmp_path / "results"
-    write_run(root, "rtm", [trial("t1", KNOWN_GOOD, [0.1, 0.2], "completed")], backbone="rtmpose-m", max_epochs=2)
+    write_run(root, "rtm", [trial("t1", KNOWN_GOOD, [0.1, 0.2], "completed")], backbone=backbone, max_epochs=2)
     out = tmp_path / "rtm.py"
-    argv = [str(root), "--backbone", "rtmpose-m", "--out", str(out), "--data-root", str(coco)]
+    argv = [str(root), "--backbone", backbone, "--out", str(out), "--data-root", str(coco)]
     code = export.main([*argv, "--weights", str(files["resnet"])])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
     assert err.startswith(f"error: --weights {str(files['resnet'])!r} is not a CSPNeXt checkpoint"), err
     assert not out.exists() and not (root / "rtm" / "export").exists()
-    assert export.main([*argv, "--weights", str(files["cspnext_quarter_missing"])]) == 0  # a partial match: a note
-    assert "note: --weights" in capsys.readouterr().err and out.is_file()
+    assert export.main([*argv, "--weights", str(files[partial])]) == 0
+    assert ("note: --weights" in capsys.readouterr().err) == (partial == "cspnext_quarter_missing") and out.is_file()
     from mmengine.config import Config
 
-    hooks = {h["type"] for h in Config.fromfile(str(out), import_custom_modules=False).custom_hooks}
-    assert {"EMAHook", "CalibrationEMAHook", "mmdet.PipelineSwitchHook"} <= hooks  # the recipe, exported
+    exported = {h["type"] for h in Config.fromfile(str(out), import_custom_modules=False).custom_hooks}
+    assert exported == hooks  # the recipe, exported
