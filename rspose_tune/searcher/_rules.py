@@ -23,11 +23,13 @@ SAMPLERS = ("tpe", "random", "gp")
 #: search seeds, with the all-on space, the confirm stage named the best setting in 73 instead of 61
 #: (demo table) and 55 instead of 38 (held-out table) replays.
 TPE_OPTIONS = {"constant_liar": True, "multivariate": False, "n_ei_candidates": 1}
-#: The kind of value each ``TPESampler`` keyword argument ``tpe_options`` may set takes (``int``: >= 1;
-#: ``float``: finite, > 0).
+#: The kind of value each option ``tpe_options`` may set takes (``int``: >= 1; ``float``: finite, > 0;
+#: ``"fraction"``: a number in [0, 1)). All are ``TPESampler`` keyword arguments but ``random_fraction``:
+#: the share of proposals after the start-up trials drawn at random instead of by TPE
+#: (:class:`rspose_tune.searcher._random_fraction.RandomFractionSampler`, BOHB's ``random_fraction``).
 _TPE_OPTION_KINDS = {"constant_liar": bool, "multivariate": bool, "group": bool, "consider_endpoints": bool,
-                     "n_ei_candidates": int, "prior_weight": float}
-#: The ``TPESampler`` keyword arguments ``tpe_options`` may set.
+                     "n_ei_candidates": int, "prior_weight": float, "random_fraction": "fraction"}
+#: The options ``tpe_options`` may set.
 TPE_OPTION_KEYS = tuple(_TPE_OPTION_KINDS)
 
 
@@ -36,13 +38,22 @@ def parse_tpe_option(text: str) -> tuple[str, bool | int | float]:
 
     Raises:
         ValueError: naming the rule broken: ``KEY`` one of :data:`TPE_OPTION_KEYS`; a switch
-            ``true``/``false``, ``n_ei_candidates`` an integer >= 1, ``prior_weight`` a finite number > 0.
+            ``true``/``false``, ``n_ei_candidates`` an integer >= 1, ``prior_weight`` a finite number > 0,
+            ``random_fraction`` a number in [0, 1).
     """
     key, sep, value = text.partition("=")
     key, value = key.strip(), value.strip()
     if not sep or key not in _TPE_OPTION_KINDS:
         raise ValueError(f"must be KEY=VALUE with KEY one of {list(TPE_OPTION_KEYS)}, got {text!r}")
     kind = _TPE_OPTION_KINDS[key]
+    if kind == "fraction":
+        try:
+            fraction = float(value)
+        except ValueError:
+            fraction = math.nan
+        if not 0.0 <= fraction < 1.0:  # NaN fails too
+            raise ValueError(f"{key} must be a number in [0, 1), got {value!r}")
+        return key, fraction
     if kind is bool:
         if value.lower() not in ("true", "false"):
             raise ValueError(f"{key} must be true or false, got {value!r}")
@@ -126,6 +137,14 @@ def make_sampler(
                 seed=derive_seed(seed, n_trials), n_startup_trials=n_startup_trials,
                 warn_independent_sampling=False,  # off components make the space conditional
             )
-        return optuna.samplers.TPESampler(
-            seed=derive_seed(seed, n_trials), n_startup_trials=n_startup_trials, **tpe_options,
+        options = dict(tpe_options)
+        fraction = float(options.pop("random_fraction", 0.0))
+        tpe = optuna.samplers.TPESampler(
+            seed=derive_seed(seed, n_trials), n_startup_trials=n_startup_trials, **options,
         )
+        if not fraction:
+            return tpe
+        from rspose_tune.searcher._random_fraction import RandomFractionSampler
+
+        random_seed = None if seed is None else (derive_seed(seed, n_trials) + 1) % (2**32)  # not TPE's stream
+        return RandomFractionSampler(tpe, optuna.samplers.RandomSampler(seed=random_seed), fraction, n_startup_trials)
