@@ -1,9 +1,11 @@
-"""Parallel TPE options: independent TPE vs + constant liar vs + multivariate/group (issue 11).
+"""Parallel TPE options: independent TPE vs + constant liar vs + multivariate/group (issue 11), one
+candidate per proposal and a random fraction (issue 26), and random search.
 
 ``python -m rspose_tune.bench tpe [--seeds 30] [--trials 32] [--workers 8]``
 
 What it measures: the project's own searcher (:class:`rspose_tune.searcher.PruningAwareOptunaSearch`,
-the define-by-run space of the ``demo`` preset with its on/off switches, the known-good setting
+the define-by-run space of the ``demo`` preset (all components always on since issue 26's third
+round; docs/trust.md's first table was measured with its earlier on/off switches), the known-good setting
 first with ``--known-good``, the search's ``n_startup_trials`` rule) driven asynchronously with ``--workers`` trials in
 flight (each trial takes a random 0.5-1.5 time units; a new one is asked as soon as one finishes,
 as Ray's ConcurrencyLimiter does). The objective is synthetic (no training): a smooth function of
@@ -11,7 +13,7 @@ the six values (the known-good setting scores 0.723) with a penalty for switched
 instance coefficients (their ratio matters, as the losses are summed), and Gaussian noise
 (sd 0.01, the size of seed noise); its optimum is 0.75. Reported per variant over ``--seeds``
 searches: the noise-free value of the best setting found (the incumbent by observed value), its
-median/mean, and a paired Wilcoxon signed-rank test against independent TPE (scipy); and how
+median/mean, and a paired Wilcoxon signed-rank test against each of :data:`REFERENCES` printed before it (scipy); and how
 close concurrent proposals are (mean normalised distance between a proposal and the settings
 running when it was made: clustering shows up as small distances).
 """
@@ -32,11 +34,19 @@ from rspose_tune._flags import int_at_least
 # one objective) with group=False, under which the switch-dependent parameters fall back to
 # independent sampling.
 VARIANTS = {
+    "random search": None,  # sampler="random": every trial as TPE's start-up trials
     "independent TPE": {"constant_liar": False, "multivariate": False},
     "+ constant_liar": {"constant_liar": True, "multivariate": False},  # searcher.TPE_OPTIONS up to issue 26
     "Optuna 5 default (liar, multivariate)": {"constant_liar": True, "multivariate": True, "group": False},
     "liar, multivariate, group": {"constant_liar": True, "multivariate": True, "group": True},
+    # issue 26's third and fourth rounds (docs/replay.md): one candidate per proposal, then half of the
+    # proposals after the start-up drawn at random (searcher.TPE_OPTIONS since the fourth round)
+    "liar, n_ei_candidates=1": {"constant_liar": True, "multivariate": False, "n_ei_candidates": 1},
+    "liar, n_ei_candidates=1, random_fraction=0.5": {"constant_liar": True, "multivariate": False,
+                                                     "n_ei_candidates": 1, "random_fraction": 0.5},
 }
+#: The variants each one is compared with (Wilcoxon signed-rank over the same seeds), when printed after them.
+REFERENCES = ("independent TPE", "+ constant_liar", "liar, n_ei_candidates=1", "random search")
 
 
 def objective(c: dict) -> float:
@@ -72,14 +82,14 @@ def _unit(c: dict, space) -> np.ndarray:
     return np.asarray(out)
 
 
-def run_once(options: dict, seed: int, trials: int, workers: int, preset, known_good: bool = False) -> tuple[float, float]:
+def run_once(options: dict | None, seed: int, trials: int, workers: int, preset, known_good: bool = False) -> tuple[float, float]:
     """(noise-free value of the observed incumbent, mean distance of a proposal to the running ones)."""
     from rspose_tune.searcher import PruningAwareOptunaSearch, startup_trials
 
     searcher = PruningAwareOptunaSearch(
         preset.params, max_epochs=1, metric="metric", mode="max", known_good=preset.known_good if known_good else (),
-        seed=seed,
-        n_startup_trials=startup_trials(trials), tpe_options=options,
+        seed=seed, n_startup_trials=startup_trials(trials), tpe_options=options or {},
+        sampler="tpe" if options is not None else "random",
     )
     rng = np.random.default_rng(seed)
     running: list[tuple[float, str, dict]] = []
@@ -139,10 +149,10 @@ def main(argv: list[str] | None = None) -> int:
         values = np.array([v for v, _ in results[name]])
         dist = np.array([d for _, d in results[name]])
         distance = f"{dist.mean():.3f}" if np.isfinite(dist).all() else "n/a (one trial in flight)"
-        line = (f"{name:40s} best true value: median {np.median(values):.4f}, mean {values.mean():.4f} "
+        line = (f"{name:46s} best true value: median {np.median(values):.4f}, mean {values.mean():.4f} "
                 f"(regret {0.75 - values.mean():.4f}); proposal-to-running distance {distance}; "
                 f"{time.perf_counter() - start:.0f} s")
-        for ref in ("independent TPE", "+ constant_liar"):
+        for ref in REFERENCES:
             if name == ref or ref not in results:
                 continue
             base = np.array([v for v, _ in results[ref]])
