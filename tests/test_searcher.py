@@ -796,8 +796,11 @@ def test_searcher_enqueues_warm_start_after_known_good_and_records_the_source():
     assert trials[0].user_attrs["rspose:known_good"] == 0 and "rspose:warm_start" not in trials[0].user_attrs
     assert trials[1].user_attrs["rspose:warm_start"] == "/runs/x trial t1"
     sampler = searcher.study.sampler
-    assert TPE_OPTIONS == {"constant_liar": True, "multivariate": False, "n_ei_candidates": 1}  # docs/trust.md
-    assert sampler._constant_liar and sampler._multivariate is False and sampler._n_ei_candidates == 1
+    assert TPE_OPTIONS == {"constant_liar": True, "multivariate": False, "n_ei_candidates": 1,
+                           "random_fraction": 0.5}  # docs/trust.md
+    tpe = sampler._model  # RandomFractionSampler: TPE, and a RandomSampler for every other trial after the start-up
+    assert sampler._fraction == 0.5 and isinstance(sampler._random, optuna.samplers.RandomSampler)
+    assert tpe._constant_liar and tpe._multivariate is False and tpe._n_ei_candidates == 1
     grouped = PruningAwareOptunaSearch(space, max_epochs=3, metric="metric", mode="max",
                                        tpe_options={"multivariate": True, "group": True})
     assert grouped.study.sampler._multivariate and grouped.study.sampler._group

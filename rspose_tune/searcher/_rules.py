@@ -17,12 +17,16 @@ if TYPE_CHECKING:
 #: the replay's policies use: ``tpe`` (Optuna's TPE after its random start-up trials), ``random`` (random
 #: search: every trial a start-up trial) and ``gp`` (Optuna's Gaussian process after them).
 SAMPLERS = ("tpe", "random", "gp")
-#: Optuna TPESampler options: ``constant_liar`` for parallel trials (measured: docs/trust.md#parallel-tpe);
-#: ``n_ei_candidates=1`` (each proposal drawn from TPE's density of good trials, not the best of 24
-#: draws by expected improvement) from the replays of issue 26's third round (docs/replay.md): over 80
-#: search seeds, with the all-on space, the confirm stage named the best setting in 73 instead of 61
-#: (demo table) and 55 instead of 38 (held-out table) replays.
-TPE_OPTIONS = {"constant_liar": True, "multivariate": False, "n_ei_candidates": 1}
+#: The TPE options of a search: ``constant_liar`` for parallel trials (measured: docs/trust.md#parallel-tpe;
+#: with one candidate per proposal it changes nothing, as the liar only adds running trials to the
+#: "bad" density a single candidate never consults); ``n_ei_candidates=1`` (each proposal drawn from
+#: TPE's density of good trials, not the best of 24 draws by expected improvement) from issue 26's
+#: third round (docs/replay.md): over 80 search seeds, with the all-on space, the confirm stage named
+#: the best setting in 73 instead of 61 (demo table) and 55 instead of 38 (held-out table) replays;
+#: ``random_fraction=0.5`` (every other proposal after the start-up drawn at random, BOHB's random
+#: fraction) from its fourth round: over 160 search seeds, 147 instead of 142 (demo) and 122 instead
+#: of 109 (held-out).
+TPE_OPTIONS = {"constant_liar": True, "multivariate": False, "n_ei_candidates": 1, "random_fraction": 0.5}
 #: The kind of value each option ``tpe_options`` may set takes (``int``: >= 1; ``float``: finite, > 0;
 #: ``"fraction"``: a number in [0, 1)). All are ``TPESampler`` keyword arguments but ``random_fraction``:
 #: the share of proposals after the start-up trials drawn at random instead of by TPE

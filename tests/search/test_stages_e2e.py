@@ -51,7 +51,7 @@ def test_confirm_baseline_and_warm_start_end_to_end(tmp_path, demo_preset):
     run_dir = tmp_path / "first"
     spec = read_spec(str(run_dir))
     assert (spec.confirm_top, spec.confirm_seeds, spec.baseline, spec.baseline_seeds) == (2, (1, 2), True, (1, 2))
-    assert spec.tpe_options == {"constant_liar": True, "multivariate": False, "n_ei_candidates": 1}
+    assert spec.tpe_options == {"constant_liar": True, "multivariate": False, "n_ei_candidates": 1, "random_fraction": 0.5}
     rows = read_results(run_dir)
     last = rows.sort_values("epoch").groupby("trial_id").tail(1).set_index("trial_id")
     search = last[last["stage"] == "search"]
