@@ -56,8 +56,9 @@ class PruningAwareOptunaSearch(Persistence, Searcher):
         warm_start: Settings tried right after ``known_good``: ``{"params": {the values},
             "source": str}``; the Optuna trial records ``source`` (user attribute
             ``rspose:warm_start``). The values must lie in ``space``.
-        tpe_options: ``TPESampler`` keyword arguments (default :data:`TPE_OPTIONS`); e.g.
-            ``{}`` for Optuna's independent TPE.
+        tpe_options: ``TPESampler`` keyword arguments and ``random_fraction`` (the share of
+            proposals after the start-up drawn at random; :data:`TPE_OPTION_KEYS`; default
+            :data:`TPE_OPTIONS`); e.g. ``{}`` for Optuna's independent TPE.
         sampler: One of :data:`SAMPLERS`: ``"tpe"`` (the default), ``"random"`` (every trial
             random, as TPE's start-up trials; ``n_startup_trials`` and ``tpe_options`` do not
             apply) or ``"gp"``: Optuna's ``GPSampler`` (a Gaussian process over the COMPLETE
