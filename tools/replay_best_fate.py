@@ -1,7 +1,7 @@
 """Where a replayed search loses the table's best setting: never proposed, stopped by ASHA, or trained.
 
     python tools/replay_best_fate.py [TABLE ...] [--search-space PRESET] [--grace-epochs G]
-        [--n-startup-trials N] [--seeds 40] [--budget-epochs 640]
+        [--n-startup-trials N] [--seeds 40] [--budget-epochs 640] [--tpe-option KEY=VALUE]
 
 For each policy (ASHA + TPE, ASHA + random) and search seed 0..seeds-1, replays the search with the
 replay's own :func:`rspose_tune.replay.replay` (W = 4) and counts, for the table's best setting:
@@ -20,6 +20,12 @@ import argparse
 import sys
 
 
+def _tpe_option(text: str):
+    from rspose_tune.replay._cli import _tpe_option as parse  # the replay's own flag rule
+
+    return parse(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     from rspose_tune.replay import DEMO_TABLE, POLICIES, ReplaySettings, load_table, replay
     from rspose_tune.replay._table import _space_of_preset
@@ -33,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=40)
     parser.add_argument("--budget-epochs", type=int, default=640)
     parser.add_argument("--region-of", type=int, default=None, metavar="I")
+    parser.add_argument("--tpe-option", action="append", type=_tpe_option, default=[], metavar="KEY=VALUE",
+                        help="a TPE option over the live search's, as the replay's --tpe-option "
+                             "(e.g. random_fraction=0: the options before issue 26's fourth round)")
     args = parser.parse_args(argv)
     table = load_table(args.tables)
     region: set[int] = set()
@@ -44,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
         region = {centre, *later}
     space = _space_of_preset(load_preset(args.search_space)) if args.search_space else None
     settings = ReplaySettings(budget_epochs=args.budget_epochs, grace_epochs=args.grace_epochs,
-                              n_startup_trials=args.n_startup_trials, search_space=space)
+                              n_startup_trials=args.n_startup_trials, search_space=space,
+                              tpe_options=dict(args.tpe_option) or None)
     best = table.best_index
     print(f"best setting {best} ({table.value(best):.4f}) of {len(table.settings)}; {args.seeds} seeds")
     for name in ("asha-tpe", "asha-random"):

@@ -7,6 +7,8 @@ import importlib.util
 import re
 from pathlib import Path
 
+import pytest
+
 from rspose_tune.replay import DEMO_TABLE, POLICIES, ReplaySettings, confirm, load_table, replay
 from rspose_tune.replay._table import _space_of_preset
 from rspose_tune.spaces import load_preset
@@ -32,3 +34,28 @@ def test_each_replay_has_one_fate_and_candidates_match_the_confirm_stage(capsys)
         hits = sum(table.best_index in confirm(table, replay(table, POLICIES[name], seed=s, settings=settings), 3, 3).candidates
                    for s in range(6))
         assert hits == int(candidate), name
+
+
+def test_tpe_option_reaches_the_replayed_searcher(monkeypatch, capsys):
+    """``--tpe-option random_fraction=0`` replays the TPE of before issue 26's fourth round (no random share)."""
+    from rspose_tune.searcher import _random_fraction
+
+    spec = importlib.util.spec_from_file_location("replay_best_fate", TOOL)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    made = []
+    real = _random_fraction.RandomFractionSampler.__init__
+
+    def spy(self, *args, **kwargs):
+        made.append(args)
+        real(self, *args, **kwargs)
+
+    monkeypatch.setattr(_random_fraction.RandomFractionSampler, "__init__", spy)
+    base = ["--seeds", "1", "--budget-epochs", "60", "--search-space", "demo"]
+    assert tool.main(base) == 0 and made  # today's options: the random fraction
+    made.clear()
+    assert tool.main([*base, "--tpe-option", "random_fraction=0"]) == 0 and not made
+    with pytest.raises(SystemExit) as exc:
+        tool.main([*base, "--tpe-option", "random_fraction=2"])
+    assert exc.value.code == 2
+    assert "random_fraction must be a number in [0, 1)" in capsys.readouterr().err
