@@ -20,14 +20,9 @@ import argparse
 import sys
 
 
-def _tpe_option(text: str):
-    from rspose_tune.replay._cli import _tpe_option as parse  # the replay's own flag rule
-
-    return parse(text)
-
-
 def main(argv: list[str] | None = None) -> int:
     from rspose_tune.replay import DEMO_TABLE, POLICIES, ReplaySettings, load_table, replay
+    from rspose_tune.replay._cli import _tpe_option  # the replay's own --tpe-option rule
     from rspose_tune.replay._table import _space_of_preset
     from rspose_tune.spaces import load_preset
 

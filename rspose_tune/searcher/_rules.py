@@ -143,12 +143,11 @@ def make_sampler(
             )
         options = dict(tpe_options)
         fraction = float(options.pop("random_fraction", 0.0))
-        tpe = optuna.samplers.TPESampler(
-            seed=derive_seed(seed, n_trials), n_startup_trials=n_startup_trials, **options,
-        )
+        tpe_seed = derive_seed(seed, n_trials)
+        tpe = optuna.samplers.TPESampler(seed=tpe_seed, n_startup_trials=n_startup_trials, **options)
         if not fraction:
             return tpe
         from rspose_tune.searcher._random_fraction import RandomFractionSampler
 
-        random_seed = None if seed is None else (derive_seed(seed, n_trials) + 1) % (2**32)  # not TPE's stream
+        random_seed = None if tpe_seed is None else (tpe_seed + 1) % (2**32)  # not TPE's stream
         return RandomFractionSampler(tpe, optuna.samplers.RandomSampler(seed=random_seed), fraction, n_startup_trials)
