@@ -493,6 +493,36 @@ def test_restore_keeps_history_fails_interrupted_and_does_not_repeat(tmp_path):
     assert not _journal_study(journal).get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
 
 
+@pytest.mark.parametrize("rows_given", [True, False])
+def test_a_rerun_takes_epochs_the_journal_lost_from_the_rows(tmp_path, rows_given):
+    """The driver died after epoch 2's row and before the next snapshot: the journal it left holds
+    epoch 1 only; the trial resumes from its epoch-2 checkpoint (it has a row) and reports epoch 3.
+    With the rows' metrics the Optuna trial that continues it has epochs 1-3, as the rows do; without
+    them (the soak's ``journal`` failure) it skips epoch 2."""
+    journal = tmp_path / "run" / JOURNAL_FILE_NAME
+    searcher = make_searcher(journal_path=journal)
+    drive(searcher, "a", MAX_T)
+    config = searcher.suggest("run")
+    searcher.on_trial_result("run", {"epoch": 1, "metric": curve(config, 1)})
+    state_file = tmp_path / "searcher-state.json"
+    searcher.save(str(state_file))  # Ray's last experiment snapshot
+    snapshot = journal.read_bytes()
+    searcher.on_trial_result("run", {"epoch": 2, "metric": curve(config, 2)})  # its row is written; then the kill
+    journal.write_bytes(snapshot)  # what the storage holds: the journal of the snapshot
+    restored = make_searcher(journal_path=journal)
+    restored.restore(str(state_file))
+    if rows_given:
+        restored.use_recorded_metrics({"a": {e: curve(trial_of(restored.study, "a").params, e) for e in (1, 2, 3)},
+                                       "run": {1: curve(config, 1), 2: curve(config, 2), 3: float("nan")}})
+    restored.on_trial_result("run", {"epoch": 3, "metric": 0.61})
+    restored.on_trial_complete("run", result={"epoch": MAX_T, "metric": 0.7})
+    rerun = next(t for t in _journal_study(journal).trials if t.user_attrs.get("rspose:rerun_of") is not None)
+    want = {1: curve(config, 1), 2: curve(config, 2), 3: 0.61, MAX_T: 0.7}
+    if not rows_given:
+        del want[2]
+    assert rerun.intermediate_values == pytest.approx(want) and rerun.state == TrialState.COMPLETE
+
+
 def test_reopening_journal_without_state_file_keeps_history(tmp_path):
     journal, _, old = _first_session(tmp_path)
     again = make_searcher(journal_path=journal, known_good=KNOWN_GOOD)  # e.g. the driver died before a checkpoint

@@ -6,7 +6,8 @@ its id at the end: moto's standalone S3 server (the run's storage, ``s3://soak/r
 ``ray start --head`` node and ``--workers`` worker nodes (token authentication, as docs/cluster.md
 says; one trial per node), and the search (``python -m rspose_tune.search --backbone demo
 --address ...``, ASHA, ``--confirm-top``, ``--baseline``). During the search, on a schedule from
-the flags (times in seconds from the search's start, each jittered by ``--seed``):
+the flags (times in seconds from the search's start, each jittered by ``--seed``; with ``--clock
+rows``, in result rows the run's storage holds instead, not jittered):
 
 - a worker node's raylet SIGKILLed and the node started again with the same command, every
   ``--node-kill-every`` seconds, ``--node-kills`` times (round robin over the workers);
@@ -54,10 +55,15 @@ class SoakUsageError(RSPoseTuneError, ValueError):
     """A bad ``bench soak`` flag: one ``error:`` line, exit 2."""
 
 
+#: What a fault's time counts: seconds since the search started, or the result rows in its storage.
+CLOCKS = ("seconds", "rows")
+
+
 @dataclass(frozen=True)
 class Fault:
-    """One injected fault: ``kind`` (``node``, ``outage``, ``driver``) at ``at_s`` seconds after the
-    search started; ``node`` names the worker (0-based) of a node kill."""
+    """One injected fault: ``kind`` (``node``, ``outage``, ``driver``) at ``at_s`` on the soak's
+    clock (seconds after the search started, or with ``--clock rows`` the number of result rows the
+    run's storage holds); ``node`` names the worker (0-based) of a node kill."""
 
     kind: str
     at_s: float
@@ -66,7 +72,8 @@ class Fault:
 
 def schedule(*, node_kills: int, node_kill_first: float, node_kill_every: float, workers: int, outage_at: float | None,
              driver_kill_at: float | None, seed: int, jitter: float = 0.1) -> list[Fault]:
-    """The faults in time order; each time is moved by up to ``jitter`` x its interval (seeded)."""
+    """The faults in time order; each time is moved by up to ``jitter`` x its interval (seeded;
+    ``jitter=0``: the times as given, the ``--clock rows`` schedule)."""
     rng = random.Random(seed)
     faults = [Fault("node", round(node_kill_first + k * node_kill_every
                                   + rng.uniform(-jitter, jitter) * node_kill_every, 1), k % workers)
@@ -310,6 +317,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--outage-at", type=float, default=150.0, help="seconds after the search starts; <0: none")
     p.add_argument("--outage-s", type=float, default=30.0)
     p.add_argument("--driver-kill-at", type=float, default=240.0, help="seconds after the search starts; <0: none")
+    p.add_argument("--clock", choices=CLOCKS, default="seconds",
+                   help="what the fault times count: seconds after the search started (jittered by --seed), or "
+                        "the result rows in the run's storage (exact: a short search is hit at the same point "
+                        "on any machine)")
     p.add_argument("--seed", type=int, default=0, help="the search's seed and the schedule's jitter")
     p.add_argument("--timeout-s", type=float, default=7200.0, help="give up (and fail) after this long")
     p.add_argument("--work-dir", default=None, help="keep everything here (default: a temporary folder, removed)")
@@ -338,7 +349,8 @@ def main(argv: list[str] | None = None) -> int:
     faults = schedule(node_kills=args.node_kills, node_kill_first=args.node_kill_first,
                       node_kill_every=args.node_kill_every, workers=args.workers,
                       outage_at=args.outage_at if args.outage_at >= 0 else None,
-                      driver_kill_at=args.driver_kill_at if args.driver_kill_at >= 0 else None, seed=args.seed)
+                      driver_kill_at=args.driver_kill_at if args.driver_kill_at >= 0 else None, seed=args.seed,
+                      jitter=0.0 if args.clock == "rows" else 0.1)
     base = Path(args.work_dir).absolute() if args.work_dir else Path(tempfile.mkdtemp(prefix="soak", dir="/tmp"))
     base.mkdir(parents=True, exist_ok=True)
     soak = Soak(args, faults, base)
@@ -449,6 +461,18 @@ class Soak:
     def _now(self) -> float:
         return time.monotonic() - self.t0
 
+    def _rows(self) -> int:
+        """The result rows the run's storage holds (every stage's, one file per trial and epoch)."""
+        from rspose_tune._storage import filesystem
+        from rspose_tune.results import row_files, rows_root
+
+        fs, path = filesystem(f"{self.storage}/{RUN}")
+        return len(row_files(fs, rows_root(path)))
+
+    def _clock(self, now: float) -> float:
+        """Where the fault schedule stands: ``now`` (seconds), or the rows written so far."""
+        return now if self.args.clock == "seconds" else self._rows()
+
     def run(self) -> None:
         from rspose_tune.demo_data import generate_demo_dataset
 
@@ -471,9 +495,12 @@ class Soak:
             if code is not None:
                 self.search_runs[-1].update(exit=code, ended_s=round(now, 1))
                 break
-            if pending and now >= pending[0].at_s and outage_end is None:
+            clock = self._clock(now) if pending and outage_end is None else None  # no listing while S3 is out
+            if clock is not None and clock >= pending[0].at_s:
                 fault = pending.pop(0)
                 record = {**asdict(fault), "injected_s": round(now, 1)}
+                if self.args.clock == "rows":
+                    record["rows"] = clock
                 if fault.kind == "node":
                     self._kill_node(self.nodes[1 + fault.node], record)
                 elif fault.kind == "outage":

@@ -100,6 +100,7 @@ def run_search(p: Plan, options: SearchOptions, extra_callbacks=(), *, reuse_act
         _set_restored_concurrency(tuner, max_concurrent)
         use_tracking_callbacks(tuner, tracking)  # this start's --mlflow/--wandb, not the first start's
         _repair_missing_checkpoints(tuner)
+        _recorded_metrics_to_searcher(p, tuner)
     else:  # a new run, or one whose driver died before Ray wrote its state: start it from its spec
         tuner = tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)
     return tuner.fit()
@@ -226,6 +227,18 @@ def _repair_missing_checkpoints(tuner) -> None:
     run_config = restored_run_config(tuner)
     kept = [c for c in run_config.callbacks or [] if not isinstance(c, MissingCheckpointRepair)]
     run_config.callbacks = [MissingCheckpointRepair(), *kept]
+
+
+def _recorded_metrics_to_searcher(p: Plan, tuner) -> None:
+    """Hand the restored searcher each search trial's metric by epoch from the run's rows, which can be
+    newer than the journal of Ray's last snapshot (:meth:`PruningAwareOptunaSearch.use_recorded_metrics`)."""
+    rows = _run_rows(p)
+    if rows is None:
+        return
+    rows = _search_rows(rows)
+    metrics = {tid: dict(zip(group["epoch"].astype(int), group["metric"].astype(float)))
+               for tid, group in rows.groupby("trial_id")}
+    restored_search_alg(tuner).searcher.use_recorded_metrics(metrics)
 
 
 def _set_restored_concurrency(tuner, max_concurrent: int) -> None:

@@ -132,6 +132,7 @@ class PruningAwareOptunaSearch(Persistence, Searcher):
         self._study: optuna.Study | None = None
         self._live: dict[str, optuna.Trial] = {}  # Ray trial id -> running Optuna trial
         self._records: dict[str, Record] = {}
+        self._recorded: dict[str, dict[int, float]] = {}  # the run's rows' metrics (use_recorded_metrics)
         self._known_good_used = 0
         self._warned: set[str] = set()
 
@@ -232,6 +233,19 @@ class PruningAwareOptunaSearch(Persistence, Searcher):
         self._open_study().tell(trial, value, state=state)
         record.state = RECORD_OF_STATE[state]
 
+    def use_recorded_metrics(self, metrics: Mapping[str, Mapping[int, float | None]]) -> None:
+        """Give a restored searcher the run's record of each trial's metric by epoch (its Parquet
+        rows: ``{ray_trial_id: {epoch: metric}}``; non-finite values are left out).
+
+        The rows are written at every result; the journal reaches the storage only with an
+        experiment snapshot. A driver killed in between leaves the journal without the last epochs
+        of a running trial, which resumes from its newest checkpoint with a row and reports the
+        epoch after it: the Optuna trial that continues it takes the epochs before that from these
+        metrics, where the journal has them too or not at all. Held for this start only (not saved:
+        the next start reads the rows again)."""
+        self._recorded = {str(tid): {int(e): v for e, v in steps.items() if _finite(v) is not None}
+                          for tid, steps in metrics.items()}
+
     def unfinished_trial_ids(self) -> list[str]:
         """Ray trials this searcher suggested that have not finished (after a restore: those that
         were running when the state was saved; Ray resumes them)."""
@@ -276,7 +290,8 @@ class PruningAwareOptunaSearch(Persistence, Searcher):
         study.enqueue_trial(record.params, user_attrs={ATTR_RERUN_OF: record.number, ATTR_RAY_ID: trial_id})
         trial = study.ask()
         sample(trial, self._dims)
-        kept = {s: v for s, v in old.intermediate_values.items() if s < epoch}
+        known = {**old.intermediate_values, **self._recorded.get(trial_id, {})}  # the rows are the record
+        kept = {s: v for s, v in known.items() if s < epoch}
         for step in sorted(kept):
             trial.report(kept[step], step=step)
         logger.info("PruningAwareOptunaSearch: Ray trial %r resumed at %s %d; Optuna trial #%d continues #%d.",

@@ -17,8 +17,12 @@ from rspose_tune.bench._cluster import processes
 
 ARGS = ["--num-trials", "5", "--max-epochs", "3", "--grace-epochs", "1", "--reduction-factor", "3",
         "--confirm-top", "1", "--confirm-seeds", "2", "--train-images", "48", "--node-kills", "1",
-        "--node-kill-first", "25", "--outage-at", "45", "--outage-s", "15", "--driver-kill-at", "80", "--seed", "0",
-        "--timeout-s", "900"]
+        "--clock", "rows", "--node-kill-first", "3", "--outage-at", "7", "--outage-s", "15", "--driver-kill-at", "11",
+        "--seed", "0", "--timeout-s", "900"]
+# The faults are timed in result rows, not seconds: the search writes at least 19 (5 trials' first
+# epochs, two promoted ones' next two, 6 confirm and 6 baseline rows), so each fault hits it while
+# it runs on any machine. (In seconds, a quiet CI machine once finished the search before the
+# driver kill at 79 s.)
 
 
 def _by_name(checks):
@@ -31,7 +35,8 @@ def soak(tmp_path_factory):
     base = tmp_path_factory.mktemp("soak")
     args: argparse.Namespace = _soak._parser().parse_args(ARGS)
     faults = _soak.schedule(node_kills=1, node_kill_first=args.node_kill_first, node_kill_every=args.node_kill_every,
-                            workers=1, outage_at=args.outage_at, driver_kill_at=args.driver_kill_at, seed=args.seed)
+                            workers=1, outage_at=args.outage_at, driver_kill_at=args.driver_kill_at, seed=args.seed,
+                            jitter=0.0)
     run = _soak.Soak(args, faults, base)
     try:
         run.run()
@@ -55,6 +60,8 @@ def test_soak_passes_every_check(soak):
             "report/export"} <= names
     kinds = [r["kind"] for r in run.injected if "skipped" not in r]
     assert sorted(kinds) == ["driver", "node", "outage"] and run.injected_all(), run.injected
+    assert [(r["kind"], r["at_s"]) for r in run.injected] == [("node", 3), ("outage", 7), ("driver", 11)]
+    assert all(r["rows"] >= r["at_s"] for r in run.injected), run.injected  # each hit once its rows were there
     assert [r["resume"] for r in run.search_runs] == [False, True], run.search_runs
 
 
@@ -91,7 +98,12 @@ def test_each_check_fails_when_its_records_are_broken(soak, damage, check):
     fs, root = pafs.FileSystem.from_uri(uri)
     rows = read_results(uri)
     last = rows.sort_values("epoch").groupby("trial_id").last()
-    full = last[(last["status"] == "completed") & (last["stage"].fillna("search") == "search")].index[0]
+    completed = last[(last["status"] == "completed") & (last["stage"].fillna("search") == "search")].index
+    # A trial no kill restarted (one MMPose attempt, every epoch validated there): a copy of that
+    # attempt doubles every epoch. (A resumed trial's last attempt may have validated one epoch
+    # or none, within what its restart allows.)
+    full = next(t for t in completed if [att["validated"] for att in _soak.read_trial_folder(
+        fs, f"{root}/trial_{t}").attempts] == [list(range(1, run.args.max_epochs + 1))])
     rows_dir = f"{root}/trials"
     row = f"{rows_dir}/{row_file_name(full, 1)}"
     saved: dict[str, bytes | None] = {}
@@ -160,6 +172,9 @@ def test_schedule_is_seeded_and_in_time_order():
     assert [f.at_s for f in faults] == sorted(f.at_s for f in faults)
     assert sorted(f.kind for f in faults) == ["driver", "node", "node", "node", "outage"]
     assert [f.node for f in faults if f.kind == "node"] == [0, 1, 0]  # round robin over the workers
+    exact = _soak.schedule(seed=0, jitter=0.0, **kw)  # the --clock rows schedule: the times as given
+    assert [(f.kind, f.at_s) for f in exact] == [("node", 60), ("outage", 150), ("node", 240), ("driver", 270),
+                                                 ("node", 420)]
 
 
 @pytest.mark.parametrize("argv, message", [
