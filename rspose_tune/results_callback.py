@@ -25,6 +25,7 @@ from rspose_tune.results import (
     build_metadata,
     final_status,
     make_row,
+    row_file_name,
     rows_root,
     trial_row_files,
     write_row,
@@ -100,6 +101,7 @@ class ParquetResultsCallback(Callback):
         self._target: tuple[pafs.FileSystem, str] | None = None
         self._metadata: dict[str, Any] | None = None
         self._last: dict[str, dict[str, Any]] = {}  # trial id -> last row written this session
+        self._reported: set[str] = set()  # trials with a result this session (their epoch-0 row checked)
 
     # ------------------------------------------------------------ Ray Tune hooks
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
@@ -107,6 +109,9 @@ class ParquetResultsCallback(Callback):
                        trial_id=trial.trial_id, time_attr=self._time_attr, seed=self._seed)
         self._write(trial, row)
         self._last[trial.trial_id] = row
+        if trial.trial_id not in self._reported:
+            self._reported.add(trial.trial_id)
+            self._drop_epoch0_row(trial)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._finalize(trial, error=None)
@@ -117,7 +122,7 @@ class ParquetResultsCallback(Callback):
     # ------------------------------------------------------------ internals
     def __getstate__(self) -> dict[str, Any]:
         # Pickled into tuner.pkl: the resolved folder is this session's, never the restored one's.
-        return {**self.__dict__, "_target": None, "_last": {}}
+        return {**self.__dict__, "_target": None, "_last": {}, "_reported": set()}
 
     def _run_name(self, trial: Any) -> str:
         if self._run is None:
@@ -144,6 +149,17 @@ class ParquetResultsCallback(Callback):
     def _trial_files(self, trial: Any) -> dict[int, str]:
         fs, root = self._resolve_target(trial)
         return trial_row_files(fs, root, trial.trial_id)
+
+    def _drop_epoch0_row(self, trial: Any) -> None:
+        """Delete the trial's epoch-0 row, if any: it recorded an error before the trial's first result
+        (:meth:`_finalize`), and the trial ran again after it. In Ray 2.60 a dead node can fail two
+        pending tasks of a trial; the first failure is recovered (the trial requeued, PENDING), the
+        second then ends it ERROR (``TuneController._process_trial_failure``), and ``--resume``
+        (``resume_errored=True``) runs it again (found by the soak: docs/soak.md#what-it-found)."""
+        fs, root = self._resolve_target(trial)
+        path = f"{root}/{row_file_name(trial.trial_id, 0)}"
+        if fs.get_file_info(path).type == pafs.FileType.File:
+            fs.delete_file(path)
 
     def _finalize(self, trial: Any, error: str | None) -> None:
         files = self._trial_files(trial)

@@ -114,6 +114,27 @@ def test_callback_finalises_after_driver_restart_and_drops_abandoned_rows(tmp_pa
     assert read_results(tmp_path).query("trial_id == 'u'").status.tolist()[-1] == "completed"
 
 
+def test_an_error_row_before_the_first_result_goes_once_the_trial_reports(tmp_path):
+    """A trial errored before its first result and then ran again (Ray 2.60: a dead node fails two
+    of its tasks, the second failure ends it ERROR, ``--resume`` runs it again). Its epoch-0 error
+    row goes with its first result, in this driver or, after a restart, in the next one (the soak's
+    journal check met a row {0: NaN} of a trial that then completed)."""
+    import pickle
+
+    trial, other = fake_trial("t"), fake_trial("u")
+    first = callback(tmp_path)
+    first.on_trial_error(iteration=1, trials=[], trial=trial)
+    assert read_results(tmp_path)[["epoch", "status"]].values.tolist() == [[0, "error"]]
+    feed(first, trial, [1, 2])
+    first.on_trial_complete(iteration=2, trials=[], trial=trial)
+    first.on_trial_error(iteration=3, trials=[], trial=other)  # then the driver dies
+    second = pickle.loads(pickle.dumps(first))  # Ray's tuner.pkl
+    feed(second, other, [1])
+    frame = read_results(tmp_path)
+    assert sorted(zip(frame.trial_id, frame.epoch, frame.status)) == [
+        ("t", 1, "running"), ("t", 2, "pruned"), ("u", 1, "running")]
+
+
 def test_callback_rejects_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match="clash with the built-in keys"):
         callback(tmp_path, extra_metadata={"versions": {}})
