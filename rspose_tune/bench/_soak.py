@@ -43,7 +43,7 @@ from rspose_tune.errors import RSPoseTuneError
 
 from ._cluster import Node, S3Server, free_port, processes, ray_bin, wait_for_nodes
 
-__all__ = ["Check", "Fault", "check_run", "main", "schedule"]
+__all__ = ["Check", "Fault", "check_run", "main", "schedule", "schedule_of"]
 
 BUCKET = "soak"
 RUN = "soak"
@@ -343,14 +343,20 @@ def _validate(args: argparse.Namespace) -> None:
         raise SoakUsageError(f"--json {args.json!r} is a folder, not a file")
 
 
+def schedule_of(args: argparse.Namespace) -> list[Fault]:
+    """The :func:`schedule` the parsed flags ask for (``<0``: no outage, no driver kill; ``--clock
+    rows``: no jitter)."""
+    return schedule(node_kills=args.node_kills, node_kill_first=args.node_kill_first,
+                    node_kill_every=args.node_kill_every, workers=args.workers,
+                    outage_at=args.outage_at if args.outage_at >= 0 else None,
+                    driver_kill_at=args.driver_kill_at if args.driver_kill_at >= 0 else None, seed=args.seed,
+                    jitter=0.0 if args.clock == "rows" else 0.1)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _validate(args)
-    faults = schedule(node_kills=args.node_kills, node_kill_first=args.node_kill_first,
-                      node_kill_every=args.node_kill_every, workers=args.workers,
-                      outage_at=args.outage_at if args.outage_at >= 0 else None,
-                      driver_kill_at=args.driver_kill_at if args.driver_kill_at >= 0 else None, seed=args.seed,
-                      jitter=0.0 if args.clock == "rows" else 0.1)
+    faults = schedule_of(args)
     base = Path(args.work_dir).absolute() if args.work_dir else Path(tempfile.mkdtemp(prefix="soak", dir="/tmp"))
     base.mkdir(parents=True, exist_ok=True)
     soak = Soak(args, faults, base)

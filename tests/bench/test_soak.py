@@ -34,10 +34,7 @@ def soak(tmp_path_factory):
     """One soak run, its servers kept up for the breaks; stopped (and checked for leftovers) after."""
     base = tmp_path_factory.mktemp("soak")
     args: argparse.Namespace = _soak._parser().parse_args(ARGS)
-    faults = _soak.schedule(node_kills=1, node_kill_first=args.node_kill_first, node_kill_every=args.node_kill_every,
-                            workers=1, outage_at=args.outage_at, driver_kill_at=args.driver_kill_at, seed=args.seed,
-                            jitter=0.0)
-    run = _soak.Soak(args, faults, base)
+    run = _soak.Soak(args, _soak.schedule_of(args), base)  # main's schedule
     try:
         run.run()
         yield run, run.check()
